@@ -1,0 +1,172 @@
+"""Reading weights safely: native `.pth`, `.safetensors` and reference transformers folders.
+
+Pickles are only ever opened with `weights_only=True`; folders are read as data (config.json + weights), their
+modeling code is never imported. Every size is read off the tensors, and the vision variant off `vision_proj.*`,
+so a mismatch fails with one sentence instead of mis-loading the way the reference's strict=False does.
+"""
+
+from __future__ import annotations
+
+import json
+import re
+from dataclasses import dataclass
+from pathlib import Path
+from typing import TYPE_CHECKING
+
+from mmv.config import VLMConfig
+from mmv.errors import MmvError
+
+if TYPE_CHECKING:
+    import torch
+
+    from mmv.model.vlm import MiniMindVLM
+
+WEIGHT_FILES = ("model.safetensors", "pytorch_model.bin")
+
+
+@dataclass
+class Checkpoint:
+    state_dict: dict[str, torch.Tensor]
+    config: VLMConfig
+    text_only: bool  # an `llm_768.pth`-style file: the projector must be freshly initialised
+    source: Path
+
+
+def read_state_dict(path: str | Path) -> dict[str, torch.Tensor]:
+    """Tensors of a `.pth` / `.bin` (weights_only) or `.safetensors` file."""
+    import torch
+
+    path = Path(path)
+    if not path.is_file():
+        raise MmvError(f"checkpoint {path} does not exist")
+    try:
+        if path.suffix == ".safetensors":
+            from safetensors.torch import load_file
+
+            state = load_file(str(path))
+        else:
+            state = torch.load(str(path), map_location="cpu", weights_only=True, mmap=True)
+    except Exception as exc:
+        reason = str(exc).strip().splitlines()[0] if str(exc).strip() else type(exc).__name__
+        raise MmvError(f"cannot read checkpoint {path}: {reason[:200]}") from None
+    if isinstance(state, dict) and "model" in state and isinstance(state["model"], dict):
+        state = state["model"]  # an mmv resume checkpoint
+    if not isinstance(state, dict) or not all(isinstance(v, torch.Tensor) for v in state.values()):
+        raise MmvError(f"{path} is not a state dict of tensors")
+    return state
+
+
+def detect_variant(state: dict[str, torch.Tensor], encoder_hidden: int | None = None) -> str | None:
+    """The vision variant from the projector's shapes (REFERENCE.md section 2); None for a text-only LLM.
+
+    p32-256 and p16-256 share a layout and differ only in the LayerNorm width (768 vs 3072 at full size), so a
+    model of another width needs the encoder's hidden size to tell them apart.
+    """
+    if any(k.startswith("vision_proj.vision_proj.") for k in state):
+        raise MmvError("this is a CLIP-era MiniMind2-V checkpoint (single Linear projector, 196 '@' tokens); "
+                       "expected a MiniMind-V checkpoint with a SigLIP2 projector")
+    first = state.get("vision_proj.mlp.0.weight")
+    if first is None:
+        if any(k.startswith("vision_proj.") for k in state):
+            raise MmvError("unrecognised vision projector keys: expected vision_proj.mlp.{0,1,3}.* or mlp.{0,2}.*")
+        return None
+    if first.dim() == 2 and "vision_proj.mlp.3.weight" not in state:
+        return "p16-naflex"
+    if first.dim() != 1 or "vision_proj.mlp.3.weight" not in state:
+        raise MmvError(f"unrecognised vision projector: mlp.0.weight has shape {tuple(first.shape)}")
+    width = first.shape[0]
+    if encoder_hidden is not None and width in (encoder_hidden, 4 * encoder_hidden):
+        return "p32-256" if width == encoder_hidden else "p16-256"
+    if width in (768, 3072) and encoder_hidden is None:
+        return "p32-256" if width == 768 else "p16-256"
+    raise MmvError(f"the projector takes {width}-wide tokens, which fits neither a p32-256 nor a p16-256 encoder "
+                   f"of hidden size {encoder_hidden or 768}; pass the matching --vision folder")
+
+
+def infer_config(state: dict[str, torch.Tensor], base: VLMConfig | None = None,
+                 encoder_hidden: int | None = None) -> VLMConfig:
+    """Every size of the model read off its tensors; `base` supplies what tensors cannot tell (top-k, rope)."""
+    try:
+        embed = state["model.embed_tokens.weight"]
+        q_norm = state["model.layers.0.self_attn.q_norm.weight"]
+        head_dim = q_norm.shape[0]
+        layers = 1 + max(int(m.group(1)) for k in state if (m := re.match(r"model\.layers\.(\d+)\.", k)))
+        heads = state["model.layers.0.self_attn.q_proj.weight"].shape[0] // head_dim
+        kv_heads = state["model.layers.0.self_attn.k_proj.weight"].shape[0] // head_dim
+    except (KeyError, ValueError):
+        raise MmvError("not a MiniMind checkpoint: expected model.embed_tokens.weight and "
+                       "model.layers.N.self_attn.* keys") from None
+    experts = {int(m.group(1)) for k in state if (m := re.match(r"model\.layers\.0\.mlp\.experts\.(\d+)\.", k))}
+    mlp = "model.layers.0.mlp.experts.0.gate_proj.weight" if experts else "model.layers.0.mlp.gate_proj.weight"
+    values = (base or VLMConfig()).to_dict()
+    values.update(vocab_size=embed.shape[0], hidden_size=embed.shape[1], num_hidden_layers=layers,
+                  num_attention_heads=heads, num_key_value_heads=kv_heads, head_dim=head_dim,
+                  intermediate_size=state[mlp].shape[0], moe_intermediate_size=state[mlp].shape[0],
+                  use_moe=bool(experts), num_experts=len(experts) or values["num_experts"])
+    variant = detect_variant(state, encoder_hidden)
+    if variant is not None:
+        width = state["vision_proj.mlp.0.weight"].shape[-1 if variant == "p16-naflex" else 0]
+        values.update(vision_variant=variant,
+                      image_hidden_size=width if variant == "p32-256" else width // 4)
+    return VLMConfig.from_dict(values)
+
+
+def find_weights(folder: Path) -> Path:
+    for name in WEIGHT_FILES:
+        if (folder / name).is_file():
+            return folder / name
+    raise MmvError(f"{folder} holds no weights: expected {' or '.join(WEIGHT_FILES)}")
+
+
+def folder_config(folder: Path) -> dict:
+    path = folder / "config.json"
+    try:
+        config = json.loads(path.read_text())
+    except (OSError, ValueError) as exc:
+        raise MmvError(f"cannot read {path}: {exc}") from None
+    if config.get("model_type") not in ("minimind-v", "minimind", "mmv"):
+        raise MmvError(f"{folder} is a {config.get('model_type')!r} folder; expected model_type 'minimind-v'")
+    return config
+
+
+def read_checkpoint(path: str | Path, encoder_hidden: int | None = None,
+                    base: VLMConfig | None = None) -> Checkpoint:
+    """Weights and the config they imply from a `.pth` / `.safetensors` file or a transformers folder."""
+    path = Path(path)
+    if path.is_dir():
+        raw = folder_config(path)
+        base = VLMConfig.from_dict({**(base.to_dict() if base else {}), **raw})
+        encoder_hidden = encoder_hidden or raw.get("image_hidden_size")
+        state = read_state_dict(find_weights(path))
+    else:
+        state = read_state_dict(path)
+    config = infer_config(state, base, encoder_hidden)
+    return Checkpoint(state, config, text_only="vision_proj.mlp.0.weight" not in state, source=path)
+
+
+def check_keys(expected: set[str], found: set[str], source: Path, tied: bool) -> None:
+    missing = expected - found
+    if tied and "lm_head.weight" in missing and "model.embed_tokens.weight" in found:
+        missing.discard("lm_head.weight")  # transformers folders store tied weights once
+    unexpected = found - expected
+    if missing or unexpected:
+        parts = []
+        if missing:
+            parts.append(f"missing {len(missing)} key(s) such as {sorted(missing)[0]}")
+        if unexpected:
+            parts.append(f"unexpected {len(unexpected)} key(s) such as {sorted(unexpected)[0]}")
+        raise MmvError(f"{source} does not match the model it describes: {'; '.join(parts)}")
+
+
+def load_weights(model: MiniMindVLM, checkpoint: Checkpoint) -> None:
+    """Copy checkpoint tensors into `model` after a strict key check (the encoder and a text-only projector aside)."""
+    expected = set(model.checkpoint_state_dict())
+    if checkpoint.text_only:
+        expected = {k for k in expected if not k.startswith("vision_proj.")}
+    check_keys(expected, set(checkpoint.state_dict), checkpoint.source, model.config.tie_word_embeddings)
+    own = model.state_dict()
+    for key, tensor in checkpoint.state_dict.items():
+        if own[key].shape != tensor.shape:
+            raise MmvError(f"{checkpoint.source}: {key} has shape {tuple(tensor.shape)}, "
+                           f"expected {tuple(own[key].shape)}")
+    model.load_state_dict(checkpoint.state_dict, strict=False)

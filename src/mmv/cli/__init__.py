@@ -1,0 +1,1 @@
+"""The `mmv` command line: a thin Typer layer over the core package."""

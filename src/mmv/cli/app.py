@@ -1,0 +1,61 @@
+"""Entry point: `mmv` and its subcommands. Each command lives in its own module and imports torch lazily."""
+
+from __future__ import annotations
+
+import sys
+
+import typer
+
+from mmv import __version__
+from mmv.cli import chat, convert, download, train
+from mmv.cli.common import options
+
+app = typer.Typer(
+    name="mmv",
+    help="Train and run tiny MiniMind-V vision-language models: download, pretrain, sft, chat, convert.",
+    no_args_is_help=True,
+    add_completion=False,
+    pretty_exceptions_enable=False,
+)
+
+
+def _version(value: bool) -> None:
+    if value:
+        typer.echo(f"mmv {__version__}")
+        raise typer.Exit()
+
+
+@app.callback()
+def main_options(
+    json_output: bool = typer.Option(False, "--json", help="Print one JSON summary object on stdout at the end."),
+    debug: bool = typer.Option(False, "--debug", help="Show full tracebacks on errors."),
+    version: bool = typer.Option(False, "--version", callback=_version, is_eager=True, help="Show the version."),
+) -> None:
+    """Global options; --json and --debug may also be written after the subcommand."""
+    options.json = options.json or json_output
+    options.debug = options.debug or debug
+
+
+app.command("download")(download.download)
+app.command("chat")(chat.chat)
+app.command("pretrain")(train.pretrain)
+app.command("sft")(train.sft)
+app.command("convert")(convert.convert)
+
+
+def _lift_global_flags(argv: list[str]) -> list[str]:
+    """Accept --json / --debug anywhere before a `--`, so `mmv chat x.jpg --json` works like `mmv --json chat`."""
+    cut = argv.index("--") if "--" in argv else len(argv)
+    head, tail = argv[:cut], argv[cut:]
+    options.json = "--json" in head
+    options.debug = "--debug" in head
+    return [a for a in head if a not in ("--json", "--debug")] + tail
+
+
+def main() -> None:
+    args = _lift_global_flags(sys.argv[1:])
+    app(args=args, prog_name="mmv")
+
+
+if __name__ == "__main__":
+    main()

@@ -1,0 +1,11 @@
+"""`mmv chat`."""
+
+from __future__ import annotations
+
+from mmv.cli.common import handle_errors, not_yet_available
+
+
+@handle_errors
+def chat() -> None:
+    """Not yet available."""
+    not_yet_available("chat")

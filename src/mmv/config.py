@@ -1,0 +1,109 @@
+"""Model configuration: one dataclass for the LLM + vision path, with named presets.
+
+Field names follow the reference `config.json` (REFERENCE.md sections 1-3) so a config round-trips through
+transformers folders unchanged. Sizes left as `None` are derived in `__post_init__`.
+"""
+
+from __future__ import annotations
+
+import dataclasses
+import math
+from dataclasses import dataclass, field
+from typing import Any
+
+from mmv.errors import MmvError
+
+# The three vision variants (REFERENCE.md section 2): encoder tokens per image and projector layout.
+VISION_VARIANTS = ("p32-256", "p16-256", "p16-naflex")
+DEFAULT_VARIANT = "p32-256"
+IMAGE_TOKEN = "<|image_pad|>"
+IMAGE_MARKER = "<image>"
+
+
+@dataclass
+class VLMConfig:
+    # --- language model (MiniMind, Qwen3-shaped) ---
+    hidden_size: int = 768
+    num_hidden_layers: int = 8
+    num_attention_heads: int = 8
+    num_key_value_heads: int = 4  # grouped-query attention
+    head_dim: int | None = None  # default hidden_size // num_attention_heads
+    intermediate_size: int | None = None  # default ceil(hidden * pi / 64) * 64
+    vocab_size: int = 6400
+    rms_norm_eps: float = 1e-6
+    rope_theta: float = 1e6
+    max_position_embeddings: int = 32768
+    # YaRN context extension at inference: {"factor": 16, "original_max_position_embeddings": 2048, ...}
+    rope_scaling: dict[str, Any] | None = None
+    tie_word_embeddings: bool = True
+    bos_token_id: int = 1
+    eos_token_id: int = 2
+    pad_token_id: int = 0
+    # --- mixture of experts (use_moe replaces every dense MLP) ---
+    use_moe: bool = False
+    num_experts: int = 4
+    num_experts_per_tok: int = 1
+    moe_intermediate_size: int | None = None  # default intermediate_size
+    norm_topk_prob: bool = True
+    router_aux_loss_coef: float = 5e-4
+    # --- vision path ---
+    vision_variant: str = DEFAULT_VARIANT
+    image_hidden_size: int = 768  # the encoder's hidden size
+    image_token_len: int = 64  # placeholder tokens per image
+    image_ids: list[int] = field(default_factory=lambda: [12])
+
+    def __post_init__(self) -> None:
+        if self.vision_variant not in VISION_VARIANTS:
+            raise MmvError(f"unknown vision variant {self.vision_variant!r}; "
+                           f"expected one of {', '.join(VISION_VARIANTS)}")
+        if self.head_dim is None:
+            self.head_dim = self.hidden_size // self.num_attention_heads
+        if self.intermediate_size is None:
+            self.intermediate_size = math.ceil(self.hidden_size * math.pi / 64) * 64
+        if self.moe_intermediate_size is None:
+            self.moe_intermediate_size = self.intermediate_size
+        if self.num_attention_heads % self.num_key_value_heads:
+            raise MmvError("num_attention_heads must be a multiple of num_key_value_heads")
+
+    @property
+    def image_token_id(self) -> int:
+        return self.image_ids[0]
+
+    @property
+    def projector_input_size(self) -> int:
+        """Width of one projector input token: merged variants stack 4 encoder tokens."""
+        return self.image_hidden_size * (1 if self.vision_variant == "p32-256" else 4)
+
+    def to_dict(self) -> dict[str, Any]:
+        return dataclasses.asdict(self)
+
+    @classmethod
+    def from_dict(cls, data: dict[str, Any]) -> VLMConfig:
+        """Build from a reference or mmv `config.json`, ignoring fields that do not describe the weights."""
+        known = {f.name for f in dataclasses.fields(cls)}
+        return cls(**{k: v for k, v in data.items() if k in known})
+
+    def replace(self, **changes: Any) -> VLMConfig:
+        return dataclasses.replace(self, **changes)
+
+
+def _tiny(**overrides: Any) -> VLMConfig:
+    base = dict(hidden_size=64, num_hidden_layers=3, num_attention_heads=4, num_key_value_heads=2,
+                intermediate_size=160, image_hidden_size=32)
+    base.update(overrides)
+    return VLMConfig(**base)
+
+
+# Named presets; `tiny` matches the fixtures' model size and is what tests and the demo build on.
+PRESETS: dict[str, Any] = {
+    "minimind-3v": lambda: VLMConfig(),
+    "minimind-3v-moe": lambda: VLMConfig(use_moe=True),
+    "tiny": _tiny,
+    "tiny-moe": lambda: _tiny(use_moe=True, num_experts=4, num_experts_per_tok=1),
+}
+
+
+def preset(name: str, **overrides: Any) -> VLMConfig:
+    if name not in PRESETS:
+        raise MmvError(f"unknown preset {name!r}; expected one of {', '.join(PRESETS)}")
+    return PRESETS[name]().replace(**overrides) if overrides else PRESETS[name]()

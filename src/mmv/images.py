@@ -1,0 +1,42 @@
+"""Opening images safely: every failure is one clear sentence, never a traceback or a decompression bomb."""
+
+from __future__ import annotations
+
+import io
+from pathlib import Path
+from typing import TYPE_CHECKING
+
+from mmv.errors import MmvError
+
+if TYPE_CHECKING:
+    from PIL import Image
+
+# 64 megapixels: far above any photo the 256x256 encoders need, far below what exhausts memory when decoded.
+MAX_PIXELS = 64_000_000
+
+
+def open_image(source: str | Path | bytes, name: str | None = None, max_pixels: int = MAX_PIXELS) -> Image.Image:
+    """Decode a file path or raw bytes into a fully loaded RGB image."""
+    from PIL import Image, UnidentifiedImageError
+
+    label = name or (str(source) if not isinstance(source, bytes) else "image bytes")
+    if not isinstance(source, bytes):
+        path = Path(source)
+        if not path.is_file():
+            raise MmvError(f"image {label} does not exist")
+        source = path.read_bytes()
+    try:
+        with Image.open(io.BytesIO(source)) as image:
+            width, height = image.size
+            if width * height > max_pixels:
+                raise MmvError(f"image {label} is {width}x{height} pixels, over the {max_pixels:,}-pixel limit")
+            image.load()  # decode now, so a truncated file fails here and not deep inside the processor
+            return image.convert("RGB")
+    except MmvError:
+        raise
+    except UnidentifiedImageError:
+        raise MmvError(f"{label} is not an image file") from None
+    except (OSError, SyntaxError, ValueError, Image.DecompressionBombError) as exc:
+        raise MmvError(f"image {label} cannot be decoded: {str(exc).splitlines()[0] if str(exc) else 'corrupt'}") \
+            from None
+

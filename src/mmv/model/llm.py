@@ -1,0 +1,166 @@
+"""The MiniMind language model: Qwen3-shaped decoder (GQA, q/k RMSNorm, RoPE, SwiGLU or MoE), tied embeddings.
+
+Parameter names equal the reference `.pth` keys (and transformers' Qwen3), so state dicts load with strict=True.
+"""
+
+from __future__ import annotations
+
+import torch
+import torch.nn.functional as F
+from torch import nn
+
+from mmv.config import VLMConfig
+from mmv.model.kv_cache import KVCache
+from mmv.model.moe import MoEFeedForward
+from mmv.model.rope import apply_rope, rope_tables
+
+
+class RMSNorm(nn.Module):
+    def __init__(self, dim: int, eps: float) -> None:
+        super().__init__()
+        self.eps = eps
+        self.weight = nn.Parameter(torch.ones(dim))
+
+    def forward(self, x: torch.Tensor) -> torch.Tensor:
+        # float32 statistics and weight multiply before the cast back, as the reference does
+        x32 = x.float()
+        normed = x32 * torch.rsqrt(x32.pow(2).mean(-1, keepdim=True) + self.eps)
+        return (self.weight.float() * normed).to(x.dtype)
+
+
+class FeedForward(nn.Module):
+    """SwiGLU: down(silu(gate(x)) * up(x))."""
+
+    def __init__(self, hidden: int, intermediate: int) -> None:
+        super().__init__()
+        self.gate_proj = nn.Linear(hidden, intermediate, bias=False)
+        self.down_proj = nn.Linear(intermediate, hidden, bias=False)
+        self.up_proj = nn.Linear(hidden, intermediate, bias=False)
+
+    def forward(self, x: torch.Tensor) -> torch.Tensor:
+        return self.down_proj(F.silu(self.gate_proj(x)) * self.up_proj(x))
+
+
+class Attention(nn.Module):
+    def __init__(self, config: VLMConfig) -> None:
+        super().__init__()
+        self.heads, self.kv_heads = config.num_attention_heads, config.num_key_value_heads
+        self.head_dim = config.head_dim
+        hidden = config.hidden_size
+        self.q_proj = nn.Linear(hidden, self.heads * self.head_dim, bias=False)
+        self.k_proj = nn.Linear(hidden, self.kv_heads * self.head_dim, bias=False)
+        self.v_proj = nn.Linear(hidden, self.kv_heads * self.head_dim, bias=False)
+        self.o_proj = nn.Linear(self.heads * self.head_dim, hidden, bias=False)
+        self.q_norm = RMSNorm(self.head_dim, config.rms_norm_eps)
+        self.k_norm = RMSNorm(self.head_dim, config.rms_norm_eps)
+
+    def forward(self, x: torch.Tensor, cos: torch.Tensor, sin: torch.Tensor, mask: torch.Tensor | None,
+                causal: bool, cache: KVCache | None, layer: int) -> torch.Tensor:
+        batch, length, _ = x.shape
+        q = self.q_norm(self.q_proj(x).view(batch, length, self.heads, self.head_dim)).transpose(1, 2)
+        k = self.k_norm(self.k_proj(x).view(batch, length, self.kv_heads, self.head_dim)).transpose(1, 2)
+        v = self.v_proj(x).view(batch, length, self.kv_heads, self.head_dim).transpose(1, 2)
+        q, k = apply_rope(q, cos, sin), apply_rope(k, cos, sin)
+        if cache is not None:
+            k, v = cache.write(layer, k, v)
+        out = F.scaled_dot_product_attention(q, k, v, attn_mask=mask, is_causal=causal,
+                                             enable_gqa=self.heads != self.kv_heads)
+        return self.o_proj(out.transpose(1, 2).reshape(batch, length, -1))
+
+
+class Block(nn.Module):
+    def __init__(self, config: VLMConfig) -> None:
+        super().__init__()
+        self.self_attn = Attention(config)
+        self.input_layernorm = RMSNorm(config.hidden_size, config.rms_norm_eps)
+        self.post_attention_layernorm = RMSNorm(config.hidden_size, config.rms_norm_eps)
+        self.mlp = MoEFeedForward(config) if config.use_moe else FeedForward(config.hidden_size,
+                                                                                config.intermediate_size)
+
+    def forward(self, x: torch.Tensor, cos: torch.Tensor, sin: torch.Tensor, mask: torch.Tensor | None,
+                causal: bool, cache: KVCache | None, layer: int) -> torch.Tensor:
+        x = x + self.self_attn(self.input_layernorm(x), cos, sin, mask, causal, cache, layer)
+        return x + self.mlp(self.post_attention_layernorm(x))
+
+
+class Backbone(nn.Module):
+    """Embeddings, decoder blocks and the final norm; `model.*` in the reference key layout."""
+
+    def __init__(self, config: VLMConfig) -> None:
+        super().__init__()
+        self.embed_tokens = nn.Embedding(config.vocab_size, config.hidden_size)
+        self.layers = nn.ModuleList(Block(config) for _ in range(config.num_hidden_layers))
+        self.norm = RMSNorm(config.hidden_size, config.rms_norm_eps)
+
+
+def attention_mask_for(length: int, start: int, key_padding: torch.Tensor | None,
+                       segment_ids: torch.Tensor | None, device: torch.device) -> tuple[torch.Tensor | None, bool]:
+    """Return (boolean mask [B,1,T,S] or None, is_causal) for `length` new tokens after `start` cached ones.
+
+    The fast path (no tensor, sdpa's own causal kernel) covers unpadded prefill and single-token decode.
+    """
+    if key_padding is None and segment_ids is None:
+        if start == 0:
+            return None, length > 1
+        if length == 1:
+            return None, False
+    total = start + length
+    query_pos = torch.arange(start, total, device=device)[:, None]
+    key_pos = torch.arange(total, device=device)[None, :]
+    allowed = (key_pos <= query_pos)[None, None]
+    if segment_ids is not None:
+        allowed = allowed & (segment_ids[:, None, :, None] == segment_ids[:, None, None, :])
+    if key_padding is not None:
+        allowed = allowed & key_padding[:, None, None, :total].bool()
+        # a padded query row would otherwise see nothing and turn into NaN
+        allowed = allowed | (key_pos == query_pos)[None, None]
+    return allowed, False
+
+
+class MiniMindLM(nn.Module):
+    def __init__(self, config: VLMConfig) -> None:
+        super().__init__()
+        self.config = config
+        self.model = Backbone(config)
+        self.lm_head = nn.Linear(config.hidden_size, config.vocab_size, bias=False)
+        if config.tie_word_embeddings:
+            self.lm_head.weight = self.model.embed_tokens.weight
+        cos, sin = rope_tables(config.head_dim, config.max_position_embeddings, config.rope_theta,
+                               config.rope_scaling)
+        self.register_buffer("rope_cos", cos, persistent=False)
+        self.register_buffer("rope_sin", sin, persistent=False)
+
+    def rope_for(self, position_ids: torch.Tensor | None, start: int, length: int, dtype: torch.dtype
+                 ) -> tuple[torch.Tensor, torch.Tensor]:
+        if position_ids is None:
+            cos, sin = self.rope_cos[start:start + length][None, None], self.rope_sin[start:start + length][None, None]
+        else:
+            cos, sin = self.rope_cos[position_ids][:, None], self.rope_sin[position_ids][:, None]
+        return cos.to(dtype), sin.to(dtype)
+
+    def decode(self, hidden: torch.Tensor, *, position_ids: torch.Tensor | None = None,
+               key_padding: torch.Tensor | None = None, segment_ids: torch.Tensor | None = None,
+               cache: KVCache | None = None, last_only: bool = False) -> tuple[torch.Tensor, torch.Tensor]:
+        """Run the blocks over input embeddings [B,T,H]; return (logits, summed MoE aux loss)."""
+        start = cache.length if cache is not None else 0
+        length = hidden.shape[1]
+        cos, sin = self.rope_for(position_ids, start, length, hidden.dtype)
+        mask, causal = attention_mask_for(length, start, key_padding, segment_ids, hidden.device)
+        for index, block in enumerate(self.model.layers):
+            hidden = block(hidden, cos, sin, mask, causal, cache, index)
+        if cache is not None:
+            cache.advance(length)
+        hidden = self.model.norm(hidden[:, -1:] if last_only else hidden)
+        aux = sum((b.mlp.aux_loss for b in self.model.layers if isinstance(b.mlp, MoEFeedForward)),
+                  hidden.new_zeros(()))
+        return self.lm_head(hidden), aux
+
+    def new_cache(self, batch: int, max_len: int, dtype: torch.dtype, device: torch.device) -> KVCache:
+        c = self.config
+        return KVCache(c.num_hidden_layers, batch, c.num_key_value_heads, max_len, c.head_dim, dtype, device)
+
+
+def lm_loss(logits: torch.Tensor, labels: torch.Tensor) -> torch.Tensor:
+    """Shifted next-token cross-entropy; -100 labels are ignored."""
+    return F.cross_entropy(logits[:, :-1].reshape(-1, logits.shape[-1]).float(), labels[:, 1:].reshape(-1),
+                           ignore_index=-100)

@@ -1,0 +1,48 @@
+"""Mixture-of-experts MLP: softmax router over all experts, top-k dispatch, renormalised weights, aux loss."""
+
+from __future__ import annotations
+
+import torch
+import torch.nn.functional as F
+from torch import nn
+
+from mmv.config import VLMConfig
+
+
+class MoEFeedForward(nn.Module):
+    def __init__(self, config: VLMConfig) -> None:
+        super().__init__()
+        from mmv.model.llm import FeedForward  # llm imports this module; import here to avoid a cycle
+
+        self.num_experts, self.top_k = config.num_experts, config.num_experts_per_tok
+        self.norm_topk_prob, self.aux_coef = config.norm_topk_prob, config.router_aux_loss_coef
+        self.gate = nn.Linear(config.hidden_size, config.num_experts, bias=False)
+        self.experts = nn.ModuleList(FeedForward(config.hidden_size, config.moe_intermediate_size)
+                                     for _ in range(config.num_experts))
+        self.aux_loss = torch.zeros(())
+
+    def forward(self, x: torch.Tensor) -> torch.Tensor:
+        shape = x.shape
+        tokens = x.reshape(-1, shape[-1])
+        probs = F.softmax(self.gate(tokens), dim=-1)
+        weights, chosen = torch.topk(probs, k=self.top_k, dim=-1, sorted=False)
+        if self.norm_topk_prob:
+            weights = weights / (weights.sum(dim=-1, keepdim=True) + 1e-20)
+        out = torch.zeros_like(tokens)
+        for index, expert in enumerate(self.experts):
+            hit = chosen == index  # [N, k]; a token picks an expert at most once
+            rows = hit.any(dim=-1).nonzero().flatten()
+            if rows.numel():
+                out.index_add_(0, rows, (expert(tokens[rows]) * weights[hit].unsqueeze(-1)).to(out.dtype))
+            elif self.training:
+                # keep every expert in the autograd graph so DDP sees a gradient for each parameter
+                out = out + 0 * sum(p.sum() for p in expert.parameters())
+        self.aux_loss = self.load_balancing_loss(probs, chosen) if self.training else probs.new_zeros(())
+        return out.view(shape)
+
+    def load_balancing_loss(self, probs: torch.Tensor, chosen: torch.Tensor) -> torch.Tensor:
+        """sum_e(fraction of tokens routed to e * mean router probability of e) * E * coef."""
+        if self.aux_coef <= 0:
+            return probs.new_zeros(())
+        routed = F.one_hot(chosen, self.num_experts).float().sum(1).mean(0)
+        return (routed * probs.mean(0)).sum() * self.num_experts * self.aux_coef

@@ -1,0 +1,48 @@
+"""Rotary position tables (half-split rotation), with optional YaRN scaling for long contexts."""
+
+from __future__ import annotations
+
+import math
+from typing import Any
+
+import torch
+
+
+def inverse_frequencies(head_dim: int, theta: float, scaling: dict[str, Any] | None, max_len: int) -> torch.Tensor:
+    freqs = 1.0 / (theta ** (torch.arange(0, head_dim, 2)[: head_dim // 2].float() / head_dim))
+    if not scaling:
+        return freqs
+    original = scaling.get("original_max_position_embeddings", 2048)
+    factor = scaling.get("factor", 16)
+    beta_fast, beta_slow = scaling.get("beta_fast", 32.0), scaling.get("beta_slow", 1.0)
+    if max_len / original <= 1.0:
+        return freqs
+
+    # YaRN: keep high-frequency dims as they are, stretch low-frequency dims by `factor`, ramp in between.
+    def dim_of(beta: float) -> float:
+        return head_dim * math.log(original / (beta * 2 * math.pi)) / (2 * math.log(theta))
+
+    low = max(math.floor(dim_of(beta_fast)), 0)
+    high = min(math.ceil(dim_of(beta_slow)), head_dim // 2 - 1)
+    ramp = torch.clamp((torch.arange(head_dim // 2).float() - low) / max(high - low, 1e-3), 0, 1)
+    return freqs * (1 - ramp + ramp / factor)
+
+
+def rope_tables(head_dim: int, max_len: int, theta: float, scaling: dict[str, Any] | None = None
+                ) -> tuple[torch.Tensor, torch.Tensor]:
+    """cos and sin tables of shape [max_len, head_dim]."""
+    freqs = torch.outer(torch.arange(max_len).float(), inverse_frequencies(head_dim, theta, scaling, max_len))
+    attention_factor = (scaling or {}).get("attention_factor", 1.0)
+    cos = torch.cat([freqs.cos(), freqs.cos()], dim=-1) * attention_factor
+    sin = torch.cat([freqs.sin(), freqs.sin()], dim=-1) * attention_factor
+    return cos, sin
+
+
+def rotate_half(x: torch.Tensor) -> torch.Tensor:
+    first, second = x.chunk(2, dim=-1)
+    return torch.cat((-second, first), dim=-1)
+
+
+def apply_rope(x: torch.Tensor, cos: torch.Tensor, sin: torch.Tensor) -> torch.Tensor:
+    """x: [B, heads, T, head_dim]; cos/sin broadcastable to it."""
+    return (x * cos + rotate_half(x) * sin).to(x.dtype)

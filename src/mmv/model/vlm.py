@@ -1,0 +1,73 @@
+"""MiniMind-V: the MiniMind LLM with projected image features spliced over `<|image_pad|>` runs at prefill."""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+from typing import Any
+
+import torch
+from torch import nn
+
+from mmv.config import VLMConfig
+from mmv.errors import MmvError
+from mmv.model.kv_cache import KVCache
+from mmv.model.llm import MiniMindLM, lm_loss
+from mmv.model.projector import VisionProjector
+
+ENCODER_PREFIX = "vision_encoder."
+
+
+@dataclass
+class VLMOutput:
+    logits: torch.Tensor
+    loss: torch.Tensor | None = None
+    aux_loss: torch.Tensor | None = None
+
+
+class MiniMindVLM(MiniMindLM):
+    """Parameters: `model.*`, `lm_head.*`, `vision_proj.*` (the checkpoint) and `vision_encoder.*` (kept apart)."""
+
+    def __init__(self, config: VLMConfig, vision_encoder: nn.Module | None = None) -> None:
+        super().__init__(config)
+        self.vision_proj = VisionProjector(config)
+        self.vision_encoder = vision_encoder
+
+    def checkpoint_state_dict(self) -> dict[str, torch.Tensor]:
+        """The reference checkpoint layout: everything but the encoder (which ships as its own folder)."""
+        return {k: v for k, v in self.state_dict().items() if not k.startswith(ENCODER_PREFIX)}
+
+    def encode_images(self, pixel_inputs: dict[str, Any]) -> torch.Tensor:
+        """Processor output for N images -> projected features [N, 64, hidden]."""
+        if self.vision_encoder is None:
+            raise MmvError("this model has no vision encoder attached; pass --vision DIR")
+        trainable = any(p.requires_grad for p in self.vision_encoder.parameters())
+        with torch.set_grad_enabled(trainable and torch.is_grad_enabled()):
+            features = self.vision_encoder(**pixel_inputs).last_hidden_state
+        return self.vision_proj(features.to(self.vision_proj.mlp[-1].weight.dtype))
+
+    def embed(self, input_ids: torch.Tensor, image_embeds: torch.Tensor | None) -> torch.Tensor:
+        """Token embeddings with each placeholder run replaced, in order, by one image's features."""
+        hidden = self.model.embed_tokens(input_ids)
+        placeholders = input_ids == self.config.image_token_id
+        if image_embeds is None or image_embeds.shape[0] == 0:
+            return hidden
+        expected = image_embeds.shape[0] * image_embeds.shape[1]
+        found = int(placeholders.sum())
+        if found != expected:
+            raise MmvError(f"the prompt holds {found} image placeholder tokens but {image_embeds.shape[0]} image(s) "
+                           f"need {expected}")
+        # row-major order of the mask = sample by sample, image by image: one masked_scatter, no Python loop
+        return hidden.masked_scatter(placeholders.unsqueeze(-1), image_embeds.to(hidden.dtype))
+
+    def forward(self, input_ids: torch.Tensor, *, pixel_inputs: dict[str, Any] | None = None,
+                image_embeds: torch.Tensor | None = None, labels: torch.Tensor | None = None,
+                key_padding: torch.Tensor | None = None, position_ids: torch.Tensor | None = None,
+                segment_ids: torch.Tensor | None = None, cache: KVCache | None = None,
+                last_only: bool = False) -> VLMOutput:
+        if image_embeds is None and pixel_inputs is not None:
+            image_embeds = self.encode_images(pixel_inputs)
+        hidden = self.embed(input_ids, image_embeds)
+        logits, aux = self.decode(hidden, position_ids=position_ids, key_padding=key_padding,
+                                  segment_ids=segment_ids, cache=cache, last_only=last_only)
+        loss = lm_loss(logits, labels) if labels is not None else None
+        return VLMOutput(logits=logits, loss=loss, aux_loss=aux)

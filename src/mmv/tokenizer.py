@@ -1,0 +1,53 @@
+"""The MiniMind tokenizer and chat format (REFERENCE.md section 4).
+
+The tokenizer is read with `PreTrainedTokenizerFast` directly (a data file, no remote code); its jinja chat template
+renders conversations, and every `<image>` marker then becomes its own run of image placeholder tokens.
+"""
+
+from __future__ import annotations
+
+from pathlib import Path
+from typing import TYPE_CHECKING, Any
+
+from mmv.config import IMAGE_MARKER, IMAGE_TOKEN
+from mmv.errors import MmvError
+
+if TYPE_CHECKING:
+    from transformers import PreTrainedTokenizerFast
+
+TOKENIZER_FILES = ("tokenizer.json", "tokenizer_config.json")
+
+
+def load_tokenizer(folder: str | Path) -> PreTrainedTokenizerFast:
+    from transformers import PreTrainedTokenizerFast
+
+    folder = Path(folder)
+    missing = [name for name in TOKENIZER_FILES if not (folder / name).is_file()]
+    if missing:
+        raise MmvError(f"tokenizer folder {folder} lacks {', '.join(missing)}")
+    tokenizer = PreTrainedTokenizerFast.from_pretrained(str(folder))
+    if tokenizer.convert_tokens_to_ids(IMAGE_TOKEN) is None or tokenizer.chat_template is None:
+        raise MmvError(f"{folder} is not a MiniMind tokenizer: expected the {IMAGE_TOKEN} token and a chat template")
+    return tokenizer
+
+
+def expand_image_markers(text: str, tokens_per_image: int = 64) -> str:
+    """Replace each `<image>` with its own run of placeholders (adjacent markers stay separate runs)."""
+    return text.replace(IMAGE_MARKER, IMAGE_TOKEN * tokens_per_image)
+
+
+def render_chat(tokenizer: PreTrainedTokenizerFast, messages: list[dict[str, Any]], *,
+                add_generation_prompt: bool = True, thinking: bool = False, tokens_per_image: int = 64) -> str:
+    """Chat template applied, image markers expanded: the exact text the model sees."""
+    text = tokenizer.apply_chat_template(messages, tokenize=False, add_generation_prompt=add_generation_prompt,
+                                         open_thinking=thinking)
+    return expand_image_markers(text, tokens_per_image)
+
+
+def encode(tokenizer: PreTrainedTokenizerFast, text: str) -> list[int]:
+    """Token ids of rendered text; no BOS is added (the template writes <|im_start|> itself)."""
+    return tokenizer(text, add_special_tokens=False)["input_ids"]
+
+
+def count_markers(text: str) -> int:
+    return text.count(IMAGE_MARKER)

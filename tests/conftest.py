@@ -1,0 +1,57 @@
+"""Shared test fixtures: where the reference golden files live, and loaders for the fixture models."""
+
+from __future__ import annotations
+
+import json
+from pathlib import Path
+
+import pytest
+
+SHARED = Path(__file__).resolve().parents[1].parent / "shared"
+REFERENCE = SHARED / "fixtures" / "reference"
+TOKENIZER_DIR = SHARED / "minimind_tokenizer"
+IMAGES_DIR = SHARED / "images"
+# fixture folder name -> the variant name mmv uses
+FIXTURE_VARIANTS = {"p32": "p32-256", "p16-merge2x2": "p16-256", "naflex-merge4": "p16-naflex", "p32-moe": "p32-256"}
+
+
+def fixture_dir(name: str) -> Path:
+    path = REFERENCE / name
+    assert path.is_dir(), f"missing reference fixtures at {path}: the suite needs ../shared beside the checkout"
+    return path
+
+
+def fixture_base_config(name: str):
+    """What a bare .pth cannot tell: the MoE fixture routes to 2 experts per token."""
+    from mmv.config import VLMConfig
+
+    raw = json.loads((fixture_dir(name) / "vlm_config.json").read_text())
+    return VLMConfig(num_experts_per_tok=raw.get("num_experts_per_tok", 1))
+
+
+def load_fixture_model(name: str, weights: str = "model.pth"):
+    from mmv.checkpoint import load_weights, read_checkpoint
+    from mmv.model.vision import inspect_encoder, load_encoder
+    from mmv.model.vlm import MiniMindVLM
+
+    folder = fixture_dir(name)
+    info = inspect_encoder(folder / "vision")
+    checkpoint = read_checkpoint(folder / weights, info.hidden_size, fixture_base_config(name))
+    model = MiniMindVLM(checkpoint.config, load_encoder(folder / "vision")).eval()
+    load_weights(model, checkpoint)
+    return model.float()
+
+
+def fixture_cases(name: str) -> dict:
+    from safetensors.torch import load_file
+
+    return load_file(str(fixture_dir(name) / "cases.safetensors"))
+
+
+def pixel_inputs(cases: dict) -> dict:
+    return {k.removeprefix("pixel."): v for k, v in cases.items() if k.startswith("pixel.")}
+
+
+@pytest.fixture(params=list(FIXTURE_VARIANTS))
+def fixture_name(request) -> str:
+    return request.param
