@@ -1,0 +1,168 @@
+"""The download cache: where every name lives, and the rule that a cached name is complete or absent.
+
+Layout (root = `$MMV_HOME`, else `platformdirs.user_cache_dir("mmv")`):
+
+    <root>/<name>/                   one directory per name, present only when complete
+        .mmv-manifest.json           what was fetched: source, repositories, commit, every file's size and hash
+    <root>/siglip2-p32-256/          encoders: config.json, model.safetensors, preprocessor_config.json
+    <root>/siglip2-p16-256/, <root>/siglip2-p16-naflex/   (`siglip2` is an alias of `siglip2-p32-256`)
+    <root>/llm/                      llm_768.pth + tokenizer.json + tokenizer_config.json: both a weights folder and
+                                     a tokenizer folder
+    <root>/minimind-3v/, <root>/minimind-3v-moe/   the transformers folders as published
+    <root>/minimind-3v-pytorch/      every native .pth checkpoint
+    <root>/dataset-pretrain/pretrain_i2t.parquet, <root>/dataset-sft/sft_i2t.parquet, <root>/dataset/ (both)
+    <root>/hf--OWNER--REPO[--FILE][@REV]/        `hf:` specs; `hf-dataset--...` for dataset repositories
+    <root>/.staging/<name>/          downloads in progress (same filesystem as the cache, kept for resume)
+
+A name's directory is built in `.staging/`, verified file by file, then moved into place with one atomic rename,
+so readers never see a half-downloaded name. Anything that creates `<root>/<name>/` by other means (a test copying
+fixtures, a user unpacking an archive) is trusted as complete.
+"""
+
+from __future__ import annotations
+
+import json
+import os
+import shutil
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any
+
+from mmv.errors import MmvError
+from mmv.hub.registry import canonical, is_spec
+
+MANIFEST = ".mmv-manifest.json"
+STAGING = ".staging"
+
+
+def cache_root() -> Path:
+    """The cache directory: `MMV_HOME` when set, else the platform's user cache dir for mmv."""
+    home = os.environ.get("MMV_HOME")
+    if home:
+        return Path(home).expanduser()
+    import platformdirs
+
+    return Path(platformdirs.user_cache_dir("mmv"))
+
+
+def dir_name(name: str) -> str:
+    """The directory name of a download name: registry names as they are, `hf:` specs with '/' and ':' replaced."""
+    name = canonical(name)
+    if not is_spec(name):
+        if not name or "/" in name or "\\" in name or name.startswith("."):
+            raise MmvError(f"invalid cache name {name!r}: expected a name such as minimind-3v or hf:OWNER/REPO")
+        return name
+    kind, rest = name.split(":", 1)
+    return f"{kind}--" + rest.replace("/", "--")
+
+
+def path_of(name: str) -> Path:
+    """Where `name` lives in the cache, whether or not it is there yet."""
+    return cache_root() / dir_name(name)
+
+
+def find(name: str) -> Path | None:
+    """The cached directory of `name` when it is complete, else None."""
+    path = path_of(name)
+    return path if path.is_dir() else None
+
+
+def resolve(name: str) -> Path:
+    """Like find, but a missing name raises MmvError telling the user the command that fetches it."""
+    path = find(name)
+    if path is None:
+        shown = name.strip()
+        raise MmvError(f"{shown} is not downloaded; run `mmv download {shown}`")
+    return path
+
+
+@dataclass(frozen=True)
+class Entry:
+    name: str  # the download name recorded in the manifest (directory name when there is none)
+    path: Path
+    size: int  # bytes of every file in the directory
+    files: int
+    manifest: dict[str, Any]
+
+
+def read_manifest(path: Path) -> dict[str, Any]:
+    try:
+        return json.loads((path / MANIFEST).read_text())
+    except (OSError, ValueError):
+        return {}
+
+
+def entries() -> list[Entry]:
+    """Every complete name in the cache, sorted by name."""
+    root = cache_root()
+    if not root.is_dir():
+        return []
+    found = []
+    for path in sorted(root.iterdir()):
+        if not path.is_dir() or path.name.startswith("."):
+            continue
+        files = [p for p in path.rglob("*") if p.is_file() and p.name != MANIFEST]
+        manifest = read_manifest(path)
+        found.append(Entry(manifest.get("name", path.name), path, sum(p.stat().st_size for p in files),
+                           len(files), manifest))
+    return found
+
+
+def staging_dir(name: str) -> Path:
+    """The resumable work area of `name`; kept across interruptions, removed once the name is installed."""
+    return cache_root() / STAGING / dir_name(name)
+
+
+def install(name: str, staged: Path, manifest: dict[str, Any]) -> Path:
+    """Move a fully verified staging directory into place atomically; replaces an older copy of the same name."""
+    _write_json_atomic(staged / MANIFEST, manifest)
+    final = path_of(name)
+    final.parent.mkdir(parents=True, exist_ok=True)
+    old = None
+    if final.exists():
+        # Rename the old copy aside first: rename cannot replace a non-empty directory, and this keeps the swap
+        # down to two renames with no moment where a reader sees a partial directory.
+        old = final.with_name(f".old-{final.name}-{os.getpid()}")
+        os.replace(final, old)
+    os.replace(staged, final)
+    _fsync_dir(final.parent)
+    if old is not None:
+        shutil.rmtree(old, ignore_errors=True)
+    return final
+
+
+def remove(name: str) -> Path:
+    """Delete a cached name (and any partial download of it); MmvError if neither exists."""
+    path = path_of(name)
+    staged = staging_dir(name)
+    if not path.exists() and not staged.exists():
+        raise MmvError(f"{canonical(name)} is not in the cache at {cache_root()}; `mmv cache list` shows what is")
+    if path.exists():
+        # Move aside before deleting so an interrupted rm never leaves a half-deleted name that looks complete.
+        doomed = path.with_name(f".rm-{path.name}-{os.getpid()}")
+        os.replace(path, doomed)
+        shutil.rmtree(doomed)
+    shutil.rmtree(staged, ignore_errors=True)
+    return path
+
+
+def _write_json_atomic(path: Path, data: dict[str, Any]) -> None:
+    tmp = path.with_name(path.name + ".tmp")
+    with open(tmp, "w") as fh:
+        json.dump(data, fh, indent=1, sort_keys=True)
+        fh.flush()
+        os.fsync(fh.fileno())
+    os.replace(tmp, path)
+
+
+def _fsync_dir(path: Path) -> None:
+    try:
+        fd = os.open(path, os.O_RDONLY)
+    except OSError:
+        return
+    try:
+        os.fsync(fd)
+    except OSError:
+        pass
+    finally:
+        os.close(fd)

@@ -1,0 +1,108 @@
+"""The names `mmv download` knows: which repositories and files each one holds (REFERENCE.md section 8).
+
+A name maps to one or more parts; each part is a set of files in one Hub repository. ModelScope mirrors the same
+repositories under the `gongjy/` owner, so every part also names its ModelScope twin.
+"""
+
+from __future__ import annotations
+
+import re
+from dataclasses import dataclass
+
+from mmv.errors import MmvError
+
+HF_OWNER = "jingyaogong"
+MODELSCOPE_OWNER = "gongjy"
+
+
+@dataclass(frozen=True)
+class Part:
+    repo_id: str  # Hub repository, e.g. "jingyaogong/minimind-3v"
+    repo_type: str = "model"  # "model" or "dataset"
+    patterns: tuple[str, ...] | None = None  # fnmatch patterns of the files to fetch; None = the whole repository
+    modelscope_repo_id: str | None = None  # ModelScope twin; None = not mirrored there
+
+    @property
+    def single_file(self) -> str | None:
+        """The file name when this part is exactly one literal file (an `hf:OWNER/REPO/FILE` spec)."""
+        if self.patterns and len(self.patterns) == 1 and not any(c in self.patterns[0] for c in "*?["):
+            return self.patterns[0]
+        return None
+
+
+@dataclass(frozen=True)
+class Artifact:
+    name: str  # the name users type; also the directory name under the cache root (see cache.dir_name)
+    summary: str  # what it holds, for `mmv download --list`
+    parts: tuple[Part, ...]
+    size_hint: int | None = None  # approximate bytes, shown by --list before anything is downloaded
+    revision: str | None = None  # pinned by an `@REV` suffix of an hf: spec
+
+
+def _mirror(repo: str) -> str:
+    return f"{MODELSCOPE_OWNER}/{repo.split('/', 1)[1]}"
+
+
+def _part(repo: str, *patterns: str, repo_type: str = "model") -> Part:
+    full = f"{HF_OWNER}/{repo}"
+    return Part(full, repo_type, tuple(patterns) or None, _mirror(full))
+
+
+_ENCODER_FILES = ("config.json", "model.safetensors", "preprocessor_config.json")
+_TOKENIZER_FILES = ("tokenizer.json", "tokenizer_config.json")
+_DATASET = "minimind-v_dataset"
+
+_TABLE: tuple[Artifact, ...] = (
+    Artifact("siglip2-p32-256", "SigLIP2 encoder, 256x256 / patch 32 (default variant)",
+             (_part("siglip2-base-p32-256-ve", *_ENCODER_FILES),), 379_000_000),
+    Artifact("siglip2-p16-256", "SigLIP2 encoder, 256x256 / patch 16",
+             (_part("siglip2-base-p16-256-ve", *_ENCODER_FILES),), 372_000_000),
+    Artifact("siglip2-p16-naflex", "SigLIP2 NaFlex encoder, patch 16, up to 256 patches",
+             (_part("siglip2-base-p16-ve", *_ENCODER_FILES),), 372_000_000),
+    Artifact("llm", "text-only MiniMind LLM (llm_768.pth) and the tokenizer",
+             (_part("minimind-3v-pytorch", "llm_768.pth"), _part("minimind-3v", *_TOKENIZER_FILES)), 129_000_000),
+    Artifact("minimind-3v", "MiniMind-3V transformers folder (dense)", (_part("minimind-3v"),), 130_000_000),
+    Artifact("minimind-3v-moe", "MiniMind-3V transformers folder (MoE)", (_part("minimind-3v-moe"),), 400_000_000),
+    Artifact("minimind-3v-pytorch", "all native .pth checkpoints (dense and MoE)",
+             (_part("minimind-3v-pytorch", "*.pth"),), 1_600_000_000),
+    Artifact("dataset-pretrain", "pretraining parquet (pretrain_i2t.parquet)",
+             (_part(_DATASET, "pretrain_i2t.parquet", repo_type="dataset"),), None),
+    Artifact("dataset-sft", "SFT parquet (sft_i2t.parquet)",
+             (_part(_DATASET, "sft_i2t.parquet", repo_type="dataset"),), None),
+    Artifact("dataset", "both training parquet files",
+             (_part(_DATASET, "pretrain_i2t.parquet", "sft_i2t.parquet", repo_type="dataset"),), None),
+)
+
+ALIASES = {"siglip2": "siglip2-p32-256"}
+NAMES: dict[str, Artifact] = {a.name: a for a in _TABLE}
+
+# hf:OWNER/REPO[/FILE][@REV]
+_SPEC = re.compile(
+    r"^(?P<kind>hf|hf-dataset):(?P<owner>[\w.-]+)/(?P<repo>[\w.-]+)(?:/(?P<file>[^@]+))?(?:@(?P<rev>.+))?$"
+)
+
+
+def canonical(name: str) -> str:
+    """The cache name of what the user typed: aliases resolved, `hf:` specs normalised."""
+    name = name.strip()
+    return ALIASES.get(name, name)
+
+
+def lookup(name: str) -> Artifact:
+    """The artifact for a registry name or an `hf:` / `hf-dataset:` spec; MmvError for anything else."""
+    name = canonical(name)
+    if name in NAMES:
+        return NAMES[name]
+    match = _SPEC.match(name)
+    if not match:
+        known = ", ".join([*ALIASES, *NAMES])
+        raise MmvError(f"unknown download name {name!r}: expected one of {known}, or hf:OWNER/REPO[/FILE][@REV]")
+    repo_type = "dataset" if match["kind"] == "hf-dataset" else "model"
+    file = match["file"].strip("/") if match["file"] else None
+    part = Part(f"{match['owner']}/{match['repo']}", repo_type, (file,) if file else None, None)
+    return Artifact(name, f"{repo_type} repository {part.repo_id}" + (f", file {file}" if file else ""),
+                    (part,), None, match["rev"])
+
+
+def is_spec(name: str) -> bool:
+    return bool(_SPEC.match(canonical(name)))

@@ -1,0 +1,65 @@
+"""The cache API other commands resolve names through."""
+
+from __future__ import annotations
+
+import pytest
+
+from mmv.errors import MmvError
+from mmv.hub import cache
+
+
+@pytest.fixture
+def home(tmp_path, monkeypatch):
+    monkeypatch.setenv("MMV_HOME", str(tmp_path / "home"))
+    return tmp_path / "home"
+
+
+def test_root_follows_mmv_home(home):
+    assert cache.cache_root() == home
+
+
+def test_root_defaults_to_platform_cache(monkeypatch):
+    import platformdirs
+
+    monkeypatch.delenv("MMV_HOME", raising=False)
+    assert str(cache.cache_root()) == platformdirs.user_cache_dir("mmv")
+
+
+def test_missing_name_resolves_to_command(home):
+    assert cache.find("minimind-3v") is None
+    with pytest.raises(MmvError, match=r"minimind-3v is not downloaded; run `mmv download minimind-3v`"):
+        cache.resolve("minimind-3v")
+
+
+def test_alias_and_specs_map_to_one_directory(home):
+    (home / "siglip2-p32-256").mkdir(parents=True)
+    assert cache.find("siglip2") == cache.find("siglip2-p32-256") == home / "siglip2-p32-256"
+    assert cache.dir_name("hf:a/b/sub/x.bin@v1") == "hf--a--b--sub--x.bin@v1"
+    assert cache.dir_name("hf-dataset:a/b") == "hf-dataset--a--b"
+
+
+def test_bad_names_rejected(home):
+    for bad in ("../etc", ".staging", "a/b", "nope"):
+        with pytest.raises(MmvError):
+            cache.resolve(bad) if bad == "nope" else cache.dir_name(bad)
+
+
+def test_install_is_atomic_replace_and_remove(home):
+    staged = cache.staging_dir("llm")
+    staged.mkdir(parents=True)
+    (staged / "llm_768.pth").write_bytes(b"one")
+    final = cache.install("llm", staged, {"name": "llm"})
+    assert final == cache.resolve("llm") and not staged.exists()
+    assert (final / "llm_768.pth").read_bytes() == b"one"
+
+    staged.mkdir(parents=True)
+    (staged / "llm_768.pth").write_bytes(b"two")
+    cache.install("llm", staged, {"name": "llm"})
+    assert (final / "llm_768.pth").read_bytes() == b"two"
+    assert [e.name for e in cache.entries()] == ["llm"]
+    assert sorted(p.name for p in home.iterdir()) == [".staging", "llm"]
+
+    cache.remove("llm")
+    assert cache.find("llm") is None and cache.entries() == []
+    with pytest.raises(MmvError, match="not in the cache"):
+        cache.remove("llm")
