@@ -1,0 +1,152 @@
+"""The synthetic dataset: pretrain captions, SFT questions (multi-turn, two-image and text-only rows included) and a
+held-out evaluation set of colour / shape / count questions, written as parquet in the published schema.
+
+Each row draws from its own seeded generator (seed, split, index), so a file is identical for a seed however it is
+produced, and the held-out images never occur in training.
+"""
+
+from __future__ import annotations
+
+import random
+from collections.abc import Callable, Iterator
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any
+
+from mmv.synth import captions
+from mmv.synth.captions import QUESTION_KINDS, TEXT_ONLY, Turn
+from mmv.synth.scenes import Scene, draw, jpeg_bytes, random_scene
+from mmv.synth.writer import ParquetRows
+
+Row = tuple[list[dict[str, Any]], list[bytes]]
+SPLITS = ("pretrain", "sft", "eval")
+
+
+@dataclass(frozen=True)
+class SynthConfig:
+    n: int = 2000  # rows in pretrain.parquet and in sft.parquet
+    eval_n: int = 200  # held-out rows in eval.parquet
+    seed: int = 0
+    two_image_fraction: float = 0.06  # rows that show two images (pretrain and SFT)
+    text_only_fraction: float = 0.06  # rows without an image (pretrain and SFT)
+    multi_turn_fraction: float = 0.25  # SFT and eval rows with two or three question turns
+
+
+@dataclass
+class SynthResult:
+    files: dict[str, Path] = field(default_factory=dict)  # split -> parquet path
+    rows: dict[str, int] = field(default_factory=dict)
+    tokenizer: Path | None = None
+    vocab_size: int | None = None
+
+
+def _rng(seed: int, split: str, index: int) -> random.Random:
+    return random.Random(f"mmv-synth:{seed}:{split}:{index}")  # str seeds hash with sha512: stable everywhere
+
+
+def _user(text: str, images: int = 0) -> dict[str, str]:
+    return {"role": "user", "content": "<image>\n" * images + text}
+
+
+def _assistant(text: str) -> dict[str, str]:
+    return {"role": "assistant", "content": text}
+
+
+def _dialogue(turns: list[Turn], images: int) -> list[dict[str, str]]:
+    messages = []
+    for i, turn in enumerate(turns):
+        messages += [_user(turn.question, images if i == 0 else 0), _assistant(turn.answer)]
+    return messages
+
+
+def _text_only(rng: random.Random) -> Row:
+    question, reply = rng.choice(TEXT_ONLY)
+    return [_user(question), _assistant(reply)], []
+
+
+def _two_scenes(rng: random.Random) -> tuple[Scene, Scene, list[bytes]]:
+    first, second = random_scene(rng), random_scene(rng)
+    return first, second, [jpeg_bytes(draw(first)), jpeg_bytes(draw(second))]
+
+
+def pretrain_row(rng: random.Random, config: SynthConfig) -> Row:
+    roll = rng.random()
+    if roll < config.text_only_fraction:
+        return _text_only(rng)
+    if roll < config.text_only_fraction + config.two_image_fraction:
+        first, second, images = _two_scenes(rng)
+        return [_user("Describe both images.", 2), _assistant(captions.describe_two(first, second))], images
+    scene = random_scene(rng)
+    messages = [_user(rng.choice(captions.CAPTION_PROMPTS), 1), _assistant(captions.caption(scene))]
+    return messages, [jpeg_bytes(draw(scene))]
+
+
+def sft_row(rng: random.Random, config: SynthConfig) -> Row:
+    roll = rng.random()
+    if roll < config.text_only_fraction:
+        return _text_only(rng)
+    if roll < config.text_only_fraction + config.two_image_fraction:
+        first, second, images = _two_scenes(rng)
+        return _dialogue([captions.compare_two(first, second, rng)], 2), images
+    scene = random_scene(rng)
+    kinds = list(captions.kinds_for(scene))
+    rng.shuffle(kinds)
+    turns = rng.randint(2, 3) if rng.random() < config.multi_turn_fraction else 1
+    return _dialogue([captions.ask(scene, k, rng) for k in kinds[:turns]], 1), [jpeg_bytes(draw(scene))]
+
+
+def eval_row(rng: random.Random, config: SynthConfig, index: int) -> Row:
+    """The last question is a colour, shape or count question (in turn); some rows have one earlier turn."""
+    scene = random_scene(rng)
+    last = QUESTION_KINDS[index % len(QUESTION_KINDS)]
+    turns = [captions.ask(scene, last, rng)]
+    if rng.random() < config.multi_turn_fraction:
+        earlier = rng.choice([k for k in captions.kinds_for(scene) if k != last])
+        turns.insert(0, captions.ask(scene, earlier, rng))
+    return _dialogue(turns, 1), [jpeg_bytes(draw(scene))]
+
+
+def rows(split: str, config: SynthConfig) -> Iterator[Row]:
+    count = config.eval_n if split == "eval" else config.n
+    for index in range(count):
+        rng = _rng(config.seed, split, index)
+        if split == "pretrain":
+            yield pretrain_row(rng, config)
+        elif split == "sft":
+            yield sft_row(rng, config)
+        else:
+            yield eval_row(rng, config, index)
+
+
+def corpus_texts(messages: list[dict[str, Any]]) -> list[str]:
+    return [m["content"].replace("<image>\n", "") for m in messages]
+
+
+# What the chat template writes around the contents, so role names and the think block become single tokens.
+TEMPLATE_TEXTS = ("system\n", "user\n", "assistant\n", "<think>\n\n</think>\n\n")
+
+
+def synthesize(out_dir: str | Path, config: SynthConfig, tokenizer: bool = True,
+               on_row: Callable[[str], None] | None = None) -> SynthResult:
+    """Write pretrain.parquet, sft.parquet, eval.parquet (and tokenizer/) under `out_dir`."""
+    out_dir = Path(out_dir)
+    result = SynthResult()
+    texts: list[str] = list(TEMPLATE_TEXTS)  # the tokenizer learns from the training splits only
+    for split in SPLITS:
+        path = out_dir / f"{split}.parquet"
+        with ParquetRows(path, multi_image=split != "eval") as out:
+            for messages, images in rows(split, config):
+                out.add(messages, images)
+                if split != "eval":
+                    texts += corpus_texts(messages)
+                if on_row is not None:
+                    on_row(split)
+        result.files[split], result.rows[split] = path, out.rows
+    if tokenizer:
+        from mmv.synth.bpe import train_tokenizer
+        from mmv.tokenizer import load_tokenizer
+
+        texts += [text for pair in TEXT_ONLY for text in pair]
+        result.tokenizer = train_tokenizer(texts, out_dir / "tokenizer")
+        result.vocab_size = len(load_tokenizer(result.tokenizer))
+    return result

@@ -1,0 +1,86 @@
+"""Writing rows in the published parquet schema (REFERENCE.md section 5), streaming and atomically.
+
+`conversations` is a JSON string of {role, content}; `image_bytes` is plain binary when every row has at most one
+image (like `sft_i2t.parquet`) and a list of binaries when some row has several. Text-only rows carry the small black
+placeholder image, as the published files do. The file appears under its name only once it is complete.
+"""
+
+from __future__ import annotations
+
+import contextlib
+import json
+import os
+from collections.abc import Iterator
+from pathlib import Path
+from types import TracebackType
+from typing import Any
+
+import pyarrow as pa
+import pyarrow.parquet as pq
+
+from mmv.synth.scenes import placeholder_image
+
+ROW_GROUP_SIZE = 256  # rows per row group: small enough that a streaming reader holds little memory
+
+
+def schema(multi_image: bool) -> pa.Schema:
+    images = pa.list_(pa.binary()) if multi_image else pa.binary()
+    return pa.schema([("conversations", pa.string()), ("image_bytes", images)])
+
+
+@contextlib.contextmanager
+def atomic_path(path: str | Path) -> Iterator[Path]:
+    """A temporary path beside `path`, renamed over it (after fsync) only if the block finishes."""
+    path = Path(path)
+    path.parent.mkdir(parents=True, exist_ok=True)
+    tmp = path.with_name(f".{path.name}.tmp-{os.getpid()}")
+    try:
+        yield tmp
+        with open(tmp, "rb") as handle:
+            os.fsync(handle.fileno())
+        os.replace(tmp, path)
+    finally:
+        tmp.unlink(missing_ok=True)
+
+
+class ParquetRows:
+    """`with ParquetRows(path, multi_image) as out: out.add(messages, images)`."""
+
+    def __init__(self, path: str | Path, multi_image: bool = False, row_group_size: int = ROW_GROUP_SIZE) -> None:
+        self.path = Path(path)
+        self.multi_image = multi_image
+        self.row_group_size = row_group_size
+        self.rows = 0
+        self._pending: dict[str, list[Any]] = {"conversations": [], "image_bytes": []}
+        self._placeholder = placeholder_image()
+
+    def __enter__(self) -> ParquetRows:
+        self._atomic = atomic_path(self.path)
+        tmp = self._atomic.__enter__()
+        self._writer = pq.ParquetWriter(str(tmp), schema(self.multi_image))
+        return self
+
+    def add(self, messages: list[dict[str, Any]], images: list[bytes]) -> None:
+        if len(images) > 1 and not self.multi_image:
+            raise ValueError("a row with several images needs a multi-image file (multi_image=True)")
+        images = images or [self._placeholder]
+        self._pending["conversations"].append(json.dumps(messages, ensure_ascii=False))
+        self._pending["image_bytes"].append(images if self.multi_image else images[0])
+        self.rows += 1
+        if len(self._pending["conversations"]) >= self.row_group_size:
+            self._flush()
+
+    def _flush(self) -> None:
+        if self._pending["conversations"]:
+            self._writer.write_table(pa.table(self._pending, schema=schema(self.multi_image)))
+            self._pending = {"conversations": [], "image_bytes": []}
+
+    def __exit__(self, exc_type: type[BaseException] | None, exc: BaseException | None,
+                 tb: TracebackType | None) -> None:
+        try:
+            if exc_type is None:
+                self._flush()
+        finally:
+            self._writer.close()
+            # an exception inside the block propagates through the atomic context: the temporary file is removed
+            self._atomic.__exit__(exc_type, exc, tb)

@@ -1,0 +1,44 @@
+"""The tiny random encoder folder loads through mmv's normal encoder path as a p32-256 encoder."""
+
+from __future__ import annotations
+
+import dataclasses
+import json
+import random
+
+import torch
+
+from mmv.model.vision import ImageProcessor, inspect_encoder, load_encoder
+from mmv.synth.encoder import TinyEncoderConfig, make_encoder
+from mmv.synth.scenes import draw, random_scene
+
+
+def test_tiny_encoder_is_a_p32_siglip_folder(tmp_path):
+    make_encoder(tmp_path / "a", TinyEncoderConfig(hidden_size=32, intermediate_size=64, seed=1))
+    info = inspect_encoder(tmp_path / "a")
+    assert (info.variant, info.hidden_size) == ("p32-256", 32)
+    processor_config = json.loads((tmp_path / "a" / "preprocessor_config.json").read_text())
+    assert processor_config["size"] == {"height": 256, "width": 256}
+    assert processor_config["image_mean"] == processor_config["image_std"] == [0.5] * 3
+
+    image = draw(dataclasses.replace(random_scene(random.Random(0)), background=(255, 255, 255)))
+    pixels = ImageProcessor(tmp_path / "a")([image])
+    assert pixels["pixel_values"].shape == (1, 3, 256, 256)
+    # a white background maps to exactly 1 after rescale 1/255 and normalisation with mean = std = 0.5
+    assert pixels["pixel_values"].max().item() == 1.0
+    encoder = load_encoder(tmp_path / "a")
+    with torch.no_grad():
+        features = encoder(**pixels).last_hidden_state
+    assert features.shape == (1, 64, 32)
+
+
+def test_same_seed_same_weights(tmp_path):
+    from safetensors.torch import load_file
+
+    config = TinyEncoderConfig(hidden_size=32, intermediate_size=64, seed=5)
+    make_encoder(tmp_path / "a", config)
+    make_encoder(tmp_path / "b", config)
+    make_encoder(tmp_path / "c", TinyEncoderConfig(hidden_size=32, intermediate_size=64, seed=6))
+    a, b, c = (load_file(str(tmp_path / x / "model.safetensors")) for x in "abc")
+    assert all(torch.equal(a[k], b[k]) for k in a)
+    assert not all(torch.equal(a[k], c[k]) for k in a)
