@@ -1,0 +1,228 @@
+"""Fetch a name into the cache: list its files, download them into staging, verify, install atomically.
+
+A name already in the cache is returned without touching the network (so cached names work offline); asking for a
+different --revision than the cached one downloads again and replaces it in one rename.
+"""
+
+from __future__ import annotations
+
+import contextlib
+import os
+import shutil
+import time
+from collections.abc import Iterator
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any
+
+from mmv.errors import MmvError
+from mmv.hub import cache
+from mmv.hub.fetch_hf import HfSource, Listing
+from mmv.hub.registry import Artifact, lookup
+from mmv.hub.transfer import PARTS, Transfer, fetch
+
+SOURCES = ("hf", "modelscope")
+
+
+@dataclass
+class FetchOptions:
+    source: str = "hf"  # "hf" (huggingface_hub) or "modelscope"
+    endpoint: str | None = None  # None: HF_ENDPOINT / MODELSCOPE_DOMAIN / the public site
+    token: str | None = None  # None: HF_TOKEN (or the saved login) / MODELSCOPE_API_TOKEN
+    revision: str | None = None  # branch, tag or commit; None: the default branch, or whatever is cached
+    retries: int = 5  # resumes after a dropped connection before giving up
+
+
+@dataclass
+class FetchResult:
+    name: str
+    path: Path
+    files: int
+    size: int  # bytes of the cached name
+    downloaded: int = 0  # bytes transferred by this call
+    already_cached: bool = False
+    source: str | None = None
+    commits: dict[str, str | None] = field(default_factory=dict)  # repo -> commit
+
+
+def offline() -> bool:
+    return os.environ.get("HF_HUB_OFFLINE", "").strip().lower() in ("1", "true", "yes", "on")
+
+
+def make_source(options: FetchOptions) -> Any:
+    if options.source == "hf":
+        return HfSource(options.endpoint, options.token)
+    if options.source == "modelscope":
+        from mmv.hub.fetch_modelscope import ModelScopeSource
+
+        return ModelScopeSource(options.endpoint, options.token)
+    raise MmvError(f"unknown --source {options.source!r}: expected one of {', '.join(SOURCES)}")
+
+
+def download(name: str, options: FetchOptions, progress: Any = None) -> FetchResult:
+    """Make `name` present in the cache and return where it is. `progress` is a rich Progress or None."""
+    artifact = lookup(name)
+    revision = options.revision or artifact.revision
+    existing = cache.find(artifact.name)
+    if existing is not None and _satisfies(cache.read_manifest(existing), revision):
+        return _result(artifact.name, existing, already_cached=True)
+    if offline():
+        raise MmvError(f"{artifact.name} is not in the cache at {cache.cache_root()} and HF_HUB_OFFLINE is set; "
+                       "unset HF_HUB_OFFLINE to download it")
+    source = make_source(options)
+    staging = cache.staging_dir(artifact.name)
+    with _lock(staging):
+        listings = [source.list(part, revision) for part in artifact.parts]
+        _check_collisions(artifact, listings)
+        staging.mkdir(parents=True, exist_ok=True)
+        _check_space(listings, staging)
+        downloaded = _fetch_all(source, listings, staging, options, progress)
+        _prune(staging, listings)
+        manifest = _manifest(artifact, revision, source, listings)
+        path = cache.install(artifact.name, staging, manifest)
+    result = _result(artifact.name, path, already_cached=False)
+    result.downloaded = downloaded
+    return result
+
+
+def export(path: Path, dest_root: Path, link: bool) -> Path:
+    """Put a cached name at `<dest_root>/<name>` as a copy (default) or a symlink; never overwrites other files."""
+    dest = dest_root / path.name
+    if dest.is_symlink() and dest.resolve() == path.resolve():
+        return dest
+    if dest.exists() or dest.is_symlink():
+        if not link and _same_files(path, dest):
+            return dest
+        raise MmvError(f"{dest} already exists and differs from the cached {path.name}; remove it or pick another "
+                       "--to directory")
+    dest_root.mkdir(parents=True, exist_ok=True)
+    if link:
+        dest.symlink_to(path.resolve(), target_is_directory=True)
+        return dest
+    tmp = dest_root / f".{path.name}.tmp-{os.getpid()}"
+    shutil.rmtree(tmp, ignore_errors=True)
+    try:
+        shutil.copytree(path, tmp, ignore=shutil.ignore_patterns(cache.MANIFEST))
+        os.replace(tmp, dest)
+    except BaseException:
+        shutil.rmtree(tmp, ignore_errors=True)
+        raise
+    return dest
+
+
+def _satisfies(manifest: dict[str, Any], revision: str | None) -> bool:
+    """A cached copy serves any request without a revision, and those naming its revision or one of its commits."""
+    if revision is None:
+        return True
+    commits = [p.get("commit") for p in manifest.get("parts", [])]
+    return revision == manifest.get("revision") or (bool(commits) and all(c == revision for c in commits))
+
+
+def _fetch_all(source: Any, listings: list[Listing], staging: Path, options: FetchOptions, progress: Any) -> int:
+    """Fetch every file; returns the bytes that came over the network (resumed and verified bytes excluded)."""
+    received = 0
+    for listing in listings:
+        for remote in listing.files:
+            task = progress.add_task(remote.path, total=remote.size) if progress is not None else None
+            transfer = Transfer(
+                session=source.session(),
+                headers=source.headers,
+                check=lambda response, remote, listing=listing: source.check(response, remote, listing),
+                retries=options.retries,
+                on_bytes=(lambda n, task=task: progress.advance(task, n)) if progress is not None else None,
+            )
+            fetch(transfer, remote, staging)
+            received += transfer.received
+    return received
+
+
+def _check_collisions(artifact: Artifact, listings: list[Listing]) -> None:
+    seen: dict[str, str] = {}
+    for listing in listings:
+        for remote in listing.files:
+            if remote.path in seen:
+                raise MmvError(f"{artifact.name}: {remote.path} exists in both {seen[remote.path]} and "
+                               f"{listing.repo_id}; cannot put both in one folder")
+            seen[remote.path] = listing.repo_id
+
+
+def _check_space(listings: list[Listing], staging: Path) -> None:
+    need = 0
+    for listing in listings:
+        for remote in listing.files:
+            have = staging / remote.path
+            part = staging / PARTS / f"{remote.key}.part"
+            done = have.stat().st_size if have.is_file() else part.stat().st_size if part.is_file() else 0
+            need += max((remote.size or 0) - done, 0)
+    free = shutil.disk_usage(staging).free
+    if need > free:
+        raise MmvError(f"not enough disk space in {staging.parent.parent}: the download needs {_gb(need)} more and "
+                       f"only {_gb(free)} is free; free some space or set MMV_HOME to a larger disk")
+
+
+def _prune(staging: Path, listings: list[Listing]) -> None:
+    """Drop leftovers (partial files, files of an older listing) so the installed folder holds exactly the listing."""
+    wanted = {remote.path for listing in listings for remote in listing.files}
+    shutil.rmtree(staging / PARTS, ignore_errors=True)
+    for path in sorted(staging.rglob("*"), reverse=True):
+        rel = path.relative_to(staging).as_posix()
+        if path.is_file() and rel not in wanted:
+            path.unlink()
+        elif path.is_dir() and not any(path.iterdir()):
+            path.rmdir()
+
+
+def _manifest(artifact: Artifact, revision: str | None, source: Any, listings: list[Listing]) -> dict[str, Any]:
+    return {
+        "name": artifact.name,
+        "source": source.name,
+        "endpoint": source.endpoint,
+        "revision": revision,
+        "downloaded_at": time.strftime("%Y-%m-%dT%H:%M:%SZ", time.gmtime()),
+        "parts": [{"repo_id": li.repo_id, "repo_type": li.repo_type, "revision": li.revision, "commit": li.commit}
+                  for li in listings],
+        "files": {r.path: {"size": r.size, "sha256": r.sha256, "git_sha1": r.git_sha1}
+                  for li in listings for r in li.files},
+    }
+
+
+def _result(name: str, path: Path, already_cached: bool) -> FetchResult:
+    manifest = cache.read_manifest(path)
+    files = [p for p in path.rglob("*") if p.is_file() and p.name != cache.MANIFEST]
+    commits = {p.get("repo_id"): p.get("commit") for p in manifest.get("parts", [])}
+    return FetchResult(name, path, len(files), sum(p.stat().st_size for p in files), 0, already_cached,
+                       manifest.get("source"), commits)
+
+
+def _same_files(a: Path, b: Path) -> bool:
+    def listing(root: Path) -> dict[str, int]:
+        return {p.relative_to(root).as_posix(): p.stat().st_size for p in root.rglob("*")
+                if p.is_file() and p.name != cache.MANIFEST}
+
+    return b.is_dir() and listing(a) == listing(b)
+
+
+@contextlib.contextmanager
+def _lock(staging: Path) -> Iterator[None]:
+    """One download of a name at a time: two would write the same partial files."""
+    staging.parent.mkdir(parents=True, exist_ok=True)
+    lock_path = staging.with_name(staging.name + ".lock")
+    with open(lock_path, "a") as fh:
+        try:
+            import fcntl
+        except ImportError:  # not POSIX: no advisory locks, proceed unguarded
+            yield
+            return
+        try:
+            fcntl.flock(fh.fileno(), fcntl.LOCK_EX | fcntl.LOCK_NB)
+        except OSError as exc:
+            raise MmvError(f"another `mmv download` of {staging.name} is running (lock {lock_path}); wait for it "
+                           "to finish") from exc
+        try:
+            yield
+        finally:
+            fcntl.flock(fh.fileno(), fcntl.LOCK_UN)
+
+
+def _gb(n: int) -> str:
+    return f"{n / 1e9:.2f} GB" if n >= 1e8 else f"{n / 1e6:.1f} MB"

@@ -1,0 +1,224 @@
+"""One file over HTTP: resumable (Range), retried on dropped connections, verified before it reaches its final path.
+
+A file downloads into `<staging>/.parts/<key>.part`, where the key is its expected hash, so a partial file is only
+ever resumed against the same content. Only after the size and the hash match is it renamed to `<staging>/<path>`.
+"""
+
+from __future__ import annotations
+
+import errno
+import hashlib
+import os
+import re
+import time
+from collections.abc import Callable
+from dataclasses import dataclass
+from pathlib import Path
+from typing import TYPE_CHECKING, Any
+
+from mmv.errors import MmvError
+
+if TYPE_CHECKING:
+    import httpx2
+
+PARTS = ".parts"
+CHUNK = 1 << 20
+_HEX64 = re.compile(r"^[0-9a-f]{64}$")
+_HEX40 = re.compile(r"^[0-9a-f]{40}$")
+
+
+@dataclass(frozen=True)
+class RemoteFile:
+    path: str  # path inside the repository, and inside the cached directory
+    url: str
+    size: int | None  # bytes, when the listing says
+    sha256: str | None = None  # LFS / ModelScope content hash
+    git_sha1: str | None = None  # git blob id of small (non-LFS) files: sha1("blob <size>\0" + content)
+
+    @property
+    def key(self) -> str:
+        """Names the partial file: tied to the expected content so a resume never mixes two versions."""
+        digest = self.sha256 or self.git_sha1
+        if digest:
+            return digest
+        return hashlib.sha256(f"{self.url}\n{self.size}".encode()).hexdigest()
+
+
+@dataclass
+class Transfer:
+    """How one file is fetched; the source supplies the session, headers and its own HTTP error messages."""
+
+    session: httpx2.Client
+    headers: dict[str, str]
+    check: Callable[[Any, RemoteFile], None]  # raises MmvError for an HTTP error response (status >= 400)
+    retries: int = 5  # resumes after a dropped connection before giving up (progress resets the count)
+    backoff_s: float = 0.5  # first wait between retries; doubles each time
+    on_bytes: Callable[[int], None] | None = None  # progress callback: bytes just written (negative on restart)
+    timeout_s: float = 60.0  # connect / read timeout of one request
+    received: int = 0  # bytes that came over the network so far (out: for the summary)
+
+
+def fetch(transfer: Transfer, remote: RemoteFile, staging: Path) -> Path:
+    """Download `remote` into `staging`, resuming a partial file; returns its verified final path."""
+    final = staging / remote.path
+    if final.is_file():
+        if _matches(final, remote):
+            _count(transfer, final.stat().st_size)
+            return final
+        final.unlink()
+    part = staging / PARTS / f"{remote.key}.part"
+    part.parent.mkdir(parents=True, exist_ok=True)
+    etag = _download(transfer, remote, part)
+    _verify(part, remote, etag)
+    final.parent.mkdir(parents=True, exist_ok=True)
+    os.replace(part, final)
+    return final
+
+
+def _download(transfer: Transfer, remote: RemoteFile, part: Path) -> str | None:
+    """Stream the missing bytes into `part`; returns the server's content hash header, if any."""
+    import httpx2
+
+    attempts = transfer.retries
+    wait = transfer.backoff_s
+    etag = None
+    if part.exists() and remote.size is not None and part.stat().st_size > remote.size:
+        part.unlink()  # longer than the file: not ours, start over
+    _count(transfer, part.stat().st_size if part.exists() else 0)
+    while True:
+        done = part.stat().st_size if part.exists() else 0
+        if remote.size is not None and done == remote.size:
+            return etag
+        try:
+            etag = _stream(transfer, remote, part, done)
+            return etag
+        except (httpx2.TransportError, _ShortRead) as exc:
+            grown = (part.stat().st_size if part.exists() else 0) > done
+            if grown:
+                attempts, wait = transfer.retries, transfer.backoff_s  # progress was made: a fresh set of retries
+            if attempts <= 0:
+                have = part.stat().st_size if part.exists() else 0
+                raise MmvError(
+                    f"the connection dropped while downloading {remote.path} ({_reason(exc)}); "
+                    f"{_human(have)} are kept and the same command resumes from there"
+                ) from exc
+            attempts -= 1
+            time.sleep(wait)
+            wait *= 2
+
+
+class _ShortRead(Exception):
+    """The server closed the body before Content-Length bytes arrived."""
+
+
+def _stream(transfer: Transfer, remote: RemoteFile, part: Path, done: int) -> str | None:
+    headers = dict(transfer.headers)
+    if done:
+        headers["Range"] = f"bytes={done}-"
+    with transfer.session.stream("GET", remote.url, headers=headers, follow_redirects=True,
+                                 timeout=transfer.timeout_s) as response:
+        if response.status_code == 416 and done:
+            # The server says our offset is past the end: the partial file is stale. Start over.
+            part.unlink()
+            _count(transfer, -done)
+            raise _ShortRead("range not satisfiable")
+        transfer.check(response, remote)
+        if done and response.status_code == 200:
+            part.unlink()  # the server ignored Range and sends everything: rewrite from the start
+            _count(transfer, -done)
+            done = 0
+        elif done and not response.headers.get("Content-Range", "").startswith(f"bytes {done}-"):
+            raise MmvError(f"the server answered a resume of {remote.path} with the wrong byte range "
+                           f"({response.headers.get('Content-Range')!r}); delete the partial download with "
+                           "`mmv cache rm` and try again")
+        expected = int(response.headers["Content-Length"]) if "Content-Length" in response.headers else None
+        if expected is not None and response.headers.get("Content-Encoding", "identity") != "identity":
+            expected = None  # the length of a compressed body says nothing about the file
+        received = 0
+        with open(part, "ab") as fh:
+            try:
+                for chunk in response.iter_bytes(CHUNK):
+                    fh.write(chunk)
+                    received += len(chunk)
+                    transfer.received += len(chunk)
+                    _count(transfer, len(chunk))
+                fh.flush()
+                os.fsync(fh.fileno())
+            except OSError as exc:
+                if exc.errno in (errno.ENOSPC, errno.EDQUOT):
+                    raise MmvError(
+                        f"the disk is full while writing {remote.path} to {part.parent}; the partial file is kept "
+                        "and the same command resumes once space is freed (or set MMV_HOME to another disk)"
+                    ) from exc
+                raise
+        if expected is not None and received < expected:
+            raise _ShortRead(f"got {received} of {expected} bytes")
+        linked = response.headers.get("X-Linked-Etag") or response.headers.get("ETag")
+        return linked.removeprefix("W/").strip('"') if linked else None
+
+
+def _verify(part: Path, remote: RemoteFile, etag: str | None) -> None:
+    """Size, then sha256 (or the git blob id); a mismatch deletes the download so nothing bad is ever kept."""
+    size = part.stat().st_size
+    problem = None
+    if remote.size is not None and size != remote.size:
+        problem = f"expected {remote.size} bytes, got {size}"
+    else:
+        kind, want = _expected_hash(remote, etag)
+        if want is not None:
+            got = _hash_file(part, kind, size)
+            if got != want:
+                problem = f"{kind} is {got}, expected {want}"
+    if problem:
+        part.unlink()
+        raise MmvError(f"{remote.path} failed verification ({problem}); the download was discarded, "
+                       "nothing was cached, and running the command again starts it afresh")
+
+
+def _matches(path: Path, remote: RemoteFile) -> bool:
+    size = path.stat().st_size
+    if remote.size is not None and size != remote.size:
+        return False
+    kind, want = _expected_hash(remote, None)
+    return want is None or _hash_file(path, kind, size) == want
+
+
+def _expected_hash(remote: RemoteFile, etag: str | None) -> tuple[str, str | None]:
+    if remote.sha256:
+        return "sha256", remote.sha256.lower()
+    if remote.git_sha1:
+        return "git-sha1", remote.git_sha1.lower()
+    etag = (etag or "").lower()
+    if _HEX64.match(etag):
+        return "sha256", etag
+    if _HEX40.match(etag):
+        return "git-sha1", etag
+    return "sha256", None
+
+
+def _hash_file(path: Path, kind: str, size: int) -> str:
+    digest = hashlib.sha256() if kind == "sha256" else hashlib.sha1()
+    if kind == "git-sha1":
+        digest.update(f"blob {size}\0".encode())
+    with open(path, "rb") as fh:
+        while block := fh.read(CHUNK):
+            digest.update(block)
+    return digest.hexdigest()
+
+
+def _count(transfer: Transfer, n: int) -> None:
+    if transfer.on_bytes is not None and n:
+        transfer.on_bytes(n)
+
+
+def _reason(exc: BaseException) -> str:
+    text = str(exc).splitlines()[0] if str(exc) else ""
+    return f"{type(exc).__name__}: {text}" if text else type(exc).__name__
+
+
+def _human(n: float) -> str:
+    for unit in ("B", "kB", "MB", "GB"):
+        if n < 1000 or unit == "GB":
+            return f"{n:.0f} {unit}" if unit == "B" else f"{n:.1f} {unit}"
+        n /= 1000
+    return f"{n:.1f} GB"
