@@ -1,0 +1,161 @@
+"""`mmv data synth | from-llava | check | preview`: make, convert, validate and look at datasets."""
+
+from __future__ import annotations
+
+import time
+from pathlib import Path
+
+import typer
+
+from mmv.cli.common import console, emit_json, handle_errors
+from mmv.errors import MmvError
+
+app = typer.Typer(help="Make, convert, validate and look at datasets in the published parquet schema.",
+                  no_args_is_help=True, add_completion=False, pretty_exceptions_enable=False)
+
+
+def progress():
+    """A rich progress bar on stderr (hidden when stderr is not a terminal)."""
+    from rich.progress import BarColumn, MofNCompleteColumn, Progress, TextColumn, TimeRemainingColumn
+
+    return Progress(TextColumn("{task.description}"), BarColumn(), MofNCompleteColumn(), TimeRemainingColumn(),
+                    console=console, transient=True, disable=not console.is_terminal)
+
+
+@app.command("synth")
+@handle_errors
+def synth(
+    out: Path = typer.Option(..., "--out", help="Folder for pretrain.parquet, sft.parquet, eval.parquet, tokenizer/."),
+    n: int = typer.Option(2000, "--n", min=1, help="Rows in pretrain.parquet and in sft.parquet."),
+    eval_n: int = typer.Option(None, "--eval-n", min=1, help="Held-out rows in eval.parquet [default: n/10]."),
+    seed: int = typer.Option(0, "--seed", help="Same seed, same files."),
+    tokenizer: bool = typer.Option(True, "--tokenizer/--no-tokenizer", help="Also train a BPE tokenizer on it."),
+) -> None:
+    """Draw scenes of coloured shapes with captions and questions (multi-turn, two-image and text-only rows)."""
+    from mmv.synth.dataset import SynthConfig, synthesize
+
+    config = SynthConfig(n=n, eval_n=eval_n or max(30, n // 10), seed=seed)
+    start = time.perf_counter()
+    with progress() as bar:
+        task = bar.add_task("drawing scenes", total=2 * config.n + config.eval_n)
+        result = synthesize(out, config, tokenizer=tokenizer, on_row=lambda split: bar.advance(task))
+    seconds = time.perf_counter() - start
+    for split, path in result.files.items():
+        console.print(f"{path}  {result.rows[split]:,} rows  {path.stat().st_size / 1e6:.1f} MB")
+    if result.tokenizer is not None:
+        console.print(f"{result.tokenizer}/  byte-level BPE, {result.vocab_size} tokens")
+    console.print(f"done in {seconds:.1f} s")
+    emit_json({"out": str(out), "files": {k: str(v) for k, v in result.files.items()}, "rows": result.rows,
+               "tokenizer": str(result.tokenizer) if result.tokenizer else None, "vocab_size": result.vocab_size,
+               "seed": seed, "seconds": round(seconds, 2)})
+
+
+@app.command("from-llava")
+@handle_errors
+def from_llava(
+    json_file: Path = typer.Argument(..., help="LLaVA JSON array or JSON-lines file."),
+    image_dir: Path = typer.Argument(..., help="Folder the records' image paths are relative to."),
+    out: Path = typer.Option(..., "--out", help="Parquet file to write."),
+    resize: int = typer.Option(256, "--resize", min=0, help="Shrink images to at most this side (0: keep size)."),
+) -> None:
+    """Convert LLaVA-format conversations and images to the parquet schema; bad records are reported and skipped."""
+    from rich.progress import Progress, SpinnerColumn, TextColumn
+
+    from mmv.synth.llava import convert
+
+    start = time.perf_counter()
+    with Progress(SpinnerColumn(), TextColumn("{task.description} {task.completed:,}"), console=console,
+                  transient=True, disable=not console.is_terminal) as bar:
+        task = bar.add_task("records", total=None)
+        report = convert(json_file, image_dir, out, resize=resize, on_record=lambda: bar.advance(task))
+    seconds = time.perf_counter() - start
+    skipped = sum(report.skipped.values())
+    console.print(f"{out}: {report.written:,} of {report.records:,} records written in {seconds:.1f} s")
+    if skipped:
+        reasons = ", ".join(f"{count} {reason}" for reason, count in report.skipped.items())
+        console.print(f"[yellow]skipped {skipped}: {reasons}[/]")
+        for example in report.examples:
+            console.print(f"  {example}", markup=False)
+    emit_json({"out": str(out), "records": report.records, "written": report.written, "skipped": report.skipped,
+               "examples": report.examples, "seconds": round(seconds, 2)})
+
+
+@app.command("check")
+@handle_errors
+def check(
+    files: list[Path] = typer.Argument(..., help="Parquet files to validate."),
+    tokenizer: Path = typer.Option(None, "--tokenizer", help="Tokenizer folder: also measure token lengths."),
+    max_seq_len: int = typer.Option(768, "--max-seq-len", min=1, help="Length limit the rows are trained at."),
+    limit: int = typer.Option(None, "--limit", min=1, help="Check only the first N rows of each file."),
+) -> None:
+    """Validate every row (JSON, roles, markers vs images, image decoding, token length); exit 1 if any is bad."""
+    from mmv.synth.check import check_file
+
+    missing = [str(f) for f in files if not f.is_file()]
+    if missing:
+        raise MmvError(f"no such file: {', '.join(missing)}")
+    tok = None
+    if tokenizer is not None:
+        from mmv.tokenizer import load_tokenizer
+
+        tok = load_tokenizer(tokenizer)
+    reports = []
+    with progress() as bar:
+        for path in files:
+            task = bar.add_task(path.name, total=None)
+            reports.append(check_file(path, tok, max_seq_len, limit, on_rows=lambda k, t=task: bar.advance(t, k)))
+    console.print(check_table(reports, max_seq_len))
+    for report in reports:
+        for example in report.examples:
+            console.print(f"[red]{report.path.name}[/] {example}", soft_wrap=True, highlight=False)
+    bad = sum(r.bad for r in reports)
+    console.print(f"[bold red]{bad} problem(s) found[/]" if bad else "[bold green]all rows are usable[/]")
+    emit_json({"files": [r.summary() for r in reports], "bad": bad, "ok": bad == 0})
+    if bad:
+        raise SystemExit(1)  # not typer.Exit: it is a RuntimeError, which handle_errors would report
+
+
+def check_table(reports: list, max_seq_len: int):
+    from rich.table import Table
+
+    from mmv.synth.check import PROBLEMS
+
+    table = Table(title="dataset check", title_justify="left")
+    table.add_column("")
+    for report in reports:
+        table.add_column(report.path.name, justify="right")
+
+    def add(label: str, values: list[str], bad: bool = False) -> None:
+        table.add_row(label, *[f"[red]{v}[/]" if bad and v not in ("0", "-") else v for v in values])
+
+    add("rows", [f"{r.rows:,}" for r in reports])
+    add("checked", [f"{r.checked:,}" for r in reports])
+    add("with images", [f"{r.with_images:,}" for r in reports])
+    add("  two or more", [f"{r.several_images:,}" for r in reports])
+    add("text only", [f"{r.text_only:,}" for r in reports])
+    add("multi-turn", [f"{r.multi_turn:,}" for r in reports])
+    for kind in PROBLEMS:
+        add(f"bad: {kind}", [str(r.problems[kind]) for r in reports], bad=True)
+    stats = [r.length_stats() for r in reports]
+    add("tokens min/mean/p95/max",
+        [f"{s['min']}/{s['mean']:.0f}/{s['p95']}/{s['max']}" if s else "-" for s in stats])
+    add(f"truncated at {max_seq_len}", [str(r.truncated) if r.lengths else "-" for r in reports])
+    return table
+
+
+@app.command("preview")
+@handle_errors
+def preview(
+    file: Path = typer.Argument(..., help="Parquet file."),
+    out: Path = typer.Option(..., "--out", help="PNG to write."),
+    rows: int = typer.Option(12, "--rows", min=1, max=200, help="How many of the first rows to show."),
+    columns: int = typer.Option(4, "--columns", min=1, max=16, help="Cells per line."),
+) -> None:
+    """A contact sheet: the first rows' images with their first question and answer."""
+    from mmv.synth.sheet import SheetLayout, contact_sheet
+
+    if not file.is_file():
+        raise MmvError(f"no such file: {file}")
+    drawn = contact_sheet(file, out, rows, SheetLayout(columns=columns))
+    console.print(f"{out}: {drawn} rows of {file.name}")
+    emit_json({"out": str(out), "rows": drawn, "file": str(file)})

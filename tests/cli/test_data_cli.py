@@ -1,0 +1,171 @@
+"""`mmv data synth | from-llava | check | preview`, run as real subprocesses on files the tests write."""
+
+from __future__ import annotations
+
+import io
+import json
+import subprocess
+import sys
+
+import pyarrow as pa
+import pyarrow.parquet as pq
+import pytest
+from PIL import Image
+
+from mmv.data.rows import parse_row
+from mmv.images import open_image
+from tests.conftest import TOKENIZER_DIR
+
+
+def mmv(*args: str) -> subprocess.CompletedProcess:
+    return subprocess.run([sys.executable, "-m", "mmv.cli.app", *map(str, args)], capture_output=True, text=True,
+                          timeout=300)
+
+
+def jpeg(size=(64, 64), colour=(200, 30, 30)) -> bytes:
+    buffer = io.BytesIO()
+    Image.new("RGB", size, colour).save(buffer, format="JPEG")
+    return buffer.getvalue()
+
+
+def conv(*turns: str) -> str:
+    roles = ("user", "assistant")
+    return json.dumps([{"role": roles[i % 2], "content": t} for i, t in enumerate(turns)])
+
+
+def write_parquet(path, rows, multi=False):
+    images = pa.list_(pa.binary()) if multi else pa.binary()
+    table = pa.table({"conversations": [r[0] for r in rows], "image_bytes": [r[1] for r in rows]},
+                     schema=pa.schema([("conversations", pa.string()), ("image_bytes", images)]))
+    pq.write_table(table, path)
+    return path
+
+
+def test_synth_writes_the_three_splits_and_a_tokenizer(tmp_path):
+    result = mmv("data", "synth", "--out", tmp_path / "d", "--n", "40", "--eval-n", "9", "--seed", "1", "--json")
+    assert result.returncode == 0, result.stderr
+    summary = json.loads(result.stdout)
+    assert summary["rows"] == {"pretrain": 40, "sft": 40, "eval": 9}
+    assert 300 < summary["vocab_size"] < 1024
+    for split in ("pretrain", "sft", "eval"):
+        assert pq.read_metadata(tmp_path / "d" / f"{split}.parquet").num_rows == summary["rows"][split]
+    # what synth writes passes its own check, token lengths included
+    check = mmv("data", "check", *(tmp_path / "d").glob("*.parquet"), "--tokenizer", tmp_path / "d" / "tokenizer",
+                "--json")
+    assert check.returncode == 0, check.stderr
+    assert json.loads(check.stdout)["ok"] is True
+
+
+def test_from_llava_converts_and_skips_missing_and_corrupt_images(tmp_path):
+    images = tmp_path / "images"
+    (images / "sub").mkdir(parents=True)
+    Image.new("RGB", (400, 300), (10, 200, 10)).save(images / "sub" / "big.png")
+    (images / "red.jpg").write_bytes(jpeg())
+    (images / "broken.jpg").write_bytes(jpeg()[:200])  # truncated JPEG
+    human, gpt = "human", "gpt"
+    records = [
+        {"id": "a", "image": "sub/big.png", "conversations": [{"from": human, "value": "<image>\nWhat is it?"},
+                                                              {"from": gpt, "value": "Green."}]},
+        {"id": "b", "image": "missing.jpg", "conversations": [{"from": human, "value": "<image>\nHi"},
+                                                              {"from": gpt, "value": "x"}]},
+        {"id": "c", "image": "broken.jpg", "conversations": [{"from": human, "value": "<image>\nHi"},
+                                                             {"from": gpt, "value": "x"}]},
+        {"id": "d", "image": ["red.jpg", "sub/big.png"],
+         "conversations": [{"from": "system", "value": "Be brief."},
+                           {"from": human, "value": "<image>\n<image>\nSame?"}, {"from": gpt, "value": "No."},
+                           {"from": human, "value": "Why?"}, {"from": gpt, "value": "Colours."}]},
+        {"id": "e", "conversations": [{"from": human, "value": "No picture here."}, {"from": gpt, "value": "Ok."}]},
+        {"id": "f", "image": "red.jpg", "conversations": [{"from": human, "value": "Marker missing"},
+                                                          {"from": gpt, "value": "x"}]},
+    ]
+    source = tmp_path / "llava.json"
+    source.write_text(json.dumps(records, indent=1))
+    out = tmp_path / "out.parquet"
+    result = mmv("data", "from-llava", source, images, "--out", out, "--json")
+    assert result.returncode == 0, result.stderr
+    summary = json.loads(result.stdout)
+    assert (summary["records"], summary["written"]) == (6, 3)
+    assert summary["skipped"] == {"missing image": 1, "corrupt image": 1, "markers": 1}
+    assert any(e.startswith("record 1:") and "missing.jpg" in e for e in summary["examples"])
+
+    table = pq.read_table(out)
+    assert table.schema.field("image_bytes").type == pa.list_(pa.binary())  # record d has two images
+    rows = [parse_row(c, b) for c, b in zip(table.column("conversations").to_pylist(),
+                                             table.column("image_bytes").to_pylist(), strict=True)]
+    (first, first_images), (two, two_images), (text, text_images) = rows
+    assert first == [{"role": "user", "content": "<image>\nWhat is it?"}, {"role": "assistant", "content": "Green."}]
+    assert open_image(first_images[0]).size == (256, 192)  # shrunk to 256 on the long side, aspect kept
+    assert [m["role"] for m in two] == ["system", "user", "assistant", "user", "assistant"]
+    assert [open_image(b).size for b in two_images] == [(64, 64), (256, 192)]
+    assert text_images == [] and text[0]["content"] == "No picture here."
+
+    # JSON lines give the same rows
+    lines = tmp_path / "llava.jsonl"
+    lines.write_text("\n".join(json.dumps(r) for r in records) + "\n")
+    again = mmv("data", "from-llava", lines, images, "--out", tmp_path / "again.parquet", "--json")
+    assert json.loads(again.stdout)["written"] == 3
+    assert pq.read_table(tmp_path / "again.parquet").equals(table)
+
+
+def test_from_llava_with_nothing_usable_fails_and_writes_nothing(tmp_path):
+    (tmp_path / "images").mkdir()
+    source = tmp_path / "llava.json"
+    source.write_text(json.dumps([{"image": "gone.jpg", "conversations": [{"from": "human", "value": "<image>"},
+                                                                           {"from": "gpt", "value": "x"}]}]))
+    result = mmv("data", "from-llava", source, tmp_path / "images", "--out", tmp_path / "out.parquet")
+    assert result.returncode == 2
+    assert result.stderr.count("\n") == 1 and "1 missing image" in result.stderr
+    assert sorted(p.name for p in tmp_path.iterdir()) == ["images", "llava.json"]
+
+
+@pytest.fixture()
+def bad_dataset(tmp_path):
+    good = conv("<image>\nColour?", "Red.")
+    rows = [
+        (good, jpeg()),
+        ("[{\"role\": \"user\", ", jpeg()),  # json
+        (json.dumps({"role": "user"}), jpeg()),  # schema: not a list
+        (conv("<image>\nHi"), jpeg()),  # schema: no assistant turn
+        (conv("<image>\n<image>\nTwo?", "One."), jpeg()),  # markers: two markers, one image
+        (good, jpeg()[:300]),  # image: truncated
+        (good, b"not an image at all"),  # image: not an image
+        (conv("<image>\n" + "word " * 300, "Long."), jpeg()),  # too_long: the image fits, its text does not
+        (conv("word " * 300 + "\n<image>", "Long."), jpeg()),  # too_long: the image run is cut
+        (conv("Text only question", "Answer."), jpeg((8, 8), (0, 0, 0))),
+    ]
+    return write_parquet(tmp_path / "bad.parquet", rows)
+
+
+def test_check_names_each_kind_of_bad_row_and_exits_1(bad_dataset, tmp_path):
+    wrong = tmp_path / "wrong.parquet"
+    pq.write_table(pa.table({"text": ["hello"]}), wrong)
+    result = mmv("data", "check", bad_dataset, wrong, "--tokenizer", TOKENIZER_DIR, "--max-seq-len", "200", "--json")
+    assert result.returncode == 1, result.stderr
+    bad, columns = json.loads(result.stdout)["files"]
+    assert bad["problems"] == {"file": 0, "json": 1, "schema": 2, "markers": 1, "image": 2, "too_long": 1}
+    assert (bad["rows"], bad["checked"], bad["bad"], bad["truncated"]) == (10, 10, 7, 1)
+    assert bad["text_only"] == 1 and bad["with_images"] == 2
+    assert bad["tokens"]["max"] > 200 and bad["tokens"]["min"] > 10
+    assert any(e.startswith("row 4: markers") for e in bad["examples"])
+    assert columns["problems"]["file"] == 1 and "expected conversations, image_bytes" in columns["examples"][0]
+    assert "bad: markers" in result.stderr and "8 problem(s) found" in result.stderr
+
+    limited = mmv("data", "check", bad_dataset, "--limit", "1", "--json")
+    assert limited.returncode == 0 and json.loads(limited.stdout)["files"][0]["checked"] == 1
+
+
+def test_check_of_a_missing_file_is_one_line_and_exit_2(tmp_path):
+    result = mmv("data", "check", tmp_path / "nope.parquet")
+    assert result.returncode == 2
+    assert result.stderr.strip().count("\n") == 0 and "nope.parquet" in result.stderr
+
+
+def test_preview_draws_a_contact_sheet(bad_dataset, tmp_path):
+    out = tmp_path / "sheet.png"
+    result = mmv("data", "preview", bad_dataset, "--out", out, "--rows", "6", "--columns", "3", "--json")
+    assert result.returncode == 0, result.stderr
+    assert json.loads(result.stdout)["rows"] == 6
+    sheet = Image.open(out)
+    assert sheet.format == "PNG" and sheet.width > 3 * 224 and sheet.height > 2 * 224
+    # the first cell shows the row's red image; the second (bad JSON) a red "unusable" box
+    assert sheet.convert("RGB").getpixel((8 + 112, 8 + 112)) == pytest.approx((200, 30, 30), abs=12)
