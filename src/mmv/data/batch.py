@@ -19,6 +19,15 @@ class Batch:
     position_ids: torch.Tensor | None = None
     num_samples: int = 0  # samples (not rows) in this batch, the unit of the resume position
     rows: list[int] = field(default_factory=list)  # global row indices, for error reports and --show-sample
+    # the global sample position just past this batch's chunk (over all ranks): the resume position after it
+    next_sample: int = 0
+    # rows of this batch's positions that were skipped, as mmv.data.stats.Skipped (row, kind, reason)
+    skipped: list[Any] = field(default_factory=list)
+
+    @property
+    def empty(self) -> bool:
+        """No usable sample: the positions were consumed (num_samples) but there is nothing to train on."""
+        return self.input_ids.numel() == 0
 
     @property
     def num_tokens(self) -> int:
@@ -40,5 +49,5 @@ class Batch:
             num_images=self.num_images,
             segment_ids=move(self.segment_ids) if self.segment_ids is not None else None,
             position_ids=move(self.position_ids) if self.position_ids is not None else None,
-            num_samples=self.num_samples, rows=self.rows,
+            num_samples=self.num_samples, rows=self.rows, next_sample=self.next_sample, skipped=self.skipped,
         )

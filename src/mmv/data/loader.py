@@ -1,0 +1,204 @@
+"""`TrainData`: the training stream of Batches for one rank, exact to the sample for resume.
+
+Positions and batches. The epoch order (`source.EpochPlan`, a function of seed and epoch only) lists every row once;
+its positions are the samples. From `start_sample` on, the stream is cut into chunks of `batch_size * world_size`
+positions and rank r builds its Batch from positions [r * batch_size, (r + 1) * batch_size) of each chunk. Every rank
+yields exactly `num_batches(start_sample, batch_size)` batches, one per chunk, so DDP ranks stay in step:
+
+- `Batch.num_samples` is the number of this rank's positions in the chunk (batch_size, less only in a short final
+  chunk), `Batch.next_sample` is the global position just past the chunk: the resume position after this step.
+- Bad and too-long rows are skipped, so a Batch may hold fewer samples; they are listed in `Batch.skipped` and counted
+  in `TrainData.stats`. A chunk with nothing usable for this rank yields an empty Batch (`Batch.empty`: zero-size
+  tensors) that still carries num_samples and next_sample.
+
+Skipped positions before `start_sample` are never read: only the windows holding this rank's positions are.
+With `num_workers > 0`, DataLoader worker w builds batches w, w + k, w + 2k, ... and the DataLoader hands them out
+round-robin, which is exactly the order without workers.
+"""
+
+from __future__ import annotations
+
+import itertools
+from collections.abc import Iterator
+from dataclasses import dataclass
+from typing import Any
+
+from torch.utils.data import DataLoader, IterableDataset
+
+from mmv.data.batch import Batch
+from mmv.data.collate import Prepared, collate
+from mmv.data.labels import LabelBuilder, Preprocessing
+from mmv.data.rows import BadRow, parse_row
+from mmv.data.source import BlockReader, EpochPlan, ParquetSource, WindowRows
+from mmv.data.stats import BadRowGuard, DataStats, Skipped
+from mmv.errors import MmvError
+
+
+@dataclass
+class DataSpec:
+    files: list[str]  # parquet paths or glob patterns
+    tokenizer_dir: str
+    vision_dir: str | None  # image processor folder; None: images are still decoded (checked) but not processed
+    max_seq_len: int = 768
+    seed: int = 42
+    random_system_prompt: bool = True  # reference preprocessing: a random system prompt with p=0.2, seeded per row
+    drop_empty_think: bool = True  # reference preprocessing: empty think blocks removed with p=0.8, seeded per row
+    pack: bool = False  # several samples per row (segment_ids, position_ids) instead of one padded sample per row
+    num_workers: int = 0  # DataLoader worker processes used inside TrainData.batches
+    max_bad_fraction: float = 0.01  # stop with MmvError naming a few rows when more of an epoch's rows are bad
+    block_rows: int = 256  # rows read at a time from a row group
+    window_rows: int = 2048  # rows shuffled together; a reader holds about one window in memory
+
+
+def chunk_slices(start: int, total: int, batch_size: int, rank: int, world_size: int
+                 ) -> Iterator[tuple[range, int]]:
+    """This rank's positions in each chunk from `start`, with the position just past the chunk."""
+    chunk = batch_size * world_size
+    for begin in range(start, total, chunk):
+        end = min(begin + chunk, total)
+        low = min(begin + rank * batch_size, end)
+        yield range(low, min(low + batch_size, end)), end
+
+
+class BatchBuilder:
+    """Positions -> Batch: reading, parsing, tokenising, image decoding and collation in one process."""
+
+    def __init__(self, spec: DataSpec, source: ParquetSource) -> None:
+        from mmv.model.vision import ImageProcessor
+        from mmv.tokenizer import load_tokenizer
+
+        self.spec = spec
+        self.source = source
+        self.tokenizer = load_tokenizer(spec.tokenizer_dir)
+        self.labels = LabelBuilder(self.tokenizer, spec.max_seq_len)
+        self.processor = ImageProcessor(spec.vision_dir) if spec.vision_dir else None
+        self.preprocessing = Preprocessing.from_flags(spec.random_system_prompt, spec.drop_empty_think)
+        self.reader = BlockReader(source)
+        self._plan: EpochPlan | None = None
+        self._window: tuple[int, int, WindowRows] | None = None  # (epoch, window, rows as read)
+
+    def plan(self, epoch: int) -> EpochPlan:
+        if self._plan is None or self._plan.epoch != epoch:
+            self._plan = EpochPlan(self.source.groups, self.spec.seed, epoch, self.spec.block_rows,
+                                   self.spec.window_rows)
+        return self._plan
+
+    def build(self, epoch: int, positions: range, next_sample: int) -> Batch:
+        plan = self.plan(epoch)
+        samples: list[Prepared] = []
+        skipped: list[Skipped] = []
+        for position in positions:
+            window, index, row = plan.row_at(position)
+            conversations, image_bytes = self._read(plan, window).row(index)
+            try:
+                samples.append(self.prepare(epoch, row, conversations, image_bytes))
+            except BadRow as exc:
+                skipped.append(Skipped(row, exc.kind, str(exc)))
+        return collate(samples, pack=self.spec.pack, max_seq_len=self.spec.max_seq_len, process=self.processor,
+                       num_samples=len(positions), next_sample=next_sample, skipped=skipped)
+
+    def prepare(self, epoch: int, row: int, conversations: Any, image_bytes: Any) -> Prepared:
+        from mmv.images import open_image
+
+        messages, images = parse_row(conversations, image_bytes)
+        system, drop_think = self.preprocessing.choose(self.spec.seed, epoch, row, messages)
+        sample = self.labels.build(messages, len(images), system, drop_think)
+        try:
+            decoded = [open_image(data, name=f"{k + 1} of the row") for k, data in enumerate(images)]
+        except MmvError as exc:
+            raise BadRow("image", str(exc)) from None
+        return Prepared(row, sample.input_ids, sample.labels, decoded)
+
+    def _read(self, plan: EpochPlan, window: int) -> WindowRows:
+        # positions only move forward, so one cached window is enough
+        if self._window is None or self._window[:2] != (plan.epoch, window):
+            self._window = None  # free the old window before reading the next
+            self._window = (plan.epoch, window, self.reader.read_window(plan, window))
+        return self._window[2]
+
+
+class TrainData:
+    """The batches of one rank; see the module docstring for the position and batch semantics."""
+
+    def __init__(self, spec: DataSpec, rank: int = 0, world_size: int = 1) -> None:
+        if not 0 <= rank < world_size:
+            raise MmvError(f"rank {rank} is outside a world of {world_size} process(es)")
+        if spec.max_seq_len < 1:
+            raise MmvError(f"max_seq_len must be at least 1, got {spec.max_seq_len}")
+        self.spec = spec
+        self.rank, self.world_size = rank, world_size
+        self.source = ParquetSource(spec.files)
+        self.num_rows = self.source.num_rows
+        self.stats = DataStats()
+        self._builder = BatchBuilder(spec, self.source)  # fails fast on a bad tokenizer or vision folder
+
+    def num_batches(self, start_sample: int, batch_size: int) -> int:
+        """Batches every rank yields from `start_sample` to the end of the epoch."""
+        chunk = batch_size * self.world_size
+        return max(0, -(-(self.num_rows - start_sample) // chunk))
+
+    def rank_rows(self, batch_size: int) -> int:
+        """Positions this rank takes in a whole epoch."""
+        return sum(len(r) for r, _ in chunk_slices(0, self.num_rows, batch_size, self.rank, self.world_size))
+
+    def batches(self, epoch: int, start_sample: int, batch_size: int) -> Iterator[Batch]:
+        if batch_size < 1:
+            raise MmvError(f"batch size must be at least 1, got {batch_size}")
+        guard = BadRowGuard(self.spec.max_bad_fraction, self.rank_rows(batch_size), self.source.locate)
+        for batch in self._stream(epoch, start_sample, batch_size):
+            self.stats.rows += batch.num_samples
+            for skipped in batch.skipped:
+                self.stats.add(skipped)
+                guard.add(skipped)
+            yield batch
+
+    def render(self, batch: Batch, index: int) -> str:
+        """Sample `index` of the batch as text: supervised spans marked, image runs collapsed (--show-sample)."""
+        from mmv.data.preview import render_sample
+
+        return render_sample(self._builder.tokenizer, batch, index, self.source.locate)
+
+    def _stream(self, epoch: int, start_sample: int, batch_size: int) -> Iterator[Batch]:
+        arguments = (start_sample, self.num_rows, batch_size, self.rank, self.world_size)
+        if self.spec.num_workers <= 0:
+            for positions, next_sample in chunk_slices(*arguments):
+                yield self._builder.build(epoch, positions, next_sample)
+            return
+        stream = WorkerStream(self.spec, self.source, epoch, arguments)
+        loader = DataLoader(stream, batch_size=None, num_workers=self.spec.num_workers, collate_fn=_as_is)
+        for item in loader:
+            if isinstance(item, WorkerFailure):
+                raise MmvError(item.message)
+            yield item
+
+
+class WorkerFailure:
+    """An MmvError raised in a worker, passed back as data so it stays one line (no worker traceback)."""
+
+    def __init__(self, message: str) -> None:
+        self.message = message
+
+
+def _as_is(item: Any) -> Any:
+    return item
+
+
+class WorkerStream(IterableDataset):
+    """Worker w of k builds every k-th batch; the builder is created inside the worker process."""
+
+    def __init__(self, spec: DataSpec, source: ParquetSource, epoch: int, stream: tuple[int, int, int, int, int]
+                 ) -> None:
+        self.spec, self.source, self.epoch = spec, source, epoch
+        self.stream = stream  # chunk_slices arguments: start, total, batch_size, rank, world_size
+
+    def __iter__(self) -> Iterator[Batch | WorkerFailure]:
+        from torch.utils.data import get_worker_info
+
+        info = get_worker_info()
+        worker, workers = (info.id, info.num_workers) if info is not None else (0, 1)
+        try:
+            builder = BatchBuilder(self.spec, self.source)
+            for positions, next_sample in itertools.islice(chunk_slices(*self.stream), worker, None, workers):
+                yield builder.build(self.epoch, positions, next_sample)
+        except MmvError as exc:
+            yield WorkerFailure(str(exc))

@@ -1,0 +1,61 @@
+"""Parquet files in the published dataset schema, written with pyarrow (into tmp_path), and the test DataSpec."""
+
+from __future__ import annotations
+
+import io
+import json
+from pathlib import Path
+
+from tests.conftest import REFERENCE, TOKENIZER_DIR
+
+VISION_DIR = REFERENCE / "p32" / "vision"
+LABELS_DIR = REFERENCE / "labels"
+
+
+def jpeg(color: tuple[int, int, int] = (200, 30, 30), size: int = 32) -> bytes:
+    from PIL import Image
+
+    buffer = io.BytesIO()
+    Image.new("RGB", (size, size), color).save(buffer, format="JPEG")
+    return buffer.getvalue()
+
+
+def image_row(index: int, images: int = 1) -> dict:
+    """A row whose user turn names its index (so tests can tell rows apart) and carries `images` images."""
+    markers = "<image>\n" * images
+    conversations = [{"role": "user", "content": f"{markers}What is picture {index}?"},
+                     {"role": "assistant", "content": f"Picture {index} is a square."}]
+    data = [jpeg((index % 256, 40, 90)) for _ in range(images)]
+    return {"conversations": json.dumps(conversations), "image_bytes": data[0] if images == 1 else data}
+
+
+def text_row(index: int) -> dict:
+    """Text-only, as the dataset stores it: a small black placeholder image and no <image> marker."""
+    conversations = [{"role": "user", "content": f"Say {index}."}, {"role": "assistant", "content": f"{index}."}]
+    return {"conversations": json.dumps(conversations), "image_bytes": jpeg((0, 0, 0), 8)}
+
+
+def write_parquet(path: Path, rows: list[dict], row_group_size: int | None = None) -> Path:
+    import pyarrow as pa
+    import pyarrow.parquet as pq
+
+    if len({isinstance(r["image_bytes"], list) for r in rows}) > 1:  # one column type per file: all lists then
+        rows = [{**r, "image_bytes": r["image_bytes"] if isinstance(r["image_bytes"], list) else [r["image_bytes"]]}
+                for r in rows]
+    pq.write_table(pa.Table.from_pylist(rows), str(path), row_group_size=row_group_size)
+    return path
+
+
+def mixed_rows(count: int) -> list[dict]:
+    return [text_row(i) if i % 3 == 2 else image_row(i) for i in range(count)]
+
+
+def make_spec(files: list[Path | str], **overrides):
+    """DataSpec for some files, with the fixture tokenizer and the tiny p32 image processor; small blocks and windows
+    so that a few dozen rows already span several of each."""
+    from mmv.data.loader import DataSpec
+
+    options = dict(files=[str(f) for f in files], tokenizer_dir=str(TOKENIZER_DIR), vision_dir=str(VISION_DIR),
+                   max_seq_len=256, block_rows=8, window_rows=16)
+    options.update(overrides)
+    return DataSpec(**options)

@@ -1,0 +1,167 @@
+"""TrainData: order, sharding over ranks and workers, exact resume, bad rows, packing."""
+
+from __future__ import annotations
+
+import json
+
+import pytest
+import torch
+
+from mmv.data.loader import TrainData
+from mmv.data.source import BlockReader
+from mmv.errors import MmvError
+from tests.data.parquet_files import image_row, jpeg, make_spec, mixed_rows, text_row, write_parquet
+
+
+@pytest.fixture(scope="module")
+def data_file(tmp_path_factory):
+    return write_parquet(tmp_path_factory.mktemp("data") / "mixed.parquet", mixed_rows(45), row_group_size=10)
+
+
+def same(a, b) -> bool:
+    if a.empty or b.empty:
+        return a.empty and b.empty and (a.num_samples, a.next_sample) == (b.num_samples, b.next_sample)
+    pixels = (a.pixel_inputs is None and b.pixel_inputs is None) or all(
+        torch.equal(a.pixel_inputs[k], b.pixel_inputs[k]) for k in a.pixel_inputs)
+    return (torch.equal(a.input_ids, b.input_ids) and torch.equal(a.labels, b.labels) and pixels
+            and (a.rows, a.num_samples, a.next_sample, a.num_images) == (b.rows, b.num_samples, b.next_sample,
+                                                                         b.num_images))
+
+
+def test_order_is_deterministic_and_changes_per_epoch(data_file):
+    data = TrainData(make_spec([data_file]))
+    first = [row for b in data.batches(0, 0, 4) for row in b.rows]
+    assert sorted(first) == list(range(45))
+    assert first == [row for b in TrainData(make_spec([data_file])).batches(0, 0, 4) for row in b.rows]
+    assert first != [row for b in data.batches(1, 0, 4) for row in b.rows]
+
+
+def test_two_ranks_split_every_chunk_without_overlap(data_file):
+    single = list(TrainData(make_spec([data_file])).batches(0, 0, 6))
+    ranks = [list(TrainData(make_spec([data_file]), rank=r, world_size=2).batches(0, 0, 3)) for r in range(2)]
+    assert len(ranks[0]) == len(ranks[1]) == TrainData(make_spec([data_file]), 0, 2).num_batches(0, 3) == 8
+    for step, whole in enumerate(single):
+        parts = [ranks[0][step], ranks[1][step]]
+        assert parts[0].rows + parts[1].rows == whole.rows  # rank 0 takes the chunk's first 3 positions
+        assert parts[0].next_sample == parts[1].next_sample == whole.next_sample == min(6 * (step + 1), 45)
+    assert [b.num_samples for b in ranks[1]][-1] == 0 and ranks[1][-1].empty  # 45 = 7 * 6 + 3: rank 1 gets none
+    assert sum(b.num_samples for r in ranks for b in r) == 45
+
+
+def test_workers_give_the_same_batches_in_the_same_order(data_file):
+    plain = list(TrainData(make_spec([data_file])).batches(1, 0, 4))
+    workers = list(TrainData(make_spec([data_file], num_workers=2)).batches(1, 0, 4))
+    assert len(plain) == len(workers) == 12
+    assert all(same(a, b) for a, b in zip(plain, workers, strict=True))
+
+
+def test_resume_gives_the_tail_of_a_full_pass(data_file, monkeypatch):
+    data = TrainData(make_spec([data_file]), rank=1, world_size=2)
+    full = list(data.batches(2, 0, 3))
+    read: list[int] = []
+    original = BlockReader.read_window
+    monkeypatch.setattr(BlockReader, "read_window", lambda self, plan, w: read.append(w) or original(self, plan, w))
+    resumed = list(TrainData(make_spec([data_file]), rank=1, world_size=2).batches(2, 24, 3))
+    assert len(resumed) == len(full) - 4
+    assert all(same(a, b) for a, b in zip(full[4:], resumed, strict=True))
+    assert min(read) == 24 // 16  # windows of 16 rows: the one holding position 24 is the first read
+
+
+def test_resume_at_any_position_continues_the_same_order(data_file):
+    order = [row for b in TrainData(make_spec([data_file])).batches(0, 0, 5) for row in b.rows]
+    tail = [row for b in TrainData(make_spec([data_file])).batches(0, 17, 5) for row in b.rows]
+    assert tail == order[17:]
+
+
+@pytest.fixture
+def bad_file(tmp_path):
+    rows = mixed_rows(60)
+    rows[4]["image_bytes"] = b"\xff\xd8 truncated jpeg"
+    rows[17]["conversations"] = "[{not json"
+    rows[30]["conversations"] = json.dumps([{"role": "user", "content": "<image><image> two?"},
+                                            {"role": "assistant", "content": "one"}])
+    return write_parquet(tmp_path / "bad.parquet", rows, row_group_size=16)
+
+
+def test_bad_rows_are_skipped_and_counted(bad_file):
+    data = TrainData(make_spec([bad_file], max_bad_fraction=0.05))
+    batches = list(data.batches(0, 0, 4))
+    used = [row for b in batches for row in b.rows]
+    skipped = {s.row: s.kind for b in batches for s in b.skipped}
+    assert skipped == {4: "image", 17: "json", 30: "markers"}
+    assert sorted(used + list(skipped)) == list(range(60))
+    assert sum(b.num_samples for b in batches) == 60
+    assert data.stats.as_dict() == {"rows": 60, "json": 1, "schema": 0, "markers": 1, "image": 1, "too_long": 0,
+                                    "bad": 3}
+
+
+@pytest.mark.parametrize("workers", [0, 2])
+def test_too_many_bad_rows_stop_with_their_row_numbers(bad_file, workers):
+    data = TrainData(make_spec([bad_file], num_workers=workers, max_bad_fraction=0.04))  # 3 of 60 is 5%
+    with pytest.raises(MmvError) as caught:
+        list(data.batches(0, 0, 4))
+    message = str(caught.value)
+    assert "more than 4.0% of the rows are bad (3 of 60" in message and "\n" not in message
+    assert all(f"row {r} of bad.parquet" in message for r in (4, 17, 30))
+
+
+def test_the_default_limit_is_one_percent(bad_file):
+    with pytest.raises(MmvError, match=r"more than 1\.0% of the rows are bad"):
+        list(TrainData(make_spec([bad_file])).batches(0, 0, 4))
+
+
+def test_too_long_rows_are_dropped_not_cut_and_do_not_count_as_bad(tmp_path):
+    rows = [image_row(0), text_row(1), image_row(2, images=2), text_row(3)]
+    path = write_parquet(tmp_path / "long.parquet", rows)
+    data = TrainData(make_spec([path], max_seq_len=100, max_bad_fraction=0.0))
+    [batch] = list(data.batches(0, 0, 4))
+    assert sorted(batch.rows) == [0, 1, 3]
+    assert [(s.row, s.kind) for s in batch.skipped] == [(2, "too_long")]
+    assert batch.num_images == 1 and data.stats.counts["too_long"] == 1 and data.stats.bad == 0
+
+
+def test_a_chunk_with_nothing_usable_is_an_empty_batch(tmp_path):
+    path = write_parquet(tmp_path / "long.parquet", [image_row(i, images=2) for i in range(4)] + [text_row(4)])
+    batches = list(TrainData(make_spec([path], max_seq_len=100, window_rows=1)).batches(0, 0, 2))
+    assert [b.num_samples for b in batches] == [2, 2, 1]
+    assert [b.next_sample for b in batches] == [2, 4, 5]
+    assert sum(b.empty for b in batches) == 2
+    empty = next(b for b in batches if b.empty)
+    assert empty.input_ids.shape == (0, 0) and empty.rows == [] and len(empty.skipped) == 2
+
+
+def test_text_only_rows_carry_no_images(tmp_path):
+    path = write_parquet(tmp_path / "text.parquet", [text_row(i) for i in range(3)])
+    [batch] = list(TrainData(make_spec([path])).batches(0, 0, 3))
+    assert batch.pixel_inputs is None and batch.num_images == 0
+    assert not (batch.input_ids == 12).any()
+
+
+def test_without_a_vision_folder_images_are_checked_but_not_processed(tmp_path):
+    path = write_parquet(tmp_path / "img.parquet", [image_row(0), image_row(1, images=2)])
+    [batch] = list(TrainData(make_spec([path], vision_dir=None)).batches(0, 0, 2))
+    assert batch.pixel_inputs is None and batch.num_images == 3
+    assert int((batch.input_ids == 12).sum()) == 3 * 64
+
+
+def test_images_follow_the_placeholder_order(tmp_path):
+    rows = [image_row(i, images=1 + i % 2) for i in range(6)]
+    for i, row in enumerate(rows):  # every image of the file a distinct colour
+        count = 1 + i % 2
+        images = [jpeg((40 * i + 20 * k, 0, 0)) for k in range(count)]
+        row["image_bytes"] = images[0] if count == 1 else images
+    path = write_parquet(tmp_path / "img.parquet", rows)
+    for pack in (False, True):
+        [batch] = list(TrainData(make_spec([path], pack=pack, max_seq_len=400)).batches(0, 0, 6))
+        reds = batch.pixel_inputs["pixel_values"][:, 0].mean(dim=(1, 2))
+        expected = [40 * r + 20 * k for r in batch.rows for k in range(1 + r % 2)]
+        measured = ((reds + 1) * 127.5).round().tolist()  # undo the processor's rescale and normalisation
+        assert all(abs(m - e) <= 3 for m, e in zip(measured, expected, strict=True)), (pack, measured, expected)
+
+
+def test_invalid_arguments(data_file):
+    with pytest.raises(MmvError, match="rank 2 is outside"):
+        TrainData(make_spec([data_file]), rank=2, world_size=2)
+    with pytest.raises(MmvError, match="batch size"):
+        next(TrainData(make_spec([data_file])).batches(0, 0, 0))
+    assert list(TrainData(make_spec([data_file])).batches(0, 45, 4)) == []
