@@ -8,7 +8,9 @@ so a mismatch fails with one sentence instead of mis-loading the way the referen
 from __future__ import annotations
 
 import json
+import pickle
 import re
+import zipfile
 from dataclasses import dataclass
 from pathlib import Path
 from typing import TYPE_CHECKING
@@ -45,8 +47,12 @@ def read_state_dict(path: str | Path) -> dict[str, torch.Tensor]:
 
             state = load_file(str(path))
         else:
-            state = torch.load(str(path), map_location="cpu", weights_only=True, mmap=True)
-    except Exception as exc:
+            # mmap avoids a second copy in memory, but only the zip format (torch >= 1.6) supports it
+            state = torch.load(str(path), map_location="cpu", weights_only=True, mmap=zipfile.is_zipfile(path))
+    except pickle.UnpicklingError:
+        raise MmvError(f"cannot read checkpoint {path}: it is not a weights-only PyTorch file (refusing to unpickle "
+                       "anything but tensors)") from None
+    except Exception as exc:  # any unreadable file becomes the same one-line error
         reason = str(exc).strip().splitlines()[0] if str(exc).strip() else type(exc).__name__
         raise MmvError(f"cannot read checkpoint {path}: {reason[:200]}") from None
     if isinstance(state, dict) and "model" in state and isinstance(state["model"], dict):

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import io
+import warnings
 from pathlib import Path
 from typing import TYPE_CHECKING
 
@@ -26,7 +27,10 @@ def open_image(source: str | Path | bytes, name: str | None = None, max_pixels: 
             raise MmvError(f"image {label} does not exist")
         source = path.read_bytes()
     try:
-        with Image.open(io.BytesIO(source)) as image:
+        with warnings.catch_warnings():
+            warnings.simplefilter("ignore", Image.DecompressionBombWarning)  # our own limit is checked below
+            image = Image.open(io.BytesIO(source))
+        with image:
             width, height = image.size
             if width * height > max_pixels:
                 raise MmvError(f"image {label} is {width}x{height} pixels, over the {max_pixels:,}-pixel limit")
@@ -34,9 +38,11 @@ def open_image(source: str | Path | bytes, name: str | None = None, max_pixels: 
             return image.convert("RGB")
     except MmvError:
         raise
+    except Image.DecompressionBombError:
+        raise MmvError(f"image {label} is over the pixel limit (a decompression bomb?)") from None
     except UnidentifiedImageError:
         raise MmvError(f"{label} is not an image file") from None
-    except (OSError, SyntaxError, ValueError, Image.DecompressionBombError) as exc:
+    except (OSError, SyntaxError, ValueError) as exc:
         raise MmvError(f"image {label} cannot be decoded: {str(exc).splitlines()[0] if str(exc) else 'corrupt'}") \
             from None
 

@@ -1,11 +1,77 @@
-"""`mmv chat`."""
+"""`mmv chat`: one-shot answers, piped prompts, or an interactive streaming REPL about images."""
 
 from __future__ import annotations
 
-from mmv.cli.common import handle_errors, not_yet_available
+import sys
+from contextlib import nullcontext
+from pathlib import Path
+
+import typer
+
+from mmv.cli.common import console, emit_json, handle_errors, options
+
+DEVICES = ("auto", "cpu", "cuda", "mps")
+DTYPES = ("auto", "float32", "float16", "bfloat16")
 
 
 @handle_errors
-def chat() -> None:
-    """Not yet available."""
-    not_yet_available("chat")
+def chat(
+    images: list[Path] = typer.Argument(None, help="Images to talk about (placed in order at <image> markers, "
+                                                   "or before the prompt)."),
+    model: str = typer.Option(..., "--model", "-m", help="A .pth/.safetensors file, a transformers folder, a run "
+                                                         "directory or a downloaded name (e.g. minimind-3v)."),
+    vision: Path = typer.Option(None, help="Vision encoder folder (default: beside the model, then the cache)."),
+    tokenizer: Path = typer.Option(None, help="Tokenizer folder (default: beside the model, then the cache)."),
+    prompt: str = typer.Option(None, "--prompt", "-p", help="Ask once and exit; without it, start a REPL "
+                                                            "(or answer stdin one line at a time)."),
+    system: str = typer.Option(None, help="A system prompt."),
+    max_new_tokens: int = typer.Option(512, min=1, help="Stop after this many new tokens."),
+    temperature: float = typer.Option(0.85, min=0.0, help="0 = greedy."),
+    top_p: float = typer.Option(0.85, min=0.0, max=1.0, help="Nucleus sampling threshold."),
+    top_k: int = typer.Option(50, min=0, help="Sample among the k most likely tokens (0 = all)."),
+    repetition_penalty: float = typer.Option(1.0, min=0.01, help="Sign-aware penalty on tokens already seen."),
+    seed: int = typer.Option(None, help="Seed for sampling (reproducible replies)."),
+    think: bool = typer.Option(False, "--think", help="Open the <think> block instead of skipping it."),
+    device: str = typer.Option("auto", help="auto | cpu | cuda | mps"),
+    dtype: str = typer.Option("auto", help="auto | float32 | float16 | bfloat16"),
+) -> None:
+    """Talk about one or more images with a MiniMind-V model."""
+    from mmv.chat import ChatSession
+    from mmv.cli.chat_repl import run_repl
+    from mmv.errors import MmvError
+    from mmv.generate import SamplingConfig
+    from mmv.images import open_image
+    from mmv.loading import load_model
+
+    if device not in DEVICES:
+        raise MmvError(f"--device must be one of {', '.join(DEVICES)}, not {device!r}")
+    if dtype not in DTYPES:
+        raise MmvError(f"--dtype must be one of {', '.join(DTYPES)}, not {dtype!r}")
+    opened = [(str(path), open_image(path)) for path in images or []]  # fail on bad images before loading
+    interactive = prompt is None and sys.stdin.isatty()
+    with console.status("loading model", spinner="dots") if interactive else nullcontext():
+        loaded = load_model(model, vision=vision, tokenizer=tokenizer, device=device, dtype=dtype,
+                            need_vision=bool(opened) or interactive)
+    for note in loaded.notes:
+        console.print(f"[yellow]note:[/] {note}")
+    sampling = SamplingConfig(max_new_tokens=max_new_tokens, temperature=temperature, top_p=top_p, top_k=top_k,
+                              repetition_penalty=repetition_penalty, seed=seed)
+    session = ChatSession(loaded, sampling, system=system, thinking=think)
+    for name, image in opened:
+        session.attach(name, image)
+    if prompt is None:
+        run_repl(session, interactive=interactive)
+        return
+    reply = session.ask(prompt, on_text=None if options.json else _write_stdout)
+    if not options.json:
+        sys.stdout.write("\n")
+        sys.stdout.flush()
+    emit_json({"reply": reply.text, "new_tokens": reply.new_tokens, "ttft_ms": round(reply.ttft_ms, 2),
+               "vision_ms": round(reply.vision_ms, 2), "decode_tokens_per_s": round(reply.decode_tokens_per_s, 2),
+               "stopped": reply.stopped})
+
+
+def _write_stdout(piece: str) -> None:
+    sys.stdout.write(piece)
+    sys.stdout.flush()
+

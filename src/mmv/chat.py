@@ -1,0 +1,137 @@
+"""A multi-turn conversation about images: history, attached images, streaming replies and their timings.
+
+Each turn re-renders the whole conversation; the projected features of every image are computed once and reused,
+so only the text is re-prefilled.
+"""
+
+from __future__ import annotations
+
+import time
+from collections.abc import Callable
+from dataclasses import dataclass, field
+from typing import TYPE_CHECKING, Any
+
+from mmv.config import IMAGE_MARKER
+from mmv.generate import SamplingConfig, generate
+from mmv.tokenizer import encode, render_chat
+
+if TYPE_CHECKING:
+    import torch
+    from PIL import Image
+
+    from mmv.loading import LoadedModel
+
+
+@dataclass
+class Reply:
+    text: str
+    new_tokens: int
+    ttft_ms: float
+    vision_ms: float
+    decode_tokens_per_s: float
+    stopped: str  # "eos", "length" or "cancelled"
+
+
+@dataclass
+class Turn:
+    role: str
+    content: str
+    images: list[str] = field(default_factory=list)  # names of images attached to this turn
+
+
+class TextStream:
+    """Incremental detokenisation: yields only complete characters (a multi-byte char may span tokens)."""
+
+    def __init__(self, tokenizer: Any) -> None:
+        self.tokenizer, self.tokens, self.emitted = tokenizer, [], 0
+
+    def push(self, token: int) -> str:
+        self.tokens.append(token)
+        text = self.tokenizer.decode(self.tokens, skip_special_tokens=True)
+        if text.endswith("\ufffd"):
+            return ""
+        new, self.emitted = text[self.emitted:], len(text)
+        return new
+
+    def text(self) -> str:
+        return self.tokenizer.decode(self.tokens, skip_special_tokens=True)
+
+
+def place_images(prompt: str, count: int) -> str:
+    """`<image>` markers in the prompt place the images in order; without any, the images go first."""
+    markers = prompt.count(IMAGE_MARKER)
+    if markers == 0 and count:
+        return "\n".join([IMAGE_MARKER] * count) + "\n" + prompt
+    if markers != count:
+        from mmv.errors import MmvError
+
+        raise MmvError(f"the prompt has {markers} <image> marker(s) but {count} image(s) were given")
+    return prompt
+
+
+class ChatSession:
+    def __init__(self, loaded: LoadedModel, sampling: SamplingConfig, system: str | None = None,
+                 thinking: bool = False) -> None:
+        self.loaded, self.sampling, self.system, self.thinking = loaded, sampling, system, thinking
+        self.turns: list[Turn] = []
+        self.pending: list[tuple[str, Image.Image]] = []  # images attached to the next user turn
+        self.image_embeds: list[torch.Tensor] = []  # one [64, hidden] per image in the conversation, in order
+
+    def attach(self, name: str, image: Image.Image) -> None:
+        if self.loaded.processor is None:
+            from mmv.errors import MmvError
+
+            raise MmvError("this model was loaded without a vision encoder; pass --vision DIR to use images")
+        self.pending.append((name, image))
+
+    def clear(self) -> None:
+        self.turns, self.pending, self.image_embeds = [], [], []
+
+    def messages(self) -> list[dict[str, str]]:
+        head = [{"role": "system", "content": self.system}] if self.system else []
+        return head + [{"role": t.role, "content": t.content} for t in self.turns]
+
+    def ask(self, prompt: str, on_text: Callable[[str], bool | None] | None = None) -> Reply:
+        """Add a user turn (with the pending images), generate and stream the reply, add it to the history."""
+        import torch
+
+        start = time.perf_counter()
+        content = place_images(prompt, len(self.pending))
+        new_embeds = self._encode_pending()
+        vision_ms = (time.perf_counter() - start) * 1000
+        user = Turn("user", content, [name for name, _ in self.pending])
+        text = render_chat(self.loaded.tokenizer, [*self.messages(), {"role": "user", "content": content}],
+                           thinking=self.thinking, tokens_per_image=self.loaded.model.config.image_token_len)
+        stream = TextStream(self.loaded.tokenizer)
+
+        def on_token(_row: int, token: int) -> bool | None:
+            piece = stream.push(token)
+            return on_text(piece) if (piece and on_text) else None
+
+        embeds = torch.stack(self.image_embeds + new_embeds) if self.image_embeds or new_embeds else None
+        result = generate(self.loaded.model, [encode(self.loaded.tokenizer, text)], self.sampling,
+                          image_embeds=embeds, on_token=on_token)
+        self.image_embeds += new_embeds
+        self.pending = []
+        reply = stream.text()
+        self.turns += [user, Turn("assistant", reply)]
+        return Reply(text=reply, new_tokens=len(result.tokens[0]), ttft_ms=result.ttft_ms + vision_ms,
+                     vision_ms=vision_ms, decode_tokens_per_s=result.decode_tokens_per_s, stopped=result.stopped[0])
+
+    def _encode_pending(self) -> list[torch.Tensor]:
+        import torch
+
+        from mmv.model.vision import encoder_inputs_to
+
+        if not self.pending:
+            return []
+        model = self.loaded.model
+        inputs = self.loaded.processor([image for _, image in self.pending])
+        inputs = encoder_inputs_to(inputs, model.rope_cos.device, model.model.embed_tokens.weight.dtype)
+        with torch.inference_mode():
+            return list(model.encode_images(inputs))
+
+    def transcript(self) -> dict[str, Any]:
+        return {"model": str(self.loaded.weights), "system": self.system, "thinking": self.thinking,
+                "turns": [{"role": t.role, "content": t.content, "images": t.images} for t in self.turns]}
+

@@ -1,0 +1,27 @@
+"""Run the real Typer app in-process, the way `mmv ...` would, with stdout and stderr kept apart."""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+
+import pytest
+from typer.testing import CliRunner
+
+
+@dataclass
+class CliResult:
+    exit_code: int
+    stdout: str
+    stderr: str
+
+
+def run_cli(args: list[str], input: str | None = None) -> CliResult:
+    from mmv.cli.app import _lift_global_flags, app
+
+    result = CliRunner().invoke(app, _lift_global_flags(list(args)), input=input, catch_exceptions=False)
+    return CliResult(result.exit_code, result.stdout, result.stderr)
+
+
+@pytest.fixture
+def cli():
+    return run_cli

@@ -1,0 +1,117 @@
+"""Safe, strict loading: variants from shapes, folders without code, clear refusals."""
+
+from __future__ import annotations
+
+import pytest
+import torch
+
+from mmv.checkpoint import detect_variant, load_weights, read_checkpoint, read_state_dict
+from mmv.config import VLMConfig
+from mmv.errors import MmvError
+from mmv.model.vlm import MiniMindVLM
+from tests.conftest import REFERENCE, fixture_cases, load_fixture_model
+
+
+def test_sizes_are_read_off_the_tensors():
+    config = read_checkpoint(REFERENCE / "p32-moe" / "model.pth", encoder_hidden=32).config
+    assert (config.hidden_size, config.num_hidden_layers, config.num_attention_heads,
+            config.num_key_value_heads, config.head_dim, config.intermediate_size) == (64, 3, 4, 2, 16, 160)
+    assert config.use_moe and config.num_experts == 4 and config.image_hidden_size == 32
+
+
+def test_full_size_widths_need_no_encoder_hint():
+    assert detect_variant({"vision_proj.mlp.0.weight": torch.zeros(768), "vision_proj.mlp.1.weight": torch.zeros(1),
+                           "vision_proj.mlp.3.weight": torch.zeros(1)}) == "p32-256"
+    assert detect_variant({"vision_proj.mlp.0.weight": torch.zeros(3072), "vision_proj.mlp.1.weight": torch.zeros(1),
+                           "vision_proj.mlp.3.weight": torch.zeros(1)}) == "p16-256"
+
+
+def test_transformers_folder_loads_without_running_code():
+    folder = REFERENCE / "p32" / "hf-upstream"
+    assert not list(folder.glob("*.py"))
+    model = load_fixture_model("p32")
+    checkpoint = read_checkpoint(folder, encoder_hidden=32)
+    fresh = MiniMindVLM(checkpoint.config, model.vision_encoder).eval()
+    load_weights(fresh, checkpoint)
+    cases = fixture_cases("p32")
+    with torch.no_grad():
+        logits = fresh(cases["text_input_ids"]).logits
+    torch.testing.assert_close(logits, cases["text_logits"], atol=1e-4, rtol=0)
+
+
+def test_text_only_llm_weights_load_with_a_fresh_projector():
+    checkpoint = read_checkpoint(REFERENCE / "p32" / "llm.pth")
+    assert checkpoint.text_only
+    model = MiniMindVLM(checkpoint.config.replace(image_hidden_size=32)).eval()
+    load_weights(model, checkpoint)
+    cases = fixture_cases("p32")
+    with torch.no_grad():
+        logits = model(cases["text_input_ids"]).logits
+    torch.testing.assert_close(logits, cases["text_logits"], atol=1e-4, rtol=0)
+
+
+def test_naflex_checkpoint_refuses_a_p32_model():
+    checkpoint = read_checkpoint(REFERENCE / "naflex-merge4" / "model.pth", encoder_hidden=32)
+    assert checkpoint.config.vision_variant == "p16-naflex"
+    wrong = MiniMindVLM(checkpoint.config.replace(vision_variant="p16-256"))
+    with pytest.raises(MmvError, match=r"missing|unexpected|shape"):
+        load_weights(wrong, checkpoint)
+
+
+def test_missing_and_unexpected_keys_are_named(tmp_path):
+    state = read_state_dict(REFERENCE / "p32" / "model.pth")
+    state.pop("model.layers.1.mlp.up_proj.weight")
+    state["model.layers.0.extra.weight"] = torch.zeros(1)
+    torch.save(state, tmp_path / "broken.pth")
+    checkpoint = read_checkpoint(tmp_path / "broken.pth", encoder_hidden=32)
+    with pytest.raises(MmvError, match=r"missing 1 key\(s\) such as model.layers.1.mlp.up_proj.weight; "
+                                       r"unexpected 1 key\(s\) such as model.layers.0.extra.weight"):
+        load_weights(MiniMindVLM(checkpoint.config), checkpoint)
+
+
+def test_clip_era_checkpoint_is_recognised():
+    state = {"model.embed_tokens.weight": torch.zeros(6400, 64),
+             "vision_proj.vision_proj.0.weight": torch.zeros(64, 768)}
+    with pytest.raises(MmvError, match="CLIP-era"):
+        detect_variant(state)
+
+
+def test_ambiguous_width_without_encoder_is_refused():
+    state = read_state_dict(REFERENCE / "p32" / "model.pth")
+    with pytest.raises(MmvError, match="--vision"):
+        detect_variant(state)
+
+
+def test_pickles_with_code_are_never_run(tmp_path):
+    marker = tmp_path / "ran"
+
+    class Payload:
+        def __reduce__(self):
+            return (open, (str(marker), "w"))
+
+    torch.save({"x": Payload()}, tmp_path / "evil.pth")
+    with pytest.raises(MmvError, match="weights-only"):
+        read_state_dict(tmp_path / "evil.pth")
+    assert not marker.exists()
+
+
+def test_garbage_and_missing_files(tmp_path):
+    (tmp_path / "garbage.pth").write_bytes(b"not a checkpoint")
+    with pytest.raises(MmvError, match="cannot read checkpoint"):
+        read_state_dict(tmp_path / "garbage.pth")
+    with pytest.raises(MmvError, match="does not exist"):
+        read_state_dict(tmp_path / "absent.pth")
+
+
+def test_safetensors_round_trip(tmp_path):
+    from safetensors.torch import save_file
+
+    state = read_state_dict(REFERENCE / "p32" / "model.pth")
+    state["lm_head.weight"] = state["lm_head.weight"].clone()
+    save_file(state, str(tmp_path / "m.safetensors"))
+    assert read_checkpoint(tmp_path / "m.safetensors", encoder_hidden=32).config.vision_variant == "p32-256"
+
+
+def test_unknown_variant_is_refused():
+    with pytest.raises(MmvError, match="unknown vision variant"):
+        VLMConfig(vision_variant="p8-1024")
