@@ -7,7 +7,7 @@ import sys
 import typer
 
 from mmv import __version__
-from mmv.cli import chat, convert, data, download, train
+from mmv.cli import cache, chat, convert, data, download, train
 from mmv.cli.common import options
 
 app = typer.Typer(
@@ -42,6 +42,7 @@ app.command("pretrain")(train.pretrain)
 app.command("sft")(train.sft)
 app.command("convert")(convert.convert)
 app.add_typer(data.app, name="data")
+app.add_typer(cache.app, name="cache")
 
 
 def _lift_global_flags(argv: list[str]) -> list[str]:

@@ -108,6 +108,20 @@ def entries() -> list[Entry]:
     return found
 
 
+def partial_downloads() -> list[tuple[str, int]]:
+    """(directory name, bytes kept) of every interrupted download that the next `mmv download` resumes."""
+    staging = cache_root() / STAGING
+    if not staging.is_dir():
+        return []
+    found = []
+    for path in sorted(staging.iterdir()):
+        if path.is_dir():
+            size = sum(p.stat().st_size for p in path.rglob("*") if p.is_file())
+            if size:
+                found.append((path.name, size))
+    return found
+
+
 def staging_dir(name: str) -> Path:
     """The resumable work area of `name`; kept across interruptions, removed once the name is installed."""
     return cache_root() / STAGING / dir_name(name)
@@ -144,6 +158,17 @@ def remove(name: str) -> Path:
         shutil.rmtree(doomed)
     shutil.rmtree(staged, ignore_errors=True)
     return path
+
+
+def human_size(n: float | None) -> str:
+    """1234567 -> '1.2 MB' (decimal units, like the Hub shows them)."""
+    if n is None:
+        return "?"
+    for unit in ("B", "kB", "MB", "GB"):
+        if abs(n) < 1000 or unit == "GB":
+            return f"{n:.0f} {unit}" if unit == "B" else f"{n:.1f} {unit}"
+        n /= 1000
+    return f"{n:.1f} GB"
 
 
 def _write_json_atomic(path: Path, data: dict[str, Any]) -> None:

@@ -156,8 +156,9 @@ def _check_space(listings: list[Listing], staging: Path) -> None:
             need += max((remote.size or 0) - done, 0)
     free = shutil.disk_usage(staging).free
     if need > free:
-        raise MmvError(f"not enough disk space in {staging.parent.parent}: the download needs {_gb(need)} more and "
-                       f"only {_gb(free)} is free; free some space or set MMV_HOME to a larger disk")
+        raise MmvError(f"not enough disk space in {cache.cache_root()}: the download needs "
+                       f"{cache.human_size(need)} more and only {cache.human_size(free)} is free; free some space "
+                       "or set MMV_HOME to a larger disk")
 
 
 def _prune(staging: Path, listings: list[Listing]) -> None:
@@ -223,6 +224,3 @@ def _lock(staging: Path) -> Iterator[None]:
         finally:
             fcntl.flock(fh.fileno(), fcntl.LOCK_UN)
 
-
-def _gb(n: int) -> str:
-    return f"{n / 1e9:.2f} GB" if n >= 1e8 else f"{n / 1e6:.1f} MB"

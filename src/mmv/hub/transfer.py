@@ -17,6 +17,7 @@ from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
 from mmv.errors import MmvError
+from mmv.hub.cache import human_size
 
 if TYPE_CHECKING:
     import httpx2
@@ -100,7 +101,7 @@ def _download(transfer: Transfer, remote: RemoteFile, part: Path) -> str | None:
                 have = part.stat().st_size if part.exists() else 0
                 raise MmvError(
                     f"the connection dropped while downloading {remote.path} ({_reason(exc)}); "
-                    f"{_human(have)} are kept and the same command resumes from there"
+                    f"{human_size(have)} are kept and the same command resumes from there"
                 ) from exc
             attempts -= 1
             time.sleep(wait)
@@ -215,10 +216,3 @@ def _reason(exc: BaseException) -> str:
     text = str(exc).splitlines()[0] if str(exc) else ""
     return f"{type(exc).__name__}: {text}" if text else type(exc).__name__
 
-
-def _human(n: float) -> str:
-    for unit in ("B", "kB", "MB", "GB"):
-        if n < 1000 or unit == "GB":
-            return f"{n:.0f} {unit}" if unit == "B" else f"{n:.1f} {unit}"
-        n /= 1000
-    return f"{n:.1f} GB"
