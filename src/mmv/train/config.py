@@ -1,0 +1,92 @@
+"""The training configuration and the two stage presets (REFERENCE.md section 6)."""
+
+from __future__ import annotations
+
+import dataclasses
+from dataclasses import dataclass
+from typing import Any
+
+from mmv.errors import MmvError
+
+FREEZE_MODES = ("projector", "ends", "none")
+DTYPES = ("auto", "float32", "bfloat16", "float16")
+DEVICES = ("auto", "cpu", "cuda")
+
+
+@dataclass
+class TrainConfig:
+    stage: str = "sft"  # "pretrain" or "sft": names the weights file and picks the defaults below
+    init: str = "pretrain"  # llm | pretrain | none | a .pth/.safetensors path, a run directory or a transformers folder
+    preset: str = "minimind-3v"  # model shape for --init none (and what a bare .pth cannot tell, e.g. top-k)
+    freeze: str = "ends"  # projector | ends (projector + first and last block) | none (whole LLM + projector)
+    train_vision: bool = False  # also train the encoder (the reference never does; needed from scratch)
+    epochs: int = 2
+    max_steps: int | None = None  # stop after this many optimizer steps (the lr schedule spans them)
+    batch_size: int = 4  # samples per rank per micro-batch; global batch = batch_size x accum x world size
+    accum: int = 1  # micro-batches per optimizer step
+    lr: float = 5e-6
+    warmup: int = 0  # linear warmup steps before the reference cosine schedule (the reference has none)
+    weight_decay: float = 0.01  # AdamW's torch default, as the reference uses
+    grad_clip: float = 1.0
+    max_seq_len: int = 768
+    pack: bool = False
+    save_every: int = 1000  # optimizer steps between resume checkpoints (and weight files)
+    keep: int = 2  # resume checkpoints kept in RUN_DIR/checkpoints
+    log_every: int = 10  # optimizer steps per metrics.jsonl line
+    seed: int = 42
+    compile: bool = False  # torch.compile the model
+    dtype: str = "auto"  # compute dtype: auto = bfloat16 autocast on CUDA (float16 + scaler without bf16), fp32 on CPU
+    device: str = "auto"  # auto = CUDA when available
+    grad_checkpoint: bool = False  # recompute each block in backward: less activation memory, ~30% more compute
+    num_workers: int = 0  # DataLoader workers per rank for decoding and tokenising
+    wandb: bool = False
+    tensorboard: bool = False
+
+    def __post_init__(self) -> None:
+        if self.stage not in STAGE_DEFAULTS:
+            raise MmvError(f"unknown stage {self.stage!r}; expected pretrain or sft")
+        if self.freeze not in FREEZE_MODES:
+            raise MmvError(f"unknown --freeze {self.freeze!r}; expected one of {', '.join(FREEZE_MODES)}")
+        if self.dtype not in DTYPES:
+            raise MmvError(f"unknown --dtype {self.dtype!r}; expected one of {', '.join(DTYPES)}")
+        if self.device not in DEVICES:
+            raise MmvError(f"unknown --device {self.device!r}; expected one of {', '.join(DEVICES)}")
+        positive = {"epochs": self.epochs, "batch-size": self.batch_size, "accum": self.accum,
+                    "max-seq-len": self.max_seq_len, "save-every": self.save_every, "keep": self.keep,
+                    "log-every": self.log_every}
+        for name, value in positive.items():
+            if value < 1:
+                raise MmvError(f"--{name} must be at least 1, got {value}")
+        if self.max_steps is not None and self.max_steps < 1:
+            raise MmvError(f"--max-steps must be at least 1, got {self.max_steps}")
+        if self.lr <= 0 or self.warmup < 0:
+            raise MmvError("--lr must be positive and --warmup non-negative")
+
+    def to_dict(self) -> dict[str, Any]:
+        return dataclasses.asdict(self)
+
+    @classmethod
+    def from_dict(cls, data: dict[str, Any]) -> TrainConfig:
+        known = {f.name for f in dataclasses.fields(cls)}
+        return cls(**{k: v for k, v in data.items() if k in known})
+
+
+# The reference's defaults per stage; everything else is shared.
+STAGE_DEFAULTS: dict[str, dict[str, Any]] = {
+    "pretrain": {"init": "llm", "freeze": "projector", "lr": 4e-4, "batch_size": 16, "max_seq_len": 450},
+    "sft": {"init": "pretrain", "freeze": "ends", "lr": 5e-6, "batch_size": 4, "max_seq_len": 768},
+}
+
+
+def stage_config(stage: str, **overrides: Any) -> TrainConfig:
+    """The stage's defaults with the options the user gave (None means 'not given')."""
+    if stage not in STAGE_DEFAULTS:
+        raise MmvError(f"unknown stage {stage!r}; expected pretrain or sft")
+    values = {"stage": stage, **STAGE_DEFAULTS[stage]}
+    values.update({k: v for k, v in overrides.items() if v is not None})
+    return TrainConfig(**values)
+
+
+def weights_name(stage: str, hidden_size: int, use_moe: bool) -> str:
+    """The reference's file name: pretrain_vlm_768.pth, sft_vlm_768_moe.pth, ..."""
+    return f"{stage}_vlm_{hidden_size}{'_moe' if use_moe else ''}.pth"

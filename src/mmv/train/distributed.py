@@ -1,0 +1,117 @@
+"""torch.distributed plumbing: the process group (gloo on CPU, NCCL on GPU), collectives, and `--nproc` launch.
+
+The same command runs under `torchrun --nproc_per_node N` (it reads RANK / WORLD_SIZE / LOCAL_RANK) or launches
+torchrun itself for `--nproc N`. Rank 0 writes every file.
+"""
+
+from __future__ import annotations
+
+import os
+import signal
+import subprocess
+import sys
+from dataclasses import dataclass
+from typing import Any
+
+import torch
+import torch.distributed as dist
+
+from mmv.errors import MmvError
+
+
+@dataclass
+class DistContext:
+    rank: int
+    world_size: int
+    local_rank: int
+    device: torch.device
+
+    @property
+    def is_main(self) -> bool:
+        return self.rank == 0
+
+    @property
+    def distributed(self) -> bool:
+        return self.world_size > 1
+
+
+def pick_device(preference: str, local_rank: int) -> torch.device:
+    if preference == "cuda" and not torch.cuda.is_available():
+        raise MmvError("--device cuda was given but torch sees no CUDA device")
+    if preference == "cuda" or (preference == "auto" and torch.cuda.is_available()):
+        return torch.device("cuda", local_rank % max(torch.cuda.device_count(), 1))
+    return torch.device("cpu")
+
+
+def setup(preference: str = "auto") -> DistContext:
+    """Join the process group when launched by torchrun; a plain process is rank 0 of 1."""
+    world = int(os.environ.get("WORLD_SIZE", "1"))
+    rank = int(os.environ.get("RANK", "0"))
+    local_rank = int(os.environ.get("LOCAL_RANK", "0"))
+    device = pick_device(preference, local_rank)
+    if world > 1 and not dist.is_initialized():
+        if device.type == "cuda":
+            torch.cuda.set_device(device)
+        dist.init_process_group("nccl" if device.type == "cuda" else "gloo")
+    return DistContext(rank, world, local_rank, device)
+
+
+def teardown(ctx: DistContext) -> None:
+    if ctx.distributed and dist.is_initialized():
+        dist.destroy_process_group()
+
+
+def gather_rows(ctx: DistContext, values: list[float]) -> torch.Tensor:
+    """Every rank's `values` as a float64 [world, n] tensor (one collective, identical on all ranks)."""
+    local = torch.tensor(values, dtype=torch.float64)
+    if not ctx.distributed:
+        return local[None]
+    local = local.to(ctx.device)
+    out = [torch.empty_like(local) for _ in range(ctx.world_size)]
+    dist.all_gather(out, local)
+    return torch.stack(out).cpu()
+
+
+def gather_objects(ctx: DistContext, obj: Any) -> list[Any]:
+    if not ctx.distributed:
+        return [obj]
+    out: list[Any] = [None] * ctx.world_size
+    dist.all_gather_object(out, obj)
+    return out
+
+
+def strip_nproc(argv: list[str]) -> list[str]:
+    """The command line without `--nproc N` / `--nproc=N`, for the workers torchrun starts."""
+    out, skip = [], False
+    for arg in argv:
+        if skip:
+            skip = False
+        elif arg == "--nproc":
+            skip = True
+        elif not arg.startswith("--nproc="):
+            out.append(arg)
+    return out
+
+
+def launch(nproc: int, argv: list[str]) -> int:
+    """Run this command under torchrun with `nproc` local workers; return its exit status.
+
+    The terminal's Ctrl-C reaches the workers directly (same process group) and torchrun forwards it too; this
+    process only waits, so it ignores SIGINT and reports 130 when the run was interrupted.
+    """
+    command = [sys.executable, "-m", "torch.distributed.run", "--standalone", f"--nproc-per-node={nproc}",
+               "-m", "mmv.cli.app", *strip_nproc(argv)]
+    interrupted = False
+
+    def note_interrupt(signum: int, frame: Any) -> None:
+        nonlocal interrupted
+        interrupted = True
+
+    previous = signal.signal(signal.SIGINT, note_interrupt)
+    try:
+        code = subprocess.call(command)
+    finally:
+        signal.signal(signal.SIGINT, previous)
+    if interrupted:
+        return 130
+    return 128 - code if code < 0 else code

@@ -1,0 +1,219 @@
+"""One training run end to end: resolve inputs, build data and model, train, write the run directory, summarise.
+
+A resumed run takes its settings from RUN_DIR/config.json; only options that do not change the maths may differ.
+"""
+
+from __future__ import annotations
+
+import dataclasses
+import glob
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any
+
+from mmv.cli.common import console
+from mmv.errors import MmvError
+from mmv.train.config import TrainConfig, weights_name
+from mmv.train.distributed import DistContext, gather_objects, setup, teardown
+from mmv.train.metrics import say
+from mmv.train.rundir import CONFIG, read_run_config, run_config, truncate_metrics, write_json
+from mmv.train.state import ResumeState, checkpoint_paths, latest_resume
+
+# options a resumed run may change: they steer reporting and speed, not what is computed
+# (batch_size and accum too: they say how the global batch is split, e.g. to keep it when the world size changes)
+RESUME_MUTABLE = ("save_every", "keep", "log_every", "num_workers", "wandb", "tensorboard", "device", "compile",
+                  "grad_checkpoint", "batch_size", "accum")
+
+
+@dataclass
+class RunRequest:
+    cfg: TrainConfig
+    out: Path
+    data: list[str] = field(default_factory=list)
+    vision: str | None = None
+    tokenizer: str | None = None
+    resume: bool = False
+    given: dict[str, Any] = field(default_factory=dict)  # TrainConfig fields set on the command line
+    data_options: dict[str, Any] = field(default_factory=dict)  # DataSpec flags (random_system_prompt, ...)
+    show_sample: int = 0
+
+
+@dataclass
+class Prepared:
+    cfg: TrainConfig
+    data_spec: dict[str, Any]
+    init: str  # resolved: "none" or an absolute path
+    vision_dir: str
+    tokenizer_dir: str
+    resume: ResumeState | None
+
+
+def absolute_data(files: list[str]) -> list[str]:
+    """Absolute paths (globs kept as patterns), so a run directory does not depend on the working directory."""
+    if not files:
+        raise MmvError("no --data given: expected one or more parquet files or glob patterns")
+    out = []
+    for item in files:
+        path = Path(item).expanduser()
+        if not glob.has_magic(item) and not path.is_file():
+            raise MmvError(f"--data {item} does not exist")
+        out.append(str(path.absolute()))
+    return out
+
+
+def prepare_fresh(req: RunRequest) -> Prepared:
+    from mmv.train.build import init_variant, resolve_init, resolve_tokenizer, resolve_vision
+
+    if (req.out / CONFIG).exists() or checkpoint_paths(req.out):
+        raise MmvError(f"{req.out} already holds a run; pass --resume to continue it or choose another --out")
+    init_path = resolve_init(req.cfg.init)
+    vision_dir = resolve_vision(req.vision, init_variant(init_path, req.cfg) if not req.vision else "")
+    tokenizer_dir = resolve_tokenizer(req.tokenizer)
+    cfg = dataclasses.replace(req.cfg, init=str(init_path) if init_path else "none")
+    spec = {"files": absolute_data(req.data), "tokenizer_dir": str(tokenizer_dir), "vision_dir": str(vision_dir),
+            "max_seq_len": cfg.max_seq_len, "seed": cfg.seed, "pack": cfg.pack, "num_workers": cfg.num_workers,
+            **req.data_options}
+    return Prepared(cfg, spec, cfg.init, str(vision_dir), str(tokenizer_dir), None)
+
+
+def prepare_resume(req: RunRequest, stage: str) -> Prepared:
+    saved = read_run_config(req.out)
+    if saved.get("stage") != stage:
+        raise MmvError(f"{req.out} holds a {saved.get('stage')} run; resume it with `mmv {saved.get('stage')}`")
+    cfg = TrainConfig.from_dict(saved["train"])
+    for key, value in req.given.items():
+        if key not in RESUME_MUTABLE and key != "init" and value != getattr(cfg, key):
+            raise MmvError(f"--{key.replace('_', '-')} {value} differs from the run's {getattr(cfg, key)}: a resumed "
+                           f"run keeps its settings (only {', '.join(RESUME_MUTABLE)} may change)")
+    cfg = dataclasses.replace(cfg, **{k: v for k, v in req.given.items() if k in RESUME_MUTABLE})
+    spec = dict(saved["data"])
+    spec.update(num_workers=cfg.num_workers)
+    if req.data and absolute_data(req.data) != spec["files"]:
+        raise MmvError(f"--data differs from the files the run in {req.out} trains on; leave --data out to resume")
+    state = latest_resume(req.out)
+    if state is None:
+        raise MmvError(f"{req.out} has no resume checkpoint yet (checkpoints/step-N.pt); start it again without "
+                       "--resume into a new --out")
+    return Prepared(cfg, spec, cfg.init, saved["vision_dir"], saved["tokenizer_dir"], state)
+
+
+def show_samples(data: Any, count: int, batch_size: int) -> None:
+    shown = 0
+    for batch in data.batches(0, 0, batch_size):
+        for index in range(batch.input_ids.shape[0]):
+            console.rule(f"sample {shown + 1}")
+            say(data.render(batch, index))
+            shown += 1
+            if shown >= count:
+                return
+
+
+def describe(model: Any, trainer: Any, prepared: Prepared, data_rows: int, ctx: DistContext) -> None:
+    """Start-of-run figures: parameters, the memory estimate and the global batch."""
+    from mmv.train.memory import estimate
+    from mmv.train.metrics import human_bytes, human_count
+
+    cfg = prepared.cfg
+    encoder = sum(p.numel() for p in model.vision_encoder.parameters()) if model.vision_encoder else 0
+    total = sum(p.numel() for p in model.parameters())
+    trainable = sum(p.numel() for p in trainer.params)
+    mem = estimate(model.config, total, trainable, cfg.batch_size, cfg.max_seq_len,
+                   trainer.dtype.itemsize, cfg.grad_checkpoint)
+    say(f"model: {human_count(total - encoder)} parameters + {human_count(encoder)} encoder; "
+                  f"trainable {human_count(trainable)} (--freeze {cfg.freeze}"
+                  f"{', encoder too' if cfg.train_vision else ''}); device {ctx.device}, {trainer.dtype}")
+    say(f"memory estimate per process: {human_bytes(mem.total)} = weights {human_bytes(mem.weights)} + "
+                  f"gradients {human_bytes(mem.gradients)} + AdamW {human_bytes(mem.optimizer)} + activations "
+                  f"{human_bytes(mem.activations)} (batch {cfg.batch_size} x {cfg.max_seq_len} tokens)")
+    say(f"data: {data_rows} rows; global batch {trainer.global_batch} = {cfg.batch_size} x accum "
+                  f"{cfg.accum} x {ctx.world_size} process(es)")
+
+
+def sum_stats(per_rank: list[dict[str, int]]) -> dict[str, int]:
+    total: dict[str, int] = {}
+    for stats in per_rank:
+        for key, value in stats.items():
+            total[key] = total.get(key, 0) + value
+    return total
+
+
+def run(req: RunRequest, stage: str) -> dict[str, Any]:
+    """Train; return the JSON summary. Raises `Interrupted` (carrying the summary) after Ctrl-C."""
+    from mmv.data.loader import DataSpec, TrainData
+
+    ctx = setup(req.cfg.device)
+    try:
+        prepared = prepare_resume(req, stage) if req.resume else prepare_fresh(req)
+        spec = DataSpec(**prepared.data_spec)
+        data = TrainData(spec, ctx.rank, ctx.world_size)
+        if req.show_sample:
+            if ctx.is_main:
+                show_samples(data, req.show_sample, prepared.cfg.batch_size)
+            return {"run_dir": str(req.out), "shown_samples": req.show_sample}
+        return train(req, stage, prepared, spec, data, ctx)
+    finally:
+        teardown(ctx)
+
+
+def train(req: RunRequest, stage: str, prepared: Prepared, spec: Any, data: Any, ctx: DistContext
+          ) -> dict[str, Any]:
+    from mmv.train.build import build_model
+    from mmv.train.metrics import Sinks
+    from mmv.train.trainer import Interrupted, Trainer
+
+    cfg = prepared.cfg
+    model = build_model(None if prepared.init == "none" else Path(prepared.init), Path(prepared.vision_dir), cfg)
+    name = weights_name(stage, model.config.hidden_size, model.config.use_moe)
+    config = run_config(stage, model.config.to_dict(), cfg.to_dict(), dataclasses.asdict(spec),
+                        prepared.vision_dir, prepared.tokenizer_dir, name)
+    sinks = None
+    if ctx.is_main:
+        req.out.mkdir(parents=True, exist_ok=True)
+        if prepared.resume is None:
+            write_json(req.out / CONFIG, config)
+        else:
+            truncate_metrics(req.out, prepared.resume.progress.step)
+        sinks = Sinks(req.out, config, cfg.wandb, cfg.tensorboard)
+    trainer = Trainer(cfg, model, data, ctx, req.out, name, prepared.vision_dir, prepared.resume, sinks)
+    if ctx.is_main:
+        describe(model, trainer, prepared, data.num_rows, ctx)
+        if prepared.resume is not None:
+            p = prepared.resume.progress
+            say(f"resuming at step {p.step} (epoch {p.epoch}, sample {p.position}; written by "
+                          f"{p.world_size} process(es))")
+    interrupted = None
+    try:
+        result = trainer.fit()
+    except Interrupted as exc:
+        interrupted, result = exc, exc.result
+    finally:
+        if sinks is not None:
+            sinks.close()
+    stats = sum_stats(gather_objects(ctx, data.stats.as_dict()))
+    summary = summarise(req, stage, result, stats, ctx, interrupted is not None)
+    if interrupted is not None:
+        interrupted.summary = summary
+        raise interrupted
+    if ctx.is_main:
+        skipped = {k: v for k, v in stats.items() if k not in ("rows", "bad") and v}
+        if skipped:
+            say(f"skipped rows: {', '.join(f'{k} {v}' for k, v in skipped.items())} "
+                          f"(of {stats.get('rows', 0)} read)")
+    return summary
+
+
+def summarise(req: RunRequest, stage: str, result: Any, stats: dict[str, int], ctx: DistContext,
+              interrupted: bool) -> dict[str, Any]:
+    p = result.progress
+    weights = result.weights
+    return {
+        "run_dir": str(req.out), "stage": stage, "interrupted": interrupted, "step": p.step, "epoch": p.epoch,
+        "steps_this_run": result.steps, "samples_seen": p.samples_seen, "total_samples": p.total_samples,
+        "loss": result.loss, "seconds": round(result.seconds, 3),
+        "samples_per_s": result.samples / result.seconds if result.seconds else None,
+        "tokens_per_s": result.tokens / result.seconds if result.seconds else None,
+        "weights": str(weights) if weights else None,
+        "safetensors": str(weights.with_suffix(".safetensors")) if weights else None,
+        "checkpoint": str(result.checkpoint) if result.checkpoint else None,
+        "world_size": ctx.world_size, "data": stats,
+    }

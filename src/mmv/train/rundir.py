@@ -1,0 +1,121 @@
+"""The run directory: what `mmv convert` and `mmv chat` read back (keep the layout stable).
+
+    RUN_DIR/config.json           {"mmv_version", "stage", "model", "train", "data", "vision_dir", "tokenizer_dir",
+                                   "weights"}
+    RUN_DIR/metrics.jsonl         one line per logged step
+    RUN_DIR/<stage>_vlm_<H>[_moe].pth and .safetensors   reference-compatible float16 weights
+    RUN_DIR/checkpoints/step-N.pt resume checkpoints (state.py)
+    RUN_DIR/vision/               the trained encoder, with --train-vision only
+"""
+
+from __future__ import annotations
+
+import json
+import os
+import shutil
+from pathlib import Path
+from typing import TYPE_CHECKING, Any
+
+import torch
+
+from mmv import __version__
+from mmv.errors import MmvError
+from mmv.train.state import atomic_write, fsync_dir
+
+if TYPE_CHECKING:
+    from mmv.model.vlm import MiniMindVLM
+
+CONFIG = "config.json"
+METRICS = "metrics.jsonl"
+VISION = "vision"
+
+
+def write_json(path: Path, data: dict[str, Any]) -> None:
+    text = json.dumps(data, indent=2, default=str) + "\n"
+    atomic_write(path, lambda handle: handle.write(text.encode()))
+
+
+def run_config(stage: str, model: dict[str, Any], train: dict[str, Any], data: dict[str, Any],
+               vision_dir: str | None, tokenizer_dir: str, weights: str) -> dict[str, Any]:
+    return {"mmv_version": __version__, "stage": stage, "model": model, "train": train, "data": data,
+            "vision_dir": vision_dir, "tokenizer_dir": tokenizer_dir, "weights": weights}
+
+
+def read_run_config(run_dir: Path) -> dict[str, Any]:
+    path = run_dir / CONFIG
+    try:
+        config = json.loads(path.read_text())
+    except (OSError, ValueError) as exc:
+        raise MmvError(f"cannot read {path}: {exc}") from None
+    if not isinstance(config, dict) or "weights" not in config or "model" not in config:
+        raise MmvError(f"{path} is not an mmv run config (expected 'model' and 'weights' fields)")
+    return config
+
+
+def is_run_dir(path: Path) -> bool:
+    """A folder holding an mmv run config (as opposed to a transformers folder)."""
+    try:
+        config = json.loads((path / CONFIG).read_text())
+    except (OSError, ValueError):
+        return False
+    return isinstance(config, dict) and "weights" in config and "train" in config
+
+
+def half_state(model: MiniMindVLM) -> dict[str, torch.Tensor]:
+    """The reference checkpoint layout in float16; tied weights become separate tensors (safetensors needs it)."""
+    state = model.checkpoint_state_dict()
+    return {k: v.detach().to("cpu", torch.float16).clone() for k, v in state.items()}
+
+
+def save_weights(run_dir: Path, name: str, model: MiniMindVLM) -> Path:
+    """`name`.pth and `name`.safetensors, both written atomically."""
+    from safetensors.torch import save as to_safetensors
+
+    state = half_state(model)
+    pth = run_dir / name
+    try:
+        atomic_write(pth, lambda handle: torch.save(state, handle))
+        blob = to_safetensors(state, metadata={"format": "pt"})
+        atomic_write(pth.with_suffix(".safetensors"), lambda handle: handle.write(blob))
+    except (OSError, RuntimeError) as exc:
+        raise MmvError(f"could not write the weights {pth}: {exc}; the previous file is intact") from None
+    return pth
+
+
+def save_vision(run_dir: Path, encoder: torch.nn.Module, source_dir: str) -> Path:
+    """The trained encoder as RUN_DIR/vision (save_pretrained + the source's processor config), swapped in whole."""
+    final = run_dir / VISION
+    staged = run_dir / f".{VISION}.tmp-{os.getpid()}"
+    shutil.rmtree(staged, ignore_errors=True)
+    try:
+        encoder.save_pretrained(str(staged), safe_serialization=True)
+        shutil.copy2(Path(source_dir) / "preprocessor_config.json", staged / "preprocessor_config.json")
+        for file in staged.iterdir():
+            with open(file, "rb") as handle:
+                os.fsync(handle.fileno())
+        old = run_dir / f".{VISION}.old-{os.getpid()}"
+        if final.exists():
+            os.replace(final, old)
+        os.replace(staged, final)
+        shutil.rmtree(old, ignore_errors=True)
+        fsync_dir(run_dir)
+    except OSError as exc:
+        shutil.rmtree(staged, ignore_errors=True)
+        raise MmvError(f"could not write the trained encoder to {final}: {exc}") from None
+    return final
+
+
+def truncate_metrics(run_dir: Path, last_step: int) -> None:
+    """Drop metric lines past the resumed step, so a resumed run's log reads like an uninterrupted one."""
+    path = run_dir / METRICS
+    if not path.is_file():
+        return
+    kept = []
+    for line in path.read_text().splitlines():
+        try:
+            if json.loads(line)["step"] <= last_step:
+                kept.append(line)
+        except (ValueError, KeyError, TypeError):
+            continue  # a line torn by a kill mid-write
+    text = "".join(f"{line}\n" for line in kept)
+    atomic_write(path, lambda handle: handle.write(text.encode()))

@@ -1,0 +1,354 @@
+"""The training loop: gradient accumulation, DDP, mixed precision, exact resume, Ctrl-C and non-finite handling.
+
+Loss normalisation: every step's loss is the sum of the per-token cross-entropies over all ranks and micro-batches
+divided by the global count of supervised tokens (all-reduced before the first forward), so N ranks x M
+micro-batches compute the same loss and gradient as one process with the whole global batch.
+"""
+
+from __future__ import annotations
+
+import contextlib
+import itertools
+import math
+import signal
+import time
+from collections.abc import Iterator
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any, Protocol
+
+import torch
+import torch.nn.functional as F
+from torch import nn
+
+from mmv.data.batch import Batch
+from mmv.errors import MmvError
+from mmv.model.vlm import MiniMindVLM
+from mmv.train.config import TrainConfig
+from mmv.train.distributed import DistContext, gather_rows
+from mmv.train.freeze import apply_freeze
+from mmv.train.metrics import ProgressView, Sinks, Window, human_duration
+from mmv.train.rundir import save_vision, save_weights
+from mmv.train.schedule import lr_at
+from mmv.train.state import Progress, ResumeState, capture_rng, restore_rng, save_resume
+
+IGNORE = -100
+ESTIMATE_AFTER = 5  # steps of this run before the time-per-epoch estimate (the first ones warm up)
+
+
+class DataSource(Protocol):
+    """What the trainer needs from the data (mmv.data.loader.TrainData provides it)."""
+
+    num_rows: int
+
+    def batches(self, epoch: int, start_sample: int, batch_size: int) -> Iterator[Batch]: ...
+
+
+class Interrupted(Exception):
+    """Ctrl-C (or SIGTERM) stopped the run at a step boundary after writing a resume checkpoint."""
+
+    def __init__(self, result: FitResult) -> None:
+        super().__init__("interrupted")
+        self.result = result
+        self.summary: dict[str, Any] = {}  # filled in by the caller that summarises the run
+
+
+@dataclass
+class FitResult:
+    progress: Progress
+    loss: float | None = None  # the last step's loss
+    steps: int = 0  # optimizer steps in this invocation
+    samples: int = 0
+    tokens: int = 0  # non-padding tokens
+    seconds: float = 0.0
+    checkpoint: Path | None = None
+    weights: Path | None = None
+    history: list[float] = field(default_factory=list)  # every step's loss in this invocation
+
+
+@dataclass
+class StepPlan:
+    """What all ranks agreed on before a step: one all-gather of each rank's counts."""
+
+    supervised: int  # global supervised tokens (the loss denominator)
+    samples: int  # global positions consumed
+    micro: int  # the most micro-batches any rank holds (others run empty ones to keep DDP in step)
+    tokens: int  # global non-padding tokens
+    slots: int  # global token slots (tokens + padding)
+    stop: bool  # some rank was asked to stop
+    skipped: int  # global rows the loader skipped in these batches
+
+
+def resolve_dtype(name: str, device: torch.device) -> torch.dtype:
+    """auto: bfloat16 autocast on CUDA (float16 where bf16 is missing), float32 on CPU."""
+    if name == "auto":
+        if device.type != "cuda":
+            return torch.float32
+        return torch.bfloat16 if torch.cuda.is_bf16_supported() else torch.float16
+    return {"float32": torch.float32, "bfloat16": torch.bfloat16, "float16": torch.float16}[name]
+
+
+def supervised_count(batch: Batch) -> int:
+    return int((batch.labels[:, 1:] != IGNORE).sum())
+
+
+def make_optimizer(params: list[nn.Parameter], cfg: TrainConfig) -> torch.optim.Optimizer:
+    """AdamW with torch's defaults as the reference; the fused kernel where this torch has one for the device."""
+    try:
+        return torch.optim.AdamW(params, lr=cfg.lr, weight_decay=cfg.weight_decay, fused=True)
+    except RuntimeError:
+        return torch.optim.AdamW(params, lr=cfg.lr, weight_decay=cfg.weight_decay)
+
+
+def enable_grad_checkpoint(model: MiniMindVLM) -> None:
+    """Recompute each decoder block in backward; parameter names (and so checkpoints) are unchanged."""
+    from torch.utils.checkpoint import checkpoint
+
+    for block in model.model.layers:
+        inner = block.forward
+
+        def forward(*args: Any, _inner: Any = inner, **kwargs: Any) -> torch.Tensor:
+            return checkpoint(_inner, *args, use_reentrant=False, **kwargs)
+
+        block.forward = forward
+
+
+class StopSignal:
+    """SIGINT / SIGTERM set a flag the loop reads at step boundaries. A second Ctrl-C in a single process aborts at
+    once (the last checkpoint stays intact); under torchrun repeats are expected (the launcher forwards the
+    terminal's signal) and ignored."""
+
+    def __init__(self, distributed: bool) -> None:
+        self.distributed = distributed
+        self.requested = False
+        self.previous: dict[int, Any] = {}
+
+    def handle(self, signum: int, frame: Any) -> None:
+        if self.requested and not self.distributed and signum == signal.SIGINT:
+            raise KeyboardInterrupt
+        self.requested = True
+
+    def __enter__(self) -> StopSignal:
+        with contextlib.suppress(ValueError):  # not the main thread: no handlers, Ctrl-C behaves as usual
+            for sig in (signal.SIGINT, signal.SIGTERM):
+                self.previous[sig] = signal.signal(sig, self.handle)
+        return self
+
+    def __exit__(self, *exc: Any) -> None:
+        for sig, handler in self.previous.items():
+            signal.signal(sig, handler)
+
+
+class Trainer:
+    def __init__(self, cfg: TrainConfig, model: MiniMindVLM, data: DataSource, ctx: DistContext, run_dir: Path,
+                 weights_name: str, vision_source: str | None = None, resume: ResumeState | None = None,
+                 sinks: Sinks | None = None) -> None:
+        self.cfg, self.data, self.ctx, self.run_dir = cfg, data, ctx, run_dir
+        self.weights_name, self.vision_source, self.sinks = weights_name, vision_source, sinks
+        self.model = model.to(ctx.device)
+        self.names = apply_freeze(model, cfg.freeze, cfg.train_vision)
+        named = dict(model.named_parameters())
+        self.params = [named[n] for n in self.names]
+        self.dtype = resolve_dtype(cfg.dtype, ctx.device)
+        self.optimizer = make_optimizer(self.params, cfg)
+        self.scaler = torch.amp.GradScaler(ctx.device.type, enabled=self.dtype == torch.float16)
+        if cfg.grad_checkpoint:
+            enable_grad_checkpoint(model)
+        self.engine: nn.Module = model
+        if ctx.distributed:
+            from torch.nn.parallel import DistributedDataParallel
+
+            # the rope tables are constant buffers: broadcasting them every forward would only cost time
+            self.engine = DistributedDataParallel(model, device_ids=[ctx.device] if ctx.device.type == "cuda"
+                                                  else None, broadcast_buffers=False)
+        if cfg.compile:
+            self.engine = torch.compile(self.engine)
+        self.global_batch = cfg.batch_size * cfg.accum * ctx.world_size
+        self.progress = self.start(resume)
+        self.last_checkpoint: Path | None = None
+        self.weights_path: Path | None = None
+
+    # --- state ---------------------------------------------------------------------------------------------------
+
+    def start(self, resume: ResumeState | None) -> Progress:
+        if resume is None:
+            total = self.cfg.epochs * self.data.num_rows
+            if self.cfg.max_steps is not None:
+                total = min(total, self.cfg.max_steps * self.global_batch)
+            return Progress(total_samples=total, world_size=self.ctx.world_size)
+        if set(resume.model) != set(self.names):
+            raise MmvError(f"the resume checkpoint trains {len(resume.model)} tensors but --freeze {self.cfg.freeze}"
+                           f"{' --train-vision' if self.cfg.train_vision else ''} trains {len(self.names)}; "
+                           "resume with the run's own settings")
+        named = dict(self.model.named_parameters())
+        with torch.no_grad():
+            for name, tensor in resume.model.items():
+                named[name].copy_(tensor)
+        self.optimizer.load_state_dict(resume.optimizer)
+        if resume.scaler:
+            self.scaler.load_state_dict(resume.scaler)
+        restore_rng(resume.rng)
+        return Progress(**{**resume.progress.__dict__, "world_size": self.ctx.world_size})
+
+    def resume_state(self) -> ResumeState:
+        trainable = {n: p.detach().to("cpu", copy=True) for n, p in zip(self.names, self.params, strict=True)}
+        return ResumeState(progress=self.progress, model=trainable, optimizer=self.optimizer.state_dict(),
+                           scaler=self.scaler.state_dict() if self.scaler.is_enabled() else None, rng=capture_rng())
+
+    def save(self) -> None:
+        """Rank 0 writes the resume checkpoint and the weights; the other ranks wait so none exits mid-write."""
+        if self.ctx.is_main:
+            self.last_checkpoint = save_resume(self.run_dir, self.resume_state(), self.cfg.keep)
+            self.weights_path = save_weights(self.run_dir, self.weights_name, self.model)
+            if self.cfg.train_vision and self.vision_source and self.model.vision_encoder is not None:
+                save_vision(self.run_dir, self.model.vision_encoder, self.vision_source)
+        if self.ctx.distributed:
+            torch.distributed.barrier()
+
+    def finished(self) -> bool:
+        p = self.progress
+        return p.samples_seen >= p.total_samples or p.epoch >= self.cfg.epochs
+
+    # --- one step ------------------------------------------------------------------------------------------------
+
+    def plan(self, micro: list[Batch], stop: bool) -> StepPlan:
+        local = [sum(supervised_count(b) for b in micro), sum(b.num_samples for b in micro), len(micro),
+                 float(stop), sum(b.num_tokens for b in micro), sum(b.input_ids.numel() for b in micro),
+                 sum(len(b.skipped) for b in micro)]
+        rows = gather_rows(self.ctx, local)
+        totals = rows.sum(0)
+        return StepPlan(supervised=int(totals[0]), samples=int(totals[1]), micro=int(rows[:, 2].max()),
+                        tokens=int(totals[4]), slots=int(totals[5]), stop=bool(totals[3] > 0),
+                        skipped=int(totals[6]))
+
+    def empty_batch(self) -> Batch:
+        """A one-row batch with nothing supervised: keeps a rank with fewer micro-batches in step under DDP."""
+        ids = torch.zeros(1, 2, dtype=torch.long)
+        return Batch(input_ids=ids, labels=torch.full_like(ids, IGNORE))
+
+    def forward(self, batch: Batch) -> tuple[torch.Tensor, torch.Tensor]:
+        """(summed cross-entropy over the supervised tokens, MoE aux loss) of one micro-batch."""
+        batch = batch.to(self.ctx.device)
+        with torch.autocast(self.ctx.device.type, dtype=self.dtype, enabled=self.dtype != torch.float32):
+            out = self.engine(batch.input_ids, pixel_inputs=batch.pixel_inputs, position_ids=batch.position_ids,
+                              segment_ids=batch.segment_ids)
+        logits = out.logits[:, :-1]
+        ce = F.cross_entropy(logits.reshape(-1, logits.shape[-1]).float(), batch.labels[:, 1:].reshape(-1),
+                             ignore_index=IGNORE, reduction="sum")
+        aux = out.aux_loss if out.aux_loss is not None else ce.new_zeros(())
+        return ce, aux.float()
+
+    def anchor(self) -> torch.Tensor:
+        """Zero that depends on every trainable parameter: a text-only batch never reaches the projector, and DDP
+        needs a gradient (even zero) for every parameter on every rank."""
+        return torch.stack([p.reshape(-1)[0].float() for p in self.params]).sum() * 0.0
+
+    def step(self, micro: list[Batch], plan: StepPlan) -> tuple[float, float, float, float]:
+        """Forward/backward every micro-batch, then one optimizer update. Returns (loss, aux, lr, grad_norm)."""
+        scale = self.ctx.world_size / plan.supervised  # DDP averages gradients over ranks; undo that
+        ce_sum = torch.zeros((), dtype=torch.float64)
+        aux_sum = torch.zeros((), dtype=torch.float64)
+        for index in range(plan.micro):
+            batch = micro[index] if index < len(micro) and micro[index].input_ids.shape[0] else self.empty_batch()
+            last = index == plan.micro - 1
+            sync = self.engine.no_sync() if self.ctx.distributed and not last else contextlib.nullcontext()
+            with sync:
+                ce, aux = self.forward(batch)
+                loss = ce * scale + aux / plan.micro + self.anchor()
+                self.scaler.scale(loss).backward()
+            ce_sum += ce.detach().double().cpu()
+            aux_sum += aux.detach().double().cpu()
+        sums = gather_rows(self.ctx, [float(ce_sum), float(aux_sum)]).sum(0)
+        loss = float(sums[0]) / plan.supervised
+        aux = float(sums[1]) / (self.ctx.world_size * plan.micro)
+        if not (math.isfinite(loss) and math.isfinite(aux)):
+            self.optimizer.zero_grad(set_to_none=True)
+            raise self.non_finite(f"the loss became {loss}")
+        p = self.progress
+        lr = lr_at(self.cfg.lr, p.samples_seen / self.global_batch, p.total_samples / self.global_batch,
+                   self.cfg.warmup)
+        for group in self.optimizer.param_groups:
+            group["lr"] = lr
+        self.scaler.unscale_(self.optimizer)
+        grad_norm = float(torch.nn.utils.clip_grad_norm_(self.params, self.cfg.grad_clip))
+        if not math.isfinite(grad_norm) and not self.scaler.is_enabled():
+            raise self.non_finite(f"the gradient norm became {grad_norm}")
+        self.scaler.step(self.optimizer)  # with float16, a step with inf/nan gradients is skipped by the scaler
+        self.scaler.update()
+        self.optimizer.zero_grad(set_to_none=True)
+        return loss, aux, lr, grad_norm
+
+    def non_finite(self, what: str) -> MmvError:
+        kept = f"the last good checkpoint {self.last_checkpoint} is intact" if self.last_checkpoint else \
+            "no checkpoint was written yet"
+        return MmvError(f"{what} at step {self.progress.step + 1}, so training stopped; {kept}. "
+                        "Try a lower --lr, more --warmup, or --dtype bfloat16/float32")
+
+    # --- the loop ------------------------------------------------------------------------------------------------
+
+    def fit(self) -> FitResult:
+        """Train to the end (or until interrupted); rank 0 reports and writes."""
+        p, cfg = self.progress, self.cfg
+        result = FitResult(progress=p)
+        remaining = math.ceil(max(p.total_samples - p.samples_seen, 0) / self.global_batch)
+        view = ProgressView(p.step + remaining, p.step) if self.ctx.is_main else None
+        self.model.train()
+        if self.model.vision_encoder is not None and not cfg.train_vision:
+            self.model.vision_encoder.eval()
+        window, started, estimated = Window(), time.perf_counter(), False
+        try:
+            with StopSignal(self.ctx.distributed) as stop:
+                while not self.finished():
+                    batches = self.data.batches(p.epoch, p.position, cfg.batch_size)
+                    while not self.finished():
+                        micro = list(itertools.islice(batches, cfg.accum))
+                        plan = self.plan(micro, stop.requested)
+                        if plan.stop:
+                            self.save()
+                            result.checkpoint, result.weights = self.last_checkpoint, self.weights_path
+                            result.seconds = time.perf_counter() - started
+                            raise Interrupted(result)
+                        if plan.samples == 0:
+                            break  # every rank has exhausted this epoch
+                        if plan.supervised:
+                            loss, aux, lr, grad_norm = self.step(micro, plan)
+                            p.step += 1
+                            result.steps += 1
+                            result.loss = loss
+                            result.history.append(loss)
+                            window.add(loss, aux, plan.samples, plan.tokens, plan.slots)
+                        p.position += plan.samples
+                        p.samples_seen += plan.samples
+                        p.skipped += plan.skipped
+                        result.samples += plan.samples
+                        result.tokens += plan.tokens
+                        if not plan.supervised:
+                            continue  # nothing to learn from (every row skipped): move on without a step
+                        logged = p.step % cfg.log_every == 0 or self.finished()
+                        record = window.record(p.step, p.epoch, lr, grad_norm) if logged or view else None
+                        if record is not None:
+                            record["skipped_rows"] = p.skipped
+                        if logged:
+                            if self.sinks is not None:
+                                self.sinks.write(record)
+                            window.reset()
+                        if view is not None:
+                            view.update(p.step, record, logged)
+                            if not estimated and result.steps == ESTIMATE_AFTER:
+                                estimated = True
+                                per_sample = (time.perf_counter() - started) / max(result.samples, 1)
+                                view.note(f"estimated time per epoch: "
+                                          f"{human_duration(per_sample * self.data.num_rows)}")
+                        if p.step % cfg.save_every == 0 and not self.finished():
+                            self.save()
+                    else:
+                        break
+                    p.epoch += 1
+                    p.position = 0
+            self.save()
+        finally:
+            if view is not None:
+                view.close()
+        result.checkpoint, result.weights = self.last_checkpoint, self.weights_path
+        result.seconds = time.perf_counter() - started
+        return result
