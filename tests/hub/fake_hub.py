@@ -8,16 +8,20 @@ carrying X-Linked-Etag / X-Linked-Size; bodies honour `Range`. Errors carry X-Er
 ModelScope: `/api/v1/models/<repo>/repo/files`, `/api/v1/datasets/<repo>/repo/tree` (paged) and
 `/api/v1/{models,datasets}/<repo>/repo?Revision=&FilePath=`.
 
-Faults for tests: `drop[path] = (after_bytes, times)` closes the connection mid-body; `corrupt` flips a byte of
-the body (same length) so only a checksum can notice. Every request is logged in `requests`.
+Faults for tests: `gone` lists a file but answers 404 for it; `drop[path] = (after_bytes, times)` closes the
+connection mid-body; `corrupt` flips a byte of the body (same length) so only a checksum can notice;
+`stall[path] = after_bytes` sends part of the body and hangs (until `release` is set) so a client can be killed
+mid-file. Every request is logged in `requests`.
 """
 
 from __future__ import annotations
 
+import contextlib
 import hashlib
 import json
 import socket
 import threading
+from collections.abc import Iterator
 from dataclasses import dataclass, field
 from functools import cache, cached_property
 from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
@@ -71,15 +75,26 @@ class FakeHub:
     tokens: set[str] = field(default_factory=lambda: {"hf_secret"})
     drop: dict[str, tuple[int, int]] = field(default_factory=dict)  # path in repo -> (bytes sent, times left)
     corrupt: set[str] = field(default_factory=set)
+    gone: set[str] = field(default_factory=set)  # listed, but the file request answers 404
+    stall: dict[str, int] = field(default_factory=dict)  # path -> bytes sent before the body hangs until `release`
+    release: threading.Event = field(default_factory=threading.Event)
     requests: list[Request] = field(default_factory=list)
     url: str = ""
+
+    @property
+    def cdn_url(self) -> str:
+        """The same server under another host name: like the real CDN, off the Hub's host, so clients neither follow
+        its redirect for metadata nor send it the token."""
+        return self.url.replace("127.0.0.1", "localhost")
 
     def add(self, repo: Repo, modelscope: bool = False) -> None:
         (self.modelscope if modelscope else self.hf)[(repo.repo_type, repo.repo_id)] = repo
 
     def ranges(self, path: str) -> list[str | None]:
-        """The Range header of every body (GET) request for the file at `path` in its repository."""
-        return [r.headers.get("Range") for r in self.requests if r.method == "GET" and _target(r) == path]
+        """The Range header of every GET that sent the body of `path` (for Hub LFS files: the CDN request, not the
+        redirecting resolve request before it)."""
+        return [r.headers.get("Range") for r in self.requests if r.method == "GET" and _target(r) == path
+                and not ("/resolve/" in r.path and is_lfs(path))]
 
 
 def _target(request: Request) -> str | None:
@@ -201,13 +216,13 @@ class _Handler(BaseHTTPRequestHandler):
         if repo is None:
             return None
         data = repo.files.get(path)
-        if data is None:
+        if data is None or path in self.hub.gone:
             return self._error(404, "Entry not found", code="EntryNotFound")
         headers = {"X-Repo-Commit": repo.commit, "ETag": f'"{git_oid(data)}"', "Accept-Ranges": "bytes"}
         if is_lfs(path):
             sha = hashlib.sha256(data).hexdigest()
             headers.update({"X-Linked-Etag": f'"{sha}"', "X-Linked-Size": str(len(data)),
-                            "Location": f"{self.hub.url}/cdn/{sha}?file={path}&repo={repo_type}:{repo_id}"})
+                            "Location": f"{self.hub.cdn_url}/cdn/{sha}?file={path}&repo={repo_type}:{repo_id}"})
             return self._send(302, b"", headers)
         return self._body(path, data, headers, head)
 
@@ -243,7 +258,7 @@ class _Handler(BaseHTTPRequestHandler):
         if not tail:
             path = query.get("FilePath", [""])[0]
             data = repo.files.get(path)
-            if data is None:
+            if data is None or path in self.hub.gone:
                 return self._ms_error(404, 10010205, f"file not exist: {path}")
             return self._body(path, data, {"Accept-Ranges": "bytes"}, head)
         return self._error(404, "not found")
@@ -268,6 +283,12 @@ class _Handler(BaseHTTPRequestHandler):
         body = data[start:]
         if head:
             return self._send(status, b"", {**headers, "Content-Length": str(len(body))}, declared=len(body))
+        if path in self.hub.stall and start < self.hub.stall[path]:
+            self._send(status, body[: self.hub.stall[path] - start], headers, declared=len(body))
+            self.hub.release.wait(timeout=30)
+            self.close_connection = True
+            self.connection.shutdown(socket.SHUT_RDWR)
+            return None
         after, times = self.hub.drop.get(path, (0, 0))
         if times > 0 and start < after:
             self.hub.drop[path] = (after, times - 1)
@@ -336,7 +357,7 @@ def start(hub: FakeHub) -> tuple[ThreadingHTTPServer, threading.Thread]:
     server = ThreadingHTTPServer(("127.0.0.1", 0), handler)
     server.daemon_threads = True
     hub.url = f"http://127.0.0.1:{server.server_address[1]}"
-    thread = threading.Thread(target=server.serve_forever, daemon=True)
+    thread = threading.Thread(target=server.serve_forever, kwargs={"poll_interval": 0.05}, daemon=True)
     thread.start()
     return server, thread
 
@@ -349,3 +370,23 @@ def new_hub() -> FakeHub:
     hub.add(Repo("someone/private-model", "model", {"weights.bin": b"secret" * 100}, private=True))
     hub.add(Repo("gongjy/private-model", "model", {"weights.bin": b"secret" * 100}, private=True), modelscope=True)
     return hub
+
+
+@contextlib.contextmanager
+def running(monkeypatch, tmp_path: Path) -> Iterator[FakeHub]:
+    """A fresh fake server, an empty mmv cache, no saved Hub login, and HF_ENDPOINT pointing at the server."""
+    hub = new_hub()
+    server, thread = start(hub)
+    monkeypatch.setenv("MMV_HOME", str(tmp_path / "mmv-home"))
+    monkeypatch.setenv("HF_HOME", str(tmp_path / "hf-home"))
+    monkeypatch.setenv("HF_ENDPOINT", hub.url)
+    monkeypatch.setenv("HF_HUB_DISABLE_TELEMETRY", "1")
+    for name in ("HF_TOKEN", "HUGGING_FACE_HUB_TOKEN", "HF_HUB_OFFLINE", "MODELSCOPE_API_TOKEN", "MODELSCOPE_DOMAIN"):
+        monkeypatch.delenv(name, raising=False)
+    try:
+        yield hub
+    finally:
+        hub.release.set()
+        server.shutdown()
+        server.server_close()
+        thread.join(timeout=5)

@@ -138,7 +138,7 @@ def _stream(transfer: Transfer, remote: RemoteFile, part: Path, done: int) -> st
         received = 0
         with open(part, "ab") as fh:
             try:
-                for chunk in response.iter_bytes(CHUNK):
+                for chunk in response.iter_bytes():  # as received, so a drop loses nothing already read
                     fh.write(chunk)
                     received += len(chunk)
                     transfer.received += len(chunk)
