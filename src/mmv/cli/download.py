@@ -29,13 +29,13 @@ def _progress():
 @handle_errors
 def download(
     names: list[str] = typer.Argument(None, metavar="NAME...",
-                                      help="Names from --list, or hf:OWNER/REPO[/FILE][@REV] / hf-dataset:OWNER/REPO."),
+                                      help="Names from --list, or hf:OWNER/REPO(/FILE)(@REV), hf-dataset:..."),
     to: Path = typer.Option(None, "--to", help="Also put each name at DIR/<name> (a copy; see --link)."),
     link: bool = typer.Option(False, "--link", help="With --to: a symlink into the cache instead of a copy."),
-    revision: str = typer.Option(None, "--revision", help="Branch, tag or commit [default: main]."),
-    endpoint: str = typer.Option(None, "--endpoint", help="Hub mirror URL [default: $HF_ENDPOINT or huggingface.co]."),
+    revision: str = typer.Option(None, "--revision", help="Branch, tag or commit (default: main)."),
+    endpoint: str = typer.Option(None, "--endpoint", help="Server URL, e.g. a Hub mirror (default: $HF_ENDPOINT)."),
     source: str = typer.Option("hf", "--source", help="hf (Hugging Face Hub) or modelscope (the gongjy/ mirrors)."),
-    token: str = typer.Option(None, "--token", help="Access token [default: $HF_TOKEN / $MODELSCOPE_API_TOKEN]."),
+    token: str = typer.Option(None, "--token", help="Access token (default: $HF_TOKEN, or $MODELSCOPE_API_TOKEN)."),
     list_names: bool = typer.Option(False, "--list", help="Show every name, what it holds, and what is cached."),
 ) -> None:
     """Download into the cache (resumable, verified); other commands find the names there."""

@@ -96,7 +96,9 @@ def lookup(name: str) -> Artifact:
     match = _SPEC.match(name)
     if not match:
         known = ", ".join([*ALIASES, *NAMES])
-        raise MmvError(f"unknown download name {name!r}: expected one of {known}, or hf:OWNER/REPO[/FILE][@REV]")
+        # No square brackets in the message: the CLI prints errors as rich markup.
+        raise MmvError(f"unknown download name {name!r}: expected one of {known}, or hf:OWNER/REPO, "
+                       "hf:OWNER/REPO/FILE (either with @REVISION), hf-dataset:OWNER/REPO")
     repo_type = "dataset" if match["kind"] == "hf-dataset" else "model"
     file = match["file"].strip("/") if match["file"] else None
     part = Part(f"{match['owner']}/{match['repo']}", repo_type, (file,) if file else None, None)
