@@ -11,7 +11,7 @@ import pytest
 from mmv.errors import MmvError
 from mmv.hub import cache
 from mmv.hub.fetch import FetchOptions, download
-from mmv.hub.fetch_hf import Listing
+from mmv.hub.listing import Listing
 from mmv.hub.transfer import PARTS, RemoteFile
 from tests.hub.fake_hub import FakeHub, Repo
 

@@ -17,7 +17,8 @@ from typing import Any
 
 from mmv.errors import MmvError
 from mmv.hub import cache
-from mmv.hub.fetch_hf import HfSource, Listing
+from mmv.hub.fetch_hf import HfSource
+from mmv.hub.listing import Listing
 from mmv.hub.registry import Artifact, lookup
 from mmv.hub.transfer import PARTS, Transfer, fetch
 

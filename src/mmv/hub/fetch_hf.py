@@ -9,29 +9,17 @@ from `<endpoint>/<repo>/resolve/<commit>/<path>`, so a name never mixes files of
 from __future__ import annotations
 
 import contextlib
-import fnmatch
 import os
 from collections.abc import Iterator
-from dataclasses import dataclass
 from typing import Any
 
 from mmv import __version__
 from mmv.errors import MmvError
+from mmv.hub.listing import Listing, select
 from mmv.hub.registry import Part
 from mmv.hub.transfer import RemoteFile
 
 MIRROR_HINT = "use a mirror with --endpoint URL or HF_ENDPOINT (e.g. https://hf-mirror.com), or --source modelscope"
-_SKIPPED = (".gitattributes",)  # git plumbing, not part of any artifact
-
-
-@dataclass
-class Listing:
-    source: str  # "hf" or "modelscope"
-    repo_id: str
-    repo_type: str
-    revision: str  # what was asked for
-    commit: str | None  # what it resolved to
-    files: list[RemoteFile]
 
 
 def hf_endpoint(endpoint: str | None) -> str:
@@ -39,17 +27,6 @@ def hf_endpoint(endpoint: str | None) -> str:
     from huggingface_hub import constants
 
     return (endpoint or os.environ.get("HF_ENDPOINT") or constants.ENDPOINT).rstrip("/")
-
-
-def select(paths: list[str], part: Part, describe: str) -> list[str]:
-    """The paths a part asks for; a literal file name that is missing is an error naming it."""
-    if part.patterns is None:
-        return [p for p in paths if p.rsplit("/", 1)[-1] not in _SKIPPED]
-    chosen = [p for p in paths if any(fnmatch.fnmatchcase(p, pat) for pat in part.patterns)]
-    for pattern in part.patterns:
-        if not any(fnmatch.fnmatchcase(p, pattern) for p in paths):
-            raise MmvError(f"{pattern} was not found in {describe} (the repository has {len(paths)} files)")
-    return chosen
 
 
 class HfSource:

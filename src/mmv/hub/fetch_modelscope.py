@@ -19,7 +19,7 @@ from urllib.parse import quote
 
 from mmv import __version__
 from mmv.errors import MmvError
-from mmv.hub.fetch_hf import Listing, select
+from mmv.hub.listing import Listing, select
 from mmv.hub.registry import Part
 from mmv.hub.transfer import RemoteFile
 

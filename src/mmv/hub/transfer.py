@@ -113,7 +113,8 @@ class _ShortRead(Exception):
 
 
 def _stream(transfer: Transfer, remote: RemoteFile, part: Path, done: int) -> str | None:
-    headers = dict(transfer.headers)
+    # identity: Range offsets and Content-Length must count the file's own bytes, not a compressed body
+    headers = {**transfer.headers, "Accept-Encoding": "identity"}
     if done:
         headers["Range"] = f"bytes={done}-"
     with transfer.session.stream("GET", remote.url, headers=headers, follow_redirects=True,
