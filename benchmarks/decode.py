@@ -1,0 +1,92 @@
+"""Decode speed of `mmv chat` against the machine's memory-bandwidth ceiling.
+
+The minimind-3v preset with random weights and a full-size random p32-256 SigLIP encoder, batch 1, one image:
+time to first token (encoder + prefill), decode tokens/s over N new tokens, and peak RSS. A decode step must read
+every LLM weight once, so the ceiling is 1 / (time of bare matrix-vector products over matrices of the same total
+size). Usage: python benchmarks/decode.py [--new-tokens 256] [--device cpu] [--dtype float32] [--threads N]
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import platform
+import resource
+import statistics
+import sys
+import time
+
+import torch
+
+from mmv.config import preset
+from mmv.generate import SamplingConfig, generate
+from mmv.model.vlm import MiniMindVLM
+
+
+def full_size_encoder() -> torch.nn.Module:
+    from transformers import SiglipVisionConfig, SiglipVisionModel
+
+    config = SiglipVisionConfig(hidden_size=768, intermediate_size=3072, num_hidden_layers=12, num_attention_heads=12,
+                                image_size=256, patch_size=32)
+    return SiglipVisionModel(config).eval()
+
+
+def matvec_ceiling(model: MiniMindVLM, dtype: torch.dtype, device: str, repeats: int = 20) -> tuple[float, int]:
+    """Tokens/s if a step did nothing but one matrix-vector product per weight matrix (the bandwidth bound)."""
+    weights = [m.weight.detach().to(dtype) for m in model.model.layers.modules() if isinstance(m, torch.nn.Linear)]
+    weights.append(model.lm_head.weight.detach().to(dtype))
+    vectors = {w.shape[1]: torch.randn(w.shape[1], dtype=dtype, device=device) for w in weights}
+    total_bytes = sum(w.numel() * w.element_size() for w in weights)
+    for w in weights:  # warm-up
+        torch.mv(w, vectors[w.shape[1]])
+    times = []
+    for _ in range(repeats):
+        start = time.perf_counter()
+        for w in weights:
+            torch.mv(w, vectors[w.shape[1]])
+        if device == "cuda":
+            torch.cuda.synchronize()
+        times.append(time.perf_counter() - start)
+    return 1.0 / statistics.median(times), total_bytes
+
+
+def main() -> None:
+    parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    parser.add_argument("--new-tokens", type=int, default=256)
+    parser.add_argument("--device", default="cpu")
+    parser.add_argument("--dtype", default="float32", choices=["float32", "bfloat16", "float16"])
+    parser.add_argument("--threads", type=int, default=0, help="torch threads (0 = torch default)")
+    parser.add_argument("--runs", type=int, default=3)
+    args = parser.parse_args()
+    if args.threads:
+        torch.set_num_threads(args.threads)
+    dtype = getattr(torch, args.dtype)
+    torch.manual_seed(0)
+
+    model = MiniMindVLM(preset("minimind-3v"), full_size_encoder()).to(args.device, dtype).eval()
+    pixels = {"pixel_values": torch.randn(1, 3, 256, 256, dtype=dtype, device=args.device)}
+    prompt = [1, 872, 198] + [12] * 64 + [198, 2001, 2, 198, 1, 1078, 198, 25, 198, 198, 26, 198, 198]
+    # random weights rarely emit eos, but make sure every run decodes the full length
+    sampling = SamplingConfig(max_new_tokens=args.new_tokens, stop_on_eos=False)
+    generate(model, [prompt], SamplingConfig(max_new_tokens=8, stop_on_eos=False), pixel_inputs=pixels)  # warm-up
+
+    runs = [generate(model, [prompt], sampling, pixel_inputs=pixels) for _ in range(args.runs)]
+    ceiling, weight_bytes = matvec_ceiling(model, dtype, args.device)
+    decode = statistics.median(r.decode_tokens_per_s for r in runs)
+    result = {
+        "benchmark": "decode", "device": args.device, "dtype": args.dtype, "threads": torch.get_num_threads(),
+        "cpu": platform.processor() or platform.machine(), "llm_weight_mb": round(weight_bytes / 2**20, 1),
+        "new_tokens": args.new_tokens,
+        "ttft_ms": round(statistics.median(r.ttft_ms for r in runs), 1),
+        "vision_ms": round(statistics.median(r.vision_ms for r in runs), 1),
+        "decode_tokens_per_s": round(decode, 1),
+        "ceiling_tokens_per_s": round(ceiling, 1),
+        "fraction_of_ceiling": round(decode / ceiling, 3),
+        "peak_rss_mb": round(resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 1024, 1),
+    }
+    json.dump(result, sys.stdout)
+    sys.stdout.write("\n")
+
+
+if __name__ == "__main__":
+    main()
