@@ -38,10 +38,10 @@ def test_alias_and_specs_map_to_one_directory(home):
     assert cache.dir_name("hf-dataset:a/b") == "hf-dataset--a--b"
 
 
-def test_bad_names_rejected(home):
-    for bad in ("../etc", ".staging", "a/b", "nope"):
-        with pytest.raises(MmvError):
-            cache.resolve(bad) if bad == "nope" else cache.dir_name(bad)
+@pytest.mark.parametrize("bad", ["../etc", ".staging", "a/b", "a\\b", ""])
+def test_names_that_would_leave_the_cache_are_rejected(home, bad):
+    with pytest.raises(MmvError, match="invalid cache name"):
+        cache.find(bad)
 
 
 def test_install_is_atomic_replace_and_remove(home):

@@ -142,6 +142,14 @@ def test_missing_repository_revision_and_file(fake_hub, source):
 
 
 @pytest.mark.parametrize("source", SOURCES)
+def test_a_path_escaping_the_cache_is_refused(fake_hub, source):
+    repo(fake_hub, source, "minimind-3v").files["../../escaped.txt"] = b"x"
+    with pytest.raises(MmvError, match=r"lists an unsafe file path '../../escaped.txt'"):
+        download("minimind-3v", options(source, fake_hub))
+    assert not list(cache.cache_root().parent.rglob("escaped.txt"))
+
+
+@pytest.mark.parametrize("source", SOURCES)
 def test_private_repository_needs_a_token(fake_hub, source, monkeypatch):
     repo(fake_hub, source, "minimind-3v").private = True
     with pytest.raises(MmvError, match=r"\(401\).*token"):

@@ -25,9 +25,14 @@ class Listing:
 def select(paths: list[str], part: Part, describe: str) -> list[str]:
     """The paths a part asks for; a literal file name that is missing is an error naming it."""
     if part.patterns is None:
-        return [p for p in paths if p.rsplit("/", 1)[-1] not in _SKIPPED]
-    chosen = [p for p in paths if any(fnmatch.fnmatchcase(p, pat) for pat in part.patterns)]
-    for pattern in part.patterns:
-        if not any(fnmatch.fnmatchcase(p, pattern) for p in paths):
-            raise MmvError(f"{pattern} was not found in {describe} (the repository has {len(paths)} files)")
+        chosen = [p for p in paths if p.rsplit("/", 1)[-1] not in _SKIPPED]
+    else:
+        chosen = [p for p in paths if any(fnmatch.fnmatchcase(p, pat) for pat in part.patterns)]
+        for pattern in part.patterns:
+            if not any(fnmatch.fnmatchcase(p, pattern) for p in paths):
+                raise MmvError(f"{pattern} was not found in {describe} (the repository has {len(paths)} files)")
+    for path in chosen:
+        # The listing comes from a server: a path that would land outside the cache folder is refused outright.
+        if path.startswith("/") or "\\" in path or any(piece in ("", ".", "..") for piece in path.split("/")):
+            raise MmvError(f"{describe} lists an unsafe file path {path!r}; refusing to download from it")
     return chosen
