@@ -137,14 +137,13 @@ def _stream(transfer: Transfer, remote: RemoteFile, part: Path, done: int) -> st
         if expected is not None and response.headers.get("Content-Encoding", "identity") != "identity":
             expected = None  # the length of a compressed body says nothing about the file
         received = 0
-        with open(part, "ab") as fh:
+        with open(part, "ab", buffering=0) as fh:  # unbuffered: the file holds every byte received, even on kill -9
             try:
                 for chunk in response.iter_bytes():  # as received, so a drop loses nothing already read
                     fh.write(chunk)
                     received += len(chunk)
                     transfer.received += len(chunk)
                     _count(transfer, len(chunk))
-                fh.flush()
                 os.fsync(fh.fileno())
             except OSError as exc:
                 if exc.errno in (errno.ENOSPC, errno.EDQUOT):
