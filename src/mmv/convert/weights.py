@@ -65,8 +65,8 @@ def reference_order(state: dict[str, torch.Tensor], config: VLMConfig, text_only
     if text_only:
         expected = [k for k in expected if not k.startswith("vision_proj.")]
     state = dict(state)
-    if config.tie_word_embeddings:
-        state.setdefault(LM_HEAD, state[EMBED])
+    if config.tie_word_embeddings:  # one shared tensor (settle_tying made sure they are equal): a canonical file
+        state[LM_HEAD] = state[EMBED]
     missing, unexpected = set(expected) - set(state), set(state) - set(expected)
     if missing or unexpected:
         parts = [f"missing {sorted(missing)[0]}"] if missing else []

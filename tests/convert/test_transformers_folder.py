@@ -1,0 +1,121 @@
+"""The transformers folder: its layout, and the generated code run where mmv is not installed (`python -I -S`)."""
+
+from __future__ import annotations
+
+import ast
+import json
+import os
+import stat
+import subprocess
+import sys
+import sysconfig
+from collections.abc import Iterator
+from contextlib import contextmanager
+from pathlib import Path
+
+import pytest
+import torch
+from safetensors import safe_open
+from safetensors.torch import load_file
+
+from tests.conftest import FIXTURE_VARIANTS, REFERENCE, TOKENIZER_DIR, fixture_cases, load_fixture_model, pixel_inputs
+from tests.convert.conftest import greedy
+
+ATOL = 1e-4  # against the reference's own float32 outputs (fixtures/README.md)
+
+
+@pytest.fixture(scope="module")
+def isolated(tf_folders, tmp_path_factory) -> dict[str, torch.Tensor]:
+    """Logits and generations of every folder, computed in a process that cannot import mmv."""
+    work = tmp_path_factory.mktemp("isolated")
+    jobs = [{"name": name, "folder": str(folder), "cases": str(REFERENCE / name / "cases.safetensors")}
+            for name, folder in tf_folders.items()]
+    env = {"HF_MODULES_CACHE": str(work / "modules"), "HF_HUB_OFFLINE": "1", "PATH": "/usr/bin:/bin",
+           "HOME": str(work)}
+    script = Path(__file__).with_name("isolated_load.py")
+    done = subprocess.run([sys.executable, "-I", "-S", str(script), sysconfig.get_paths()["purelib"],
+                           json.dumps(jobs), str(work / "out.safetensors")],
+                          env=env, cwd=work, capture_output=True, text=True, timeout=300)
+    assert done.returncode == 0, done.stderr[-3000:]
+    return load_file(str(work / "out.safetensors"))
+
+
+def test_folder_layout(tf_folders):
+    folder = tf_folders["p32"]
+    names = {p.relative_to(folder).as_posix() for p in folder.rglob("*") if p.is_file()}
+    assert {"config.json", "model.safetensors", "generation_config.json", "tokenizer.json", "tokenizer_config.json",
+            "chat_template.jinja", "modeling_minimind_v.py", "configuration_minimind_v.py", "README.md",
+            "vision/config.json", "vision/model.safetensors", "vision/preprocessor_config.json"} == names
+    config = json.loads((folder / "config.json").read_text())
+    reference = json.loads((REFERENCE / "p32" / "hf-upstream" / "config.json").read_text())
+    assert config["model_type"] == "minimind-v" and config["auto_map"]["AutoModelForCausalLM"]
+    for key in ("hidden_size", "num_hidden_layers", "num_attention_heads", "num_key_value_heads", "head_dim",
+                "intermediate_size", "vocab_size", "image_ids", "image_hidden_size", "image_token_len",
+                "image_special_token", "tie_word_embeddings", "rope_theta", "rope_scaling", "use_moe"):
+        assert config[key] == reference[key], key
+    with safe_open(str(folder / "model.safetensors"), "pt") as weights:
+        keys = set(weights.keys())
+    upstream = safe_open(str(REFERENCE / "p32" / "hf-upstream" / "model.safetensors"), "pt")
+    assert keys == set(upstream.keys())  # the reference converter's key set: lm_head stored once, no encoder
+    umask = os.umask(0)
+    os.umask(umask)
+    assert stat.S_IMODE((folder / "model.safetensors").stat().st_mode) == 0o666 & ~umask  # not mkstemp's 0600
+
+
+def test_modeling_files_never_import_mmv(tf_folders):
+    for name in ("modeling_minimind_v.py", "configuration_minimind_v.py"):
+        tree = ast.parse((tf_folders["p32"] / name).read_text())
+        imported = {a.name for n in ast.walk(tree) if isinstance(n, ast.Import) for a in n.names}
+        imported |= {n.module or "" for n in ast.walk(tree) if isinstance(n, ast.ImportFrom)}
+        assert not {m for m in imported if m.split(".")[0] == "mmv"}, name
+
+
+def test_isolated_process_matches_the_reference(isolated, fixture_name):
+    cases = fixture_cases(fixture_name)
+    assert bool(isolated[f"{fixture_name}.class_is_remote"])
+    torch.testing.assert_close(isolated[f"{fixture_name}.image_logits"], cases["logits"], atol=ATOL, rtol=0)
+    torch.testing.assert_close(isolated[f"{fixture_name}.text_logits"], cases["text_logits"], atol=ATOL, rtol=0)
+    assert torch.equal(isolated[f"{fixture_name}.image_greedy"], cases["generated_greedy"])
+
+
+@contextmanager
+def one_thread() -> Iterator[None]:
+    threads = torch.get_num_threads()
+    torch.set_num_threads(1)
+    try:
+        yield
+    finally:
+        torch.set_num_threads(threads)
+
+
+def test_isolated_process_matches_mmv(isolated, fixture_name):
+    """Same code, same weights: transformers' run of the folder and mmv's run of the .pth agree to float32 rounding."""
+    model, cases = load_fixture_model(fixture_name), fixture_cases(fixture_name)
+    with torch.no_grad(), one_thread():  # as in the isolated process, so the kernels reduce in the same order
+        image_logits = model(cases["input_ids"], pixel_inputs=pixel_inputs(cases)).logits
+        text_logits = model(cases["text_input_ids"]).logits
+        text_greedy = greedy(model, cases["text_input_ids"], 16)
+    assert torch.equal(isolated[f"{fixture_name}.image_logits"], image_logits)
+    assert torch.equal(isolated[f"{fixture_name}.text_logits"], text_logits)
+    assert torch.equal(isolated[f"{fixture_name}.text_greedy"], text_greedy)
+
+
+def test_folder_tokenizer_renders_the_chat_template(isolated, fixture_name):
+    from mmv.tokenizer import encode, load_tokenizer, render_chat
+
+    tokenizer = load_tokenizer(TOKENIZER_DIR)
+    expected = encode(tokenizer, render_chat(tokenizer, [{"role": "user", "content": "hi"}]))
+    assert isolated[f"{fixture_name}.prompt_ids"].tolist() == expected
+
+
+def test_folder_loads_back_into_mmv(tf_folders, fixture_name):
+    """Through the loader `mmv chat` uses: the encoder is found in vision/, the logits are the reference's."""
+    from mmv.loading import load_model
+
+    loaded = load_model(tf_folders[fixture_name], device="cpu", dtype="float32")
+    assert loaded.vision_dir == tf_folders[fixture_name] / "vision"
+    assert loaded.model.config.vision_variant == FIXTURE_VARIANTS[fixture_name]
+    cases = fixture_cases(fixture_name)
+    with torch.no_grad():
+        logits = loaded.model(cases["input_ids"], pixel_inputs=pixel_inputs(cases)).logits
+    torch.testing.assert_close(logits, cases["logits"], atol=ATOL, rtol=0)
