@@ -1,0 +1,30 @@
+"""RoPE tables and the optional YaRN extension."""
+
+from __future__ import annotations
+
+import torch
+
+from mmv.model.rope import apply_rope, rope_tables
+
+
+def test_plain_tables_rotate_pairs_by_position():
+    cos, sin = rope_tables(head_dim=8, max_len=16, theta=1e6)
+    assert torch.allclose(cos[0], torch.ones(8)) and torch.allclose(sin[0], torch.zeros(8))
+    x = torch.randn(1, 1, 16, 8)
+    rotated = apply_rope(x, cos, sin)
+    assert torch.allclose(rotated.norm(dim=-1), x.norm(dim=-1), atol=1e-5)  # a rotation keeps lengths
+
+
+def test_yarn_stretches_only_low_frequencies():
+    scaling = {"factor": 16, "original_max_position_embeddings": 2048, "beta_fast": 32, "beta_slow": 1}
+    _, plain = rope_tables(96, 32768, 1e6)
+    _, yarn = rope_tables(96, 32768, 1e6, scaling)
+    position = 30000
+    assert torch.allclose(plain[position, 0], yarn[position, 0])  # fastest dimension untouched
+    # the slowest dimension turns 16x more slowly
+    torch.testing.assert_close(yarn[position, 47].asin(), plain[position, 47].asin() / 16, rtol=1e-3, atol=0)
+
+
+def test_yarn_is_inert_within_the_original_context():
+    scaling = {"factor": 16, "original_max_position_embeddings": 2048}
+    assert torch.equal(rope_tables(16, 1024, 1e6, scaling)[0], rope_tables(16, 1024, 1e6)[0])
