@@ -14,6 +14,8 @@ import tempfile
 from collections.abc import Iterator
 from pathlib import Path
 
+from rich.markup import escape
+
 from mmv.chat import ChatSession, Reply
 from mmv.cli.common import console, emit_json, options
 from mmv.errors import MmvError
@@ -99,7 +101,7 @@ def run_command(session: ChatSession, line: str) -> bool:
     elif name == "/save":
         if not rest.strip():
             raise MmvError("usage: /save FILE")
-        console.print(f"[dim]saved {save_transcript(session, rest.strip())}[/]")
+        console.print(f"[dim]saved {escape(str(save_transcript(session, rest.strip())))}[/]")
     else:
         raise MmvError(f"unknown command {name}; /help lists them")
     return True
@@ -142,7 +144,7 @@ def run_repl(session: ChatSession, interactive: bool) -> None:
             replies.append(answer(session, text, interactive))
         except MmvError as exc:
             errors += 1
-            console.print(f"[bold red]error:[/] {exc}")
+            console.print(f"[bold red]error:[/] {escape(str(exc))}")
             if not interactive and not options.json:
                 continue
     emit_json({"turns": len(replies), "errors": errors,

@@ -10,6 +10,7 @@ from functools import wraps
 from typing import Any, TypeVar
 
 from rich.console import Console
+from rich.markup import escape
 
 from mmv.errors import MmvError
 
@@ -36,7 +37,7 @@ def emit_json(summary: dict[str, Any]) -> None:
 
 
 def fail(message: str, code: int = 2) -> None:
-    console.print(f"[bold red]error:[/] {message}", markup=True, soft_wrap=True)
+    console.print(f"[bold red]error:[/] {escape(message)}", soft_wrap=True)
     raise SystemExit(code)
 
 
