@@ -11,6 +11,7 @@ from typing import Any
 import typer
 
 from mmv.cli.common import emit_json, handle_errors
+from mmv.train.metrics import say
 
 # command-line option -> TrainConfig field (values left at None keep the stage default)
 TRAIN_FIELDS = ("init", "preset", "freeze", "epochs", "max_steps", "batch_size", "accum", "lr", "warmup",
@@ -87,30 +88,35 @@ sft = _make("sft")
 def _train(stage: str, given: dict[str, Any], data: list[str], out: Path, vision: str | None, tokenizer: str | None,
            resume: bool, nproc: int | None, show_sample: int | None, data_options: dict[str, Any]) -> None:
     from mmv.errors import MmvError
+    from mmv.train.config import stage_config
+    from mmv.train.run import RunRequest, check_request, run
 
     if nproc is not None and nproc < 1:
         raise MmvError(f"--nproc must be at least 1, got {nproc}")
-    if nproc and nproc > 1 and "WORLD_SIZE" not in os.environ:
-        from mmv.train.distributed import launch
-
-        raise SystemExit(launch(nproc, sys.argv[1:]))
-    from mmv.train.config import stage_config
-    from mmv.train.metrics import say
-    from mmv.train.run import RunRequest, run
-    from mmv.train.trainer import Interrupted
-
     cfg = stage_config(stage, **given)
     request = RunRequest(cfg=cfg, out=out.expanduser().absolute(), data=data, vision=vision, tokenizer=tokenizer,
                          resume=resume, given=given, data_options=data_options, show_sample=show_sample or 0)
+    rank = int(os.environ.get("RANK", "0"))
+    if nproc and nproc > 1 and "WORLD_SIZE" not in os.environ:
+        from mmv.train.distributed import launch
+
+        check_request(request, stage)
+        raise SystemExit(launch(nproc, sys.argv[1:]))
+    from mmv.train.trainer import Interrupted
+
     try:
         summary = run(request, stage)
+    except MmvError:
+        if rank == 0:
+            raise
+        raise SystemExit(2) from None  # every rank meets the same error; rank 0 reports it
     except Interrupted as exc:
-        if int(os.environ.get("RANK", "0")) == 0:
+        if rank == 0:
             say(f"interrupted: resume checkpoint {exc.result.checkpoint}; continue with "
-                          f"`mmv {stage} --out {out} --resume`")
+                f"`mmv {stage} --out {out} --resume`")
             emit_json(exc.summary)
         raise SystemExit(130) from None
-    if int(os.environ.get("RANK", "0")) == 0:
+    if rank == 0:
         if not show_sample:
             say(f"done: {summary['weights']} (step {summary['step']}, loss {summary['loss']})")
         emit_json(summary)

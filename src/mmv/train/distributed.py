@@ -7,9 +7,6 @@ torchrun itself for `--nproc N`. Rank 0 writes every file.
 from __future__ import annotations
 
 import os
-import signal
-import subprocess
-import sys
 from dataclasses import dataclass
 from typing import Any
 
@@ -94,24 +91,23 @@ def strip_nproc(argv: list[str]) -> list[str]:
 
 
 def launch(nproc: int, argv: list[str]) -> int:
-    """Run this command under torchrun with `nproc` local workers; return its exit status.
+    """Run this command under torchrun (its API, in this process) with `nproc` local workers; return the exit
+    status of the first worker that failed, or 128 + signal when the launcher itself was signalled (Ctrl-C: 130).
 
-    The terminal's Ctrl-C reaches the workers directly (same process group) and torchrun forwards it too; this
-    process only waits, so it ignores SIGINT and reports 130 when the run was interrupted.
+    Workers report their own errors in one line; torchrun's warnings and failure report are kept out of the way.
     """
-    command = [sys.executable, "-m", "torch.distributed.run", "--standalone", f"--nproc-per-node={nproc}",
-               "-m", "mmv.cli.app", *strip_nproc(argv)]
-    interrupted = False
+    os.environ.setdefault("LOGLEVEL", "ERROR")  # read by torchrun's loggers when they are created
+    from torch.distributed.elastic.multiprocessing.api import SignalException
+    from torch.distributed.elastic.multiprocessing.errors import ChildFailedError
+    from torch.distributed.run import get_args_parser, run
 
-    def note_interrupt(signum: int, frame: Any) -> None:
-        nonlocal interrupted
-        interrupted = True
-
-    previous = signal.signal(signal.SIGINT, note_interrupt)
+    args = get_args_parser().parse_args(["--standalone", f"--nproc-per-node={nproc}", "-m", "mmv.cli.app",
+                                         *strip_nproc(argv)])
     try:
-        code = subprocess.call(command)
-    finally:
-        signal.signal(signal.SIGINT, previous)
-    if interrupted:
-        return 130
-    return 128 - code if code < 0 else code
+        run(args)
+    except ChildFailedError as exc:
+        code = exc.get_first_failure()[1].exitcode
+        return 128 - code if code < 0 else code
+    except SignalException as exc:
+        return 128 + int(exc.sigval)
+    return 0

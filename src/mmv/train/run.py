@@ -61,22 +61,28 @@ def absolute_data(files: list[str]) -> list[str]:
     return out
 
 
+def check_fresh(req: RunRequest) -> list[str]:
+    if (req.out / CONFIG).exists() or checkpoint_paths(req.out):
+        raise MmvError(f"{req.out} already holds a run; pass --resume to continue it or choose another --out")
+    return absolute_data(req.data)
+
+
 def prepare_fresh(req: RunRequest) -> Prepared:
     from mmv.train.build import init_variant, resolve_init, resolve_tokenizer, resolve_vision
 
-    if (req.out / CONFIG).exists() or checkpoint_paths(req.out):
-        raise MmvError(f"{req.out} already holds a run; pass --resume to continue it or choose another --out")
+    files = check_fresh(req)
     init_path = resolve_init(req.cfg.init)
     vision_dir = resolve_vision(req.vision, init_variant(init_path, req.cfg) if not req.vision else "")
     tokenizer_dir = resolve_tokenizer(req.tokenizer)
     cfg = dataclasses.replace(req.cfg, init=str(init_path) if init_path else "none")
-    spec = {"files": absolute_data(req.data), "tokenizer_dir": str(tokenizer_dir), "vision_dir": str(vision_dir),
+    spec = {"files": files, "tokenizer_dir": str(tokenizer_dir), "vision_dir": str(vision_dir),
             "max_seq_len": cfg.max_seq_len, "seed": cfg.seed, "pack": cfg.pack, "num_workers": cfg.num_workers,
             **req.data_options}
     return Prepared(cfg, spec, cfg.init, str(vision_dir), str(tokenizer_dir), None)
 
 
-def prepare_resume(req: RunRequest, stage: str) -> Prepared:
+def resume_settings(req: RunRequest, stage: str) -> tuple[TrainConfig, dict[str, Any], dict[str, Any]]:
+    """The saved run's config (with the options that may change applied), its data spec and its config.json."""
     saved = read_run_config(req.out)
     if saved.get("stage") != stage:
         raise MmvError(f"{req.out} holds a {saved.get('stage')} run; resume it with `mmv {saved.get('stage')}`")
@@ -86,15 +92,27 @@ def prepare_resume(req: RunRequest, stage: str) -> Prepared:
             raise MmvError(f"--{key.replace('_', '-')} {value} differs from the run's {getattr(cfg, key)}: a resumed "
                            f"run keeps its settings (only {', '.join(RESUME_MUTABLE)} may change)")
     cfg = dataclasses.replace(cfg, **{k: v for k, v in req.given.items() if k in RESUME_MUTABLE})
-    spec = dict(saved["data"])
-    spec.update(num_workers=cfg.num_workers)
+    spec = {**saved["data"], "num_workers": cfg.num_workers}
     if req.data and absolute_data(req.data) != spec["files"]:
         raise MmvError(f"--data differs from the files the run in {req.out} trains on; leave --data out to resume")
-    state = latest_resume(req.out)
-    if state is None:
+    if not checkpoint_paths(req.out):
         raise MmvError(f"{req.out} has no resume checkpoint yet (checkpoints/step-N.pt); start it again without "
                        "--resume into a new --out")
+    return cfg, spec, saved
+
+
+def prepare_resume(req: RunRequest, stage: str) -> Prepared:
+    cfg, spec, saved = resume_settings(req, stage)
+    state = latest_resume(req.out)
     return Prepared(cfg, spec, cfg.init, saved["vision_dir"], saved["tokenizer_dir"], state)
+
+
+def check_request(req: RunRequest, stage: str) -> None:
+    """What can be refused without a model or data, before a launcher starts any worker."""
+    if req.resume:
+        resume_settings(req, stage)
+    else:
+        check_fresh(req)
 
 
 def show_samples(data: Any, count: int, batch_size: int) -> None:

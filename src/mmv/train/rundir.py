@@ -20,7 +20,7 @@ import torch
 
 from mmv import __version__
 from mmv.errors import MmvError
-from mmv.train.state import atomic_write, fsync_dir
+from mmv.train.state import atomic_write, fsync_dir, write_error
 
 if TYPE_CHECKING:
     from mmv.model.vlm import MiniMindVLM
@@ -78,7 +78,7 @@ def save_weights(run_dir: Path, name: str, model: MiniMindVLM) -> Path:
         blob = to_safetensors(state, metadata={"format": "pt"})
         atomic_write(pth.with_suffix(".safetensors"), lambda handle: handle.write(blob))
     except (OSError, RuntimeError) as exc:
-        raise MmvError(f"could not write the weights {pth}: {exc}; the previous file is intact") from None
+        raise MmvError(f"could not write the weights {pth}: {write_error(exc)}; the previous file is intact") from None
     return pth
 
 

@@ -73,6 +73,16 @@ def atomic_write(path: Path, write: Callable[[IO[bytes]], None]) -> None:
     fsync_dir(path.parent)
 
 
+def write_error(exc: BaseException) -> str:
+    """The OS reason behind a failed write (torch.save reports a full disk as a RuntimeError around it)."""
+    cause: BaseException | None = exc
+    while cause is not None:
+        if isinstance(cause, OSError) and cause.strerror:
+            return cause.strerror
+        cause = cause.__cause__ or cause.__context__
+    return str(exc).splitlines()[0] if str(exc) else type(exc).__name__
+
+
 def capture_rng() -> dict[str, Any]:
     kind, key, pos, has_gauss, cached = np.random.get_state()
     return {
@@ -112,10 +122,10 @@ def save_resume(run_dir: Path, state: ResumeState, keep: int) -> Path:
                "optimizer": state.optimizer, "scaler": state.scaler, "rng": state.rng, "extra": state.extra}
     try:
         atomic_write(path, lambda handle: torch.save(payload, handle))
-    except OSError as exc:
+    except (OSError, RuntimeError) as exc:
         previous = checkpoint_paths(run_dir)
         kept = f"; {previous[-1]} is intact" if previous else ""
-        raise MmvError(f"could not write the resume checkpoint {path}: {exc.strerror or exc}{kept}") from None
+        raise MmvError(f"could not write the resume checkpoint {path}: {write_error(exc)}{kept}") from None
     for old in checkpoint_paths(run_dir)[:-keep]:
         old.unlink(missing_ok=True)
     return path

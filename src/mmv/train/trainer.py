@@ -8,6 +8,7 @@ micro-batches compute the same loss and gradient as one process with the whole g
 from __future__ import annotations
 
 import contextlib
+import inspect
 import itertools
 import math
 import signal
@@ -113,6 +114,25 @@ def enable_grad_checkpoint(model: MiniMindVLM) -> None:
         block.forward = forward
 
 
+def wrap_ddp(model: nn.Module, ctx: DistContext) -> nn.Module:
+    from torch.nn.parallel import DistributedDataParallel as DDP
+
+    # the rope tables are constant buffers: syncing them before every forward would only cost time
+    newer = "forward_sync_buffers" in inspect.signature(DDP.__init__).parameters
+    no_sync = {"forward_sync_buffers": False} if newer else {"broadcast_buffers": False}
+    return DDP(model, device_ids=[ctx.device] if ctx.device.type == "cuda" else None, **no_sync)
+
+
+def planned_steps(p: Progress, num_rows: int, epochs: int, global_batch: int, max_steps: int | None) -> int:
+    """Optimizer steps from `p` to the end: each epoch ends with its own (possibly short) step."""
+    steps, seen, epoch, position = p.step, p.samples_seen, p.epoch, p.position
+    while seen < p.total_samples and epoch < epochs:
+        take = min(num_rows - position, p.total_samples - seen)
+        steps += math.ceil(take / global_batch)
+        seen, epoch, position = seen + take, epoch + 1, 0
+    return min(steps, max_steps) if max_steps else steps
+
+
 class StopSignal:
     """SIGINT / SIGTERM set a flag the loop reads at step boundaries. A second Ctrl-C in a single process aborts at
     once (the last checkpoint stays intact); under torchrun repeats are expected (the launcher forwards the
@@ -156,17 +176,16 @@ class Trainer:
             enable_grad_checkpoint(model)
         self.engine: nn.Module = model
         if ctx.distributed:
-            from torch.nn.parallel import DistributedDataParallel
-
-            # the rope tables are constant buffers: broadcasting them every forward would only cost time
-            self.engine = DistributedDataParallel(model, device_ids=[ctx.device] if ctx.device.type == "cuda"
-                                                  else None, broadcast_buffers=False)
+            self.engine = wrap_ddp(model, ctx)
         if cfg.compile:
             self.engine = torch.compile(self.engine)
         self.global_batch = cfg.batch_size * cfg.accum * ctx.world_size
         self.progress = self.start(resume)
         self.last_checkpoint: Path | None = None
         self.weights_path: Path | None = None
+        self.result = FitResult(progress=self.progress)
+        self.view: ProgressView | None = None
+        self.window, self.started = Window(), time.perf_counter()
 
     # --- state ---------------------------------------------------------------------------------------------------
 
@@ -206,8 +225,9 @@ class Trainer:
             torch.distributed.barrier()
 
     def finished(self) -> bool:
-        p = self.progress
-        return p.samples_seen >= p.total_samples or p.epoch >= self.cfg.epochs
+        p, max_steps = self.progress, self.cfg.max_steps
+        return p.samples_seen >= p.total_samples or p.epoch >= self.cfg.epochs or bool(max_steps and
+                                                                                        p.step >= max_steps)
 
     # --- one step ------------------------------------------------------------------------------------------------
 
@@ -287,68 +307,74 @@ class Trainer:
     # --- the loop ------------------------------------------------------------------------------------------------
 
     def fit(self) -> FitResult:
-        """Train to the end (or until interrupted); rank 0 reports and writes."""
+        """Train to the end, or until interrupted (then `Interrupted` carries the result)."""
         p, cfg = self.progress, self.cfg
-        result = FitResult(progress=p)
-        remaining = math.ceil(max(p.total_samples - p.samples_seen, 0) / self.global_batch)
-        view = ProgressView(p.step + remaining, p.step) if self.ctx.is_main else None
+        self.view = ProgressView(planned_steps(p, self.data.num_rows, cfg.epochs, self.global_batch, cfg.max_steps),
+                                 p.step) if self.ctx.is_main else None
+        self.window, self.started = Window(), time.perf_counter()
         self.model.train()
         if self.model.vision_encoder is not None and not cfg.train_vision:
             self.model.vision_encoder.eval()
-        window, started, estimated = Window(), time.perf_counter(), False
         try:
             with StopSignal(self.ctx.distributed) as stop:
                 while not self.finished():
-                    batches = self.data.batches(p.epoch, p.position, cfg.batch_size)
-                    while not self.finished():
-                        micro = list(itertools.islice(batches, cfg.accum))
-                        plan = self.plan(micro, stop.requested)
-                        if plan.stop:
-                            self.save()
-                            result.checkpoint, result.weights = self.last_checkpoint, self.weights_path
-                            result.seconds = time.perf_counter() - started
-                            raise Interrupted(result)
-                        if plan.samples == 0:
-                            break  # every rank has exhausted this epoch
-                        if plan.supervised:
-                            loss, aux, lr, grad_norm = self.step(micro, plan)
-                            p.step += 1
-                            result.steps += 1
-                            result.loss = loss
-                            result.history.append(loss)
-                            window.add(loss, aux, plan.samples, plan.tokens, plan.slots)
-                        p.position += plan.samples
-                        p.samples_seen += plan.samples
-                        p.skipped += plan.skipped
-                        result.samples += plan.samples
-                        result.tokens += plan.tokens
-                        if not plan.supervised:
-                            continue  # nothing to learn from (every row skipped): move on without a step
-                        logged = p.step % cfg.log_every == 0 or self.finished()
-                        record = window.record(p.step, p.epoch, lr, grad_norm) if logged or view else None
-                        if record is not None:
-                            record["skipped_rows"] = p.skipped
-                        if logged:
-                            if self.sinks is not None:
-                                self.sinks.write(record)
-                            window.reset()
-                        if view is not None:
-                            view.update(p.step, record, logged)
-                            if not estimated and result.steps == ESTIMATE_AFTER:
-                                estimated = True
-                                per_sample = (time.perf_counter() - started) / max(result.samples, 1)
-                                view.note(f"estimated time per epoch: "
-                                          f"{human_duration(per_sample * self.data.num_rows)}")
-                        if p.step % cfg.save_every == 0 and not self.finished():
-                            self.save()
-                    else:
-                        break
-                    p.epoch += 1
-                    p.position = 0
+                    self.run_epoch(stop)
             self.save()
         finally:
-            if view is not None:
-                view.close()
-        result.checkpoint, result.weights = self.last_checkpoint, self.weights_path
-        result.seconds = time.perf_counter() - started
-        return result
+            if self.view is not None:
+                self.view.close()
+        return self.finish_result()
+
+    def run_epoch(self, stop: StopSignal) -> None:
+        """Steps from the current position until the epoch's data runs out (then the next epoch) or the run ends."""
+        p = self.progress
+        batches = self.data.batches(p.epoch, p.position, self.cfg.batch_size)
+        while not self.finished():
+            micro = list(itertools.islice(batches, self.cfg.accum))
+            plan = self.plan(micro, stop.requested)
+            if plan.stop:
+                self.save()
+                raise Interrupted(self.finish_result())
+            if plan.samples == 0:  # every rank has exhausted this epoch
+                p.epoch += 1
+                p.position = 0
+                return
+            self.advance(micro, plan)
+
+    def advance(self, micro: list[Batch], plan: StepPlan) -> None:
+        """One step over `micro`, then the bookkeeping: position, metrics, progress, periodic checkpoint."""
+        p, cfg, result = self.progress, self.cfg, self.result
+        if plan.supervised:
+            loss, aux, lr, grad_norm = self.step(micro, plan)  # the lr is read at the position before the step
+        p.position += plan.samples
+        p.samples_seen += plan.samples
+        p.skipped += plan.skipped
+        result.samples += plan.samples
+        result.tokens += plan.tokens
+        if not plan.supervised:
+            return  # nothing to learn from (every row skipped): move on without a step
+        p.step += 1
+        result.steps += 1
+        result.loss = loss
+        result.history.append(loss)
+        self.window.add(loss, aux, plan.samples, plan.tokens, plan.slots)
+        logged = p.step % cfg.log_every == 0 or self.finished()
+        record = None
+        if logged or self.view is not None:
+            record = {**self.window.record(p.step, p.epoch, lr, grad_norm), "skipped_rows": p.skipped}
+        if logged:
+            if self.sinks is not None:
+                self.sinks.write(record)
+            self.window.reset()
+        if self.view is not None:
+            self.view.update(p.step, record, logged)
+            if result.steps == ESTIMATE_AFTER:
+                per_sample = (time.perf_counter() - self.started) / max(result.samples, 1)
+                self.view.note(f"estimated time per epoch: {human_duration(per_sample * self.data.num_rows)}")
+        if p.step % cfg.save_every == 0 and not self.finished():
+            self.save()
+
+    def finish_result(self) -> FitResult:
+        self.result.checkpoint, self.result.weights = self.last_checkpoint, self.weights_path
+        self.result.seconds = time.perf_counter() - self.started
+        return self.result

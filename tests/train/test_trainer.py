@@ -1,0 +1,109 @@
+"""The loop in-process on real parquet data and the tiny fixture encoder: learning, loss normalisation,
+the reference loss, empty and text-only batches, non-finite losses."""
+
+from __future__ import annotations
+
+import re
+
+import pytest
+import torch
+
+from mmv.data.batch import Batch
+from mmv.data.loader import DataSpec, TrainData
+from mmv.errors import MmvError
+from mmv.train.build import build_model
+from mmv.train.config import TrainConfig
+from mmv.train.distributed import DistContext
+from mmv.train.metrics import Sinks
+from mmv.train.state import checkpoint_paths, load_resume
+from mmv.train.trainer import Trainer
+from tests.conftest import TOKENIZER_DIR, fixture_cases, load_fixture_model
+from tests.train.helpers import VISION_DIR, caption_row, read_metrics, text_row, write_parquet
+
+CPU = DistContext(rank=0, world_size=1, local_rank=0, device=torch.device("cpu"))
+
+
+@pytest.fixture(autouse=True)
+def one_thread():
+    before = torch.get_num_threads()
+    torch.set_num_threads(1)
+    yield
+    torch.set_num_threads(before)
+
+
+def make_trainer(tmp_path, rows, **overrides) -> Trainer:
+    tmp_path.mkdir(parents=True, exist_ok=True)
+    data_file = write_parquet(tmp_path / "data.parquet", rows)
+    spec = DataSpec(files=[str(data_file)], tokenizer_dir=str(TOKENIZER_DIR), vision_dir=str(VISION_DIR),
+                    max_seq_len=160, random_system_prompt=False, drop_empty_think=False,
+                    max_bad_fraction=overrides.pop("max_bad_fraction", 0.01))
+    values = {"stage": "sft", "init": "none", "preset": "tiny", "freeze": "none", "lr": 1e-3, "epochs": 1,
+              "batch_size": 4, "save_every": 10**6, "log_every": 10**6, **overrides}
+    cfg = TrainConfig(**values)
+    model = build_model(None, VISION_DIR, cfg)
+    run_dir = tmp_path / "run"
+    run_dir.mkdir(exist_ok=True)
+    sinks = Sinks(run_dir, {}, wandb=False, tensorboard=False)
+    return Trainer(cfg, model, TrainData(spec), CPU, run_dir, "sft_vlm_64.pth", sinks=sinks)
+
+
+@pytest.mark.slow
+def test_tiny_model_overfits_eight_samples(tmp_path):
+    trainer = make_trainer(tmp_path, [caption_row(i) for i in range(8)], batch_size=8, epochs=60, lr=5e-3)
+    result = trainer.fit()
+    assert result.steps == 60
+    assert result.history[-1] < 0.1 * result.history[0], (result.history[0], result.history[-1])
+
+
+def test_accumulation_equals_one_big_batch(tmp_path):
+    """Loss and update are normalised by all supervised tokens of the step, not averaged per micro-batch."""
+    rows = [caption_row(i, words=3 + 4 * (i % 3)) for i in range(12)]  # unequal lengths: averaging would differ
+    big = make_trainer(tmp_path / "a", rows, batch_size=4, accum=1)
+    small = make_trainer(tmp_path / "b", rows, batch_size=2, accum=2)
+    a, b = big.fit(), small.fit()
+    assert a.steps == b.steps == 3
+    assert a.history == pytest.approx(b.history, abs=1e-5)  # float32 sums in another order
+    for (name, p), q in zip(big.model.named_parameters(), small.model.parameters(), strict=True):
+        assert torch.allclose(p, q, atol=1e-5), name
+
+
+def test_loss_equals_the_reference_text_loss():
+    model = load_fixture_model("p32")
+    cases = fixture_cases("p32")
+    ids = cases["text_input_ids"]
+    trainer = Trainer.__new__(Trainer)  # only forward() is needed: no data, no optimizer
+    trainer.engine, trainer.ctx, trainer.dtype = model, CPU, torch.float32
+    with torch.no_grad():
+        ce, aux = trainer.forward(Batch(input_ids=ids, labels=ids.clone()))
+    assert float(ce) / (ids.shape[1] - 1) == pytest.approx(float(cases["text_loss"]), abs=1e-5)
+    assert float(aux) == 0.0
+
+
+def test_text_only_batches_train_the_projector_only_model(tmp_path):
+    """No image reaches the projector, yet the step must run (and under DDP every parameter needs a gradient)."""
+    trainer = make_trainer(tmp_path, [text_row(i) for i in range(8)], freeze="projector")
+    before = {n: p.detach().clone() for n, p in trainer.model.named_parameters() if n.startswith("model.")}
+    result = trainer.fit()
+    assert result.steps == 2 and all(torch.isfinite(torch.tensor(result.history)))
+    assert all(torch.equal(p, before[n]) for n, p in trainer.model.named_parameters() if n in before)
+
+
+def test_moe_aux_loss_is_added(tmp_path):
+    trainer = make_trainer(tmp_path, [caption_row(i) for i in range(8)], preset="tiny-moe", log_every=1)
+    trainer.fit()
+    records = read_metrics(trainer.run_dir)
+    assert len(records) == 2 and all(r["aux_loss"] > 0 for r in records)
+    assert set(records[0]) >= {"step", "epoch", "loss", "aux_loss", "lr", "grad_norm", "samples_per_s",
+                               "tokens_per_s", "padding_fraction", "skipped_rows"}
+
+
+def test_non_finite_loss_stops_and_keeps_the_last_good_checkpoint(tmp_path):
+    trainer = make_trainer(tmp_path, [caption_row(i) for i in range(16)], batch_size=2, lr=1e30, save_every=1)
+    with pytest.raises(MmvError, match=r"loss became nan at step (\d+).*intact") as failure:
+        trainer.fit()
+    failed_at = int(re.search(r"at step (\d+)", str(failure.value)).group(1))
+    paths = checkpoint_paths(trainer.run_dir)
+    assert failed_at > 1 and str(paths[-1]) in str(failure.value)
+    good = load_resume(paths[-1])
+    assert good.progress.step == failed_at - 1
+    assert all(torch.isfinite(t).all() for t in good.model.values())
