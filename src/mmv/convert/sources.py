@@ -63,6 +63,7 @@ def read_source(src: str | Path, *, tokenizer: str | Path | None = None, vision:
     if resolved.run_config.get("model"):
         base = VLMConfig.from_dict({**(base.to_dict() if base else {}), **resolved.run_config["model"]})
     vision_dir = Path(vision).expanduser() if vision is not None else find_vision_beside(resolved)
+    vision_dir = vision_dir.absolute() if vision_dir is not None else None
     if vision_dir is not None and not (vision_dir / "config.json").is_file():
         raise MmvError(f"vision encoder folder {vision_dir} has no config.json")
     checkpoint = read_checkpoint(weights, encoder_hidden(vision_dir), base)
