@@ -1,7 +1,8 @@
 """Run by test_transformers_folder in `python -I -S`: load mmv's transformers folders where mmv cannot be imported.
 
 argv: the site-packages folder to use (torch, transformers), a JSON list of jobs, the output .safetensors file.
-Each job names a folder and its fixture cases; the script records logits and greedy generations.
+Each job names a folder and its fixture cases; the script records logits and greedy generations, then saves the
+model again with `save_pretrained` where the job says.
 """
 
 import json
@@ -38,4 +39,5 @@ for job in json.loads(sys.argv[2]):
                                                add_generation_prompt=True)
     results[f"{name}.prompt_ids"] = torch.tensor(tokenizer(prompt, add_special_tokens=False).input_ids)
     results[f"{name}.class_is_remote"] = torch.tensor(type(model).__module__.startswith("transformers_modules"))
+    model.save_pretrained(job["resave"])  # transformers' own save of the loaded model: must stay mmv-readable
 save_file({k: v.contiguous() for k, v in results.items()}, sys.argv[3])

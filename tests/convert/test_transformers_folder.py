@@ -22,14 +22,23 @@ from tests.conftest import FIXTURE_VARIANTS, REFERENCE, TOKENIZER_DIR, fixture_c
 from tests.convert.conftest import greedy
 
 ATOL = 1e-4  # against the reference's own float32 outputs (fixtures/README.md)
+YARN = {"type": "yarn", "factor": 16, "original_max_position_embeddings": 2048, "beta_fast": 32, "beta_slow": 1,
+        "attention_factor": 1.0}
 
 
 @pytest.fixture(scope="module")
-def isolated(tf_folders, tmp_path_factory) -> dict[str, torch.Tensor]:
-    """Logits and generations of every folder, computed in a process that cannot import mmv."""
+def isolated(tf_folders, tmp_path_factory) -> dict:
+    """Logits and generations of every folder (and one with YaRN), computed in a process that cannot import mmv."""
+    from mmv.config import VLMConfig
+    from mmv.convert import convert
+
     work = tmp_path_factory.mktemp("isolated")
-    jobs = [{"name": name, "folder": str(folder), "cases": str(REFERENCE / name / "cases.safetensors")}
-            for name, folder in tf_folders.items()]
+    folders = {**tf_folders, "p32-yarn": work / "p32-yarn"}
+    convert(REFERENCE / "p32" / "model.pth", "transformers", folders["p32-yarn"], tokenizer=TOKENIZER_DIR,
+            base=VLMConfig(rope_scaling=YARN))
+    jobs = [{"name": name, "folder": str(folder), "resave": str(work / f"{name}-resaved"),
+             "cases": str(REFERENCE / name.removesuffix("-yarn") / "cases.safetensors")}
+            for name, folder in folders.items()]
     env = {"HF_MODULES_CACHE": str(work / "modules"), "HF_HUB_OFFLINE": "1", "PATH": "/usr/bin:/bin",
            "HOME": str(work)}
     script = Path(__file__).with_name("isolated_load.py")
@@ -37,7 +46,7 @@ def isolated(tf_folders, tmp_path_factory) -> dict[str, torch.Tensor]:
                            json.dumps(jobs), str(work / "out.safetensors")],
                           env=env, cwd=work, capture_output=True, text=True, timeout=300)
     assert done.returncode == 0, done.stderr[-3000:]
-    return load_file(str(work / "out.safetensors"))
+    return {**load_file(str(work / "out.safetensors")), "work": work}
 
 
 def test_folder_layout(tf_folders):
@@ -115,6 +124,36 @@ def test_folder_loads_back_into_mmv(tf_folders, fixture_name):
     loaded = load_model(tf_folders[fixture_name], device="cpu", dtype="float32")
     assert loaded.vision_dir == tf_folders[fixture_name] / "vision"
     assert loaded.model.config.vision_variant == FIXTURE_VARIANTS[fixture_name]
+    cases = fixture_cases(fixture_name)
+    with torch.no_grad():
+        logits = loaded.model(cases["input_ids"], pixel_inputs=pixel_inputs(cases)).logits
+    torch.testing.assert_close(logits, cases["logits"], atol=ATOL, rtol=0)
+
+
+def test_yarn_rope_scaling_survives_the_folder(isolated):
+    from mmv.checkpoint import load_weights, read_checkpoint
+    from mmv.config import VLMConfig
+    from mmv.model.vlm import MiniMindVLM
+
+    checkpoint = read_checkpoint(REFERENCE / "p32" / "model.pth", 32, VLMConfig(rope_scaling=YARN))
+    model = MiniMindVLM(checkpoint.config).eval()
+    load_weights(model, checkpoint)
+    cases = fixture_cases("p32")
+    with torch.no_grad(), one_thread():
+        expected = model(cases["text_input_ids"]).logits
+    assert torch.equal(isolated["p32-yarn.text_logits"], expected)
+    assert not torch.allclose(expected, cases["text_logits"], atol=1e-3)  # YaRN did change the model
+    resaved = json.loads((isolated["work"] / "p32-yarn-resaved" / "config.json").read_text())
+    assert resaved["rope_scaling"].items() >= YARN.items()  # transformers may add its `rope_type` key
+
+
+def test_transformers_resave_stays_readable_by_mmv(isolated, fixture_name):
+    """`save_pretrained` of the loaded model keeps the reference layout and re-stores the encoder in vision/."""
+    from mmv.loading import load_model
+
+    folder = isolated["work"] / f"{fixture_name}-resaved"
+    loaded = load_model(folder, tokenizer=TOKENIZER_DIR, device="cpu", dtype="float32")
+    assert loaded.vision_dir == folder / "vision" and (folder / "vision" / "preprocessor_config.json").is_file()
     cases = fixture_cases(fixture_name)
     with torch.no_grad():
         logits = loaded.model(cases["input_ids"], pixel_inputs=pixel_inputs(cases)).logits

@@ -57,13 +57,22 @@ class MiniMindVConfig(PretrainedConfig):
 
     def vlm_config(self) -> VLMConfig:
         return VLMConfig.from_dict({name: getattr(self, name) for name in _VLM_FIELDS})
+
+    def to_dict(self):
+        data = super().to_dict()
+        data["rope_scaling"] = data.pop("rope_parameters", None)  # the reference's field name, as mmv reads it
+        return data
 '''
 
 MODELING_WRAPPER = '''
 # ---- transformers wrapper ----
+import os
+import shutil
+
 import transformers
 from transformers import DynamicCache, GenerationMixin, PreTrainedModel
 from transformers.modeling_outputs import MoeCausalLMOutputWithPast
+from transformers.utils import cached_file
 
 from .configuration_minimind_v import MiniMindVConfig
 
@@ -95,7 +104,6 @@ class MiniMindVForCausalLM(MiniMindVLM, _InitOnce, GenerationMixin):
     config_class = MiniMindVConfig
     _tied_weights_keys = {"lm_head.weight": "model.embed_tokens.weight"}
     _no_split_modules = ["Block"]
-    _keys_to_ignore_on_save = [r"^vision_encoder\\."]
 
     def __init__(self, config: MiniMindVConfig):
         PreTrainedModel.__init__(self, config)
@@ -123,6 +131,19 @@ class MiniMindVForCausalLM(MiniMindVLM, _InitOnce, GenerationMixin):
             encoder = encoder_class.from_pretrained(pretrained_model_name_or_path, subfolder=subfolder, **hub)
             model.vision_encoder = encoder.requires_grad_(False).eval().to(model.device)
         return model
+
+    def save_pretrained(self, save_directory, *args, state_dict=None, **kwargs):
+        # the weights file holds the reference layout only; the encoder goes to its own subfolder
+        state_dict = self.checkpoint_state_dict() if state_dict is None else state_dict
+        super().save_pretrained(save_directory, *args, state_dict=state_dict, **kwargs)
+        subfolder = getattr(self.config, "vision_subfolder", None)
+        if subfolder and self.vision_encoder is not None:  # keep the folder complete: encoder + processor config
+            target = os.path.join(save_directory, subfolder)
+            self.vision_encoder.save_pretrained(target)
+            processor = cached_file(self.name_or_path, "preprocessor_config.json", subfolder=subfolder,
+                                    _raise_exceptions_for_missing_entries=False)
+            if processor:
+                shutil.copyfile(processor, os.path.join(target, "preprocessor_config.json"))
 
     def get_input_embeddings(self):
         return self.model.embed_tokens
