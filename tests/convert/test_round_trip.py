@@ -90,3 +90,11 @@ def test_reference_transformers_folder_converts_without_running_its_code(tmp_pat
     assert_identical(read(tmp_path / "model.pth"), read(REFERENCE / "p32" / "model.pth"))
     result = convert(upstream, "transformers", tmp_path / "tf")  # its own tokenizer files travel along
     assert result.vision is None and (tmp_path / "tf" / "tokenizer.json").is_file()
+
+
+def test_bare_safetensors_file_converts(tf_folders, tmp_path):
+    """A lone .safetensors (tied lm_head stored once, no config) reads like a .pth: sizes from the tensors."""
+    from mmv.convert import convert
+
+    convert(tf_folders["p32"] / "model.safetensors", "pth", tmp_path / "m.pth", dtype="float32")
+    assert_identical(read(tmp_path / "m.pth"), read(REFERENCE / "p32" / "model.pth"))

@@ -109,6 +109,10 @@ def test_isolated_process_matches_mmv(isolated, fixture_name):
     assert torch.equal(isolated[f"{fixture_name}.text_greedy"], text_greedy)
 
 
+def test_left_padded_batch_generates_like_each_prompt_alone(isolated, fixture_name):
+    assert torch.equal(isolated[f"{fixture_name}.batch_greedy"], isolated[f"{fixture_name}.alone_greedy"])
+
+
 def test_folder_tokenizer_renders_the_chat_template(isolated, fixture_name):
     from mmv.tokenizer import encode, load_tokenizer, render_chat
 
