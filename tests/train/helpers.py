@@ -74,3 +74,12 @@ def start(args: list[str], **kwargs: Any) -> subprocess.Popen:
 def mmv(args: list[str], timeout: float = 240) -> subprocess.CompletedProcess:
     return subprocess.run([sys.executable, "-m", "mmv.cli.app", *args], env=env(), capture_output=True, text=True,
                           timeout=timeout)
+
+
+def run_cli(args: list[str]) -> Any:
+    """The real Typer app in-process (no interpreter start-up); result has exit_code, stdout, stderr."""
+    from typer.testing import CliRunner
+
+    from mmv.cli.app import _lift_global_flags, app
+
+    return CliRunner().invoke(app, _lift_global_flags(list(args)), catch_exceptions=False)

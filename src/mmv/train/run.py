@@ -89,8 +89,9 @@ def resume_settings(req: RunRequest, stage: str) -> tuple[TrainConfig, dict[str,
     cfg = TrainConfig.from_dict(saved["train"])
     for key, value in req.given.items():
         if key not in RESUME_MUTABLE and key != "init" and value != getattr(cfg, key):
+            mutable = ", ".join(f"--{k.replace('_', '-')}" for k in RESUME_MUTABLE)
             raise MmvError(f"--{key.replace('_', '-')} {value} differs from the run's {getattr(cfg, key)}: a resumed "
-                           f"run keeps its settings (only {', '.join(RESUME_MUTABLE)} may change)")
+                           f"run keeps its settings (only {mutable} may change)")
     cfg = dataclasses.replace(cfg, **{k: v for k, v in req.given.items() if k in RESUME_MUTABLE})
     spec = {**saved["data"], "num_workers": cfg.num_workers}
     if req.data and absolute_data(req.data) != spec["files"]:
