@@ -165,3 +165,40 @@ def test_invalid_arguments(data_file):
     with pytest.raises(MmvError, match="batch size"):
         next(TrainData(make_spec([data_file])).batches(0, 0, 0))
     assert list(TrainData(make_spec([data_file])).batches(0, 45, 4)) == []
+
+
+def test_resume_into_a_different_world_size(data_file):
+    """Two ranks stop after 3 steps; one process resumes at their next_sample and sees exactly the rest."""
+    order = [row for b in TrainData(make_spec([data_file])).batches(0, 0, 9) for row in b.rows]
+    ranks = [list(TrainData(make_spec([data_file]), rank=r, world_size=2).batches(0, 0, 4))[:3] for r in range(2)]
+    seen = [row for step in zip(*ranks, strict=True) for b in step for row in b.rows]
+    position = ranks[0][-1].next_sample
+    assert position == 24 and seen == order[:24]
+    rest = [row for b in TrainData(make_spec([data_file])).batches(0, position, 5) for row in b.rows]
+    assert rest == order[24:]
+
+
+@pytest.mark.parametrize("workers", [0, 2])
+def test_a_file_that_vanishes_mid_run_is_one_line(tmp_path, workers):
+    path = write_parquet(tmp_path / "gone.parquet", mixed_rows(10))
+    data = TrainData(make_spec([path], num_workers=workers))
+    path.unlink()
+    with pytest.raises(MmvError) as caught:
+        list(data.batches(0, 0, 4))
+    assert "gone.parquet" in str(caught.value) and "\n" not in str(caught.value)
+
+
+def test_batch_to_keeps_the_bookkeeping(data_file):
+    batch = next(TrainData(make_spec([data_file])).batches(0, 0, 4))
+    moved = batch.to("cpu", torch.float64)
+    assert (moved.next_sample, moved.num_samples, moved.rows) == (4, 4, batch.rows)
+    assert moved.pixel_inputs["pixel_values"].dtype == torch.float64 and moved.input_ids.dtype == torch.long
+
+
+@pytest.mark.gpu
+@pytest.mark.skipif(not torch.cuda.is_available(), reason="pinned memory needs CUDA")
+@pytest.mark.parametrize("workers", [0, 2])
+def test_pinned_batches(data_file, workers):
+    batch = next(TrainData(make_spec([data_file], pin_memory=True, num_workers=workers)).batches(0, 0, 4))
+    assert batch.input_ids.is_pinned() and batch.pixel_inputs["pixel_values"].is_pinned()
+    assert batch.to("cuda").input_ids.is_cuda

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+from collections.abc import Callable
 from dataclasses import dataclass, field
 from typing import Any
 
@@ -36,6 +37,10 @@ class Batch:
             return int((self.segment_ids >= 0).sum())
         return int((self.input_ids != 0).sum())
 
+    def pin_memory(self) -> Batch:
+        """Page-locked copy, so `to(cuda, non_blocking)` really overlaps (DataLoader(pin_memory=True) calls this)."""
+        return self._map(lambda t: t.pin_memory())
+
     def to(self, device: torch.device | str, float_dtype: torch.dtype | None = None) -> Batch:
         def move(t: torch.Tensor) -> torch.Tensor:
             kwargs: dict[str, Any] = {"device": device, "non_blocking": True}
@@ -43,6 +48,9 @@ class Batch:
                 kwargs["dtype"] = float_dtype
             return t.to(**kwargs)
 
+        return self._map(move)
+
+    def _map(self, move: Callable[[torch.Tensor], torch.Tensor]) -> Batch:
         return Batch(
             input_ids=move(self.input_ids), labels=move(self.labels),
             pixel_inputs={k: move(v) for k, v in self.pixel_inputs.items()} if self.pixel_inputs else None,

@@ -23,6 +23,7 @@ from collections.abc import Iterator
 from dataclasses import dataclass
 from typing import Any
 
+import torch
 from torch.utils.data import DataLoader, IterableDataset
 
 from mmv.data.batch import Batch
@@ -46,6 +47,7 @@ class DataSpec:
     pack: bool = False  # several samples per row (segment_ids, position_ids) instead of one padded sample per row
     num_workers: int = 0  # DataLoader worker processes used inside TrainData.batches
     max_bad_fraction: float = 0.01  # stop with MmvError naming a few rows when more of an epoch's rows are bad
+    pin_memory: bool = False  # page-locked batches for faster copies to the GPU (only where CUDA is available)
     block_rows: int = 256  # rows read at a time from a row group
     window_rows: int = 2048  # rows shuffled together; a reader holds about one window in memory
 
@@ -160,12 +162,15 @@ class TrainData:
 
     def _stream(self, epoch: int, start_sample: int, batch_size: int) -> Iterator[Batch]:
         arguments = (start_sample, self.num_rows, batch_size, self.rank, self.world_size)
+        pin = self.spec.pin_memory and torch.cuda.is_available()
         if self.spec.num_workers <= 0:
             for positions, next_sample in chunk_slices(*arguments):
-                yield self._builder.build(epoch, positions, next_sample)
+                batch = self._builder.build(epoch, positions, next_sample)
+                yield batch.pin_memory() if pin else batch
             return
         stream = WorkerStream(self.spec, self.source, epoch, arguments)
-        loader = DataLoader(stream, batch_size=None, num_workers=self.spec.num_workers, collate_fn=_as_is)
+        loader = DataLoader(stream, batch_size=None, num_workers=self.spec.num_workers, collate_fn=_as_is,
+                            pin_memory=pin)
         for item in loader:
             if isinstance(item, WorkerFailure):
                 raise MmvError(item.message)

@@ -29,6 +29,7 @@ COLUMNS = ("conversations", "image_bytes")
 EXPECTED = "conversations (JSON string or list) and image_bytes (binary or list of binary), optional image_names"
 # pyarrow's read buffer: streams a column chunk page by page instead of loading the whole row group.
 READ_BUFFER = 1 << 20
+READ_ROWS = 256  # rows per record batch of a streaming read
 
 
 def resolve_files(patterns: list[str]) -> list[Path]:
@@ -219,8 +220,10 @@ class BlockReader:
     def _open_stream(self, group: RowGroup) -> None:
         if group.file not in self._files:
             self._files[group.file] = open_parquet(self.source.files[group.file])
-        self._stream = self._files[group.file].iter_batches(batch_size=256, row_groups=[group.index],
-                                                            columns=list(COLUMNS))
+        # decoding on this thread: buffers freed here are reused here, while buffers of pyarrow's pool threads
+        # (freed by this thread) were seen to pile up, growing RSS with the file
+        self._stream = self._files[group.file].iter_batches(batch_size=READ_ROWS, row_groups=[group.index],
+                                                            columns=list(COLUMNS), use_threads=False)
         self._stream_key, self._stream_pos, self._pending = (group.file, group.index), 0, None
 
     def _take(self, count: int) -> pa.Table:
