@@ -9,10 +9,15 @@ from __future__ import annotations
 import time
 from dataclasses import dataclass, field
 from pathlib import Path
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 from mmv.config import VLMConfig
 from mmv.errors import MmvError
+
+if TYPE_CHECKING:
+    import torch
+
+    from mmv.convert.sources import Source
 
 TARGETS = ("transformers", "pth", "qwen3")
 
@@ -69,13 +74,13 @@ def convert(src: str | Path, to: str, out: str | Path, *, dtype: str | None = No
         vision=source.vision_dir if to == "transformers" else None, seconds=time.perf_counter() - started)
 
 
-def count_params(source: Any, llm_only: bool) -> int:
+def count_params(source: Source, llm_only: bool) -> int:
     tied = {"lm_head.weight"} if source.config.tie_word_embeddings else set()
     return sum(v.numel() for k, v in source.state_dict.items()
                if k not in tied and not (llm_only and k.startswith("vision_proj.")))
 
 
-def write(source: Any, to: str, out: Path, dtype: Any, force: bool) -> list[Path]:
+def write(source: Source, to: str, out: Path, dtype: torch.dtype, force: bool) -> list[Path]:
     if to == "pth":
         from mmv.convert.to_pth import write_pth
 

@@ -41,6 +41,15 @@ def settle_tree(root: Path) -> None:
                 os.fsync(handle.fileno())
 
 
+def fsync_dir(folder: Path) -> None:
+    """Make a rename in `folder` durable."""
+    handle = os.open(folder, os.O_RDONLY)
+    try:
+        os.fsync(handle)
+    finally:
+        os.close(handle)
+
+
 def replace(staged: Path, out: Path) -> None:
     """Move `staged` to `out`; an old output is moved aside first and deleted only after the rename."""
     old = None
@@ -48,6 +57,7 @@ def replace(staged: Path, out: Path) -> None:
         old = Path(tempfile.mkdtemp(prefix=f".{out.name}.old-", dir=out.parent)) / out.name
         os.replace(out, old)
     os.replace(staged, out)
+    fsync_dir(out.parent)
     if old is not None:
         shutil.rmtree(old.parent, ignore_errors=True)
 
@@ -83,5 +93,6 @@ def staged_file(out: Path, force: bool) -> Iterator[Path]:
         with open(work, "rb") as stream:
             os.fsync(stream.fileno())
         os.replace(work, out)
+        fsync_dir(out.parent)
     finally:
         work.unlink(missing_ok=True)
