@@ -143,3 +143,9 @@ def test_preprocessing_is_seeded_per_row_at_the_reference_rates():
     assert all(on.choose(42, 0, row, with_system)[0] is None for row in range(200))
     off = Preprocessing.from_flags(False, False)
     assert all(off.choose(42, 0, row, messages) == (None, False) for row in range(200))
+
+
+def test_a_conversation_without_an_answer_is_bad_data(tokenizer):
+    with pytest.raises(BadRow, match="no assistant turn") as caught:
+        LabelBuilder(tokenizer, 200).build([{"role": "user", "content": "hello?"}], 0)
+    assert caught.value.kind == "schema"

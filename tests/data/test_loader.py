@@ -7,7 +7,7 @@ import json
 import pytest
 import torch
 
-from mmv.data.loader import TrainData
+from mmv.data.loader import TrainData, chunk_slices
 from mmv.data.source import BlockReader
 from mmv.errors import MmvError
 from tests.data.parquet_files import image_row, jpeg, make_spec, mixed_rows, text_row, write_parquet
@@ -159,9 +159,20 @@ def test_images_follow_the_placeholder_order(tmp_path):
         assert all(abs(m - e) <= 3 for m, e in zip(measured, expected, strict=True)), (pack, measured, expected)
 
 
+def test_rank_rows_counts_this_ranks_positions(data_file):
+    for world, batch in ((1, 4), (2, 3), (3, 7), (4, 20)):
+        counts = [TrainData(make_spec([data_file]), rank, world).rank_rows(batch) for rank in range(world)]
+        assert sum(counts) == 45
+        assert counts == [sum(len(r) for r, _ in chunk_slices(0, 45, batch, rank, world)) for rank in range(world)]
+
+
 def test_invalid_arguments(data_file):
     with pytest.raises(MmvError, match="rank 2 is outside"):
         TrainData(make_spec([data_file]), rank=2, world_size=2)
+    with pytest.raises(MmvError, match="window_rows must be at least 1"):
+        TrainData(make_spec([data_file], window_rows=0))
+    with pytest.raises(MmvError, match="max_bad_fraction must be between 0 and 1"):
+        TrainData(make_spec([data_file], max_bad_fraction=2))
     with pytest.raises(MmvError, match="batch size"):
         next(TrainData(make_spec([data_file])).batches(0, 0, 0))
     assert list(TrainData(make_spec([data_file])).batches(0, 45, 4)) == []

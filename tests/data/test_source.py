@@ -107,3 +107,13 @@ def test_missing_and_unreadable_files(tmp_path):
     (tmp_path / "junk.parquet").write_bytes(b"not parquet at all")
     with pytest.raises(MmvError, match="not a readable parquet file"):
         ParquetSource([str(tmp_path / "junk.parquet")])
+
+
+def test_columns_are_read_by_name_whatever_their_order(tmp_path):
+    row = mixed_rows(1)[0]
+    path = tmp_path / "reordered.parquet"
+    pq.write_table(pa.table({"image_names": ["x.jpg"], "image_bytes": [row["image_bytes"]],
+                             "conversations": [row["conversations"]]}), path)
+    source = ParquetSource([str(path)])
+    plan = EpochPlan(source.groups, seed=0, epoch=0)
+    assert BlockReader(source).read_window(plan, 0).row(0) == (row["conversations"], row["image_bytes"])

@@ -85,7 +85,10 @@ class LabelBuilder:
 
     def build(self, messages: list[dict[str, Any]], num_images: int, system_prompt: str | None = None,
               drop_empty_think: bool = False) -> Sample:
-        """Raises BadRow("too_long") when an image run would not fit or nothing supervised is left."""
+        """Raises BadRow("too_long") when an image run would not fit or nothing supervised is left, and
+        BadRow("schema") for a conversation without an assistant turn (nothing to learn from at any length)."""
+        if not any(turn.get("role") == "assistant" for turn in messages):
+            raise BadRow("schema", "the conversation has no assistant turn")
         ids = encode(self.tokenizer, self.render(messages, system_prompt, drop_empty_think))
         if num_images and len(ids) > self.max_seq_len and self.image_id in ids[self.max_seq_len:]:
             raise BadRow("too_long", f"its image placeholders end beyond max_seq_len {self.max_seq_len}")

@@ -52,6 +52,16 @@ class DataSpec:
     window_rows: int = 2048  # rows shuffled together; a reader holds about one window in memory
 
 
+def check_spec(spec: DataSpec) -> None:
+    for name in ("max_seq_len", "block_rows", "window_rows"):
+        if getattr(spec, name) < 1:
+            raise MmvError(f"{name} must be at least 1, got {getattr(spec, name)}")
+    if spec.num_workers < 0:
+        raise MmvError(f"num_workers must be 0 or more, got {spec.num_workers}")
+    if not 0 <= spec.max_bad_fraction <= 1:
+        raise MmvError(f"max_bad_fraction must be between 0 and 1, got {spec.max_bad_fraction}")
+
+
 def chunk_slices(start: int, total: int, batch_size: int, rank: int, world_size: int
                  ) -> Iterator[tuple[range, int]]:
     """This rank's positions in each chunk from `start`, with the position just past the chunk."""
@@ -125,8 +135,7 @@ class TrainData:
     def __init__(self, spec: DataSpec, rank: int = 0, world_size: int = 1) -> None:
         if not 0 <= rank < world_size:
             raise MmvError(f"rank {rank} is outside a world of {world_size} process(es)")
-        if spec.max_seq_len < 1:
-            raise MmvError(f"max_seq_len must be at least 1, got {spec.max_seq_len}")
+        check_spec(spec)
         self.spec = spec
         self.rank, self.world_size = rank, world_size
         self.source = ParquetSource(spec.files)
@@ -141,7 +150,8 @@ class TrainData:
 
     def rank_rows(self, batch_size: int) -> int:
         """Positions this rank takes in a whole epoch."""
-        return sum(len(r) for r, _ in chunk_slices(0, self.num_rows, batch_size, self.rank, self.world_size))
+        full, rest = divmod(self.num_rows, batch_size * self.world_size)
+        return full * batch_size + min(max(rest - self.rank * batch_size, 0), batch_size)
 
     def batches(self, epoch: int, start_sample: int, batch_size: int) -> Iterator[Batch]:
         if batch_size < 1:

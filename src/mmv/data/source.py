@@ -30,6 +30,7 @@ EXPECTED = "conversations (JSON string or list) and image_bytes (binary or list 
 # pyarrow's read buffer: streams a column chunk page by page instead of loading the whole row group.
 READ_BUFFER = 1 << 20
 READ_ROWS = 256  # rows per record batch of a streaming read
+COARSE_ROWS = 16384  # a row group this large spans many shuffle windows, so its rows stay close to file order
 
 
 def resolve_files(patterns: list[str]) -> list[Path]:
@@ -118,6 +119,10 @@ class ParquetSource:
                 total += rows
         self.num_rows = total
 
+    def coarse_files(self, limit: int = COARSE_ROWS) -> list[Path]:
+        """Files with a row group of more than `limit` rows: they shuffle poorly (see `mmv.data.rechunk`)."""
+        return sorted({self.files[g.file] for g in self.groups if g.num_rows > limit})
+
     def locate(self, row: int) -> str:
         """'row N of FILE' for a global row number (N counts from 0 within the file)."""
         file = bisect.bisect_right(self.file_starts, row) - 1
@@ -158,25 +163,19 @@ class EpochPlan:
         end = self.window_starts[window + 1] if window + 1 < len(self.window_starts) else self.num_rows
         return self.window_starts[window], end
 
-    def _window_order(self, window: int) -> np.ndarray:
-        """Global rows of the window in shuffled order."""
+    def _window_order(self, window: int) -> tuple[np.ndarray, np.ndarray]:
+        """(shuffled indices into the window's rows as read, global row of each row as read)."""
         first, last = self.window_blocks[window]
         rows = np.concatenate([np.arange(b.group.first_row + b.offset, b.group.first_row + b.offset + b.length)
                                for b in self.blocks[first:last]])
-        return rows[_rng(self.seed, self.epoch, window).permutation(len(rows))]
+        return _rng(self.seed, self.epoch, window).permutation(len(rows)), rows
 
     def row_at(self, position: int) -> tuple[int, int, int]:
         """(window, index of the row within the window's blocks as read, global row) for a position."""
         window = self.window_of(position)
-        row = int(self._order(window)[position - self.window_starts[window]])
-        first, last = self.window_blocks[window]
-        offset = 0
-        for block in self.blocks[first:last]:
-            begin = block.group.first_row + block.offset
-            if begin <= row < begin + block.length:
-                return window, offset + row - begin, row
-            offset += block.length
-        raise AssertionError("position outside its window")
+        shuffled, rows = self._order(window)
+        index = int(shuffled[position - self.window_starts[window]])
+        return window, index, int(rows[index])
 
 
 class WindowRows:
@@ -190,7 +189,7 @@ class WindowRows:
         """(conversations, image_bytes) of the index-th row, as Python values."""
         block = bisect.bisect_right(self.starts, index) - 1
         table, local = self.tables[block], index - self.starts[block]
-        return table.column(0)[local].as_py(), table.column(1)[local].as_py()
+        return table.column(COLUMNS[0])[local].as_py(), table.column(COLUMNS[1])[local].as_py()
 
 
 class BlockReader:
