@@ -8,21 +8,39 @@ model again with `save_pretrained` where the job says.
 import json
 import sys
 
-sys.path.append(sys.argv[1])  # the interpreter's packages without running their .pth hooks (mmv's editable install)
-try:
-    import mmv  # noqa: F401
-except ImportError:
-    pass
-else:
-    raise SystemExit("mmv is importable in the isolated process; the test would prove nothing")
 
-import torch
-from safetensors.torch import load_file, save_file
-from transformers import AutoModelForCausalLM, PreTrainedTokenizerFast
+class HideMmv:
+    """Only needed where mmv is installed as a regular package: refuse it like an absent one."""
 
-torch.set_num_threads(1)
-results = {}
-for job in json.loads(sys.argv[2]):
+    def find_spec(self, name, path=None, target=None):
+        if name == "mmv" or name.startswith("mmv."):
+            raise ImportError(f"No module named {name!r} (hidden)")
+        return None
+
+
+def mmv_importable() -> bool:
+    try:
+        import mmv  # noqa: F401
+    except ImportError:
+        return False
+    return True
+
+
+def without_mmv() -> None:
+    sys.path.append(sys.argv[1])  # the packages without running their .pth hooks (mmv's editable install)
+    if mmv_importable():
+        for loaded in [m for m in sys.modules if m == "mmv" or m.startswith("mmv.")]:
+            del sys.modules[loaded]
+        sys.meta_path.insert(0, HideMmv())
+    if mmv_importable():
+        raise SystemExit("mmv is importable in the isolated process; the test would prove nothing")
+
+
+def run_job(job: dict, results: dict) -> None:
+    import torch
+    from safetensors.torch import load_file
+    from transformers import AutoModelForCausalLM, PreTrainedTokenizerFast
+
     name, folder = job["name"], job["folder"]
     cases = load_file(job["cases"])
     pixels = {k.removeprefix("pixel."): v for k, v in cases.items() if k.startswith("pixel.")}
@@ -35,8 +53,8 @@ for job in json.loads(sys.argv[2]):
         results[f"{name}.image_greedy"] = model.generate(cases["input_ids"], **pixels, max_new_tokens=16,
                                                          do_sample=False)
         results[f"{name}.text_greedy"] = model.generate(cases["text_input_ids"], max_new_tokens=16, do_sample=False)
-        prompt = tokenizer.apply_chat_template([{"role": "user", "content": "hi"}], tokenize=False,
-                                               add_generation_prompt=True)
+    prompt = tokenizer.apply_chat_template([{"role": "user", "content": "hi"}], tokenize=False,
+                                           add_generation_prompt=True)
     results[f"{name}.prompt_ids"] = torch.tensor(tokenizer(prompt, add_special_tokens=False).input_ids)
     # a left-padded batch of two prompts against each prompt alone
     tokenizer.padding_side = "left"
@@ -50,4 +68,19 @@ for job in json.loads(sys.argv[2]):
                            do_sample=False)[:, -6:] for p in prompts])
     results[f"{name}.class_is_remote"] = torch.tensor(type(model).__module__.startswith("transformers_modules"))
     model.save_pretrained(job["resave"])  # transformers' own save of the loaded model: must stay mmv-readable
-save_file({k: v.contiguous() for k, v in results.items()}, sys.argv[3])
+
+
+def main() -> None:
+    without_mmv()
+    import torch
+    from safetensors.torch import save_file
+
+    torch.set_num_threads(1)
+    results: dict = {}
+    for job in json.loads(sys.argv[2]):
+        run_job(job, results)
+    save_file({k: v.contiguous() for k, v in results.items()}, sys.argv[3])
+
+
+if __name__ == "__main__":
+    main()
