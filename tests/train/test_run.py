@@ -147,3 +147,34 @@ def test_train_vision_saves_the_encoder(data, tmp_path):
     trained, original = load_encoder(out / "vision"), load_encoder(VISION_DIR)
     changed = [n for n, p in trained.named_parameters() if not torch.equal(p, dict(original.named_parameters())[n])]
     assert changed
+
+
+def test_init_vision_and_tokenizer_default_to_the_download_cache(data, tmp_path, monkeypatch):
+    """`--init llm` with no --vision / --tokenizer: llm_768.pth, the tokenizer and siglip2-p32-256 from the cache."""
+    cache = tmp_path / "cache"
+    (cache / "llm").mkdir(parents=True)
+    (cache / "llm" / "llm_768.pth").symlink_to(LLM_PTH)
+    for name in ("tokenizer.json", "tokenizer_config.json"):
+        (cache / "llm" / name).symlink_to(TOKENIZER_DIR / name)
+    monkeypatch.setenv("MMV_HOME", str(cache))
+    command = ["pretrain", "--data", str(data), "--out", str(tmp_path / "run"), "--max-steps", "1",
+               "--batch-size", "2"]
+    missing = run_cli(command)
+    assert missing.exit_code == 2 and "mmv download siglip2-p32-256" in missing.stderr
+    (cache / "siglip2-p32-256").symlink_to(VISION_DIR)
+    summary = train(command)
+    config = json.loads((tmp_path / "run" / "config.json").read_text())
+    assert config["train"]["init"] == str(cache / "llm" / "llm_768.pth")
+    assert config["vision_dir"] == str(cache / "siglip2-p32-256") and config["tokenizer_dir"] == str(cache / "llm")
+    assert summary["step"] == 1
+
+
+@pytest.mark.parametrize(("flag", "module"), [("--wandb", "wandb"), ("--tensorboard", "tensorboard")])
+def test_missing_extras_are_named(data, tmp_path, flag, module):
+    import importlib.util
+
+    if importlib.util.find_spec(module) is not None:
+        pytest.skip(f"{module} is installed here")
+    result = run_cli([*base_args(data, tmp_path / "run"), "--init", str(VLM_PTH), "--max-steps", "1", flag])
+    assert result.exit_code == 2 and f"pip install 'mmv[{module}]'" in result.stderr
+    assert not (tmp_path / "run").exists()  # refused before anything was written

@@ -107,3 +107,10 @@ def test_non_finite_loss_stops_and_keeps_the_last_good_checkpoint(tmp_path):
     good = load_resume(paths[-1])
     assert good.progress.step == failed_at - 1
     assert all(torch.isfinite(t).all() for t in good.model.values())
+
+
+def test_grad_checkpoint_gives_the_same_steps(tmp_path):
+    rows = [caption_row(i) for i in range(8)]
+    plain = make_trainer(tmp_path / "plain", rows).fit()
+    recomputed = make_trainer(tmp_path / "ckpt", rows, grad_checkpoint=True).fit()
+    assert recomputed.history == pytest.approx(plain.history, abs=1e-6)

@@ -68,6 +68,15 @@ class Window:
                 "padding_fraction": 1.0 - self.tokens / self.slots if self.slots else 0.0}
 
 
+def check_extras(wandb: bool, tensorboard: bool) -> None:
+    """Refuse a tracker whose package is missing before the run writes anything."""
+    import importlib.util
+
+    for wanted, module in ((wandb, "wandb"), (tensorboard, "tensorboard")):
+        if wanted and importlib.util.find_spec(module) is None:
+            raise MmvError(f"--{module} needs the {module} package: pip install 'mmv[{module}]'")
+
+
 class Sinks:
     """metrics.jsonl plus the optional experiment trackers; only rank 0 builds one."""
 
@@ -75,16 +84,12 @@ class Sinks:
         self.path = run_dir / "metrics.jsonl"
         self.wandb = self.tensorboard = None
         if wandb:
-            try:
-                import wandb as wandb_module
-            except ImportError:
-                raise MmvError("--wandb needs the wandb package: pip install 'mmv[wandb]'") from None
+            import wandb as wandb_module
+
             self.wandb = wandb_module.init(project="mmv", name=run_dir.name, config=run_config, dir=str(run_dir))
         if tensorboard:
-            try:
-                from torch.utils.tensorboard import SummaryWriter
-            except ImportError:
-                raise MmvError("--tensorboard needs the tensorboard package: pip install 'mmv[tensorboard]'") from None
+            from torch.utils.tensorboard import SummaryWriter
+
             self.tensorboard = SummaryWriter(str(run_dir / "tensorboard"))
 
     def write(self, record: dict[str, Any]) -> None:

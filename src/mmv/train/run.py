@@ -15,8 +15,8 @@ from mmv.cli.common import console
 from mmv.errors import MmvError
 from mmv.train.config import TrainConfig, weights_name
 from mmv.train.distributed import DistContext, gather_objects, setup, teardown
-from mmv.train.metrics import say
-from mmv.train.rundir import CONFIG, read_run_config, run_config, truncate_metrics, write_json
+from mmv.train.metrics import check_extras, say
+from mmv.train.rundir import CONFIG, METRICS, read_run_config, run_config, truncate_metrics, write_json
 from mmv.train.state import ResumeState, checkpoint_paths, latest_resume
 
 # options a resumed run may change: they steer reporting and speed, not what is computed
@@ -62,8 +62,10 @@ def absolute_data(files: list[str]) -> list[str]:
 
 
 def check_fresh(req: RunRequest) -> list[str]:
-    if (req.out / CONFIG).exists() or checkpoint_paths(req.out):
+    """A new run may start over a directory whose earlier start saved nothing yet, never over saved work."""
+    if checkpoint_paths(req.out) or list(req.out.glob("*_vlm_*.pth")):
         raise MmvError(f"{req.out} already holds a run; pass --resume to continue it or choose another --out")
+    check_extras(req.cfg.wandb, req.cfg.tensorboard)
     return absolute_data(req.data)
 
 
@@ -93,6 +95,7 @@ def resume_settings(req: RunRequest, stage: str) -> tuple[TrainConfig, dict[str,
             raise MmvError(f"--{key.replace('_', '-')} {value} differs from the run's {getattr(cfg, key)}: a resumed "
                            f"run keeps its settings (only {mutable} may change)")
     cfg = dataclasses.replace(cfg, **{k: v for k, v in req.given.items() if k in RESUME_MUTABLE})
+    check_extras(cfg.wandb, cfg.tensorboard)
     spec = {**saved["data"], "num_workers": cfg.num_workers}
     if req.data and absolute_data(req.data) != spec["files"]:
         raise MmvError(f"--data differs from the files the run in {req.out} trains on; leave --data out to resume")
@@ -190,6 +193,7 @@ def train(req: RunRequest, stage: str, prepared: Prepared, spec: Any, data: Any,
         req.out.mkdir(parents=True, exist_ok=True)
         if prepared.resume is None:
             write_json(req.out / CONFIG, config)
+            (req.out / METRICS).unlink(missing_ok=True)  # left by an earlier start that saved nothing
         else:
             truncate_metrics(req.out, prepared.resume.progress.step)
         sinks = Sinks(req.out, config, cfg.wandb, cfg.tensorboard)

@@ -34,7 +34,7 @@ from mmv.train.schedule import lr_at
 from mmv.train.state import Progress, ResumeState, capture_rng, restore_rng, save_resume
 
 IGNORE = -100
-ESTIMATE_AFTER = 5  # steps of this run before the time-per-epoch estimate (the first ones warm up)
+ESTIMATE_AFTER = 5  # steps after the first (warm-up, compilation) that time the per-epoch estimate
 
 
 class DataSource(Protocol):
@@ -186,6 +186,7 @@ class Trainer:
         self.result = FitResult(progress=self.progress)
         self.view: ProgressView | None = None
         self.window, self.started = Window(), time.perf_counter()
+        self.timing_mark = (self.started, 0)  # (time, samples) where the time-per-epoch estimate starts
 
     # --- state ---------------------------------------------------------------------------------------------------
 
@@ -368,11 +369,19 @@ class Trainer:
             self.window.reset()
         if self.view is not None:
             self.view.update(p.step, record, logged)
-            if result.steps == ESTIMATE_AFTER:
-                per_sample = (time.perf_counter() - self.started) / max(result.samples, 1)
-                self.view.note(f"estimated time per epoch: {human_duration(per_sample * self.data.num_rows)}")
+            self.estimate_epoch_time()
         if p.step % cfg.save_every == 0 and not self.finished():
             self.save()
+
+    def estimate_epoch_time(self) -> None:
+        """Once, after a few steps: timed from the end of the first step (warm-up and compilation excluded)."""
+        result = self.result
+        if result.steps == 1:
+            self.timing_mark = (time.perf_counter(), result.samples)
+        elif result.steps == ESTIMATE_AFTER + 1 and self.view is not None:
+            started, samples = self.timing_mark
+            per_sample = (time.perf_counter() - started) / max(result.samples - samples, 1)
+            self.view.note(f"estimated time per epoch: {human_duration(per_sample * self.data.num_rows)}")
 
     def finish_result(self) -> FitResult:
         self.result.checkpoint, self.result.weights = self.last_checkpoint, self.weights_path
