@@ -14,6 +14,8 @@ from typing import TYPE_CHECKING
 from mmv.config import VLMConfig
 from mmv.errors import MmvError
 
+CHECKPOINT_SUFFIXES = (".pth", ".pt", ".safetensors", ".bin")
+
 if TYPE_CHECKING:
     import torch
     from transformers import PreTrainedTokenizerFast
@@ -57,13 +59,24 @@ def resolve_model(ref: str | Path) -> ModelSources:
             raw = _read_json(run_config)
             if "weights" in raw and "model" in raw:  # an mmv training run directory
                 return ModelSources(path / raw["weights"], raw)
-        return ModelSources(path)
+            return ModelSources(path)
+        return ModelSources(single_checkpoint(path))
     if any(sep in str(ref) for sep in ("/", "\\")) or path.suffix in (".pth", ".safetensors", ".bin"):
         raise MmvError(f"model {ref} does not exist")
     found = cached(str(ref))
     if found is None:
         raise MmvError(f"model {ref!r} is neither a file nor a downloaded name; run `mmv download {ref}`")
-    return ModelSources(found)
+    return resolve_model(found)
+
+
+def single_checkpoint(folder: Path) -> Path:
+    """A folder without config.json (a cached `llm` or `*-pytorch` name) must hold exactly one checkpoint file."""
+    files = sorted(p for p in folder.iterdir() if p.suffix in CHECKPOINT_SUFFIXES)
+    if len(files) != 1:
+        found = ", ".join(p.name for p in files) or "none"
+        raise MmvError(f"{folder} has no config.json and holds {len(files)} checkpoint files ({found}); "
+                       "expected a transformers folder, a run directory or one checkpoint: name the file")
+    return files[0]
 
 
 def _read_json(path: Path) -> dict:

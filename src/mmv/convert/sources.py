@@ -21,7 +21,6 @@ if TYPE_CHECKING:
 
     from mmv.loading import ModelSources
 
-CHECKPOINT_SUFFIXES = (".pth", ".pt", ".safetensors", ".bin")
 VISION_SUBFOLDER = "vision"  # where mmv's transformers folders keep the SigLIP encoder (and where chat looks)
 
 
@@ -58,8 +57,6 @@ def read_source(src: str | Path, *, tokenizer: str | Path | None = None, vision:
 
     resolved = resolve_model(src)
     weights = resolved.weights
-    if weights.is_dir() and not (weights / "config.json").is_file():
-        weights = resolved.weights = single_checkpoint(weights)
     if resolved.run_config.get("model"):
         base = VLMConfig.from_dict({**(base.to_dict() if base else {}), **resolved.run_config["model"]})
     vision_dir = Path(vision).expanduser() if vision is not None else find_vision_beside(resolved)
@@ -71,16 +68,6 @@ def read_source(src: str | Path, *, tokenizer: str | Path | None = None, vision:
                     Path(src).expanduser().absolute() if Path(src).expanduser().exists() else weights, resolved,
                     Path(tokenizer).expanduser() if tokenizer is not None else None, vision_dir)
     return checked(source)
-
-
-def single_checkpoint(folder: Path) -> Path:
-    """A folder without config.json (a cached `llm` or `*-pytorch` name) must hold exactly one checkpoint file."""
-    files = sorted(p for p in folder.iterdir() if p.suffix in CHECKPOINT_SUFFIXES)
-    if len(files) != 1:
-        found = ", ".join(p.name for p in files) or "none"
-        raise MmvError(f"{folder} has no config.json and holds {len(files)} checkpoint files ({found}); "
-                       "expected a transformers folder, a run directory or one checkpoint: name the file")
-    return files[0]
 
 
 def encoder_hidden(vision_dir: Path | None) -> int | None:
