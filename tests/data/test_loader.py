@@ -3,6 +3,9 @@
 from __future__ import annotations
 
 import json
+import os
+import signal
+from pathlib import Path
 
 import pytest
 import torch
@@ -213,3 +216,16 @@ def test_pinned_batches(data_file, workers):
     batch = next(TrainData(make_spec([data_file], pin_memory=True, num_workers=workers)).batches(0, 0, 4))
     assert batch.input_ids.is_pinned() and batch.pixel_inputs["pixel_values"].is_pinned()
     assert batch.to("cuda").input_ids.is_cuda
+
+
+def test_a_killed_worker_is_one_line(data_file):
+    batches = TrainData(make_spec([data_file], num_workers=2)).batches(0, 0, 2)
+    next(batches)
+    children = [int(pid) for task in Path("/proc/self/task").iterdir()
+                for pid in (task / "children").read_text().split()]
+    assert children
+    for pid in children:
+        os.kill(pid, signal.SIGKILL)
+    with pytest.raises(MmvError, match="a data loader worker stopped unexpectedly") as caught:
+        list(batches)
+    assert "\n" not in str(caught.value)

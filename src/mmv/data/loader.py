@@ -181,10 +181,23 @@ class TrainData:
         stream = WorkerStream(self.spec, self.source, epoch, arguments)
         loader = DataLoader(stream, batch_size=None, num_workers=self.spec.num_workers, collate_fn=_as_is,
                             pin_memory=pin)
-        for item in loader:
-            if isinstance(item, WorkerFailure):
-                raise MmvError(item.message)
-            yield item
+        items = iter(loader)
+        try:
+            while True:
+                try:
+                    item = next(items)
+                except StopIteration:
+                    return
+                except RuntimeError as exc:  # a worker killed (out of memory, a signal): one line, no traceback
+                    if "DataLoader worker" not in str(exc):
+                        raise
+                    raise MmvError(f"a data loader worker stopped unexpectedly ({str(exc).splitlines()[0]}); "
+                                   "try fewer workers or check the memory") from None
+                if isinstance(item, WorkerFailure):
+                    raise MmvError(item.message)
+                yield item
+        finally:
+            del items  # stop the workers now, even while a traceback still holds this frame
 
 
 class WorkerFailure:
