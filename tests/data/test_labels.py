@@ -149,3 +149,36 @@ def test_a_conversation_without_an_answer_is_bad_data(tokenizer):
     with pytest.raises(BadRow, match="no assistant turn") as caught:
         LabelBuilder(tokenizer, 200).build([{"role": "user", "content": "hello?"}], 0)
     assert caught.value.kind == "schema"
+
+
+def test_only_role_and_content_reach_the_template(tokenizer):
+    """Like the reference, which rebuilds each turn from role and content: extra keys change nothing."""
+    builder = LabelBuilder(tokenizer, 300)
+    plain = [{"role": "user", "content": "Hi"}, {"role": "assistant", "content": "Hello."}]
+    extra = [plain[0], {**plain[1], "reasoning_content": "greet back", "tool_calls": [{"name": "x"}]}]
+    assert builder.render(extra) == builder.render(plain)
+    assert EMPTY_THINK in builder.render(plain)
+
+
+def test_a_marker_in_a_system_turn_stays_text(tokenizer):
+    """The reference expands `<image>` in user and assistant turns only; a row whose images would then not match
+    its placeholder runs is refused instead of reaching the model."""
+    builder = LabelBuilder(tokenizer, 300)
+    messages = [{"role": "system", "content": "Look at <image> carefully."},
+                {"role": "user", "content": "<image>What is it?"}, {"role": "assistant", "content": "A cat."}]
+    text = builder.render(messages)
+    assert "Look at <image> carefully." in text and text.count("<|image_pad|>") == 64
+    with pytest.raises(BadRow, match="1 image placeholder run") as caught:
+        builder.build(messages, 2)
+    assert caught.value.kind == "markers"
+
+
+def test_tool_rows_keep_their_tools_and_get_no_random_system_prompt(tokenizer):
+    functions = [{"name": "get_time", "description": "the time", "parameters": {}}]
+    messages = [{"role": "system", "content": "Be brief.", "functions": functions},
+                {"role": "user", "content": "Time?", "tools": True}, {"role": "assistant", "content": "Noon."}]
+    text = LabelBuilder(tokenizer, 400).render(messages)
+    assert text.startswith("<|im_start|>system\nBe brief.\n\n# Tools") and '"get_time"' in text
+    always = Preprocessing(system_prompt_p=1.0)
+    assert always.choose(0, 0, 0, messages[1:])[0] is None
+    assert always.choose(0, 0, 0, [messages[1] | {"tools": None}, messages[2]])[0] in SYSTEM_PROMPTS

@@ -4,7 +4,9 @@ The reference renders the conversation with the chat template, removes every emp
 text (one `str.replace`, so all assistant turns at once), tokenises the whole text, keeps the first `max_length`
 tokens and supervises every span from just after `<|im_start|>assistant\\n` through the closing `<|im_end|>\\n`,
 searching the truncated ids (an assistant turn cut by truncation is supervised up to the cut). Its two random steps
-(a system prompt added with p=0.2, the empty think block dropped with p=0.8) are decided by `Preprocessing`.
+(a system prompt added with p=0.2 unless the row uses tools, the empty think block dropped with p=0.8) are decided
+by `Preprocessing`. Where mmv differs, it refuses rather than truncates: a sample whose image run would be cut, or
+that keeps no supervised token, is dropped as too long (the reference trains on a broken or empty sample).
 """
 
 from __future__ import annotations
@@ -15,7 +17,7 @@ from typing import TYPE_CHECKING, Any
 
 from mmv.config import IMAGE_TOKEN
 from mmv.data.rows import BadRow
-from mmv.tokenizer import encode, render_chat
+from mmv.tokenizer import encode, expand_image_markers
 
 if TYPE_CHECKING:
     from transformers import PreTrainedTokenizerFast
@@ -52,7 +54,8 @@ class Preprocessing:
         Seeded by (seed, epoch, row) alone, so the choice does not depend on the rank, worker or batch size."""
         rng = random.Random(f"{seed}:{epoch}:{row}")  # str seeds hash with sha512: stable across processes
         system = None
-        if messages[0].get("role") != "system" and rng.random() < self.system_prompt_p:
+        tool_use = any(turn.get("tools") for turn in messages)  # the reference leaves tool-use rows as they are
+        if not tool_use and messages[0].get("role") != "system" and rng.random() < self.system_prompt_p:
             system = rng.choice(SYSTEM_PROMPTS)
         return system, rng.random() < self.drop_empty_think_p
 
@@ -77,10 +80,15 @@ class LabelBuilder:
 
     def render(self, messages: list[dict[str, Any]], system_prompt: str | None = None,
                drop_empty_think: bool = False) -> str:
+        """The reference's prompt: only role and content of each turn reach the template, `<image>` expands in every
+        turn but a system one, and a first system turn's `functions` become the template's tools."""
         if system_prompt is not None:
             messages = [{"role": "system", "content": system_prompt}, *messages]
-        text = render_chat(self.tokenizer, messages, add_generation_prompt=False,
-                           tokens_per_image=self.tokens_per_image)
+        turns = [{"role": m["role"], "content": m.get("content", "") if m["role"] == "system"
+                  else expand_image_markers(m.get("content", ""), self.tokens_per_image)} for m in messages]
+        tools = messages[0].get("functions") if messages[0]["role"] == "system" else None
+        text = self.tokenizer.apply_chat_template(turns, tokenize=False, add_generation_prompt=False,
+                                                  tools=tools or None)
         return text.replace(EMPTY_THINK, "") if drop_empty_think else text
 
     def build(self, messages: list[dict[str, Any]], num_images: int, system_prompt: str | None = None,
@@ -90,6 +98,9 @@ class LabelBuilder:
         if not any(turn.get("role") == "assistant" for turn in messages):
             raise BadRow("schema", "the conversation has no assistant turn")
         ids = encode(self.tokenizer, self.render(messages, system_prompt, drop_empty_think))
+        if ids.count(self.image_id) != num_images * self.tokens_per_image:  # e.g. a marker inside a system turn
+            raise BadRow("markers", f"{ids.count(self.image_id) // self.tokens_per_image} image placeholder run(s) "
+                                    f"for {num_images} image(s)")
         if num_images and len(ids) > self.max_seq_len and self.image_id in ids[self.max_seq_len:]:
             raise BadRow("too_long", f"its image placeholders end beyond max_seq_len {self.max_seq_len}")
         ids = ids[:self.max_seq_len]
