@@ -116,7 +116,7 @@ class BatchBuilder:
         system, drop_think = self.preprocessing.choose(self.spec.seed, epoch, row, messages)
         sample = self.labels.build(messages, len(images), system, drop_think)
         try:
-            decoded = [open_image(data, name=f"{k + 1} of the row") for k, data in enumerate(images)]
+            decoded = [open_image(data, name=f"#{k + 1}") for k, data in enumerate(images)]
         except MmvError as exc:
             raise BadRow("image", str(exc)) from None
         return Prepared(row, sample.input_ids, sample.labels, decoded)
@@ -163,6 +163,10 @@ class TrainData:
                 self.stats.add(skipped)
                 guard.add(skipped)
             yield batch
+
+    def skipped_examples(self) -> list[str]:
+        """The first few skipped rows, named for the end-of-run report: 'row 5 of a.parquet (image: ...)'."""
+        return [f"{self.source.locate(s.row)} ({s.kind}: {s.reason})" for s in self.stats.examples]
 
     def render(self, batch: Batch, index: int) -> str:
         """Sample `index` of the batch as text: supervised spans marked, image runs collapsed (--show-sample)."""

@@ -23,6 +23,8 @@ class Skipped:
 
 @dataclass
 class DataStats:
+    """Counts over every `TrainData.batches` call of this process (one rank); ranks sum their `as_dict()`."""
+
     rows: int = 0  # sample positions consumed (used or skipped)
     counts: dict[str, int] = field(default_factory=lambda: dict.fromkeys(KINDS, 0))
     examples: list[Skipped] = field(default_factory=list)
