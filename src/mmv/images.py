@@ -20,11 +20,11 @@ def open_image(source: str | Path | bytes, name: str | None = None, max_pixels: 
     """Decode a file path or raw bytes into a fully loaded RGB image."""
     from PIL import Image, UnidentifiedImageError
 
-    label = name or (str(source) if not isinstance(source, bytes) else "image bytes")
+    label = f"image {name or (source if not isinstance(source, bytes) else 'bytes')}"
     if not isinstance(source, bytes):
         path = Path(source)
         if not path.is_file():
-            raise MmvError(f"image {label} does not exist")
+            raise MmvError(f"{label} does not exist")
         source = path.read_bytes()
     try:
         with warnings.catch_warnings():
@@ -33,16 +33,16 @@ def open_image(source: str | Path | bytes, name: str | None = None, max_pixels: 
         with image:
             width, height = image.size
             if width * height > max_pixels:
-                raise MmvError(f"image {label} is {width}x{height} pixels, over the {max_pixels:,}-pixel limit")
+                raise MmvError(f"{label} is {width}x{height} pixels, over the {max_pixels:,}-pixel limit")
             image.load()  # decode now, so a truncated file fails here and not deep inside the processor
             return image.convert("RGB")
     except MmvError:
         raise
     except Image.DecompressionBombError:
-        raise MmvError(f"image {label} is over the pixel limit (a decompression bomb?)") from None
+        raise MmvError(f"{label} is over the pixel limit (a decompression bomb?)") from None
     except UnidentifiedImageError:
         raise MmvError(f"{label} is not an image file") from None
     except (OSError, SyntaxError, ValueError) as exc:
-        raise MmvError(f"image {label} cannot be decoded: {str(exc).splitlines()[0] if str(exc) else 'corrupt'}") \
+        raise MmvError(f"{label} cannot be decoded: {str(exc).splitlines()[0] if str(exc) else 'corrupt'}") \
             from None
 

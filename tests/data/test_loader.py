@@ -99,7 +99,7 @@ def test_bad_rows_are_skipped_and_counted(bad_file):
     named = sorted(data.skipped_examples())
     assert named[0].startswith("row 17 of bad.parquet (json: conversations is not valid JSON")
     assert named[1].startswith("row 30 of bad.parquet (markers: 2 <image> marker(s) but 1 image(s)")
-    assert named[2] == "row 4 of bad.parquet (image: #1 is not an image file)"
+    assert named[2] == "row 4 of bad.parquet (image: image #1 is not an image file)"
 
 
 @pytest.mark.parametrize("workers", [0, 2])
