@@ -147,6 +147,11 @@ def test_train_vision_saves_the_encoder(data, tmp_path):
     trained, original = load_encoder(out / "vision"), load_encoder(VISION_DIR)
     changed = [n for n, p in trained.named_parameters() if not torch.equal(p, dict(original.named_parameters())[n])]
     assert changed
+    # a run started from this one takes its trained encoder and its tokenizer unless told otherwise
+    follow = tmp_path / "follow"
+    train(["sft", "--data", str(data), "--out", str(follow), "--init", str(out), "--max-steps", "1"])
+    config = json.loads((follow / "config.json").read_text())
+    assert config["vision_dir"] == str(out / "vision") and config["tokenizer_dir"] == str(TOKENIZER_DIR)
 
 
 def test_init_vision_and_tokenizer_default_to_the_download_cache(data, tmp_path, monkeypatch):

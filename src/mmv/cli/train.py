@@ -118,5 +118,6 @@ def _train(stage: str, given: dict[str, Any], data: list[str], out: Path, vision
         raise SystemExit(130) from None
     if rank == 0:
         if not show_sample:
-            say(f"done: {summary['weights']} (step {summary['step']}, loss {summary['loss']})")
+            loss = f"{summary['loss']:.4f}" if summary["loss"] is not None else "n/a"
+            say(f"done: {summary['weights']} (step {summary['step']}, loss {loss})")
         emit_json(summary)

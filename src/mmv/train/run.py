@@ -16,7 +16,16 @@ from mmv.errors import MmvError
 from mmv.train.config import TrainConfig, weights_name
 from mmv.train.distributed import DistContext, gather_objects, setup, teardown
 from mmv.train.metrics import check_extras, say
-from mmv.train.rundir import CONFIG, METRICS, read_run_config, run_config, truncate_metrics, write_json
+from mmv.train.rundir import (
+    CONFIG,
+    METRICS,
+    VISION,
+    is_run_dir,
+    read_run_config,
+    run_config,
+    truncate_metrics,
+    write_json,
+)
 from mmv.train.state import ResumeState, checkpoint_paths, latest_resume
 
 # options a resumed run may change: they steer reporting and speed, not what is computed
@@ -74,8 +83,15 @@ def prepare_fresh(req: RunRequest) -> Prepared:
 
     files = check_fresh(req)
     init_path = resolve_init(req.cfg.init)
-    vision_dir = resolve_vision(req.vision, init_variant(init_path, req.cfg) if not req.vision else "")
-    tokenizer_dir = resolve_tokenizer(req.tokenizer)
+    vision, tokenizer = req.vision, req.tokenizer
+    if init_path is not None and is_run_dir(init_path.parent) and not (vision and tokenizer):
+        # continuing from a run: its encoder (the trained one with --train-vision) and tokenizer by default
+        previous = read_run_config(init_path.parent)
+        trained = init_path.parent / VISION
+        vision = vision or str(trained if trained.is_dir() else previous["vision_dir"])
+        tokenizer = tokenizer or previous["tokenizer_dir"]
+    vision_dir = resolve_vision(vision, init_variant(init_path, req.cfg) if not vision else "")
+    tokenizer_dir = resolve_tokenizer(tokenizer)
     cfg = dataclasses.replace(req.cfg, init=str(init_path) if init_path else "none")
     spec = {"files": files, "tokenizer_dir": str(tokenizer_dir), "vision_dir": str(vision_dir),
             "max_seq_len": cfg.max_seq_len, "seed": cfg.seed, "pack": cfg.pack, "num_workers": cfg.num_workers,
