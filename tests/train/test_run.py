@@ -128,11 +128,11 @@ def test_wrong_columns_name_the_expected_ones(tmp_path):
     assert not (tmp_path / "run").exists()
 
 
-def test_show_sample_prints_marked_samples_and_trains_nothing(data, tmp_path):
-    result = run_cli([*base_args(data, tmp_path / "run"), "--init", "none", "--preset", "tiny", "--show-sample",
-                      "2"])
+def test_show_sample_prints_marked_samples_and_trains_nothing(data, tmp_path, monkeypatch):
+    monkeypatch.setenv("MMV_HOME", str(tmp_path / "empty-cache"))  # the default --init is not needed to preview
+    result = run_cli([*base_args(data, tmp_path / "run"), "--show-sample", "2"])
     assert result.exit_code == 0, result.stderr
-    assert "sample 2" in result.stderr and "⟦" in result.stderr and "image" in result.stderr
+    assert result.stderr.count("--- sample") == 2 and "⟦" in result.stderr and "[image: 64 tokens]" in result.stderr
     assert not (tmp_path / "run").exists()
 
 

@@ -16,7 +16,7 @@ from mmv.train.config import TrainConfig
 from mmv.train.distributed import DistContext
 from mmv.train.metrics import Sinks
 from mmv.train.state import checkpoint_paths, load_resume
-from mmv.train.trainer import Trainer
+from mmv.train.trainer import Trainer, summed_loss
 from tests.conftest import TOKENIZER_DIR, fixture_cases, load_fixture_model
 from tests.train.helpers import VISION_DIR, caption_row, read_metrics, text_row, write_parquet
 
@@ -71,10 +71,8 @@ def test_loss_equals_the_reference_text_loss():
     model = load_fixture_model("p32")
     cases = fixture_cases("p32")
     ids = cases["text_input_ids"]
-    trainer = Trainer.__new__(Trainer)  # only forward() is needed: no data, no optimizer
-    trainer.engine, trainer.ctx, trainer.dtype = model, CPU, torch.float32
     with torch.no_grad():
-        ce, aux = trainer.forward(Batch(input_ids=ids, labels=ids.clone()))
+        ce, aux = summed_loss(model, Batch(input_ids=ids, labels=ids.clone()), CPU.device, torch.float32)
     assert float(ce) / (ids.shape[1] - 1) == pytest.approx(float(cases["text_loss"]), abs=1e-5)
     assert float(aux) == 0.0
 
@@ -114,3 +112,15 @@ def test_grad_checkpoint_gives_the_same_steps(tmp_path):
     plain = make_trainer(tmp_path / "plain", rows).fit()
     recomputed = make_trainer(tmp_path / "ckpt", rows, grad_checkpoint=True).fit()
     assert recomputed.history == pytest.approx(plain.history, abs=1e-6)
+
+
+def test_padding_for_compile_keeps_the_loss(tmp_path):
+    from mmv.train.trainer import pad_length
+
+    trainer = make_trainer(tmp_path, [caption_row(i, words=3 + i) for i in range(4)])
+    batch = next(iter(trainer.data.batches(0, 0, 4)))
+    padded = pad_length(batch, 64)
+    assert padded.input_ids.shape[1] % 64 == 0 and padded.input_ids.shape[1] > batch.input_ids.shape[1]
+    with torch.no_grad():
+        (ce, _), (ce_padded, _) = trainer.forward(batch), trainer.forward(padded)
+    assert float(ce_padded) == pytest.approx(float(ce), rel=1e-6)

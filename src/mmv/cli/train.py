@@ -97,7 +97,7 @@ def _train(stage: str, given: dict[str, Any], data: list[str], out: Path, vision
     request = RunRequest(cfg=cfg, out=out.expanduser().absolute(), data=data, vision=vision, tokenizer=tokenizer,
                          resume=resume, given=given, data_options=data_options, show_sample=show_sample or 0)
     rank = int(os.environ.get("RANK", "0"))
-    if nproc and nproc > 1 and "WORLD_SIZE" not in os.environ:
+    if nproc and nproc > 1 and "WORLD_SIZE" not in os.environ and not show_sample:
         from mmv.train.distributed import launch
 
         check_request(request, stage)

@@ -11,7 +11,6 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
-from mmv.cli.common import console
 from mmv.errors import MmvError
 from mmv.train.config import TrainConfig, weights_name
 from mmv.train.distributed import DistContext, gather_objects, setup, teardown
@@ -138,9 +137,8 @@ def check_request(req: RunRequest, stage: str) -> None:
 def show_samples(data: Any, count: int, batch_size: int) -> None:
     shown = 0
     for batch in data.batches(0, 0, batch_size):
-        for index in range(batch.input_ids.shape[0]):
-            console.rule(f"sample {shown + 1}")
-            say(data.render(batch, index))
+        for index in range(len(batch.rows)):
+            say(data.render(batch, index) + "\n")
             shown += 1
             if shown >= count:
                 return
@@ -179,18 +177,29 @@ def run(req: RunRequest, stage: str) -> dict[str, Any]:
     """Train; return the JSON summary. Raises `Interrupted` (carrying the summary) after Ctrl-C."""
     from mmv.data.loader import DataSpec, TrainData
 
+    if req.show_sample:
+        return preview(req)
     ctx = setup(req.cfg.device)
     try:
         prepared = prepare_resume(req, stage) if req.resume else prepare_fresh(req)
         spec = DataSpec(**prepared.data_spec)
         data = TrainData(spec, ctx.rank, ctx.world_size)
-        if req.show_sample:
-            if ctx.is_main:
-                show_samples(data, req.show_sample, prepared.cfg.batch_size)
-            return {"run_dir": str(req.out), "shown_samples": req.show_sample}
         return train(req, stage, prepared, spec, data, ctx)
     finally:
         teardown(ctx)
+
+
+def preview(req: RunRequest) -> dict[str, Any]:
+    """--show-sample: the data as the model will see it; needs only the tokenizer (and --vision if given)."""
+    from mmv.data.loader import DataSpec, TrainData
+    from mmv.train.build import resolve_tokenizer
+
+    cfg = req.cfg
+    spec = DataSpec(files=absolute_data(req.data), tokenizer_dir=str(resolve_tokenizer(req.tokenizer)),
+                    vision_dir=req.vision, max_seq_len=cfg.max_seq_len, seed=cfg.seed, pack=cfg.pack,
+                    **req.data_options)
+    show_samples(TrainData(spec), req.show_sample, cfg.batch_size)
+    return {"run_dir": str(req.out), "shown_samples": req.show_sample}
 
 
 def train(req: RunRequest, stage: str, prepared: Prepared, spec: Any, data: Any, ctx: DistContext

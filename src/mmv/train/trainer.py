@@ -8,6 +8,7 @@ micro-batches compute the same loss and gradient as one process with the whole g
 from __future__ import annotations
 
 import contextlib
+import dataclasses
 import inspect
 import itertools
 import math
@@ -34,6 +35,7 @@ from mmv.train.schedule import lr_at
 from mmv.train.state import Progress, ResumeState, capture_rng, restore_rng, save_resume
 
 IGNORE = -100
+COMPILE_LENGTH_MULTIPLE = 64  # --compile: sequence lengths rounded up to this
 ESTIMATE_AFTER = 5  # steps after the first (warm-up, compilation) that time the per-epoch estimate
 
 
@@ -91,6 +93,36 @@ def resolve_dtype(name: str, device: torch.device) -> torch.dtype:
 
 def supervised_count(batch: Batch) -> int:
     return int((batch.labels[:, 1:] != IGNORE).sum())
+
+
+def pad_length(batch: Batch, multiple: int) -> Batch:
+    """Right-pad to a multiple of `multiple` tokens, so a compiled model meets few distinct shapes. The loss is
+    unchanged: padding is unsupervised and, with causal attention, never seen by a real token."""
+    extra = -batch.input_ids.shape[1] % multiple
+    if not extra:
+        return batch
+
+    def pad(t: torch.Tensor | None, value: int) -> torch.Tensor | None:
+        return None if t is None else F.pad(t, (0, extra), value=value)
+
+    return dataclasses.replace(batch, input_ids=pad(batch.input_ids, 0), labels=pad(batch.labels, IGNORE),
+                               segment_ids=pad(batch.segment_ids, -1), position_ids=pad(batch.position_ids, 0))
+
+
+def summed_loss(model: nn.Module, batch: Batch, device: torch.device, dtype: torch.dtype
+                ) -> tuple[torch.Tensor, torch.Tensor]:
+    """(cross-entropy summed over the supervised tokens, MoE aux loss) of one micro-batch.
+
+    A sum, not a mean: the trainer divides by the supervised tokens of the whole step on every rank."""
+    batch = batch.to(device)
+    with torch.autocast(device.type, dtype=dtype, enabled=dtype != torch.float32):
+        out = model(batch.input_ids, pixel_inputs=batch.pixel_inputs, position_ids=batch.position_ids,
+                    segment_ids=batch.segment_ids)
+    logits = out.logits[:, :-1]
+    ce = F.cross_entropy(logits.reshape(-1, logits.shape[-1]).float(), batch.labels[:, 1:].reshape(-1),
+                         ignore_index=IGNORE, reduction="sum")
+    aux = out.aux_loss if out.aux_loss is not None else ce.new_zeros(())
+    return ce, aux.float()
 
 
 def make_optimizer(params: list[nn.Parameter], cfg: TrainConfig) -> torch.optim.Optimizer:
@@ -226,9 +258,9 @@ class Trainer:
             torch.distributed.barrier()
 
     def finished(self) -> bool:
-        p, max_steps = self.progress, self.cfg.max_steps
-        return p.samples_seen >= p.total_samples or p.epoch >= self.cfg.epochs or bool(max_steps and
-                                                                                        p.step >= max_steps)
+        p, cfg = self.progress, self.cfg
+        out_of_steps = cfg.max_steps is not None and p.step >= cfg.max_steps
+        return p.samples_seen >= p.total_samples or p.epoch >= cfg.epochs or out_of_steps
 
     # --- one step ------------------------------------------------------------------------------------------------
 
@@ -248,16 +280,9 @@ class Trainer:
         return Batch(input_ids=ids, labels=torch.full_like(ids, IGNORE))
 
     def forward(self, batch: Batch) -> tuple[torch.Tensor, torch.Tensor]:
-        """(summed cross-entropy over the supervised tokens, MoE aux loss) of one micro-batch."""
-        batch = batch.to(self.ctx.device)
-        with torch.autocast(self.ctx.device.type, dtype=self.dtype, enabled=self.dtype != torch.float32):
-            out = self.engine(batch.input_ids, pixel_inputs=batch.pixel_inputs, position_ids=batch.position_ids,
-                              segment_ids=batch.segment_ids)
-        logits = out.logits[:, :-1]
-        ce = F.cross_entropy(logits.reshape(-1, logits.shape[-1]).float(), batch.labels[:, 1:].reshape(-1),
-                             ignore_index=IGNORE, reduction="sum")
-        aux = out.aux_loss if out.aux_loss is not None else ce.new_zeros(())
-        return ce, aux.float()
+        if self.cfg.compile:
+            batch = pad_length(batch, COMPILE_LENGTH_MULTIPLE)
+        return summed_loss(self.engine, batch, self.ctx.device, self.dtype)
 
     def anchor(self) -> torch.Tensor:
         """Zero that depends on every trainable parameter: a text-only batch never reaches the projector, and DDP
