@@ -35,8 +35,8 @@ def make_trainer(tmp_path, rows, **overrides) -> Trainer:
     tmp_path.mkdir(parents=True, exist_ok=True)
     data_file = write_parquet(tmp_path / "data.parquet", rows)
     spec = DataSpec(files=[str(data_file)], tokenizer_dir=str(TOKENIZER_DIR), vision_dir=str(VISION_DIR),
-                    max_seq_len=160, random_system_prompt=False, drop_empty_think=False,
-                    max_bad_fraction=overrides.pop("max_bad_fraction", 0.01))
+                    max_seq_len=overrides.get("max_seq_len", 160), random_system_prompt=False, drop_empty_think=False,
+                    max_bad_fraction=overrides.pop("max_bad_fraction", 0.01), pack=overrides.pop("pack", False))
     values = {"stage": "sft", "init": "none", "preset": "tiny", "freeze": "none", "lr": 1e-3, "epochs": 1,
               "batch_size": 4, "save_every": 10**6, "log_every": 10**6, **overrides}
     cfg = TrainConfig(**values)
@@ -124,3 +124,30 @@ def test_padding_for_compile_keeps_the_loss(tmp_path):
     with torch.no_grad():
         (ce, _), (ce_padded, _) = trainer.forward(batch), trainer.forward(padded)
     assert float(ce_padded) == pytest.approx(float(ce), rel=1e-6)
+
+
+def test_packed_batches_train_like_padded_ones(tmp_path):
+    """Packing changes the layout, not the maths: attention stays inside each sample, positions restart."""
+    rows = [caption_row(i, words=2 + 3 * (i % 4)) for i in range(12)]
+    padded = make_trainer(tmp_path / "padded", rows, batch_size=6, max_seq_len=320)
+    packed = make_trainer(tmp_path / "packed", rows, batch_size=6, max_seq_len=320, pack=True)
+    batch = next(iter(packed.data.batches(0, 0, 6)))
+    assert batch.segment_ids is not None and batch.input_ids.shape[0] < 6  # really packed
+    a, b = padded.fit(), packed.fit()
+    assert b.history == pytest.approx(a.history, abs=1e-5)
+
+
+def test_an_empty_micro_batch_counts_its_samples_but_adds_no_loss(tmp_path):
+    """A micro-batch whose rows were all skipped still advances the position; a stand-in keeps DDP in step."""
+    trainer = make_trainer(tmp_path, [caption_row(i) for i in range(4)], batch_size=2, accum=2,
+                           preset="tiny-moe")
+    batch = next(iter(trainer.data.batches(0, 0, 2)))
+    empty = Batch(input_ids=torch.zeros((0, 0), dtype=torch.long), labels=torch.zeros((0, 0), dtype=torch.long),
+                  num_samples=2)
+    with torch.no_grad():
+        ce, aux = summed_loss(trainer.model, batch, CPU.device, torch.float32)
+    plan = trainer.plan([batch, empty], stop=False)
+    assert (plan.samples, plan.micro) == (4, 2)
+    loss, step_aux, _, _ = trainer.step([batch, empty], plan)
+    assert loss == pytest.approx(float(ce) / plan.supervised, abs=1e-6)
+    assert float(aux) > 0 and step_aux == pytest.approx(float(aux) / 2, rel=1e-5)  # the stand-in adds none

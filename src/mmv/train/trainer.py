@@ -295,11 +295,12 @@ class Trainer:
         ce_sum = torch.zeros((), dtype=torch.float64)
         aux_sum = torch.zeros((), dtype=torch.float64)
         for index in range(plan.micro):
-            batch = micro[index] if index < len(micro) and micro[index].input_ids.shape[0] else self.empty_batch()
+            real = index < len(micro) and micro[index].input_ids.shape[0] > 0
             last = index == plan.micro - 1
             sync = self.engine.no_sync() if self.ctx.distributed and not last else contextlib.nullcontext()
             with sync:
-                ce, aux = self.forward(batch)
+                ce, aux = self.forward(micro[index] if real else self.empty_batch())
+                aux = aux if real else aux * 0.0  # the stand-in batch's routing is no data
                 loss = ce * scale + aux / plan.micro + self.anchor()
                 self.scaler.scale(loss).backward()
             ce_sum += ce.detach().double().cpu()
