@@ -6,6 +6,7 @@ torchrun itself for `--nproc N`. Rank 0 writes every file.
 
 from __future__ import annotations
 
+import logging
 import os
 from dataclasses import dataclass
 from typing import Any
@@ -97,6 +98,7 @@ def launch(nproc: int, argv: list[str]) -> int:
     Workers report their own errors in one line; torchrun's warnings and failure report are kept out of the way.
     """
     os.environ.setdefault("LOGLEVEL", "ERROR")  # read by torchrun's loggers when they are created
+    logging.getLogger("torch.distributed.elastic").setLevel(logging.ERROR)  # and its plain module loggers
     from torch.distributed.elastic.multiprocessing.api import SignalException
     from torch.distributed.elastic.multiprocessing.errors import ChildFailedError
     from torch.distributed.run import get_args_parser, run
