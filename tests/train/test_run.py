@@ -87,7 +87,7 @@ def test_sft_from_a_run_directory_then_refusals(data, tmp_path):
     assert missing.exit_code == 2 and "config.json" in missing.stderr
 
 
-def test_bad_rows_are_skipped_and_counted(tmp_path):
+def test_bad_rows_are_skipped_and_counted(tmp_path, capsys):
     rows = [caption_row(i) for i in range(9)]
     rows[2] = {**rows[2], "image_bytes": b"\xff\xd8 not a jpeg"}
     rows[4] = {**rows[4], "conversations": "[{\"role\": \"user\""}
@@ -102,6 +102,8 @@ def test_bad_rows_are_skipped_and_counted(tmp_path):
                          tokenizer=str(TOKENIZER_DIR),
                          data_options={"max_bad_fraction": 0.5})
     summary = run(request, "sft")
+    report = capsys.readouterr().err
+    assert "skipped rows: json 1, markers 1, image 1 (of 9 read), e.g. row " in report and "bad.parquet" in report
     assert summary["data"]["json"] == summary["data"]["image"] == summary["data"]["markers"] == 1
     assert summary["data"]["rows"] == summary["samples_seen"] == 9 and summary["step"] >= 2
     assert read_metrics(tmp_path / "run")[-1]["skipped_rows"] == 3

@@ -237,17 +237,23 @@ def train(req: RunRequest, stage: str, prepared: Prepared, spec: Any, data: Any,
     finally:
         if sinks is not None:
             sinks.close()
-    stats = sum_stats(gather_objects(ctx, data.stats.as_dict()))
+    examples = [f"{data.source.locate(e.row)} ({e.kind}: {e.reason})" for e in data.stats.examples]
+    gathered = gather_objects(ctx, (data.stats.as_dict(), examples))
+    stats = sum_stats([counts for counts, _ in gathered])
     summary = summarise(req, stage, result, stats, ctx, interrupted is not None)
     if interrupted is not None:
         interrupted.summary = summary
         raise interrupted
     if ctx.is_main:
-        skipped = {k: v for k, v in stats.items() if k not in ("rows", "bad") and v}
-        if skipped:
-            say(f"skipped rows: {', '.join(f'{k} {v}' for k, v in skipped.items())} "
-                          f"(of {stats.get('rows', 0)} read)")
+        report_skipped(stats, [e for _, rank_examples in gathered for e in rank_examples])
     return summary
+
+
+def report_skipped(stats: dict[str, int], examples: list[str]) -> None:
+    skipped = {k: v for k, v in stats.items() if k not in ("rows", "bad") and v}
+    if skipped:
+        say(f"skipped rows: {', '.join(f'{k} {v}' for k, v in skipped.items())} (of {stats.get('rows', 0)} read), "
+            f"e.g. {'; '.join(examples[:3])}")
 
 
 def summarise(req: RunRequest, stage: str, result: Any, stats: dict[str, int], ctx: DistContext,
