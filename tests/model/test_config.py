@@ -34,3 +34,14 @@ def test_unknown_preset():
     with pytest.raises(MmvError, match="tiny"):
         preset("huge")
     assert {"minimind-3v", "minimind-3v-moe", "tiny"} <= PRESETS.keys()
+
+
+def test_fresh_weights_start_near_uniform_loss():
+    import math
+
+    torch.manual_seed(0)
+    model = MiniMindVLM(preset("tiny"))
+    model.init_fresh_weights()
+    ids = torch.randint(0, 6400, (2, 32))
+    loss = model(ids, labels=ids).loss.item()
+    assert abs(loss - math.log(6400)) < 0.5

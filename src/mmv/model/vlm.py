@@ -32,6 +32,21 @@ class MiniMindVLM(MiniMindLM):
         self.vision_proj = VisionProjector(config)
         self.vision_encoder = vision_encoder
 
+    def init_fresh_weights(self, std: float = 0.02) -> None:
+        """N(0, std) for every Linear and Embedding outside the encoder, as transformers models initialise.
+
+        torch's default N(0, 1) embedding, tied to the output head, would start the loss near 50 instead of
+        ln(vocab); the encoder keeps whatever weights it was loaded with.
+        """
+        with torch.no_grad():
+            for name, module in self.named_modules():
+                if name.startswith(ENCODER_PREFIX.rstrip(".")):
+                    continue
+                if isinstance(module, (nn.Linear, nn.Embedding)):
+                    module.weight.normal_(0.0, std)
+                    if getattr(module, "bias", None) is not None:
+                        module.bias.zero_()
+
     def checkpoint_state_dict(self) -> dict[str, torch.Tensor]:
         """The reference checkpoint layout: everything but the encoder (which ships as its own folder)."""
         return {k: v for k, v in self.state_dict().items() if not k.startswith(ENCODER_PREFIX)}

@@ -103,20 +103,8 @@ def build_model(init_path: Path | None, vision_dir: Path, cfg: TrainConfig) -> M
     torch.manual_seed(cfg.seed)
     model = MiniMindVLM(config, load_encoder(vision_dir))
     if checkpoint is None:
-        init_fresh(model)
+        model.init_fresh_weights()
     else:
         load_weights(model, checkpoint)
     return model.float()
 
-
-def init_fresh(model: MiniMindVLM, std: float = 0.02) -> None:
-    """Small normal weights for a model trained from scratch (torch's default N(0, 1) embedding, tied to the
-    output head, starts the loss near 50 instead of ln(vocab)); the encoder keeps its loaded weights."""
-    with torch.no_grad():
-        for name, module in model.named_modules():
-            if name.startswith("vision_encoder"):
-                continue
-            if isinstance(module, (torch.nn.Linear, torch.nn.Embedding)):
-                module.weight.normal_(0.0, std)
-                if getattr(module, "bias", None) is not None:
-                    module.bias.zero_()
