@@ -7,10 +7,8 @@ being generated, not the session.
 from __future__ import annotations
 
 import json
-import os
 import signal
 import sys
-import tempfile
 from collections.abc import Iterator
 from pathlib import Path
 
@@ -19,6 +17,7 @@ from rich.markup import escape
 from mmv.chat import ChatSession, Reply
 from mmv.cli.common import console, emit_json, options
 from mmv.errors import MmvError
+from mmv.fsio import atomic_write_text
 from mmv.images import open_image
 
 HELP = """[bold]commands[/]
@@ -69,15 +68,7 @@ def read_lines(interactive: bool) -> Iterator[str]:
 
 def save_transcript(session: ChatSession, target: str) -> Path:
     path = Path(target).expanduser()
-    if path.exists() and not path.is_file():
-        raise MmvError(f"{path} exists and is not a regular file; not replacing it")
-    path.parent.mkdir(parents=True, exist_ok=True)
-    handle, temp = tempfile.mkstemp(dir=path.parent, prefix=f".{path.name}.", suffix=".tmp")
-    with os.fdopen(handle, "w") as file:
-        json.dump(session.transcript(), file, ensure_ascii=False, indent=2)
-        file.flush()
-        os.fsync(file.fileno())
-    os.replace(temp, path)
+    atomic_write_text(path, json.dumps(session.transcript(), ensure_ascii=False, indent=2))
     return path
 
 

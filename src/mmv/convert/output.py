@@ -14,6 +14,7 @@ from contextlib import contextmanager
 from pathlib import Path
 
 from mmv.errors import MmvError
+from mmv.fsio import fsync_dir, replace_dir
 
 
 def check_target(out: Path, force: bool) -> None:
@@ -41,27 +42,6 @@ def settle_tree(root: Path) -> None:
                 os.fsync(handle.fileno())
 
 
-def fsync_dir(folder: Path) -> None:
-    """Make a rename in `folder` durable."""
-    handle = os.open(folder, os.O_RDONLY)
-    try:
-        os.fsync(handle)
-    finally:
-        os.close(handle)
-
-
-def replace(staged: Path, out: Path) -> None:
-    """Move `staged` to `out`; an old output is moved aside first and deleted only after the rename."""
-    old = None
-    if out.exists():
-        old = Path(tempfile.mkdtemp(prefix=f".{out.name}.old-", dir=out.parent)) / out.name
-        os.replace(out, old)
-    os.replace(staged, out)
-    fsync_dir(out.parent)
-    if old is not None:
-        shutil.rmtree(old.parent, ignore_errors=True)
-
-
 @contextmanager
 def staged_dir(out: Path, force: bool) -> Iterator[Path]:
     """Yield an empty temporary folder beside `out`; on success it becomes `out`, on failure it is removed."""
@@ -72,7 +52,7 @@ def staged_dir(out: Path, force: bool) -> Iterator[Path]:
     try:
         yield work
         settle_tree(work)
-        replace(work, out)
+        replace_dir(work, out)
     finally:
         shutil.rmtree(work, ignore_errors=True)
 

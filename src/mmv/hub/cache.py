@@ -29,6 +29,7 @@ from pathlib import Path
 from typing import Any
 
 from mmv.errors import MmvError
+from mmv.fsio import atomic_write_text, replace_dir
 from mmv.hub.registry import canonical, is_spec
 
 MANIFEST = ".mmv-manifest.json"
@@ -129,19 +130,10 @@ def staging_dir(name: str) -> Path:
 
 def install(name: str, staged: Path, manifest: dict[str, Any]) -> Path:
     """Move a fully verified staging directory into place atomically; replaces an older copy of the same name."""
-    _write_json_atomic(staged / MANIFEST, manifest)
+    atomic_write_text(staged / MANIFEST, json.dumps(manifest, indent=1, sort_keys=True))
     final = path_of(name)
     final.parent.mkdir(parents=True, exist_ok=True)
-    old = None
-    if final.exists():
-        # Rename the old copy aside first: rename cannot replace a non-empty directory, and this keeps the swap
-        # down to two renames with no moment where a reader sees a partial directory.
-        old = final.with_name(f".old-{final.name}-{os.getpid()}")
-        os.replace(final, old)
-    os.replace(staged, final)
-    _fsync_dir(final.parent)
-    if old is not None:
-        shutil.rmtree(old, ignore_errors=True)
+    replace_dir(staged, final)
     return final
 
 
@@ -169,25 +161,3 @@ def human_size(n: float | None) -> str:
             return f"{n:.0f} {unit}" if unit == "B" else f"{n:.1f} {unit}"
         n /= 1000
     return f"{n:.1f} GB"
-
-
-def _write_json_atomic(path: Path, data: dict[str, Any]) -> None:
-    tmp = path.with_name(path.name + ".tmp")
-    with open(tmp, "w") as fh:
-        json.dump(data, fh, indent=1, sort_keys=True)
-        fh.flush()
-        os.fsync(fh.fileno())
-    os.replace(tmp, path)
-
-
-def _fsync_dir(path: Path) -> None:
-    try:
-        fd = os.open(path, os.O_RDONLY)
-    except OSError:
-        return
-    try:
-        os.fsync(fd)
-    except OSError:
-        pass
-    finally:
-        os.close(fd)

@@ -20,7 +20,8 @@ import torch
 
 from mmv import __version__
 from mmv.errors import MmvError
-from mmv.train.state import atomic_write, fsync_dir, write_error
+from mmv.fsio import atomic_write, fsync_tree, replace_dir
+from mmv.train.state import write_error
 
 if TYPE_CHECKING:
     from mmv.model.vlm import MiniMindVLM
@@ -90,15 +91,8 @@ def save_vision(run_dir: Path, encoder: torch.nn.Module, source_dir: str) -> Pat
     try:
         encoder.save_pretrained(str(staged), safe_serialization=True)
         shutil.copy2(Path(source_dir) / "preprocessor_config.json", staged / "preprocessor_config.json")
-        for file in staged.iterdir():
-            with open(file, "rb") as handle:
-                os.fsync(handle.fileno())
-        old = run_dir / f".{VISION}.old-{os.getpid()}"
-        if final.exists():
-            os.replace(final, old)
-        os.replace(staged, final)
-        shutil.rmtree(old, ignore_errors=True)
-        fsync_dir(run_dir)
+        fsync_tree(staged)
+        replace_dir(staged, final)
     except OSError as exc:
         shutil.rmtree(staged, ignore_errors=True)
         raise MmvError(f"could not write the trained encoder to {final}: {exc}") from None

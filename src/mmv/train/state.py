@@ -8,18 +8,17 @@ not steps, so a run resumed with another world size continues at the same place 
 from __future__ import annotations
 
 import dataclasses
-import os
 import random
 import re
-from collections.abc import Callable
 from dataclasses import dataclass
 from pathlib import Path
-from typing import IO, Any
+from typing import Any
 
 import numpy as np
 import torch
 
 from mmv.errors import MmvError
+from mmv.fsio import atomic_write
 
 FORMAT = "mmv-resume-1"
 CHECKPOINT_DIR = "checkpoints"
@@ -45,32 +44,6 @@ class ResumeState:
     scaler: dict[str, Any] | None
     rng: dict[str, Any]
     extra: dict[str, Any] = dataclasses.field(default_factory=dict)  # e.g. cumulative data statistics
-
-
-def fsync_dir(path: Path) -> None:
-    try:
-        fd = os.open(path, os.O_RDONLY)
-    except OSError:
-        return  # not every platform can open a directory
-    try:
-        os.fsync(fd)
-    finally:
-        os.close(fd)
-
-
-def atomic_write(path: Path, write: Callable[[IO[bytes]], None]) -> None:
-    """Write through `write(file)` into a temporary sibling, fsync, then rename over `path`."""
-    tmp = path.with_name(f".{path.name}.tmp-{os.getpid()}")
-    try:
-        with open(tmp, "wb") as handle:
-            write(handle)
-            handle.flush()
-            os.fsync(handle.fileno())
-        os.replace(tmp, path)
-    except BaseException:
-        tmp.unlink(missing_ok=True)
-        raise
-    fsync_dir(path.parent)
 
 
 def write_error(exc: BaseException) -> str:
