@@ -81,3 +81,19 @@ def test_failed_write_leaves_no_file(tmp_path):
         out.add([{"role": "user", "content": "hi"}], [])
         out.add([{"role": "user", "content": "<image><image>"}], [b"a", b"b"])  # two images in a single-image file
     assert list(tmp_path.iterdir()) == []
+
+
+def test_generation_prompt_tokenises_as_in_training(tmp_path):
+    """Prompt ids + answer ids must equal the training ids of the same turn: a tokenizer that merged the newlines
+    after `</think>` would show the model a token at inference that it never saw before an answer."""
+    from mmv.tokenizer import encode, load_tokenizer, render_chat
+
+    result = synthesize(tmp_path, SynthConfig(n=60, eval_n=3, seed=0))
+    tok = load_tokenizer(result.tokenizer)
+    _, data = read(result.files["sft"])
+    for conversations, _ in data[:20]:
+        messages = json.loads(conversations)
+        prompt = encode(tok, render_chat(tok, messages[:-1]))
+        answer = encode(tok, messages[-1]["content"])
+        full = encode(tok, render_chat(tok, messages, add_generation_prompt=False))
+        assert full == [*prompt, *answer, tok.eos_token_id, *encode(tok, "\n")]

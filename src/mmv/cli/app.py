@@ -7,7 +7,7 @@ import sys
 import typer
 
 from mmv import __version__
-from mmv.cli import cache, chat, convert, data, download, train
+from mmv.cli import cache, chat, convert, data, demo, download, eval, train
 from mmv.cli.common import options
 
 app = typer.Typer(
@@ -42,6 +42,8 @@ app.command("pretrain")(train.pretrain)
 app.command("sft")(train.sft)
 app.command("convert")(convert.convert)
 app.add_typer(data.app, name="data")
+app.command("eval")(eval.eval_command)
+app.command("demo")(demo.demo)
 app.add_typer(cache.app, name="cache")
 
 

@@ -55,15 +55,16 @@ def caption(scene: Scene) -> str:
 
 
 def answer(scene: Scene, kind: str) -> str:
+    """Each answer depends on its own property only (no 'it is' / 'they are' giving the count away)."""
     n = scene.count
     if kind == "colour":
-        return f"The {plural('shape', n)} {'is' if n == 1 else 'are'} {scene.colour}."
+        return f"The colour is {scene.colour}."
     if kind == "shape":
-        return f"{'It is a' if n == 1 else 'They are'} {plural(scene.shape, n)}."
+        return f"The shape is a {scene.shape}."
     if kind == "count":
         return f"There {'is' if n == 1 else 'are'} {NUMBERS[n]} {plural('shape', n)}."
     if kind == "size":
-        return f"{'It is' if n == 1 else 'They are'} {scene.size}."
+        return f"The size is {scene.size}."
     if kind == "side":
         return f"It is on the {scene.side}."
     raise ValueError(f"unknown question kind {kind!r}")

@@ -122,8 +122,9 @@ def corpus_texts(messages: list[dict[str, Any]]) -> list[str]:
     return [m["content"].replace("<image>\n", "") for m in messages]
 
 
-# What the chat template writes around the contents, so role names and the think block become single tokens.
-TEMPLATE_TEXTS = ("system\n", "user\n", "assistant\n", "<think>\n\n</think>\n\n")
+# The role names the chat template writes, so they become single tokens. No text may teach a merge of "\n\n": the
+# generation prompt ends in "</think>\n\n", which must tokenise as in training, where an answer follows the newlines.
+TEMPLATE_TEXTS = ("system\n", "user\n", "assistant\n")
 
 
 def synthesize(out_dir: str | Path, config: SynthConfig, tokenizer: bool = True,

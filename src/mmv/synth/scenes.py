@@ -1,7 +1,9 @@
 """Procedural scenes: a few solid shapes of one kind and one colour on a plain background, drawn with PIL.
 
-The task is built to be learnable by a tiny model from scratch: few colours and shapes, large shapes that do not
-overlap, and properties (colour, shape, count, size, position) that are each well defined for the whole scene.
+The task is built to be learnable in minutes by a tiny model whose encoder starts random: few colours and shapes,
+properties (colour, shape, count, size, side) each well defined for the whole scene, and every shape centred on a
+cell of the p32 encoder's 8x8 patch grid. A shape then always falls on the patches the same way, so even a linear
+patch embedding tells a circle from a square; placed anywhere, it would need far more training than a demo has.
 """
 
 from __future__ import annotations
@@ -24,10 +26,13 @@ COLOURS: dict[str, tuple[int, int, int]] = {
 }
 SHAPES = ("circle", "square", "triangle")
 MAX_COUNT = 4
-# Radius ranges (pixels, at 256x256) of the two size classes; far apart so "small" vs "large" is unambiguous.
-SIZES: dict[str, tuple[int, int]] = {"small": (14, 20), "large": (30, 40)}
+# Radii (pixels, at 256x256) of the two size classes. Either fits inside one 32-pixel patch: a shape is one token
+# of the encoder, whole, so its outline is never split over patches whose centres all look alike.
+SIZES: dict[str, tuple[int, ...]] = {"small": (12,), "large": (20,)}
 BACKGROUNDS = ((255, 255, 255), (235, 235, 235), (250, 245, 230))
 IMAGE_SIZE = 256
+CELL = 32  # the p32 encoder's patch size: shapes are centred on the cells of this grid
+CELLS = IMAGE_SIZE // CELL
 
 
 @dataclass(frozen=True)
@@ -52,18 +57,18 @@ class Scene:
 
 
 def _place(rng: random.Random, count: int, radius: int, side: str | None) -> tuple[tuple[int, int], ...]:
-    """Non-overlapping centres inside the frame; a lone shape keeps a clear gap from the vertical midline."""
-    margin = radius + 4
-    lo_x, hi_x = margin, IMAGE_SIZE - margin
+    """Cell centres far enough apart not to overlap; a lone shape sits clearly left or right of the midline."""
+    columns = range(CELLS)
     if side == "left":
-        hi_x = IMAGE_SIZE // 2 - radius - 8
+        columns = range(CELLS // 2 - 1)
     elif side == "right":
-        lo_x = IMAGE_SIZE // 2 + radius + 8
-    while True:  # rejection sampling; at most 4 shapes of radius <= 40 always fit quickly
+        columns = range(CELLS // 2 + 1, CELLS)
+    cells = [(c, r) for c in columns for r in range(CELLS)]
+    while True:  # rejection sampling: four shapes of either size always fit quickly
         centres: list[tuple[int, int]] = []
-        for _ in range(200):
-            x, y = rng.randint(lo_x, hi_x), rng.randint(margin, IMAGE_SIZE - margin)
-            if all(math.hypot(x - cx, y - cy) > 2 * radius + 10 for cx, cy in centres):
+        for column, row in rng.sample(cells, len(cells)):
+            x, y = column * CELL + CELL // 2, row * CELL + CELL // 2
+            if all(math.hypot(x - cx, y - cy) > 2 * radius + 8 for cx, cy in centres):
                 centres.append((x, y))
                 if len(centres) == count:
                     return tuple(centres)
@@ -72,7 +77,7 @@ def _place(rng: random.Random, count: int, radius: int, side: str | None) -> tup
 def random_scene(rng: random.Random, count: int | None = None) -> Scene:
     count = count or rng.randint(1, MAX_COUNT)
     size = rng.choice(tuple(SIZES))
-    radius = rng.randint(*SIZES[size])
+    radius = rng.choice(SIZES[size])
     side = rng.choice(("left", "right")) if count == 1 else None
     return Scene(shape=rng.choice(SHAPES), colour=rng.choice(tuple(COLOURS)), size=size,
                  centres=_place(rng, count, radius, side), radius=radius, background=rng.choice(BACKGROUNDS))

@@ -1,0 +1,81 @@
+"""`mmv eval`: answer the last question of each row greedily and score it against the reference answer."""
+
+from __future__ import annotations
+
+from pathlib import Path
+
+import typer
+
+from mmv.cli.common import console, emit_json, handle_errors
+
+DEVICES = ("auto", "cpu", "cuda", "mps")
+
+
+@handle_errors
+def eval_command(
+    files: list[str] = typer.Argument(None, metavar="[FILE...]", help="More parquet files (after --data)."),
+    model: str = typer.Option(..., "--model", "-m", help="A .pth/.safetensors file, a run directory, a "
+                                                         "transformers folder or a downloaded name."),
+    data: list[str] = typer.Option(None, "--data", metavar="FILE", help="Parquet file(s) of the published "
+                                   "schema; --data A B C or repeated."),
+    metric: str = typer.Option("exact", help="exact (equal up to whitespace) | contains (reference inside the "
+                                             "answer, any case)."),
+    batch_size: int = typer.Option(16, min=1, help="Rows generated together."),
+    max_new_tokens: int = typer.Option(64, min=1, help="Answers are cut at this many tokens."),
+    limit: int = typer.Option(None, min=1, help="Evaluate only the first N usable rows."),
+    out: Path = typer.Option(None, "--out", help="Per-sample results as JSON lines."),
+    vision: Path = typer.Option(None, help="Vision encoder folder (default: beside the model, then the cache)."),
+    tokenizer: Path = typer.Option(None, help="Tokenizer folder (default: beside the model, then the cache)."),
+    think: bool = typer.Option(False, "--think", help="Open the <think> block in the generation prompt."),
+    device: str = typer.Option("auto", help="auto | cpu | cuda | mps"),
+    dtype: str = typer.Option("auto", help="auto | float32 | float16 | bfloat16"),
+) -> None:
+    """Accuracy, answer loss and perplexity, and throughput of a model on held-out conversations."""
+    from mmv.errors import MmvError
+    from mmv.eval.runner import EvalConfig
+    from mmv.eval.runner import evaluate as run_eval
+    from mmv.eval.scoring import METRICS
+    from mmv.loading import load_model
+
+    paths = [*(data or []), *(files or [])]
+    if not paths:
+        raise MmvError("no --data given: expected one or more parquet files")
+    missing = [p for p in paths if not Path(p).is_file()]
+    if missing:
+        raise MmvError(f"no such data file: {', '.join(missing)}")
+    if metric not in METRICS:
+        raise MmvError(f"--metric must be one of {', '.join(METRICS)}, not {metric!r}")
+    if device not in DEVICES:
+        raise MmvError(f"--device must be one of {', '.join(DEVICES)}, not {device!r}")
+    loaded = load_model(model, vision=vision, tokenizer=tokenizer, device=device, dtype=dtype, need_vision=False)
+    for note in loaded.notes:
+        console.print(f"[yellow]note:[/] {note}")
+    config = EvalConfig(metric=metric, batch_size=batch_size, max_new_tokens=max_new_tokens, limit=limit,
+                        thinking=think)
+    from mmv.cli.data import progress
+
+    with progress() as bar:
+        task = bar.add_task("evaluating", total=limit)
+        report = run_eval(loaded, paths, config, out, on_batch=lambda n: bar.advance(task, n))
+    summary = report.summary()
+    console.print(report_table(summary))
+    for example in report.skips.examples:
+        console.print(f"[yellow]skipped[/] {example}", markup=True, highlight=False)
+    emit_json({"model": str(loaded.weights), "data": paths, "out": str(out) if out else None, **summary})
+
+
+def report_table(summary: dict):
+    from rich.table import Table
+
+    table = Table(title="evaluation", title_justify="left", show_header=False)
+    table.add_column("", style="bold")
+    table.add_column("", justify="right")
+    accuracy = summary["accuracy"]
+    table.add_row(f"accuracy ({summary['metric']})", f"{accuracy:.1%}  ({summary['correct']}/{summary['evaluated']})")
+    if summary["mean_loss"] is not None:
+        table.add_row("answer loss / perplexity", f"{summary['mean_loss']:.4f} / {summary['perplexity']:.3f}")
+    table.add_row("throughput", f"{summary['samples_per_s']:.1f} samples/s, {summary['tokens_per_s']:.1f} tokens/s")
+    skipped = sum(summary["skipped"].values())
+    if skipped:
+        table.add_row("skipped rows", ", ".join(f"{n} {k}" for k, n in summary["skipped"].items()))
+    return table

@@ -1,0 +1,252 @@
+"""The offline demo: synthetic data -> a tiny VLM trained from scratch (pretrain, then SFT) -> held-out evaluation.
+
+Everything runs through the same code as real training and evaluation (`mmv.train.run`, `mmv.loading`,
+`mmv.eval`); only the inputs are made here: the data, a byte-level BPE tokenizer, a random SigLIP-architecture
+encoder (trained too, `--train-vision`) and a random text-only LLM to start from (like `llm_768.pth`).
+
+Step counts follow from `minutes` by a fixed rate, never from measured speed, so a seed gives the same model on
+any machine; a faster machine only finishes sooner.
+"""
+
+from __future__ import annotations
+
+import json
+import time
+from collections.abc import Callable
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any
+
+from mmv.errors import MmvError
+
+SECONDS_PER_STEP = 0.3  # one optimizer step of the demo model at batch 16 on one core of a 2-core laptop CPU
+PRETRAIN_SHARE = 0.4  # of the training steps; the rest is SFT
+
+
+@dataclass(frozen=True)
+class DemoConfig:
+    seed: int = 0
+    minutes: float = 6.0  # training length at SECONDS_PER_STEP (synthesis and evaluation come on top)
+    n: int = 4000  # synthetic rows per training split
+    eval_n: int = 300  # held-out questions (colour, shape, count in turn)
+    batch_size: int = 16
+    pretrain_lr: float = 2e-3  # from scratch: far above the reference's fine-tuning rates
+    sft_lr: float = 1e-3
+    warmup: int = 20
+    max_seq_len: int = 256  # the longest synthetic conversation is about 230 tokens with two images
+    encoder_hidden: int = 64  # the tiny SigLIP encoder's width (image_hidden_size)
+    threads: int = 1  # torch threads: tiny tensors gain nothing from more, and one thread is bit-reproducible
+    eval_limit: int | None = None
+
+    @property
+    def steps(self) -> tuple[int, int]:
+        total = max(2, round(self.minutes * 60 / SECONDS_PER_STEP))
+        pretrain = max(1, round(total * PRETRAIN_SHARE))
+        return pretrain, total - pretrain
+
+
+@dataclass
+class DemoResult:
+    out: Path
+    eval: dict[str, Any] = field(default_factory=dict)
+    by_kind: dict[str, dict[str, int]] = field(default_factory=dict)  # question kind -> correct, total
+    seconds: dict[str, float] = field(default_factory=dict)  # per phase
+    losses: dict[str, float | None] = field(default_factory=dict)  # final training loss per stage
+    example: dict[str, str] = field(default_factory=dict)
+    paths: dict[str, str] = field(default_factory=dict)
+
+
+def make_start_weights(folder: Path, vocab_size: int, encoder_hidden: int, seed: int) -> Path:
+    """A random text-only LLM of the `tiny` preset, saved like `llm_768.pth` (the projector starts fresh)."""
+    import torch
+
+    from mmv.config import preset
+    from mmv.model.vlm import MiniMindVLM
+    from mmv.synth.writer import atomic_path
+
+    config = preset("tiny", vocab_size=vocab_size, image_hidden_size=encoder_hidden)
+    with torch.random.fork_rng(devices=[]):
+        torch.manual_seed(seed)
+        model = MiniMindVLM(config)
+        # small initial weights (std 0.02, as transformers initialises Qwen3): torch's default N(0, 1) embedding,
+        # tied to the output layer, starts the loss near 30 instead of ln(vocab)
+        for name, parameter in model.named_parameters():
+            if parameter.dim() == 2 and not name.startswith("vision_proj."):
+                torch.nn.init.normal_(parameter, std=0.02)
+    state = {k: v.clone() for k, v in model.checkpoint_state_dict().items() if not k.startswith("vision_proj.")}
+    path = folder / f"llm_{config.hidden_size}.pth"
+    with atomic_path(path) as tmp:
+        torch.save(state, tmp)
+    return path
+
+
+def train_stage(stage: str, out: Path, data: Path, init: Path, vision: Path, tokenizer: Path, steps: int,
+                lr: float, config: DemoConfig) -> dict[str, Any]:
+    """One `mmv pretrain` / `mmv sft` run: everything trained (LLM, projector and encoder)."""
+    from mmv.train.config import stage_config
+    from mmv.train.run import RunRequest, run
+
+    cfg = stage_config(stage, init=str(init), preset="tiny", freeze="none", train_vision=True, lr=lr,
+                       warmup=config.warmup, batch_size=config.batch_size, max_steps=steps, epochs=1000,
+                       max_seq_len=config.max_seq_len, seed=config.seed, log_every=10, save_every=10**9,
+                       device="cpu")
+    request = RunRequest(cfg=cfg, out=out, data=[str(data)], vision=str(vision), tokenizer=str(tokenizer),
+                         data_options={"random_system_prompt": False, "drop_empty_think": False})
+    return run(request, stage)
+
+
+def question_kind(question: str) -> str:
+    from mmv.synth.captions import QUESTIONS
+
+    text = question.replace("<image>", "").strip()
+    return next((kind for kind, asked in QUESTIONS.items() if text in asked), "other")
+
+
+def score_by_kind(records_path: Path) -> dict[str, dict[str, int]]:
+    by_kind: dict[str, dict[str, int]] = {}
+    for line in records_path.read_text().splitlines():
+        record = json.loads(line)
+        entry = by_kind.setdefault(question_kind(record["question"]), {"correct": 0, "total": 0})
+        entry["correct"] += record["correct"]
+        entry["total"] += 1
+    return by_kind
+
+
+def answer_one(loaded: Any, eval_file: Path, out: Path) -> dict[str, str]:
+    """Ask the model about the first held-out image; save the image so the user can look and ask more."""
+    import pyarrow.parquet as pq
+
+    from mmv.chat import ChatSession
+    from mmv.generate import SamplingConfig
+    from mmv.images import open_image
+
+    row = pq.read_table(eval_file, columns=["conversations", "image_bytes"]).slice(0, 1).to_pylist()[0]
+    image = open_image(row["image_bytes"], name="held-out image")
+    image.save(out)
+    question = "How many shapes are there?"
+    session = ChatSession(loaded, SamplingConfig(max_new_tokens=32, temperature=0.0))
+    session.attach(out.name, image)
+    reply = session.ask(question)
+    return {"image": str(out), "question": question, "answer": reply.text}
+
+
+def run_demo(out: str | Path, config: DemoConfig, say: Callable[[str], None] = print) -> DemoResult:
+    import torch
+
+    previous_threads = torch.get_num_threads()
+    torch.set_num_threads(config.threads)
+    try:
+        return _run(Path(out), config, say)
+    finally:
+        torch.set_num_threads(previous_threads)
+
+
+def _run(out: Path, config: DemoConfig, say: Callable[[str], None]) -> DemoResult:
+    from mmv.eval.runner import EvalConfig, evaluate
+    from mmv.loading import load_model
+    from mmv.synth.dataset import SynthConfig, synthesize
+    from mmv.synth.encoder import TinyEncoderConfig, make_encoder
+
+    if out.exists() and any(out.iterdir()):
+        raise MmvError(f"{out} is not empty; choose a new --out folder for the demo")
+    result = DemoResult(out)
+    pretrain_steps, sft_steps = config.steps
+    clock = time.perf_counter()
+
+    say(f"1/4 drawing {2 * config.n + config.eval_n:,} synthetic scenes and training a tokenizer")
+    data = synthesize(out / "data", SynthConfig(n=config.n, eval_n=config.eval_n, seed=config.seed))
+    assert data.tokenizer is not None and data.vocab_size is not None
+    make_encoder(out / "encoder", TinyEncoderConfig(hidden_size=config.encoder_hidden, seed=config.seed))
+    start = make_start_weights(out, data.vocab_size, config.encoder_hidden, config.seed)
+    result.seconds["data"], clock = time.perf_counter() - clock, time.perf_counter()
+
+    say(f"2/4 pretrain: {pretrain_steps} steps on image captions (LLM, projector and encoder from scratch)")
+    summary = train_stage("pretrain", out / "pretrain", data.files["pretrain"], start, out / "encoder",
+                          data.tokenizer, pretrain_steps, config.pretrain_lr, config)
+    result.losses["pretrain"] = summary["loss"]
+    result.seconds["pretrain"], clock = time.perf_counter() - clock, time.perf_counter()
+
+    say(f"3/4 sft: {sft_steps} steps on questions and answers")
+    summary = train_stage("sft", out / "sft", data.files["sft"], out / "pretrain", out / "pretrain" / "vision",
+                          data.tokenizer, sft_steps, config.sft_lr, config)
+    result.losses["sft"] = summary["loss"]
+    result.seconds["sft"], clock = time.perf_counter() - clock, time.perf_counter()
+
+    say(f"4/4 evaluating on {config.eval_n} held-out questions")
+    loaded = load_model(out / "sft", device="cpu", dtype="float32")
+    records = out / "eval.jsonl"
+    report = evaluate(loaded, [data.files["eval"]], EvalConfig(batch_size=32, max_new_tokens=24,
+                                                               limit=config.eval_limit), records)
+    result.eval = report.summary()
+    result.by_kind = score_by_kind(records)
+    result.example = answer_one(loaded, data.files["eval"], out / "example.png")
+    result.seconds["eval"] = time.perf_counter() - clock
+
+    loss_curve([out / "pretrain" / "metrics.jsonl", out / "sft" / "metrics.jsonl"], ["pretrain", "sft"],
+               out / "loss.png")
+    result.paths = {"model": str(out / "sft"), "loss_curve": str(out / "loss.png"), "eval_records": str(records),
+                    "data": str(out / "data")}
+    return result
+
+
+def _read_losses(path: Path) -> list[tuple[int, float]]:
+    points = []
+    for line in path.read_text().splitlines():
+        record = json.loads(line)
+        if record.get("loss") is not None and record["loss"] > 0:
+            points.append((int(record["step"]), float(record["loss"])))
+    return points
+
+
+def loss_curve(metrics: list[Path], names: list[str], out: Path, size: tuple[int, int] = (800, 450)) -> Path:
+    """Training loss of consecutive stages on one log-scale plot, drawn with PIL (no plotting dependency)."""
+    import math
+
+    from PIL import Image, ImageDraw, ImageFont
+
+    from mmv.synth.writer import atomic_path
+
+    stages, offset = [], 0
+    for path in metrics:
+        points = _read_losses(path)
+        stages.append([(offset + step, loss) for step, loss in points])
+        offset += points[-1][0] if points else 0
+    every = [p for stage in stages for p in stage]
+    if not every:
+        raise MmvError("no losses were logged, so there is no curve to draw")
+    width, height = size
+    left, right, top, bottom = 70, 20, 40, 50
+    lo, hi = math.log10(min(loss for _, loss in every)), math.log10(max(loss for _, loss in every))
+    lo, hi = math.floor(lo * 2) / 2, math.ceil(hi * 2) / 2 + (0.5 if lo == hi else 0)
+    max_step = max(step for step, _ in every) or 1
+
+    def xy(step: float, loss: float) -> tuple[float, float]:
+        return (left + step / max_step * (width - left - right),
+                top + (hi - math.log10(loss)) / (hi - lo) * (height - top - bottom))
+
+    image = Image.new("RGB", size, "white")
+    draw = ImageDraw.Draw(image)
+    font = ImageFont.load_default(size=14)
+    for exponent in range(math.floor(lo), math.ceil(hi) + 1):
+        for mantissa in (1, 2, 5):
+            value = mantissa * 10**exponent
+            if lo <= math.log10(value) <= hi:
+                y = xy(0, value)[1]
+                draw.line([(left, y), (width - right, y)], fill=(225, 225, 225))
+                draw.text((8, y - 8), f"{value:g}", fill="black", font=font)
+    draw.rectangle([left, top, width - right, height - bottom], outline="black")
+    colours = [(40, 90, 200), (230, 120, 20), (40, 160, 60)]
+    for index, (stage, name) in enumerate(zip(stages, names, strict=True)):
+        colour = colours[index % len(colours)]
+        if len(stage) > 1:
+            draw.line([xy(*p) for p in stage], fill=colour, width=2)
+        if index and stage:
+            x = xy(stage[0][0], 1)[0]
+            draw.line([(x, top), (x, height - bottom)], fill=(160, 160, 160))
+        draw.line([(left + 10 + 120 * index, 20), (left + 34 + 120 * index, 20)], fill=colour, width=3)
+        draw.text((left + 40 + 120 * index, 12), name, fill=colour, font=font)
+    draw.text((width // 2 - 60, height - 30), f"optimizer step (of {max_step})", fill="black", font=font)
+    draw.text((width - right - 190, 12), "training loss (log scale)", fill="black", font=font)
+    with atomic_path(out) as tmp:
+        image.save(tmp, format="PNG")
+    return out

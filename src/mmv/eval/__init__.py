@@ -1,0 +1,1 @@
+"""Evaluation: answer the last question of each dataset row and compare with the reference answer."""
