@@ -45,4 +45,4 @@ def rotate_half(x: torch.Tensor) -> torch.Tensor:
 
 def apply_rope(x: torch.Tensor, cos: torch.Tensor, sin: torch.Tensor) -> torch.Tensor:
     """x: [B, heads, T, head_dim]; cos/sin broadcastable to it."""
-    return (x * cos + rotate_half(x) * sin).to(x.dtype)
+    return x * cos + rotate_half(x) * sin  # cos/sin arrive in x's dtype
