@@ -12,7 +12,7 @@ from mmv.cli.common import console, emit_json, handle_errors
 @handle_errors
 def demo(
     out: Path = typer.Option(Path("mmv-demo"), "--out", help="Folder for the data, runs, plots (must be new)."),
-    minutes: float = typer.Option(6.0, "--minutes", min=0.05, help="Training length, as minutes on a 2-core "
+    minutes: float = typer.Option(8.0, "--minutes", min=0.05, help="Training length, as minutes on a 2-core "
                                   "laptop CPU; a faster machine finishes sooner with the same result."),
     seed: int = typer.Option(0, "--seed", help="Same seed, same data and the same model."),
     rows: int = typer.Option(4000, "--rows", min=50, help="Synthetic rows per training split."),
@@ -25,6 +25,9 @@ def demo(
     config = DemoConfig(seed=seed, minutes=minutes, n=rows, threads=threads)
     result = run_demo(out, config, say=lambda text: console.print(f"[bold]{text}[/]"))
     console.print(summary_table(result))
+    ev = result.eval
+    console.print(f"answer loss {ev['mean_loss']:.3f} (perplexity {ev['perplexity']:.2f}); time: "
+                  + ", ".join(f"{k} {v:.0f} s" for k, v in result.seconds.items()), markup=False)
     example = result.example
     console.print(f"\n[bold]Q:[/] {example['question']}  ({example['image']})\n[bold]A:[/] {example['answer']}")
     console.print(f"\nloss curve: {result.paths['loss_curve']}\nask more:   mmv chat {example['image']} "
@@ -48,6 +51,4 @@ def summary_table(result):
         table.add_row(kind, f"{counts['correct']}/{counts['total']}", f"{counts['correct'] / counts['total']:.1%}")
     ev = result.eval
     table.add_row("[bold]all[/]", f"{ev['correct']}/{ev['evaluated']}", f"[bold]{ev['accuracy']:.1%}[/]")
-    table.caption = (f"answer loss {ev['mean_loss']:.3f} (perplexity {ev['perplexity']:.2f}); time: "
-                     + ", ".join(f"{k} {v:.0f} s" for k, v in result.seconds.items()))
     return table

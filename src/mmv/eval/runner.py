@@ -18,7 +18,7 @@ from typing import IO, TYPE_CHECKING, Any
 
 from mmv.eval.items import EvalItem, Skips, iter_items, strip_think
 from mmv.eval.scoring import METRICS, is_correct
-from mmv.synth.writer import atomic_path
+from mmv.fsio import atomic_path
 
 if TYPE_CHECKING:
     import torch

@@ -101,11 +101,12 @@ def train_tokenizer(texts: Iterable[str], out_dir: str | Path, vocab_size: int =
         unk_token="<|endoftext|>", additional_special_tokens=list(SPECIAL_TOKENS[1:]), add_bos_token=False,
         add_eos_token=False, clean_up_tokenization_spaces=False, model_max_length=131072,
     )
-    out_dir = Path(out_dir)
-    out_dir.mkdir(parents=True, exist_ok=True)
-    wrapped.save_pretrained(str(out_dir))
-    _finish_config(out_dir / "tokenizer_config.json")
-    return out_dir
+    from mmv.synth.writer import staged_folder
+
+    with staged_folder(out_dir) as staged:
+        wrapped.save_pretrained(str(staged))
+        _finish_config(staged / "tokenizer_config.json")
+    return Path(out_dir)
 
 
 def _finish_config(path: Path) -> None:

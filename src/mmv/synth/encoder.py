@@ -10,7 +10,7 @@ import json
 from dataclasses import dataclass
 from pathlib import Path
 
-from mmv.synth.writer import atomic_path
+from mmv.synth.writer import staged_folder
 
 # SiglipImageProcessor at 256x256: rescale 1/255, mean = std = 0.5 (REFERENCE.md section 2), bicubic resize.
 PREPROCESSOR = {
@@ -52,9 +52,7 @@ def make_encoder(out_dir: str | Path, config: TinyEncoderConfig | None = None) -
     with torch.random.fork_rng(devices=[]):
         torch.manual_seed(config.seed)
         model = SiglipVisionModel(vision_config)
-    out_dir = Path(out_dir)
-    out_dir.mkdir(parents=True, exist_ok=True)
-    model.save_pretrained(str(out_dir), safe_serialization=True)
-    with atomic_path(out_dir / "preprocessor_config.json") as tmp:
-        tmp.write_text(json.dumps(PREPROCESSOR, indent=2) + "\n")
-    return out_dir
+    with staged_folder(out_dir) as staged:
+        model.save_pretrained(str(staged), safe_serialization=True)
+        (staged / "preprocessor_config.json").write_text(json.dumps(PREPROCESSOR, indent=2) + "\n")
+    return Path(out_dir)

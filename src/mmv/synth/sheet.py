@@ -15,8 +15,8 @@ from PIL import Image, ImageDraw, ImageFont
 
 from mmv.data.rows import REQUIRED_COLUMNS, BadRow, parse_row
 from mmv.errors import MmvError
+from mmv.fsio import atomic_path
 from mmv.images import open_image
-from mmv.synth.writer import atomic_path
 
 
 @dataclass(frozen=True)

@@ -9,7 +9,8 @@ from __future__ import annotations
 
 import contextlib
 import json
-import os
+import shutil
+import tempfile
 from collections.abc import Iterator
 from pathlib import Path
 from types import TracebackType
@@ -18,29 +19,29 @@ from typing import Any
 import pyarrow as pa
 import pyarrow.parquet as pq
 
+from mmv.fsio import atomic_path, fsync_tree, replace_dir
 from mmv.synth.scenes import placeholder_image
 
 ROW_GROUP_SIZE = 256  # rows per row group: small enough that a streaming reader holds little memory
 
 
+@contextlib.contextmanager
+def staged_folder(final: str | Path) -> Iterator[Path]:
+    """A temporary folder beside `final`, swapped in whole (fsynced) only if the block finishes."""
+    final = Path(final)
+    final.parent.mkdir(parents=True, exist_ok=True)
+    staged = Path(tempfile.mkdtemp(prefix=f".{final.name}.", suffix=".tmp", dir=final.parent))
+    try:
+        yield staged
+        fsync_tree(staged)
+        replace_dir(staged, final)
+    finally:
+        shutil.rmtree(staged, ignore_errors=True)
+
+
 def schema(multi_image: bool) -> pa.Schema:
     images = pa.list_(pa.binary()) if multi_image else pa.binary()
     return pa.schema([("conversations", pa.string()), ("image_bytes", images)])
-
-
-@contextlib.contextmanager
-def atomic_path(path: str | Path) -> Iterator[Path]:
-    """A temporary path beside `path`, renamed over it (after fsync) only if the block finishes."""
-    path = Path(path)
-    path.parent.mkdir(parents=True, exist_ok=True)
-    tmp = path.with_name(f".{path.name}.tmp-{os.getpid()}")
-    try:
-        yield tmp
-        with open(tmp, "rb") as handle:
-            os.fsync(handle.fileno())
-        os.replace(tmp, path)
-    finally:
-        tmp.unlink(missing_ok=True)
 
 
 class ParquetRows:
