@@ -37,7 +37,6 @@ class DemoConfig:
     max_seq_len: int = 256  # the longest synthetic conversation is about 230 tokens with two images
     encoder_hidden: int = 64  # the tiny SigLIP encoder's width (image_hidden_size)
     threads: int = 1  # torch threads: tiny tensors gain nothing from more, and one thread is bit-reproducible
-    eval_limit: int | None = None
 
     @property
     def steps(self) -> tuple[int, int]:
@@ -57,7 +56,7 @@ class DemoResult:
     paths: dict[str, str] = field(default_factory=dict)
 
 
-def make_start_weights(folder: Path, vocab_size: int, encoder_hidden: int, seed: int) -> Path:
+def make_start_weights(folder: Path, vocab_size: int, seed: int) -> Path:
     """A random text-only LLM of the `tiny` preset, saved like `llm_768.pth` (the projector starts fresh)."""
     import torch
 
@@ -65,7 +64,7 @@ def make_start_weights(folder: Path, vocab_size: int, encoder_hidden: int, seed:
     from mmv.fsio import atomic_path
     from mmv.model.vlm import MiniMindVLM
 
-    config = preset("tiny", vocab_size=vocab_size, image_hidden_size=encoder_hidden)
+    config = preset("tiny", vocab_size=vocab_size)
     with torch.random.fork_rng(devices=[]):
         torch.manual_seed(seed)
         # torch's default initialisation, not init_fresh_weights' N(0, 0.02): the loss starts high (about 45, from
@@ -156,7 +155,7 @@ def _run(out: Path, config: DemoConfig, say: Callable[[str], None]) -> DemoResul
     data = synthesize(out / "data", SynthConfig(n=config.n, eval_n=config.eval_n, seed=config.seed))
     assert data.tokenizer is not None and data.vocab_size is not None
     make_encoder(out / "encoder", TinyEncoderConfig(hidden_size=config.encoder_hidden, seed=config.seed))
-    start = make_start_weights(out, data.vocab_size, config.encoder_hidden, config.seed)
+    start = make_start_weights(out, data.vocab_size, config.seed)
     result.seconds["data"], clock = time.perf_counter() - clock, time.perf_counter()
 
     say(f"2/4 pretrain: {pretrain_steps} steps on image captions (LLM, projector and encoder from scratch)")
@@ -174,8 +173,7 @@ def _run(out: Path, config: DemoConfig, say: Callable[[str], None]) -> DemoResul
     say(f"4/4 evaluating on {config.eval_n} held-out questions")
     loaded = load_model(out / "sft", device="cpu", dtype="float32")
     records = out / "eval.jsonl"
-    report = evaluate(loaded, [data.files["eval"]], EvalConfig(batch_size=32, max_new_tokens=24,
-                                                               limit=config.eval_limit), records)
+    report = evaluate(loaded, [data.files["eval"]], EvalConfig(batch_size=32, max_new_tokens=24), records)
     result.eval = report.summary()
     result.by_kind = score_by_kind(records)
     result.example = answer_one(loaded, data.files["eval"], out / "example.png")

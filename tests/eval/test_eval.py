@@ -34,7 +34,7 @@ def trained(tmp_path_factory, one_thread):
     root = tmp_path_factory.mktemp("eval")
     data = synthesize(root / "data", SynthConfig(n=96, eval_n=12, seed=7))
     make_encoder(root / "encoder", TinyEncoderConfig(hidden_size=32, intermediate_size=64, seed=7))
-    start = make_start_weights(root, data.vocab_size, 32, seed=7)
+    start = make_start_weights(root, data.vocab_size, seed=7)
     config = DemoConfig(batch_size=8, warmup=5, seed=7)
     train_stage("sft", root / "run", data.files["sft"], start, root / "encoder", data.tokenizer, 40, 3e-3, config)
     return root, data
@@ -64,7 +64,6 @@ def test_batched_eval_matches_one_at_a_time_and_a_plain_forward(trained):
 
     # an independent computation of one row's answer loss: one unpadded forward, plain cross-entropy
     from mmv.eval.items import Skips, iter_items
-    from mmv.images import open_image
     from mmv.tokenizer import encode, render_chat
 
     item = next(iter_items([data.files["eval"]], Skips()))
@@ -73,7 +72,7 @@ def test_batched_eval_matches_one_at_a_time_and_a_plain_forward(trained):
     answer = [*encode(tok, item.reference), tok.eos_token_id]
     ids = torch.tensor([prompt + answer])
     with torch.no_grad():
-        pixels = loaded.processor([open_image(b) for b in item.images])
+        pixels = loaded.processor(item.images)
         logits = model(ids, pixel_inputs=pixels).logits[0]
     nll = torch.nn.functional.cross_entropy(logits[len(prompt) - 1:-1], torch.tensor(answer))
     assert rows[0]["loss"] == pytest.approx(nll.item(), abs=1e-4)
@@ -105,6 +104,7 @@ def test_cli_on_a_run_dir_and_a_pth_with_bad_rows_skipped(trained, tmp_path):
     rows = pq.read_table(data.files["eval"]).to_pylist()[:4]
     no_reply = json.dumps([{"role": "user", "content": "<image>\nWhat colour?"}])
     rows.append({"conversations": no_reply, "image_bytes": rows[0]["image_bytes"]})
+    rows.append({"conversations": rows[0]["conversations"], "image_bytes": rows[0]["image_bytes"][:300]})
     mixed = tmp_path / "mixed.parquet"
     pq.write_table(pa.Table.from_pylist(rows, schema=pq.read_schema(data.files["eval"])), mixed)
 
@@ -113,7 +113,7 @@ def test_cli_on_a_run_dir_and_a_pth_with_bad_rows_skipped(trained, tmp_path):
                  "--out", out, "--json")
     assert result.returncode == 0, result.stderr
     summary = json.loads(result.stdout)
-    assert summary["evaluated"] == 4 and summary["skipped"] == {"no_reference": 1}
+    assert summary["evaluated"] == 4 and summary["skipped"] == {"no_reference": 1, "image": 1}
     assert len(out.read_text().splitlines()) == 4
     assert summary["samples_per_s"] > 0 and summary["perplexity"] > 1
     assert "accuracy (exact)" in result.stderr

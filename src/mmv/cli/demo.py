@@ -26,7 +26,7 @@ def demo(
     result = run_demo(out, config, say=lambda text: console.print(f"[bold]{text}[/]"))
     console.print(summary_table(result))
     ev = result.eval
-    console.print(f"answer loss {ev['mean_loss']:.3f} (perplexity {ev['perplexity']:.2f}); time: "
+    console.print(f"answer loss {ev['mean_loss']:.4f} (perplexity {ev['perplexity']:.4f}); time: "
                   + ", ".join(f"{k} {v:.0f} s" for k, v in result.seconds.items()), markup=False)
     example = result.example
     console.print(f"\n[bold]Q:[/] {example['question']}  ({example['image']})\n[bold]A:[/] {example['answer']}")

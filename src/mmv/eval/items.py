@@ -1,7 +1,8 @@
 """Dataset rows -> evaluation items: the conversation up to its last user turn and the reply that follows it.
 
 Rows are streamed from the parquet files a batch at a time. A row that cannot be used (bad JSON, marker/image
-mismatch, no assistant reply after the last user turn) is counted by reason and skipped, never fatal.
+mismatch, an image that does not decode, no assistant reply after the last user turn) is counted by reason and
+skipped, never fatal.
 """
 
 from __future__ import annotations
@@ -9,10 +10,14 @@ from __future__ import annotations
 from collections.abc import Iterator
 from dataclasses import dataclass, field
 from pathlib import Path
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 from mmv.data.rows import REQUIRED_COLUMNS, BadRow, parse_row
 from mmv.errors import MmvError
+from mmv.images import open_image
+
+if TYPE_CHECKING:
+    from PIL import Image
 
 READ_ROWS = 64
 
@@ -23,7 +28,7 @@ class EvalItem:
     row: int  # within its file
     messages: list[dict[str, Any]]  # up to and including the last user turn
     reference: str  # the assistant's reply to it, think block removed
-    images: list[bytes]  # every image the messages refer to, in order
+    images: list[Image.Image]  # every image the messages refer to, in order, decoded
 
     @property
     def question(self) -> str:
@@ -53,7 +58,11 @@ def to_item(file: str, row: int, conversations: Any, image_bytes: Any) -> EvalIt
         raise BadRow("no_reference", "no assistant reply follows the last user turn")
     prompt = messages[:last_user + 1]
     markers = sum(m["content"].count("<image>") for m in prompt)
-    return EvalItem(file, row, prompt, strip_think(messages[last_user + 1]["content"]), images[:markers])
+    try:
+        decoded = [open_image(data, name=f"#{k + 1}") for k, data in enumerate(images[:markers])]
+    except MmvError as exc:
+        raise BadRow("image", str(exc)) from None
+    return EvalItem(file, row, prompt, strip_think(messages[last_user + 1]["content"]), decoded)
 
 
 def iter_items(files: list[str | Path], skips: Skips, limit: int | None = None) -> Iterator[EvalItem]:

@@ -78,11 +78,9 @@ def batched(items: Iterator[EvalItem], size: int) -> Iterator[list[EvalItem]]:
 
 def encode_images(loaded: LoadedModel, batch: list[EvalItem]) -> torch.Tensor | None:
     from mmv.errors import MmvError
-    from mmv.images import open_image
     from mmv.model.vision import encoder_inputs_to
 
-    pictures = [open_image(data, name=f"#{k + 1} of row {item.row}") for item in batch
-                for k, data in enumerate(item.images)]
+    pictures = [picture for item in batch for picture in item.images]
     if not pictures:
         return None
     if loaded.processor is None:
