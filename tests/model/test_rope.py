@@ -28,3 +28,17 @@ def test_yarn_stretches_only_low_frequencies():
 def test_yarn_is_inert_within_the_original_context():
     scaling = {"factor": 16, "original_max_position_embeddings": 2048}
     assert torch.equal(rope_tables(16, 1024, 1e6, scaling)[0], rope_tables(16, 1024, 1e6)[0])
+
+
+def test_rotation_equals_the_reference_rotate_half_bit_for_bit():
+    """The reference rotates with x * cos + cat(-x2, x1) * sin over plain sin tables; the signed table and
+    swapped halves must give exactly the same floats (checkpoints trained either way must agree)."""
+    freqs = torch.outer(torch.arange(64).float(), 1.0 / (1e6 ** (torch.arange(0, 16, 2).float() / 16)))
+    plain_cos, plain_sin = torch.cat([freqs.cos()] * 2, -1), torch.cat([freqs.sin()] * 2, -1)
+    cos, sin = rope_tables(16, 64, 1e6)
+    x = torch.randn(2, 3, 64, 16)
+    first, second = x.chunk(2, dim=-1)
+    reference = x * plain_cos + torch.cat((-second, first), dim=-1) * plain_sin
+    assert torch.equal(cos, plain_cos)
+    assert torch.equal(apply_rope(x, cos, sin), reference)
+

@@ -9,8 +9,10 @@ class KVCache:
     def __init__(self, num_layers: int, batch: int, kv_heads: int, max_len: int, head_dim: int,
                  dtype: torch.dtype, device: torch.device | str) -> None:
         shape = (num_layers, batch, kv_heads, max_len, head_dim)
-        self.keys = torch.zeros(shape, dtype=dtype, device=device)
-        self.values = torch.zeros(shape, dtype=dtype, device=device)
+        # one tensor per layer, taken apart once: a decode step then writes with one narrow and one copy per
+        # tensor instead of re-indexing the 5-d block (16 of these per token, where every kernel launch counts)
+        self.keys = list(torch.zeros(shape, dtype=dtype, device=device).unbind(0))
+        self.values = list(torch.zeros(shape, dtype=dtype, device=device).unbind(0))
         self.max_len = max_len
         self.length = 0  # tokens already stored, the same for every row (left padding keeps rows aligned)
 
@@ -19,9 +21,10 @@ class KVCache:
         end = self.length + k.shape[2]
         if end > self.max_len:
             raise ValueError(f"KV cache holds {self.max_len} tokens; {end} requested")
-        self.keys[layer, :, :, self.length:end] = k
-        self.values[layer, :, :, self.length:end] = v
-        return self.keys[layer, :, :, :end], self.values[layer, :, :, :end]
+        keys, values = self.keys[layer], self.values[layer]
+        keys.narrow(2, self.length, k.shape[2]).copy_(k)
+        values.narrow(2, self.length, v.shape[2]).copy_(v)
+        return keys.narrow(2, 0, end), values.narrow(2, 0, end)
 
     def advance(self, num_tokens: int) -> None:
         self.length += num_tokens

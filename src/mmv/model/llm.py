@@ -59,10 +59,11 @@ class Attention(nn.Module):
     def forward(self, x: torch.Tensor, cos: torch.Tensor, sin: torch.Tensor, mask: torch.Tensor | None,
                 causal: bool, cache: KVCache | None, layer: int) -> torch.Tensor:
         batch, length, _ = x.shape
-        q = self.q_norm(self.q_proj(x).view(batch, length, self.heads, self.head_dim)).transpose(1, 2)
-        k = self.k_norm(self.k_proj(x).view(batch, length, self.kv_heads, self.head_dim)).transpose(1, 2)
+        q = self.q_norm(self.q_proj(x).view(batch, length, self.heads, self.head_dim))
+        k = self.k_norm(self.k_proj(x).view(batch, length, self.kv_heads, self.head_dim))
         v = self.v_proj(x).view(batch, length, self.kv_heads, self.head_dim).transpose(1, 2)
-        q, k = apply_rope(q, cos, sin), apply_rope(k, cos, sin)
+        # q and k rotate together: one set of RoPE kernels instead of two (decode runs 8 per token)
+        q, k = apply_rope(torch.cat([q, k], dim=2).transpose(1, 2), cos, sin).split([self.heads, self.kv_heads], 1)
         if cache is not None:
             k, v = cache.write(layer, k, v)
         out = F.scaled_dot_product_attention(q, k, v, attn_mask=mask, is_causal=causal,
@@ -153,8 +154,7 @@ class MiniMindLM(nn.Module):
         if cache is not None:
             cache.advance(length)
         hidden = self.model.norm(hidden[:, -1:] if last_only else hidden)
-        aux = sum((b.mlp.aux_loss for b in self.model.layers if isinstance(b.mlp, MoEFeedForward)),
-                  hidden.new_zeros(()))
+        aux = sum(b.mlp.aux_loss for b in self.model.layers) if self.config.use_moe else hidden.new_zeros(())
         return self.lm_head(hidden), aux
 
     def new_cache(self, batch: int, max_len: int, dtype: torch.dtype, device: torch.device) -> KVCache:

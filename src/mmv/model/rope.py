@@ -30,19 +30,22 @@ def inverse_frequencies(head_dim: int, theta: float, scaling: dict[str, Any] | N
 
 def rope_tables(head_dim: int, max_len: int, theta: float, scaling: dict[str, Any] | None = None
                 ) -> tuple[torch.Tensor, torch.Tensor]:
-    """cos and sin tables of shape [max_len, head_dim]."""
+    """cos and sin tables of shape [max_len, head_dim] for `apply_rope`.
+
+    The sin table carries the rotation's sign (its first half is negated), so that rotating is two products and a
+    sum over x and x with its halves swapped (fewer kernels per decode step than negating and concatenating halves).
+    """
     freqs = torch.outer(torch.arange(max_len).float(), inverse_frequencies(head_dim, theta, scaling, max_len))
     attention_factor = (scaling or {}).get("attention_factor", 1.0)
     cos = torch.cat([freqs.cos(), freqs.cos()], dim=-1) * attention_factor
-    sin = torch.cat([freqs.sin(), freqs.sin()], dim=-1) * attention_factor
+    sin = torch.cat([-freqs.sin(), freqs.sin()], dim=-1) * attention_factor
     return cos, sin
 
 
-def rotate_half(x: torch.Tensor) -> torch.Tensor:
-    first, second = x.chunk(2, dim=-1)
-    return torch.cat((-second, first), dim=-1)
-
-
 def apply_rope(x: torch.Tensor, cos: torch.Tensor, sin: torch.Tensor) -> torch.Tensor:
-    """x: [B, heads, T, head_dim]; cos/sin broadcastable to it."""
-    return x * cos + rotate_half(x) * sin  # cos/sin arrive in x's dtype
+    """x: [B, heads, T, head_dim]; cos/sin from `rope_tables`, broadcastable to x and in its dtype.
+
+    Equals the reference's x * cos + rotate_half(x) * sin bit for bit: rotate_half(x) = (-x2, x1) and the swapped
+    halves (x2, x1) times (-sin, sin) are the same products.
+    """
+    return x * cos + x.roll(x.shape[-1] // 2, dims=-1) * sin

@@ -63,9 +63,9 @@ class MiniMindVLM(MiniMindLM):
     def embed(self, input_ids: torch.Tensor, image_embeds: torch.Tensor | None) -> torch.Tensor:
         """Token embeddings with each placeholder run replaced, in order, by one image's features."""
         hidden = self.model.embed_tokens(input_ids)
-        placeholders = input_ids == self.config.image_token_id
         if image_embeds is None or image_embeds.shape[0] == 0:
             return hidden
+        placeholders = input_ids == self.config.image_token_id
         expected = image_embeds.shape[0] * image_embeds.shape[1]
         found = int(placeholders.sum())
         if found != expected:
