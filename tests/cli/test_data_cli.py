@@ -1,4 +1,4 @@
-"""`mmv data synth | from-llava | check | preview`, run as real subprocesses on files the tests write."""
+"""`mmv data synth | from-llava | check | preview | rechunk`, run as real subprocesses on files the tests write."""
 
 from __future__ import annotations
 
@@ -169,3 +169,32 @@ def test_preview_draws_a_contact_sheet(bad_dataset, tmp_path):
     assert sheet.format == "PNG" and sheet.width > 3 * 224 and sheet.height > 2 * 224
     # the first cell shows the row's red image; the second (bad JSON) a red "unusable" box
     assert sheet.convert("RGB").getpixel((8 + 112, 8 + 112)) == pytest.approx((200, 30, 30), abs=12)
+
+
+def test_rechunk_copies_into_small_row_groups_and_never_overwrites(tmp_path):
+    rows = [(conv(f"<image>\nWhat is {i}?", f"It is {i}."), jpeg()) for i in range(50)]
+    source = write_parquet(tmp_path / "coarse.parquet", rows)
+    before = source.read_bytes()
+    result = mmv("data", "rechunk", source, "--out", tmp_path / "fine.parquet", "--group-rows", "16", "--json")
+    assert result.returncode == 0, result.stderr
+    summary = json.loads(result.stdout)
+    assert summary["rows"] == 50 and summary["group_rows"] == 16
+    fine = pq.ParquetFile(tmp_path / "fine.parquet")
+    assert [fine.metadata.row_group(i).num_rows for i in range(fine.num_row_groups)] == [16, 16, 16, 2]
+    assert fine.read().equals(pq.read_table(source))
+
+    again = mmv("data", "rechunk", source, "--out", tmp_path / "fine.parquet")
+    assert again.returncode == 2 and "exists" in again.stderr and len(again.stderr.strip().splitlines()) == 1
+    assert source.read_bytes() == before
+
+
+def test_training_warns_about_a_coarse_file(tmp_path, capsys):
+    from mmv.data.source import COARSE_ROWS, ParquetSource
+    from mmv.train.run import warn_coarse_files
+
+    rows = [(conv(f"Say {i}.", f"{i}"), None) for i in range(COARSE_ROWS + 1)]
+    coarse = write_parquet(tmp_path / "coarse.parquet", rows)
+    fine = write_parquet(tmp_path / "fine.parquet", rows[:10])
+    warn_coarse_files(ParquetSource([str(coarse), str(fine)]))
+    err = capsys.readouterr().err
+    assert f"mmv data rechunk {coarse} --out FILE" in err and "fine.parquet" not in err

@@ -1,4 +1,4 @@
-"""`mmv data synth | from-llava | check | preview`: make, convert, validate and look at datasets."""
+"""`mmv data synth | from-llava | check | preview | rechunk`: make, convert, validate, look at and re-lay datasets."""
 
 from __future__ import annotations
 
@@ -159,3 +159,30 @@ def preview(
     drawn = contact_sheet(file, out, rows, SheetLayout(columns=columns))
     console.print(f"{out}: {drawn} rows of {file.name}")
     emit_json({"out": str(out), "rows": drawn, "file": str(file)})
+
+
+@app.command("rechunk")
+@handle_errors
+def rechunk(
+    file: Path = typer.Argument(..., help="Parquet file in the published schema."),
+    out: Path = typer.Option(..., "--out", help="Parquet file to write (appears only when complete)."),
+    group_rows: int = typer.Option(1024, "--group-rows", min=16, help="Rows per row group of the copy."),
+) -> None:
+    """Copy a parquet file with small row groups, so training shuffles it across the whole file."""
+    from mmv.data.rechunk import rechunk as rewrite
+    from mmv.data.source import open_parquet
+
+    if not file.is_file():
+        raise MmvError(f"no such file: {file}")
+    if out.exists():
+        raise MmvError(f"{out} exists; choose a new --out (the source is never overwritten)")
+    total = open_parquet(file).metadata.num_rows
+    start = time.perf_counter()
+    with progress() as bar:
+        task = bar.add_task(file.name, total=total)
+        rows = rewrite(file, out, group_rows, progress=lambda done: bar.update(task, completed=done))
+    seconds = time.perf_counter() - start
+    console.print(f"{out}: {rows:,} rows in row groups of {group_rows:,}, {seconds:.1f} s")
+    emit_json({"file": str(file), "out": str(out), "rows": rows, "group_rows": group_rows,
+               "seconds": round(seconds, 2)})
+

@@ -188,15 +188,23 @@ class TrainData:
         items = iter(loader)
         try:
             while True:
+                lost_worker = None
                 try:
                     item = next(items)
                 except StopIteration:
                     return
-                except RuntimeError as exc:  # a worker killed (out of memory, a signal): one line, no traceback
-                    if "DataLoader worker" not in str(exc):
+                except (RuntimeError, ConnectionError, EOFError) as exc:
+                    # a worker killed (out of memory, a signal): torch notices (RuntimeError), or the worker dies
+                    # while handing over a batch's shared memory (the connection resets): one line, no traceback
+                    if isinstance(exc, RuntimeError) and "DataLoader worker" not in str(exc):
                         raise
-                    raise MmvError(f"a data loader worker stopped unexpectedly ({str(exc).splitlines()[0]}); "
-                                   "try fewer workers or check the memory") from None
+                    lost_worker = str(exc).splitlines()[0] if str(exc) else type(exc).__name__
+                if lost_worker is not None:
+                    # raised outside the except clause: torch's exception would otherwise stay attached as the
+                    # context, keep the iterator alive past `del items`, and its SIGCHLD handler would still fire
+                    # for the other workers while the caller prints this error
+                    raise MmvError(f"a data loader worker stopped unexpectedly ({lost_worker}); "
+                                   "try fewer workers or check the memory")
                 if isinstance(item, WorkerFailure):
                     raise MmvError(item.message)
                 yield item

@@ -165,6 +165,14 @@ def describe(model: Any, trainer: Any, prepared: Prepared, data_rows: int, ctx: 
                   f"{cfg.accum} x {ctx.world_size} process(es)")
 
 
+def warn_coarse_files(source: Any) -> None:
+    from mmv.data.source import COARSE_ROWS
+
+    for coarse in source.coarse_files():
+        say(f"warning: {coarse} is stored in row groups of over {COARSE_ROWS:,} rows, so its rows are read almost "
+            f"in file order; `mmv data rechunk {coarse} --out FILE` writes a copy that shuffles well")
+
+
 def sum_stats(per_rank: list[dict[str, int]]) -> dict[str, int]:
     total: dict[str, int] = {}
     for stats in per_rank:
@@ -225,6 +233,7 @@ def train(req: RunRequest, stage: str, prepared: Prepared, spec: Any, data: Any,
     trainer = Trainer(cfg, model, data, ctx, req.out, name, prepared.vision_dir, prepared.resume, sinks)
     if ctx.is_main:
         describe(model, trainer, prepared, data.num_rows, ctx)
+        warn_coarse_files(data.source)
         if prepared.resume is not None:
             p = prepared.resume.progress
             say(f"resuming at step {p.step} (epoch {p.epoch}, sample {p.position}; written by "
