@@ -3,6 +3,8 @@
 from __future__ import annotations
 
 import json
+from collections.abc import Iterator
+from contextlib import contextmanager
 from pathlib import Path
 
 import pytest
@@ -55,3 +57,17 @@ def pixel_inputs(cases: dict) -> dict:
 @pytest.fixture(params=list(FIXTURE_VARIANTS))
 def fixture_name(request) -> str:
     return request.param
+
+
+@contextmanager
+def one_thread() -> Iterator[None]:
+    """Torch on one thread: tiny models run fastest so on a busy CPU, and reductions keep one summation order."""
+    import torch
+
+    threads = torch.get_num_threads()
+    torch.set_num_threads(1)
+    try:
+        yield
+    finally:
+        torch.set_num_threads(threads)
+

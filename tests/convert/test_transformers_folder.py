@@ -9,8 +9,6 @@ import stat
 import subprocess
 import sys
 import sysconfig
-from collections.abc import Iterator
-from contextlib import contextmanager
 from pathlib import Path
 
 import pytest
@@ -18,7 +16,15 @@ import torch
 from safetensors import safe_open
 from safetensors.torch import load_file
 
-from tests.conftest import FIXTURE_VARIANTS, REFERENCE, TOKENIZER_DIR, fixture_cases, load_fixture_model, pixel_inputs
+from tests.conftest import (
+    FIXTURE_VARIANTS,
+    REFERENCE,
+    TOKENIZER_DIR,
+    fixture_cases,
+    load_fixture_model,
+    one_thread,
+    pixel_inputs,
+)
 from tests.convert.conftest import greedy
 
 ATOL = 1e-4  # against the reference's own float32 outputs (fixtures/README.md)
@@ -85,16 +91,6 @@ def test_isolated_process_matches_the_reference(isolated, fixture_name):
     torch.testing.assert_close(isolated[f"{fixture_name}.image_logits"], cases["logits"], atol=ATOL, rtol=0)
     torch.testing.assert_close(isolated[f"{fixture_name}.text_logits"], cases["text_logits"], atol=ATOL, rtol=0)
     assert torch.equal(isolated[f"{fixture_name}.image_greedy"], cases["generated_greedy"])
-
-
-@contextmanager
-def one_thread() -> Iterator[None]:
-    threads = torch.get_num_threads()
-    torch.set_num_threads(1)
-    try:
-        yield
-    finally:
-        torch.set_num_threads(threads)
 
 
 def test_isolated_process_matches_mmv(isolated, fixture_name):

@@ -18,19 +18,17 @@ from mmv.eval.scoring import is_correct
 from mmv.loading import load_model
 from mmv.synth.dataset import SynthConfig, synthesize
 from mmv.synth.encoder import TinyEncoderConfig, make_encoder
+from tests.conftest import one_thread
 
 
 @pytest.fixture(scope="module", autouse=True)
-def one_thread():
-    """A model this small runs fastest on one thread, and more threads only fight over a busy CPU."""
-    threads = torch.get_num_threads()
-    torch.set_num_threads(1)
-    yield
-    torch.set_num_threads(threads)
+def single_thread():
+    with one_thread():
+        yield
 
 
 @pytest.fixture(scope="module")
-def trained(tmp_path_factory, one_thread):
+def trained(tmp_path_factory, single_thread):
     root = tmp_path_factory.mktemp("eval")
     data = synthesize(root / "data", SynthConfig(n=96, eval_n=12, seed=7))
     make_encoder(root / "encoder", TinyEncoderConfig(hidden_size=32, intermediate_size=64, seed=7))

@@ -10,7 +10,7 @@ import torch
 from safetensors.torch import load_file
 
 from mmv.checkpoint import read_state_dict
-from tests.conftest import TOKENIZER_DIR
+from tests.conftest import TOKENIZER_DIR, one_thread
 from tests.train.helpers import (
     LLM_PTH,
     VISION_DIR,
@@ -27,11 +27,9 @@ RUN_CONFIG_KEYS = {"mmv_version", "stage", "model", "train", "data", "vision_dir
 
 
 @pytest.fixture(autouse=True)
-def one_thread():
-    before = torch.get_num_threads()
-    torch.set_num_threads(1)
-    yield
-    torch.set_num_threads(before)
+def single_thread():
+    with one_thread():
+        yield
 
 
 @pytest.fixture(scope="module")

@@ -17,18 +17,16 @@ from mmv.train.distributed import DistContext
 from mmv.train.metrics import Sinks
 from mmv.train.state import checkpoint_paths, load_resume
 from mmv.train.trainer import Trainer, summed_loss
-from tests.conftest import TOKENIZER_DIR, fixture_cases, load_fixture_model
+from tests.conftest import TOKENIZER_DIR, fixture_cases, load_fixture_model, one_thread
 from tests.train.helpers import VISION_DIR, caption_row, read_metrics, text_row, write_parquet
 
 CPU = DistContext(rank=0, world_size=1, local_rank=0, device=torch.device("cpu"))
 
 
 @pytest.fixture(autouse=True)
-def one_thread():
-    before = torch.get_num_threads()
-    torch.set_num_threads(1)
-    yield
-    torch.set_num_threads(before)
+def single_thread():
+    with one_thread():
+        yield
 
 
 def make_trainer(tmp_path, rows, **overrides) -> Trainer:

@@ -185,4 +185,3 @@ def rechunk(
     console.print(f"{out}: {rows:,} rows in row groups of {group_rows:,}, {seconds:.1f} s")
     emit_json({"file": str(file), "out": str(out), "rows": rows, "group_rows": group_rows,
                "seconds": round(seconds, 2)})
-
