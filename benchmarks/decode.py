@@ -4,6 +4,7 @@ The minimind-3v preset with random weights and a full-size random p32-256 SigLIP
 time to first token (encoder + prefill), decode tokens/s over N new tokens, and peak RSS. A decode step must read
 every LLM weight once, so the ceiling is 1 / (time of bare matrix-vector products over matrices of the same total
 size). Usage: python benchmarks/decode.py [--new-tokens 256] [--device cpu] [--dtype float32] [--threads N]
+[--module-path]
 """
 
 from __future__ import annotations
@@ -20,6 +21,7 @@ import torch
 
 from mmv.config import preset
 from mmv.generate import SamplingConfig, generate
+from mmv.model.fast_decode import FastDecoder
 from mmv.model.vlm import MiniMindVLM
 
 
@@ -57,6 +59,8 @@ def main() -> None:
     parser.add_argument("--dtype", default="float32", choices=["float32", "bfloat16", "float16"])
     parser.add_argument("--threads", type=int, default=0, help="torch threads (0 = torch default)")
     parser.add_argument("--runs", type=int, default=3)
+    parser.add_argument("--module-path", action="store_true",
+                        help="decode every step through the modules instead of FastDecoder (the comparison)")
     args = parser.parse_args()
     if args.threads:
         torch.set_num_threads(args.threads)
@@ -74,16 +78,17 @@ def main() -> None:
     runs, ceilings = [], []
     for _ in range(args.runs):
         before, weight_bytes = matvec_ceiling(model, dtype, args.device)
-        runs.append(generate(model, [prompt], sampling, pixel_inputs=pixels))
+        runs.append(generate(model, [prompt], sampling, pixel_inputs=pixels, fast_decode=not args.module_path))
         after, _ = matvec_ceiling(model, dtype, args.device)
         ceilings.append((before + after) / 2)
     ceiling = statistics.median(ceilings)
+    path = "fast" if FastDecoder.supports(model, batch=1) and not args.module_path else "modules"
     decode = statistics.median(r.decode_tokens_per_s for r in runs)
     fraction = statistics.median(r.decode_tokens_per_s / c for r, c in zip(runs, ceilings, strict=True))
     result = {
         "benchmark": "decode", "device": args.device, "dtype": args.dtype, "threads": torch.get_num_threads(),
         "cpu": platform.processor() or platform.machine(), "llm_weight_mb": round(weight_bytes / 2**20, 1),
-        "new_tokens": args.new_tokens,
+        "new_tokens": args.new_tokens, "path": path,
         "ttft_ms": round(statistics.median(r.ttft_ms for r in runs), 1),
         "vision_ms": round(statistics.median(r.vision_ms for r in runs), 1),
         "decode_tokens_per_s": round(decode, 1),

@@ -13,6 +13,7 @@ from dataclasses import dataclass, field
 
 import torch
 
+from mmv.model.fast_decode import FastDecoder
 from mmv.model.vlm import MiniMindVLM
 
 
@@ -76,11 +77,12 @@ def choose_tokens(logits: torch.Tensor, sampling: SamplingConfig, generator: tor
 @torch.inference_mode()
 def generate(model: MiniMindVLM, prompts: list[list[int]], sampling: SamplingConfig | None = None, *,
              pixel_inputs: dict[str, torch.Tensor] | None = None, image_embeds: torch.Tensor | None = None,
-             on_token: TokenCallback | None = None) -> GenerationResult:
+             on_token: TokenCallback | None = None, fast_decode: bool = True) -> GenerationResult:
     """Generate a reply for each prompt (token ids with image placeholder runs already expanded).
 
     `pixel_inputs` holds every image of every prompt in order (or pass their projected `image_embeds`); the
-    k-th placeholder run gets the k-th image.
+    k-th placeholder run gets the k-th image. A single prompt on CPU decodes through `FastDecoder` where it
+    applies; `fast_decode=False` keeps every step on the module path (the tests compare the two).
     """
     sampling = sampling or SamplingConfig()
     config = model.config
@@ -115,6 +117,7 @@ def generate(model: MiniMindVLM, prompts: list[list[int]], sampling: SamplingCon
                    key_padding=key_padding if padded else None,
                    position_ids=positions if padded else None).logits[:, -1].float()
     next_position = positions[:, -1:] + 1
+    fast = FastDecoder(model, cache) if fast_decode and FastDecoder.supports(model, batch) else None
 
     tokens: list[list[int]] = [[] for _ in range(batch)]
     stopped = ["length"] * batch
@@ -137,9 +140,12 @@ def generate(model: MiniMindVLM, prompts: list[list[int]], sampling: SamplingCon
             break
         if seen is not None:
             seen[torch.arange(batch, device=device), chosen] = True
-        logits = model(chosen[:, None], cache=cache, last_only=True,
-                       key_padding=key_padding[:, :cache.length + 1] if padded else None,
-                       position_ids=next_position if padded else None).logits[:, -1].float()
+        if fast is not None:
+            logits = fast(int(chosen[0]))
+        else:
+            logits = model(chosen[:, None], cache=cache, last_only=True,
+                           key_padding=key_padding[:, :cache.length + 1] if padded else None,
+                           position_ids=next_position if padded else None).logits[:, -1].float()
         next_position = next_position + 1
         steps = step + 1
     decode_s = time.perf_counter() - decode_start

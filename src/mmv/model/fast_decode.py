@@ -1,0 +1,144 @@
+"""The decode step of one sequence on CPU, with as few kernels per layer as the math allows.
+
+At batch 1 a decode step is 57 matrix-vector products that must stream every weight, plus the small kernels around
+them. Through the modules (`Block.forward`) those are ~65 dispatches per layer, each a few microseconds once the
+products have pushed the interpreter's state out of L2: a quarter of the step. This path computes the same function
+with ~30 per layer:
+
+- buffers allocated once and written with `out=`; residual adds fused into the output products (`addmv_`);
+- each hidden RMSNorm's scale is a Python float (one dot product) passed as the `alpha` of the products after it;
+- the q/k norm weights carry the norm's sqrt(head_dim) and, for q, the attention scale 1/sqrt(head_dim);
+- RoPE's half swap is one `flip` over a [rows, 2, head_dim/2] view.
+
+It reads the model's parameters in place (no copies) and shares the KV cache with the module path: the prefill
+fills the cache through the modules, and this step appends to it. Dense float32 models on CPU only; MoE models,
+batches and other devices keep the module path.
+"""
+
+from __future__ import annotations
+
+import math
+from dataclasses import dataclass
+
+import torch
+import torch.nn.functional as F
+
+from mmv.model.kv_cache import KVCache
+from mmv.model.llm import Block, MiniMindLM
+
+
+@dataclass
+class _LayerWeights:
+    input_norm: torch.Tensor
+    q: torch.Tensor
+    k: torch.Tensor
+    v: torch.Tensor
+    qk_norm: torch.Tensor  # [heads + kv_heads, head_dim]: q rows, then k rows, scales folded in
+    o: torch.Tensor
+    post_norm: torch.Tensor
+    gate: torch.Tensor
+    up: torch.Tensor
+    down: torch.Tensor
+    keys: torch.Tensor  # the cache's [kv_heads, max_len, head_dim] for this layer
+    values: torch.Tensor
+
+
+class FastDecoder:
+    """Decodes one token at a time for a single unpadded sequence whose prefix is already in `cache`."""
+
+    @staticmethod
+    def supports(model: MiniMindLM, batch: int) -> bool:
+        weight = model.lm_head.weight
+        return (batch == 1 and not model.config.use_moe and weight.device.type == "cpu"
+                and weight.dtype == torch.float32 and model.rope_cos.dtype == torch.float32)
+
+    def __init__(self, model: MiniMindLM, cache: KVCache) -> None:
+        config = model.config
+        self.cache = cache
+        self.eps = config.rms_norm_eps
+        self.heads, self.kv_heads, self.head_dim = (config.num_attention_heads, config.num_key_value_heads,
+                                                    config.head_dim)
+        self.rope_cos, self.rope_sin = model.rope_cos, model.rope_sin
+        self.embeddings = model.model.embed_tokens.weight
+        self.final_norm = model.model.norm.weight
+        self.lm_head = model.lm_head.weight
+        self.layers = [self._weights_of(block, layer) for layer, block in enumerate(model.model.layers)]
+        self._allocate(config.hidden_size, config.intermediate_size)
+
+    def _weights_of(self, block: Block, layer: int) -> _LayerWeights:
+        attention, mlp = block.self_attn, block.mlp
+        root = math.sqrt(self.head_dim)
+        # q: sqrt(d) from the norm times 1/sqrt(d) from attention = the plain weight
+        qk_norm = torch.cat([attention.q_norm.weight.detach().expand(self.heads, -1),
+                             (attention.k_norm.weight.detach() * root).expand(self.kv_heads, -1)])
+        return _LayerWeights(
+            input_norm=block.input_layernorm.weight, q=attention.q_proj.weight, k=attention.k_proj.weight,
+            v=attention.v_proj.weight, qk_norm=qk_norm, o=attention.o_proj.weight,
+            post_norm=block.post_attention_layernorm.weight, gate=mlp.gate_proj.weight, up=mlp.up_proj.weight,
+            down=mlp.down_proj.weight, keys=self.cache.keys[layer][0], values=self.cache.values[layer][0])
+
+    def _allocate(self, hidden: int, intermediate: int) -> None:
+        rows, head_dim = self.heads + self.kv_heads, self.head_dim
+        self.x = torch.empty(hidden)
+        self.normed = torch.empty(hidden)
+        self.qk = torch.empty(rows * head_dim)
+        self.q, self.k = self.qk.split([self.heads * head_dim, self.kv_heads * head_dim])
+        self.qk_rows = self.qk.view(rows, head_dim)
+        self.qk_halves = self.qk.view(rows, 2, head_dim // 2)
+        self.sum_squares = torch.empty(rows, 1)
+        self.rotated = torch.empty(rows, head_dim)
+        group = self.heads // self.kv_heads
+        self.rotated_q = self.rotated[:self.heads].view(self.kv_heads, group, head_dim)
+        self.rotated_k = self.rotated[self.heads:]
+        self.v = torch.empty(self.kv_heads * head_dim)
+        self.v_rows = self.v.view(self.kv_heads, head_dim)
+        self.attended = torch.empty(self.heads * head_dim)
+        self.attended_groups = self.attended.view(self.kv_heads, group, head_dim)
+        self.gate = torch.empty(intermediate)
+        self.up = torch.empty(intermediate)
+
+    def _rms_scale(self) -> float:
+        """1 / RMS(x), computed once as a float so that the products after the norm can apply it for free."""
+        x = self.x
+        return 1.0 / math.sqrt(float(torch.dot(x, x)) / x.shape[0] + self.eps)
+
+    def __call__(self, token: int) -> torch.Tensor:
+        """Append `token` at the cache's next position; return float32 logits [1, vocab] for the token after it."""
+        position = self.cache.length
+        if position >= self.cache.max_len:
+            raise ValueError(f"KV cache holds {self.cache.max_len} tokens; {position + 1} requested")
+        self.x.copy_(self.embeddings[token])
+        cos, sin = self.rope_cos[position], self.rope_sin[position]
+        for layer in self.layers:
+            self._attention(layer, position, cos, sin)
+            self._feed_forward(layer)
+        self.cache.advance(1)
+        torch.mul(self.x, self.final_norm, out=self.normed)
+        return torch.mv(self.lm_head, self.normed).mul_(self._rms_scale())[None]
+
+    def _attention(self, w: _LayerWeights, position: int, cos: torch.Tensor, sin: torch.Tensor) -> None:
+        scale = self._rms_scale()
+        torch.mul(self.x, w.input_norm, out=self.normed)
+        # beta=0: the output buffer is only a destination, its old contents are ignored
+        torch.addmv(self.q, w.q, self.normed, beta=0, alpha=scale, out=self.q)
+        torch.addmv(self.k, w.k, self.normed, beta=0, alpha=scale, out=self.k)
+        torch.addmv(self.v, w.v, self.normed, beta=0, alpha=scale, out=self.v)
+        torch.sum(self.qk_rows * self.qk_rows, -1, keepdim=True, out=self.sum_squares)
+        self.sum_squares.add_(self.head_dim * self.eps).rsqrt_()
+        self.qk_rows.mul_(self.sum_squares).mul_(w.qk_norm)
+        torch.mul(self.qk_rows, cos, out=self.rotated)
+        self.rotated.addcmul_(self.qk_halves.flip(1).view_as(self.rotated), sin)
+        w.keys.select(1, position).copy_(self.rotated_k)
+        w.values.select(1, position).copy_(self.v_rows)
+        length = position + 1
+        scores = torch.bmm(self.rotated_q, w.keys[:, :length].transpose(1, 2)).softmax(-1)
+        torch.bmm(scores, w.values[:, :length], out=self.attended_groups)
+        self.x.addmv_(w.o, self.attended)
+
+    def _feed_forward(self, w: _LayerWeights) -> None:
+        scale = self._rms_scale()
+        torch.mul(self.x, w.post_norm, out=self.normed)
+        torch.addmv(self.gate, w.gate, self.normed, beta=0, alpha=scale, out=self.gate)
+        torch.addmv(self.up, w.up, self.normed, beta=0, alpha=scale, out=self.up)
+        F.silu(self.gate, inplace=True).mul_(self.up)
+        self.x.addmv_(w.down, self.gate)
