@@ -102,6 +102,7 @@ class FastDecoder:
         x = self.x
         return 1.0 / math.sqrt(float(torch.dot(x, x)) / x.shape[0] + self.eps)
 
+    @torch.inference_mode()
     def __call__(self, token: int) -> torch.Tensor:
         """Append `token` at the cache's next position; return float32 logits [1, vocab] for the token after it."""
         position = self.cache.length
