@@ -1,10 +1,11 @@
 """Decode speed of `mmv chat` against the machine's memory-bandwidth ceiling.
 
-The minimind-3v preset with random weights and a full-size random p32-256 SigLIP encoder, batch 1, one image:
-time to first token (encoder + prefill), decode tokens/s over N new tokens, and peak RSS. A decode step must read
-every LLM weight once, so the ceiling is 1 / (time of bare matrix-vector products over matrices of the same total
-size). Usage: python benchmarks/decode.py [--new-tokens 256] [--device cpu] [--dtype float32] [--threads N]
-[--module-path]
+A preset (minimind-3v by default) with random weights and a full-size random p32-256 SigLIP encoder, batch 1, one
+image: time to first token (encoder + prefill), decode tokens/s over N new tokens, and peak RSS. A decode step must
+read every LLM weight it uses once, so the ceiling is 1 / (time of bare matrix-vector products over matrices of the
+same shapes; for a mixture of experts, the router and top-k experts of each layer). Usage:
+python benchmarks/decode.py [--preset minimind-3v] [--new-tokens 256] [--device cpu] [--dtype float32]
+[--threads N] [--module-path]
 """
 
 from __future__ import annotations
@@ -22,6 +23,7 @@ import torch
 from mmv.config import preset
 from mmv.generate import SamplingConfig, generate
 from mmv.model.fast_decode import FastDecoder
+from mmv.model.moe import MoEFeedForward
 from mmv.model.vlm import MiniMindVLM
 
 
@@ -33,10 +35,20 @@ def full_size_encoder() -> torch.nn.Module:
     return SiglipVisionModel(config).eval()
 
 
+def weights_read_per_token(model: MiniMindVLM) -> list[torch.Tensor]:
+    """Every matrix a decode step multiplies by: for a mixture of experts, the router and top-k experts per layer."""
+    top_k = model.config.num_experts_per_tok
+    weights = []
+    for block in model.model.layers:
+        mlp = block.mlp
+        used = [block.self_attn, mlp.gate, *mlp.experts[:top_k]] if isinstance(mlp, MoEFeedForward) else [block]
+        weights += [m.weight.detach() for part in used for m in part.modules() if isinstance(m, torch.nn.Linear)]
+    return [*weights, model.lm_head.weight.detach()]
+
+
 def matvec_ceiling(model: MiniMindVLM, dtype: torch.dtype, device: str, repeats: int = 20) -> tuple[float, int]:
     """Tokens/s if a step did nothing but one matrix-vector product per weight matrix (the bandwidth bound)."""
-    weights = [m.weight.detach().to(dtype) for m in model.model.layers.modules() if isinstance(m, torch.nn.Linear)]
-    weights.append(model.lm_head.weight.detach().to(dtype))
+    weights = [w.to(dtype) for w in weights_read_per_token(model)]
     vectors = {w.shape[1]: torch.randn(w.shape[1], dtype=dtype, device=device) for w in weights}
     total_bytes = sum(w.numel() * w.element_size() for w in weights)
     for w in weights:  # warm-up
@@ -54,6 +66,7 @@ def matvec_ceiling(model: MiniMindVLM, dtype: torch.dtype, device: str, repeats:
 
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    parser.add_argument("--preset", default="minimind-3v", help="minimind-3v or minimind-3v-moe")
     parser.add_argument("--new-tokens", type=int, default=256)
     parser.add_argument("--device", default="cpu")
     parser.add_argument("--dtype", default="float32", choices=["float32", "bfloat16", "float16"])
@@ -67,7 +80,7 @@ def main() -> None:
     dtype = getattr(torch, args.dtype)
     torch.manual_seed(0)
 
-    model = MiniMindVLM(preset("minimind-3v"), full_size_encoder()).to(args.device, dtype).eval()
+    model = MiniMindVLM(preset(args.preset), full_size_encoder()).to(args.device, dtype).eval()
     pixels = {"pixel_values": torch.randn(1, 3, 256, 256, dtype=dtype, device=args.device)}
     prompt = [1, 872, 198] + [12] * 64 + [198, 2001, 2, 198, 1, 1078, 198, 25, 198, 198, 26, 198, 198]
     # random weights rarely emit eos, but make sure every run decodes the full length
@@ -86,7 +99,8 @@ def main() -> None:
     decode = statistics.median(r.decode_tokens_per_s for r in runs)
     fraction = statistics.median(r.decode_tokens_per_s / c for r, c in zip(runs, ceilings, strict=True))
     result = {
-        "benchmark": "decode", "device": args.device, "dtype": args.dtype, "threads": torch.get_num_threads(),
+        "benchmark": "decode", "preset": args.preset, "device": args.device, "dtype": args.dtype,
+        "threads": torch.get_num_threads(),
         "cpu": platform.processor() or platform.machine(), "llm_weight_mb": round(weight_bytes / 2**20, 1),
         "new_tokens": args.new_tokens, "path": path,
         "ttft_ms": round(statistics.median(r.ttft_ms for r in runs), 1),

@@ -32,7 +32,10 @@ def random_model(**overrides) -> MiniMindVLM:
     {"num_key_value_heads": 1, "head_dim": 32},  # one kv head; q/k/v width differs from hidden
     {"rope_scaling": YARN},
     {"tie_word_embeddings": False},
-], ids=["gqa", "mha", "mqa-wide-heads", "yarn", "untied"])
+    {"use_moe": True, "num_experts": 4, "num_experts_per_tok": 2},
+    {"use_moe": True, "num_experts": 3, "num_experts_per_tok": 1, "norm_topk_prob": False,
+     "moe_intermediate_size": 96},
+], ids=["gqa", "mha", "mqa-wide-heads", "yarn", "untied", "moe-top2", "moe-top1-unnormalised"])
 def test_every_step_equals_the_module_path(overrides):
     model = random_model(**overrides)
     prompt = torch.randint(3, model.config.vocab_size, (1, 9), generator=torch.Generator().manual_seed(1))
@@ -61,16 +64,17 @@ def test_a_full_cache_is_refused():
             FastDecoder(model, cache)(9)
 
 
-def test_applies_to_one_dense_float32_sequence_on_cpu_only():
+def test_applies_to_one_float32_sequence_on_cpu_only():
     dense = random_model()
     assert FastDecoder.supports(dense, batch=1)
+    assert FastDecoder.supports(MiniMindVLM(preset("tiny-moe")), batch=1)
     assert not FastDecoder.supports(dense, batch=2)
-    assert not FastDecoder.supports(MiniMindVLM(preset("tiny-moe")), batch=1)
     assert not FastDecoder.supports(random_model().to(torch.bfloat16), batch=1)
 
 
-def test_generate_decodes_through_it_and_replies_as_the_module_path(monkeypatch):
-    model, cases = load_fixture_model("p32"), fixture_cases("p32")
+@pytest.mark.parametrize("name", ["p32", "p32-moe"])
+def test_generate_decodes_through_it_and_replies_as_the_module_path(monkeypatch, name):
+    model, cases = load_fixture_model(name), fixture_cases(name)
     prompt = cases["input_ids"][0].tolist()
     calls = []
     original = FastDecoder.__call__

@@ -10,9 +10,10 @@ with ~30 per layer:
 - the q/k norm weights carry the norm's sqrt(head_dim) and, for q, the attention scale 1/sqrt(head_dim);
 - RoPE's half swap is one `flip` over a [rows, 2, head_dim/2] view.
 
-It reads the model's parameters in place (no copies) and shares the KV cache with the module path: the prefill
-fills the cache through the modules, and this step appends to it. Dense float32 models on CPU only; MoE models,
-batches and other devices keep the module path.
+A mixture-of-experts layer routes as `MoEFeedForward` does and runs only the chosen experts, each added into the
+residual with its routing weight as `alpha`. It reads the model's parameters in place (no copies) and shares the KV
+cache with the module path: the prefill fills the cache through the modules, and this step appends to it. Float32
+on CPU only; batches, half precision and other devices keep the module path.
 """
 
 from __future__ import annotations
@@ -25,6 +26,7 @@ import torch.nn.functional as F
 
 from mmv.model.kv_cache import KVCache
 from mmv.model.llm import Block, MiniMindLM
+from mmv.model.moe import MoEFeedForward
 
 
 @dataclass
@@ -36,9 +38,8 @@ class _LayerWeights:
     qk_norm: torch.Tensor  # [heads + kv_heads, head_dim]: q rows, then k rows, scales folded in
     o: torch.Tensor
     post_norm: torch.Tensor
-    gate: torch.Tensor
-    up: torch.Tensor
-    down: torch.Tensor
+    experts: list[tuple[torch.Tensor, torch.Tensor, torch.Tensor]]  # (gate, up, down); a dense MLP is one expert
+    router: torch.Tensor | None  # MoE only: [num_experts, hidden]
     keys: torch.Tensor  # the cache's [kv_heads, max_len, head_dim] for this layer
     values: torch.Tensor
 
@@ -49,7 +50,7 @@ class FastDecoder:
     @staticmethod
     def supports(model: MiniMindLM, batch: int) -> bool:
         weight = model.lm_head.weight
-        return (batch == 1 and not model.config.use_moe and weight.device.type == "cpu"
+        return (batch == 1 and weight.device.type == "cpu"
                 and weight.dtype == torch.float32 and model.rope_cos.dtype == torch.float32)
 
     def __init__(self, model: MiniMindLM, cache: KVCache) -> None:
@@ -62,11 +63,14 @@ class FastDecoder:
         self.embeddings = model.model.embed_tokens.weight
         self.final_norm = model.model.norm.weight
         self.lm_head = model.lm_head.weight
+        self.top_k, self.norm_topk_prob = config.num_experts_per_tok, config.norm_topk_prob
         self.layers = [self._weights_of(block, layer) for layer, block in enumerate(model.model.layers)]
-        self._allocate(config.hidden_size, config.intermediate_size)
+        self._allocate(config.hidden_size, config.moe_intermediate_size if config.use_moe else
+                       config.intermediate_size, config.num_experts)
 
     def _weights_of(self, block: Block, layer: int) -> _LayerWeights:
         attention, mlp = block.self_attn, block.mlp
+        ffns = mlp.experts if isinstance(mlp, MoEFeedForward) else [mlp]
         root = math.sqrt(self.head_dim)
         # q: sqrt(d) from the norm times 1/sqrt(d) from attention = the plain weight
         qk_norm = torch.cat([attention.q_norm.weight.detach().expand(self.heads, -1),
@@ -74,10 +78,12 @@ class FastDecoder:
         return _LayerWeights(
             input_norm=block.input_layernorm.weight, q=attention.q_proj.weight, k=attention.k_proj.weight,
             v=attention.v_proj.weight, qk_norm=qk_norm, o=attention.o_proj.weight,
-            post_norm=block.post_attention_layernorm.weight, gate=mlp.gate_proj.weight, up=mlp.up_proj.weight,
-            down=mlp.down_proj.weight, keys=self.cache.keys[layer][0], values=self.cache.values[layer][0])
+            post_norm=block.post_attention_layernorm.weight,
+            experts=[(ffn.gate_proj.weight, ffn.up_proj.weight, ffn.down_proj.weight) for ffn in ffns],
+            router=mlp.gate.weight if isinstance(mlp, MoEFeedForward) else None,
+            keys=self.cache.keys[layer][0], values=self.cache.values[layer][0])
 
-    def _allocate(self, hidden: int, intermediate: int) -> None:
+    def _allocate(self, hidden: int, intermediate: int, num_experts: int) -> None:
         rows, head_dim = self.heads + self.kv_heads, self.head_dim
         self.x = torch.empty(hidden)
         self.normed = torch.empty(hidden)
@@ -96,6 +102,7 @@ class FastDecoder:
         self.attended_groups = self.attended.view(self.kv_heads, group, head_dim)
         self.gate = torch.empty(intermediate)
         self.up = torch.empty(intermediate)
+        self.router_logits = torch.empty(num_experts)
 
     def _rms_scale(self) -> float:
         """1 / RMS(x), computed once as a float so that the products after the norm can apply it for free."""
@@ -139,7 +146,19 @@ class FastDecoder:
     def _feed_forward(self, w: _LayerWeights) -> None:
         scale = self._rms_scale()
         torch.mul(self.x, w.post_norm, out=self.normed)
-        torch.addmv(self.gate, w.gate, self.normed, beta=0, alpha=scale, out=self.gate)
-        torch.addmv(self.up, w.up, self.normed, beta=0, alpha=scale, out=self.up)
+        if w.router is None:
+            self._expert(*w.experts[0], scale, 1.0)
+            return
+        torch.addmv(self.router_logits, w.router, self.normed, beta=0, alpha=scale, out=self.router_logits)
+        weights, chosen = torch.topk(self.router_logits.softmax(-1), self.top_k, sorted=False)
+        if self.norm_topk_prob:
+            weights = weights / (weights.sum() + 1e-20)
+        for weight, index in zip(weights.tolist(), chosen.tolist(), strict=True):
+            self._expert(*w.experts[index], scale, weight)
+
+    def _expert(self, gate: torch.Tensor, up: torch.Tensor, down: torch.Tensor, scale: float, weight: float) -> None:
+        """x += weight * down(silu(gate(h)) * up(h)), with h = the normed x (its scale given apart)."""
+        torch.addmv(self.gate, gate, self.normed, beta=0, alpha=scale, out=self.gate)
+        torch.addmv(self.up, up, self.normed, beta=0, alpha=scale, out=self.up)
         F.silu(self.gate, inplace=True).mul_(self.up)
-        self.x.addmv_(w.down, self.gate)
+        self.x.addmv_(down, self.gate, alpha=weight)
