@@ -5,7 +5,7 @@ image: time to first token (encoder + prefill), decode tokens/s over N new token
 read every LLM weight it uses once, so the ceiling is 1 / (time of bare matrix-vector products over matrices of the
 same shapes; for a mixture of experts, the router and top-k experts of each layer). Usage:
 python benchmarks/decode.py [--preset minimind-3v] [--new-tokens 256] [--device cpu] [--dtype float32]
-[--threads N] [--module-path]
+[--threads N] [--path fast|modules|concat]
 """
 
 from __future__ import annotations
@@ -21,7 +21,7 @@ import time
 import torch
 
 from mmv.config import preset
-from mmv.generate import SamplingConfig, generate
+from mmv.generate import GenerationResult, SamplingConfig, generate
 from mmv.model.fast_decode import FastDecoder
 from mmv.model.moe import MoEFeedForward
 from mmv.model.vlm import MiniMindVLM
@@ -64,6 +64,41 @@ def matvec_ceiling(model: MiniMindVLM, dtype: torch.dtype, device: str, repeats:
     return 1.0 / statistics.median(times), total_bytes
 
 
+class ConcatenatingCache:
+    """The reference's cache: every step concatenates the new key/value onto the old (a baseline, not used by mmv)."""
+
+    def __init__(self, num_layers: int) -> None:
+        self.keys: list[torch.Tensor | None] = [None] * num_layers
+        self.values: list[torch.Tensor | None] = [None] * num_layers
+        self.length = 0
+
+    def write(self, layer: int, k: torch.Tensor, v: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
+        old_k, old_v = self.keys[layer], self.values[layer]
+        self.keys[layer] = k if old_k is None else torch.cat([old_k, k], dim=2)
+        self.values[layer] = v if old_v is None else torch.cat([old_v, v], dim=2)
+        return self.keys[layer], self.values[layer]
+
+    def advance(self, num_tokens: int) -> None:
+        self.length += num_tokens
+
+
+@torch.inference_mode()
+def concatenating_decode(model: MiniMindVLM, prompt: list[int], pixels: dict, new_tokens: int) -> GenerationResult:
+    """Greedy decoding through the modules with `ConcatenatingCache`, timed as `generate` times itself."""
+    start = time.perf_counter()
+    image_embeds = model.encode_images(pixels)
+    vision_ms = (time.perf_counter() - start) * 1000
+    cache = ConcatenatingCache(model.config.num_hidden_layers)
+    logits = model(torch.tensor([prompt]), image_embeds=image_embeds, cache=cache, last_only=True).logits
+    token = logits[:, -1].argmax(-1, keepdim=True)
+    ttft_ms = (time.perf_counter() - start) * 1000
+    decode_start = time.perf_counter()
+    for _ in range(new_tokens - 1):
+        token = model(token, cache=cache, last_only=True).logits[:, -1].argmax(-1, keepdim=True)
+    return GenerationResult(tokens=[], vision_ms=vision_ms, ttft_ms=ttft_ms,
+                            decode_tokens_per_s=(new_tokens - 1) / (time.perf_counter() - decode_start))
+
+
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("--preset", default="minimind-3v", help="minimind-3v or minimind-3v-moe")
@@ -72,8 +107,9 @@ def main() -> None:
     parser.add_argument("--dtype", default="float32", choices=["float32", "bfloat16", "float16"])
     parser.add_argument("--threads", type=int, default=0, help="torch threads (0 = torch default)")
     parser.add_argument("--runs", type=int, default=3)
-    parser.add_argument("--module-path", action="store_true",
-                        help="decode every step through the modules instead of FastDecoder (the comparison)")
+    parser.add_argument("--path", default="fast", choices=["fast", "modules", "concat"],
+                        help="fast: what mmv chat runs; modules: every step through the modules; concat: the modules "
+                             "with a cache that grows by concatenation, as the reference's")
     args = parser.parse_args()
     if args.threads:
         torch.set_num_threads(args.threads)
@@ -91,11 +127,14 @@ def main() -> None:
     runs, ceilings = [], []
     for _ in range(args.runs):
         before, weight_bytes = matvec_ceiling(model, dtype, args.device)
-        runs.append(generate(model, [prompt], sampling, pixel_inputs=pixels, fast_decode=not args.module_path))
+        if args.path == "concat":
+            runs.append(concatenating_decode(model, prompt, pixels, args.new_tokens))
+        else:
+            runs.append(generate(model, [prompt], sampling, pixel_inputs=pixels, fast_decode=args.path == "fast"))
         after, _ = matvec_ceiling(model, dtype, args.device)
         ceilings.append((before + after) / 2)
     ceiling = statistics.median(ceilings)
-    path = "fast" if FastDecoder.supports(model, batch=1) and not args.module_path else "modules"
+    path = "modules" if args.path == "fast" and not FastDecoder.supports(model, batch=1) else args.path
     decode = statistics.median(r.decode_tokens_per_s for r in runs)
     fraction = statistics.median(r.decode_tokens_per_s / c for r, c in zip(runs, ceilings, strict=True))
     result = {
