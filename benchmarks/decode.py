@@ -5,7 +5,7 @@ image: time to first token (encoder + prefill), decode tokens/s over N new token
 read every LLM weight it uses once, so the ceiling is 1 / (time of bare matrix-vector products over matrices of the
 same shapes; for a mixture of experts, the router and top-k experts of each layer). Usage:
 python benchmarks/decode.py [--preset minimind-3v] [--new-tokens 256] [--device cpu] [--dtype float32]
-[--threads N] [--path fast|modules|concat]
+[--threads N] [--path fast|modules|concat] [--count-ops]
 """
 
 from __future__ import annotations
@@ -99,6 +99,20 @@ def concatenating_decode(model: MiniMindVLM, prompt: list[int], pixels: dict, ne
                             decode_tokens_per_s=(new_tokens - 1) / (time.perf_counter() - decode_start))
 
 
+def operator_calls_per_layer(model: MiniMindVLM, fast: bool) -> float:
+    """aten operator calls per layer and decode step, nested ones included (torch.profiler; 64 steps minus 0)."""
+    from torch.profiler import ProfilerActivity, profile
+
+    prompt = list(range(100, 140))
+
+    def calls(new_tokens: int) -> int:
+        with profile(activities=[ProfilerActivity.CPU]) as prof:
+            generate(model, [prompt], SamplingConfig(max_new_tokens=new_tokens, stop_on_eos=False), fast_decode=fast)
+        return sum(event.name.startswith("aten::") for event in prof.events())
+
+    return (calls(65) - calls(1)) / 64 / model.config.num_hidden_layers
+
+
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("--preset", default="minimind-3v", help="minimind-3v or minimind-3v-moe")
@@ -110,6 +124,7 @@ def main() -> None:
     parser.add_argument("--path", default="fast", choices=["fast", "modules", "concat"],
                         help="fast: what mmv chat runs; modules: every step through the modules; concat: the modules "
                              "with a cache that grows by concatenation, as the reference's")
+    parser.add_argument("--count-ops", action="store_true", help="also count aten operator calls per layer and step")
     args = parser.parse_args()
     if args.threads:
         torch.set_num_threads(args.threads)
@@ -149,6 +164,8 @@ def main() -> None:
         "fraction_of_ceiling": round(fraction, 3),
         "peak_rss_mb": round(resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 1024, 1),
     }
+    if args.count_ops and args.path != "concat":
+        result["aten_calls_per_layer_step"] = round(operator_calls_per_layer(model, path == "fast"), 1)
     json.dump(result, sys.stdout)
     sys.stdout.write("\n")
 
