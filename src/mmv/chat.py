@@ -1,7 +1,8 @@
 """A multi-turn conversation about images: history, attached images, streaming replies and their timings.
 
 Each turn re-renders the whole conversation; the projected features of every image are computed once and reused,
-so only the text is re-prefilled.
+and a `PrefixCache` keeps the keys/values of what the previous turn ran through the model, so a turn prefills only
+its new message (and whatever of the last reply re-tokenises differently).
 """
 
 from __future__ import annotations
@@ -13,6 +14,7 @@ from typing import TYPE_CHECKING, Any
 
 from mmv.config import IMAGE_MARKER
 from mmv.generate import SamplingConfig, generate
+from mmv.prefix_cache import PrefixCache
 from mmv.tokenizer import encode, render_chat
 
 if TYPE_CHECKING:
@@ -30,6 +32,7 @@ class Reply:
     vision_ms: float
     decode_tokens_per_s: float
     stopped: str  # "eos", "length" or "cancelled"
+    reused_tokens: int = 0  # history tokens whose keys/values were kept from the previous turn
 
 
 @dataclass
@@ -76,6 +79,7 @@ class ChatSession:
         self.turns: list[Turn] = []
         self.pending: list[tuple[str, Image.Image]] = []  # images attached to the next user turn
         self.image_embeds: list[torch.Tensor] = []  # one [64, hidden] per image in the conversation, in order
+        self.prefix = PrefixCache()
 
     def attach(self, name: str, image: Image.Image) -> None:
         if self.loaded.processor is None:
@@ -86,6 +90,7 @@ class ChatSession:
 
     def clear(self) -> None:
         self.turns, self.pending, self.image_embeds = [], [], []
+        self.prefix.clear()
 
     def messages(self) -> list[dict[str, str]]:
         head = [{"role": "system", "content": self.system}] if self.system else []
@@ -110,13 +115,14 @@ class ChatSession:
 
         embeds = torch.stack(self.image_embeds + new_embeds) if self.image_embeds or new_embeds else None
         result = generate(self.loaded.model, [encode(self.loaded.tokenizer, text)], self.sampling,
-                          image_embeds=embeds, on_token=on_token)
+                          image_embeds=embeds, on_token=on_token, prefix=self.prefix)
         self.image_embeds += new_embeds
         self.pending = []
         reply = stream.text()
         self.turns += [user, Turn("assistant", reply)]
         return Reply(text=reply, new_tokens=len(result.tokens[0]), ttft_ms=result.ttft_ms + vision_ms,
-                     vision_ms=vision_ms, decode_tokens_per_s=result.decode_tokens_per_s, stopped=result.stopped[0])
+                     vision_ms=vision_ms, decode_tokens_per_s=result.decode_tokens_per_s, stopped=result.stopped[0],
+                     reused_tokens=result.reused_tokens)
 
     def _encode_pending(self) -> list[torch.Tensor]:
         import torch

@@ -15,6 +15,7 @@ import torch
 
 from mmv.model.fast_decode import FastDecoder
 from mmv.model.vlm import MiniMindVLM
+from mmv.prefix_cache import PrefixCache, cache_with_prefix, reusable_length
 
 
 @dataclass
@@ -35,6 +36,7 @@ class GenerationResult:
     ttft_ms: float = 0.0  # request start (incl. vision and prefill) to first token
     decode_tokens_per_s: float = 0.0
     stopped: list[str] = field(default_factory=list)  # per prompt: "eos", "length" or "cancelled"
+    reused_tokens: int = 0  # prompt tokens whose keys/values came from a PrefixCache instead of the prefill
 
 
 # Called with (row, token id) as each token is chosen; returning True cancels the whole request.
@@ -77,12 +79,15 @@ def choose_tokens(logits: torch.Tensor, sampling: SamplingConfig, generator: tor
 @torch.inference_mode()
 def generate(model: MiniMindVLM, prompts: list[list[int]], sampling: SamplingConfig | None = None, *,
              pixel_inputs: dict[str, torch.Tensor] | None = None, image_embeds: torch.Tensor | None = None,
-             on_token: TokenCallback | None = None, fast_decode: bool = True) -> GenerationResult:
+             on_token: TokenCallback | None = None, fast_decode: bool = True,
+             prefix: PrefixCache | None = None) -> GenerationResult:
     """Generate a reply for each prompt (token ids with image placeholder runs already expanded).
 
     `pixel_inputs` holds every image of every prompt in order (or pass their projected `image_embeds`); the
     k-th placeholder run gets the k-th image. A single prompt on CPU decodes through `FastDecoder` where it
-    applies; `fast_decode=False` keeps every step on the module path (the tests compare the two).
+    applies; `fast_decode=False` keeps every step on the module path (the tests compare the two). With a `prefix`
+    (one prompt only), the prompt's longest common prefix with the previous request keeps its cached keys/values,
+    and the prefix is updated to this request's.
     """
     sampling = sampling or SamplingConfig()
     config = model.config
@@ -100,6 +105,16 @@ def generate(model: MiniMindVLM, prompts: list[list[int]], sampling: SamplingCon
     padded = bool((mask == 0).any())
     total = width + sampling.max_new_tokens
     cache = model.new_cache(batch, total, dtype, device)
+    reused, prefill_embeds = 0, image_embeds
+    if prefix is not None:
+        if batch != 1:
+            raise ValueError("a PrefixCache serves one prompt at a time")
+        reused = reusable_length(prefix, prompts[0], image_embeds, config.image_token_id, config.image_token_len)
+        cache = cache_with_prefix(prefix, reused, cache)
+        prefix.clear()  # copied: free the old cache now, and an interrupted request leaves nothing stale behind
+        if reused and image_embeds is not None:  # the images of the reused prefix are in the cache already
+            suffix_images = int((ids[:, reused:] == config.image_token_id).sum()) // config.image_token_len
+            prefill_embeds = image_embeds[image_embeds.shape[0] - suffix_images:]
     key_padding = torch.ones((batch, total), dtype=torch.long, device=device)
     key_padding[:, :width] = mask
     positions = (mask.cumsum(dim=-1) - 1).clamp(min=0)
@@ -113,13 +128,14 @@ def generate(model: MiniMindVLM, prompts: list[list[int]], sampling: SamplingCon
         seen = torch.zeros((batch, config.vocab_size), dtype=torch.bool, device=device)
         seen.scatter_(1, ids, mask.bool())
 
-    logits = model(ids, image_embeds=image_embeds, cache=cache, last_only=True,
+    logits = model(ids[:, reused:], image_embeds=prefill_embeds, cache=cache, last_only=True,
                    key_padding=key_padding if padded else None,
                    position_ids=positions if padded else None).logits[:, -1].float()
     next_position = positions[:, -1:] + 1
     fast = FastDecoder(model, cache) if fast_decode and FastDecoder.supports(model, batch) else None
 
     tokens: list[list[int]] = [[] for _ in range(batch)]
+    fed: list[int] = []  # with a prefix: the reply tokens run through the model (all but the last chosen)
     stopped = ["length"] * batch
     finished = torch.zeros(batch, dtype=torch.bool, device=device)
     ttft_ms, decode_start, steps = 0.0, 0.0, 0
@@ -140,6 +156,8 @@ def generate(model: MiniMindVLM, prompts: list[list[int]], sampling: SamplingCon
             break
         if seen is not None:
             seen[torch.arange(batch, device=device), chosen] = True
+        if prefix is not None:
+            fed.append(int(chosen[0]))
         if fast is not None:
             logits = fast(int(chosen[0]))
         else:
@@ -149,9 +167,11 @@ def generate(model: MiniMindVLM, prompts: list[list[int]], sampling: SamplingCon
         next_position = next_position + 1
         steps = step + 1
     decode_s = time.perf_counter() - decode_start
+    if prefix is not None:
+        prefix.cache, prefix.tokens, prefix.image_embeds = cache, prompts[0] + fed, image_embeds
     return GenerationResult(tokens=tokens, vision_ms=vision_ms, ttft_ms=ttft_ms,
                             decode_tokens_per_s=steps / decode_s if steps and decode_s > 0 else 0.0,
-                            stopped=stopped)
+                            stopped=stopped, reused_tokens=reused)
 
 
 def _record(chosen: list[int], finished: list[bool], tokens: list[list[int]], stopped: list[str],
