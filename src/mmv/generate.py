@@ -15,7 +15,7 @@ import torch
 
 from mmv.model.fast_decode import FastDecoder
 from mmv.model.vlm import MiniMindVLM
-from mmv.prefix_cache import PrefixCache, cache_with_prefix, reusable_length
+from mmv.prefix_cache import PrefixCache, reusable_length
 
 
 @dataclass
@@ -110,7 +110,8 @@ def generate(model: MiniMindVLM, prompts: list[list[int]], sampling: SamplingCon
         if batch != 1:
             raise ValueError("a PrefixCache serves one prompt at a time")
         reused = reusable_length(prefix, prompts[0], image_embeds, config.image_token_id, config.image_token_len)
-        cache = cache_with_prefix(prefix, reused, cache)
+        if reused:
+            cache.copy_prefix(prefix.cache, reused)
         prefix.clear()  # copied: free the old cache now, and an interrupted request leaves nothing stale behind
         if reused and image_embeds is not None:  # the images of the reused prefix are in the cache already
             suffix_images = int((ids[:, reused:] == config.image_token_id).sum()) // config.image_token_len

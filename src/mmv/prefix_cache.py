@@ -17,6 +17,8 @@ from mmv.model.kv_cache import KVCache
 
 @dataclass
 class PrefixCache:
+    """One conversation's state between requests; it belongs to the model that filled it (keep one per model)."""
+
     cache: KVCache | None = None
     tokens: list[int] = field(default_factory=list)  # the ids whose keys/values are in `cache`, in order
     image_embeds: torch.Tensor | None = None  # [images, run, hidden] spliced into `tokens`' placeholder runs
@@ -52,13 +54,3 @@ def reusable_length(prefix: PrefixCache, prompt: list[int], image_embeds: torch.
 def _same_image(old: torch.Tensor | None, new: torch.Tensor | None, index: int) -> bool:
     return (old is not None and new is not None and index < old.shape[0] and index < new.shape[0]
             and torch.equal(old[index], new[index]))
-
-
-def cache_with_prefix(prefix: PrefixCache, length: int, fresh: KVCache) -> KVCache:
-    """`fresh` holding the first `length` cached positions of `prefix` (copied), ready to append after them."""
-    if length:
-        for layer, (keys, values) in enumerate(zip(prefix.cache.keys, prefix.cache.values, strict=True)):
-            fresh.keys[layer][:, :, :length] = keys[:, :, :length]
-            fresh.values[layer][:, :, :length] = values[:, :, :length]
-        fresh.advance(length)
-    return fresh

@@ -114,8 +114,7 @@ class FastDecoder:
     def __call__(self, token: int) -> torch.Tensor:
         """Append `token` at the cache's next position; return float32 logits [1, vocab] for the token after it."""
         position = self.cache.length
-        if position >= self.cache.max_len:
-            raise ValueError(f"KV cache holds {self.cache.max_len} tokens; {position + 1} requested")
+        self.cache.end_after(1)
         self.x.copy_(self.embeddings[token])
         cos, sin = self.rope_cos[position], self.rope_sin[position]
         for layer in self.layers:

@@ -16,11 +16,16 @@ class KVCache:
         self.max_len = max_len
         self.length = 0  # tokens already stored, the same for every row (left padding keeps rows aligned)
 
-    def write(self, layer: int, k: torch.Tensor, v: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
-        """Store k/v [B, kv_heads, T, head_dim] after the cached prefix; return views over prefix + new."""
-        end = self.length + k.shape[2]
+    def end_after(self, num_tokens: int) -> int:
+        """The length once `num_tokens` more are stored; refuses to pass the allocated size."""
+        end = self.length + num_tokens
         if end > self.max_len:
             raise ValueError(f"KV cache holds {self.max_len} tokens; {end} requested")
+        return end
+
+    def write(self, layer: int, k: torch.Tensor, v: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
+        """Store k/v [B, kv_heads, T, head_dim] after the cached prefix; return views over prefix + new."""
+        end = self.end_after(k.shape[2])
         keys, values = self.keys[layer], self.values[layer]
         keys.narrow(2, self.length, k.shape[2]).copy_(k)
         values.narrow(2, self.length, v.shape[2]).copy_(v)
@@ -28,3 +33,10 @@ class KVCache:
 
     def advance(self, num_tokens: int) -> None:
         self.length += num_tokens
+
+    def copy_prefix(self, other: KVCache, num_tokens: int) -> None:
+        """Start this (empty) cache with the first `num_tokens` positions of `other`, which stays untouched."""
+        self.end_after(num_tokens)
+        for mine, theirs in zip(self.keys + self.values, other.keys + other.values, strict=True):
+            mine.narrow(2, 0, num_tokens).copy_(theirs.narrow(2, 0, num_tokens))
+        self.length = num_tokens
