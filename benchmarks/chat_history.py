@@ -40,16 +40,19 @@ def main() -> None:
     for length in args.lengths:
         history = torch.randint(3, model.config.vocab_size, (length,)).tolist()
         previous = PrefixCache()
-        reply = generate(model, [history], SamplingConfig(max_new_tokens=16, stop_on_eos=False),
-                         prefix=previous).tokens[0]
+        reply = generate(
+            model, [history], SamplingConfig(max_new_tokens=16, stop_on_eos=False), prefix=previous
+        ).tokens[0]
         turn = history + reply + torch.randint(3, model.config.vocab_size, (20,)).tolist()
         fresh = [generate(model, [turn], first_token).ttft_ms for _ in range(args.runs)]
         # generate never writes into the cache it reuses, so each run can start from the same previous turn
-        reused = [generate(model, [turn], first_token, prefix=dataclasses.replace(previous))
-                  for _ in range(args.runs)]
+        reused = [generate(model, [turn], first_token, prefix=dataclasses.replace(previous)) for _ in range(args.runs)]
         result = {
-            "benchmark": "chat_history", "threads": torch.get_num_threads(), "history_tokens": length,
-            "turn_tokens": len(turn), "reused_tokens": reused[0].reused_tokens,
+            "benchmark": "chat_history",
+            "threads": torch.get_num_threads(),
+            "history_tokens": length,
+            "turn_tokens": len(turn),
+            "reused_tokens": reused[0].reused_tokens,
             "ttft_ms_prefill_all": round(statistics.median(fresh), 1),
             "ttft_ms_reuse": round(statistics.median(r.ttft_ms for r in reused), 1),
         }

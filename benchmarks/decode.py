@@ -30,8 +30,14 @@ from mmv.model.vlm import MiniMindVLM
 def full_size_encoder() -> torch.nn.Module:
     from transformers import SiglipVisionConfig, SiglipVisionModel
 
-    config = SiglipVisionConfig(hidden_size=768, intermediate_size=3072, num_hidden_layers=12, num_attention_heads=12,
-                                image_size=256, patch_size=32)
+    config = SiglipVisionConfig(
+        hidden_size=768,
+        intermediate_size=3072,
+        num_hidden_layers=12,
+        num_attention_heads=12,
+        image_size=256,
+        patch_size=32,
+    )
     return SiglipVisionModel(config).eval()
 
 
@@ -95,8 +101,12 @@ def concatenating_decode(model: MiniMindVLM, prompt: list[int], pixels: dict, ne
     decode_start = time.perf_counter()
     for _ in range(new_tokens - 1):
         token = model(token, cache=cache, last_only=True).logits[:, -1].argmax(-1, keepdim=True)
-    return GenerationResult(tokens=[], vision_ms=vision_ms, ttft_ms=ttft_ms,
-                            decode_tokens_per_s=(new_tokens - 1) / (time.perf_counter() - decode_start))
+    return GenerationResult(
+        tokens=[],
+        vision_ms=vision_ms,
+        ttft_ms=ttft_ms,
+        decode_tokens_per_s=(new_tokens - 1) / (time.perf_counter() - decode_start),
+    )
 
 
 def operator_calls_per_layer(model: MiniMindVLM, fast: bool) -> float:
@@ -121,9 +131,13 @@ def main() -> None:
     parser.add_argument("--dtype", default="float32", choices=["float32", "bfloat16", "float16"])
     parser.add_argument("--threads", type=int, default=0, help="torch threads (0 = torch default)")
     parser.add_argument("--runs", type=int, default=3)
-    parser.add_argument("--path", default="fast", choices=["fast", "modules", "concat"],
-                        help="fast: what mmv chat runs; modules: every step through the modules; concat: the modules "
-                             "with a cache that grows by concatenation, as the reference's")
+    parser.add_argument(
+        "--path",
+        default="fast",
+        choices=["fast", "modules", "concat"],
+        help="fast: what mmv chat runs; modules: every step through the modules; concat: the modules "
+        "with a cache that grows by concatenation, as the reference's",
+    )
     parser.add_argument("--count-ops", action="store_true", help="also count aten operator calls per layer and step")
     args = parser.parse_args()
     if args.threads:
@@ -153,10 +167,15 @@ def main() -> None:
     decode = statistics.median(r.decode_tokens_per_s for r in runs)
     fraction = statistics.median(r.decode_tokens_per_s / c for r, c in zip(runs, ceilings, strict=True))
     result = {
-        "benchmark": "decode", "preset": args.preset, "device": args.device, "dtype": args.dtype,
+        "benchmark": "decode",
+        "preset": args.preset,
+        "device": args.device,
+        "dtype": args.dtype,
         "threads": torch.get_num_threads(),
-        "cpu": platform.processor() or platform.machine(), "llm_weight_mb": round(weight_bytes / 2**20, 1),
-        "new_tokens": args.new_tokens, "path": path,
+        "cpu": platform.processor() or platform.machine(),
+        "llm_weight_mb": round(weight_bytes / 2**20, 1),
+        "new_tokens": args.new_tokens,
+        "path": path,
         "ttft_ms": round(statistics.median(r.ttft_ms for r in runs), 1),
         "vision_ms": round(statistics.median(r.vision_ms for r in runs), 1),
         "decode_tokens_per_s": round(decode, 1),

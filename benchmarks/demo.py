@@ -21,8 +21,21 @@ from pathlib import Path
 
 def run_demo(seed: int, minutes: float, rows: int) -> dict:
     with tempfile.TemporaryDirectory() as tmp:
-        command = [sys.executable, "-m", "mmv.cli.app", "demo", "--out", str(Path(tmp) / "demo"), "--seed", str(seed),
-                   "--minutes", str(minutes), "--rows", str(rows), "--json"]
+        command = [
+            sys.executable,
+            "-m",
+            "mmv.cli.app",
+            "demo",
+            "--out",
+            str(Path(tmp) / "demo"),
+            "--seed",
+            str(seed),
+            "--minutes",
+            str(minutes),
+            "--rows",
+            str(rows),
+            "--json",
+        ]
         start = time.perf_counter()
         finished = subprocess.run(command, capture_output=True, text=True, check=False)
         wall = time.perf_counter() - start
@@ -30,13 +43,20 @@ def run_demo(seed: int, minutes: float, rows: int) -> dict:
         raise SystemExit(f"seed {seed}: mmv demo exited {finished.returncode}: {finished.stderr.strip()[-500:]}")
     summary = json.loads(finished.stdout)
     return {
-        "benchmark": "demo", "seed": seed, "minutes": minutes, "rows": rows, "wall_s": round(wall, 1),
-        "phase_s": summary["seconds"], "steps": summary["steps"], "accuracy": summary["accuracy"],
+        "benchmark": "demo",
+        "seed": seed,
+        "minutes": minutes,
+        "rows": rows,
+        "wall_s": round(wall, 1),
+        "phase_s": summary["seconds"],
+        "steps": summary["steps"],
+        "accuracy": summary["accuracy"],
         "by_kind": {kind: f"{v['correct']}/{v['total']}" for kind, v in summary["by_kind"].items()},
         "answer_perplexity": round(summary["eval"]["perplexity"], 4),
         # children's maximum, so far: with runs in sequence it is the largest run's peak
         "peak_rss_mb": round(resource.getrusage(resource.RUSAGE_CHILDREN).ru_maxrss / 1024, 1),
-        "cpu": platform.processor() or platform.machine(), "cores": os.cpu_count(),
+        "cpu": platform.processor() or platform.machine(),
+        "cores": os.cpu_count(),
     }
 
 

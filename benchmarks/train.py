@@ -38,9 +38,41 @@ from mmv.train.distributed import DistContext
 from mmv.train.trainer import Trainer, resolve_dtype
 
 MODES = ("max-length", "longest", "packed")
-WORDS = ("the", "picture", "shows", "a", "small", "red", "house", "beside", "large", "green", "tree", "under",
-         "bright", "blue", "sky", "with", "white", "clouds", "and", "two", "people", "walking", "along", "road",
-         "图中", "一只", "猫", "坐在", "窗台", "上", "阳光", "照进", "房间")
+WORDS = (
+    "the",
+    "picture",
+    "shows",
+    "a",
+    "small",
+    "red",
+    "house",
+    "beside",
+    "large",
+    "green",
+    "tree",
+    "under",
+    "bright",
+    "blue",
+    "sky",
+    "with",
+    "white",
+    "clouds",
+    "and",
+    "two",
+    "people",
+    "walking",
+    "along",
+    "road",
+    "图中",
+    "一只",
+    "猫",
+    "坐在",
+    "窗台",
+    "上",
+    "阳光",
+    "照进",
+    "房间",
+)
 ENCODER_TOKENS = 64  # p32-256: an 8x8 grid per image
 
 
@@ -83,10 +115,15 @@ def write_dataset(path: Path, stage: str, rows: int, tokenizer_dir: str, seed: i
             turns = [("<image>\n" + text(8), text(budget - 8))]
         else:
             first = budget // 3
-            turns = [("<image>\n" + text(first // 3), text(first - first // 3)),
-                     (text((budget - first) // 4), text(budget - first - (budget - first) // 4))]
-        messages = [m for user, assistant in turns for m in ({"role": "user", "content": user},
-                                                             {"role": "assistant", "content": assistant})]
+            turns = [
+                ("<image>\n" + text(first // 3), text(first - first // 3)),
+                (text((budget - first) // 4), text(budget - first - (budget - first) // 4)),
+            ]
+        messages = [
+            m
+            for user, assistant in turns
+            for m in ({"role": "user", "content": user}, {"role": "assistant", "content": assistant})
+        ]
         conversations.append(json.dumps(messages, ensure_ascii=False))
         image_bytes.append(rng.choice(images))
     table = pa.table({"conversations": conversations, "image_bytes": image_bytes})
@@ -96,8 +133,9 @@ def write_dataset(path: Path, stage: str, rows: int, tokenizer_dir: str, seed: i
 def full_size_encoder(folder: Path) -> Path:
     from mmv.synth.encoder import TinyEncoderConfig, make_encoder
 
-    return make_encoder(folder, TinyEncoderConfig(hidden_size=768, intermediate_size=3072, num_hidden_layers=12,
-                                                  num_attention_heads=12))
+    return make_encoder(
+        folder, TinyEncoderConfig(hidden_size=768, intermediate_size=3072, num_hidden_layers=12, num_attention_heads=12)
+    )
 
 
 def matmul_peak(device: torch.device, dtype: torch.dtype) -> float:
@@ -146,10 +184,14 @@ def pad_to(batch: Batch, length: int) -> Batch:
     """The reference's layout: every row padded to the max length."""
     extra = length - batch.input_ids.shape[1]
     pad = torch.nn.functional.pad
-    return Batch(input_ids=pad(batch.input_ids, (0, extra), value=0), labels=pad(batch.labels, (0, extra),
-                                                                                 value=-100),
-                 pixel_inputs=batch.pixel_inputs, num_images=batch.num_images, num_samples=batch.num_samples,
-                 rows=batch.rows)
+    return Batch(
+        input_ids=pad(batch.input_ids, (0, extra), value=0),
+        labels=pad(batch.labels, (0, extra), value=-100),
+        pixel_inputs=batch.pixel_inputs,
+        num_images=batch.num_images,
+        num_samples=batch.num_samples,
+        rows=batch.rows,
+    )
 
 
 def sample_lengths(batch: Batch) -> list[int]:
@@ -189,14 +231,26 @@ def figures(trainer: Trainer, batches: list[Batch], times: list[float], freeze: 
         per_image = round(batch.num_images / max(len(lengths), 1))
         flops += sum(sample_flops(config, n, per_image, freeze, encoder_params) for n in lengths)
     seconds = sum(times)
-    return {"samples_per_s": samples / seconds, "tokens_per_s": tokens / seconds, "padding": 1 - tokens / slots,
-            "step_s": statistics.median(times), "flops_per_s": flops / seconds,
-            "rows_per_batch": statistics.mean(b.input_ids.shape[0] for b in batches)}
+    return {
+        "samples_per_s": samples / seconds,
+        "tokens_per_s": tokens / seconds,
+        "padding": 1 - tokens / slots,
+        "step_s": statistics.median(times),
+        "flops_per_s": flops / seconds,
+        "rows_per_batch": statistics.mean(b.input_ids.shape[0] for b in batches),
+    }
 
 
 def run_stage(stage: str, args: argparse.Namespace, work: Path, encoder_dir: Path, ctx: DistContext) -> list[dict]:
-    cfg = stage_config(stage, init="none", preset="minimind-3v", dtype=args.dtype, device=ctx.device.type,
-                       compile=args.compile, batch_size=args.batch_size)
+    cfg = stage_config(
+        stage,
+        init="none",
+        preset="minimind-3v",
+        dtype=args.dtype,
+        device=ctx.device.type,
+        compile=args.compile,
+        batch_size=args.batch_size,
+    )
     data_file = work / f"{stage}.parquet"
     write_dataset(data_file, stage, args.rows, args.tokenizer)
     torch.manual_seed(0)
@@ -205,12 +259,19 @@ def run_stage(stage: str, args: argparse.Namespace, work: Path, encoder_dir: Pat
     encoder_params = sum(p.numel() for p in model.vision_encoder.parameters())
 
     def spec(pack: bool) -> DataSpec:
-        return DataSpec(files=[str(data_file)], tokenizer_dir=args.tokenizer, vision_dir=str(encoder_dir),
-                        max_seq_len=cfg.max_seq_len, random_system_prompt=False, pack=pack)
+        return DataSpec(
+            files=[str(data_file)],
+            tokenizer_dir=args.tokenizer,
+            vision_dir=str(encoder_dir),
+            max_seq_len=cfg.max_seq_len,
+            random_system_prompt=False,
+            pack=pack,
+        )
 
     trainer = Trainer(cfg, model, TrainData(spec(False)), ctx, work / f"run-{stage}", f"{stage}_bench.pth")
-    loaded = {mode: load_batches(spec(mode == "packed"), mode, args.warmup + args.steps, cfg.batch_size)
-              for mode in MODES}
+    loaded = {
+        mode: load_batches(spec(mode == "packed"), mode, args.warmup + args.steps, cfg.batch_size) for mode in MODES
+    }
     times: dict[str, list[float]] = {mode: [] for mode in MODES}
     # modes take turns step by step, so a busy machine slows them alike
     for index in range(args.warmup + args.steps):
@@ -221,27 +282,45 @@ def run_stage(stage: str, args: argparse.Namespace, work: Path, encoder_dir: Pat
     results = []
     for mode in MODES:
         batches, loader_rate = loaded[mode]
-        f = figures(trainer, batches[args.warmup:], times[mode], cfg.freeze, encoder_params)
-        results.append({"benchmark": "train", "stage": stage, "mode": mode, "device": str(ctx.device),
-                        "dtype": str(trainer.dtype).removeprefix("torch."), "batch_size": cfg.batch_size,
-                        "max_seq_len": cfg.max_seq_len, "freeze": cfg.freeze, "steps": args.steps,
-                        "samples_per_s": round(f["samples_per_s"], 3), "tokens_per_s": round(f["tokens_per_s"], 1),
-                        "padding_fraction": round(f["padding"], 3), "rows_per_batch": round(f["rows_per_batch"], 2),
-                        "step_s": round(f["step_s"], 4), "model_flops_per_s": f["flops_per_s"],
-                        "loader_samples_per_s": round(loader_rate, 1)})
+        f = figures(trainer, batches[args.warmup :], times[mode], cfg.freeze, encoder_params)
+        results.append(
+            {
+                "benchmark": "train",
+                "stage": stage,
+                "mode": mode,
+                "device": str(ctx.device),
+                "dtype": str(trainer.dtype).removeprefix("torch."),
+                "batch_size": cfg.batch_size,
+                "max_seq_len": cfg.max_seq_len,
+                "freeze": cfg.freeze,
+                "steps": args.steps,
+                "samples_per_s": round(f["samples_per_s"], 3),
+                "tokens_per_s": round(f["tokens_per_s"], 1),
+                "padding_fraction": round(f["padding"], 3),
+                "rows_per_batch": round(f["rows_per_batch"], 2),
+                "step_s": round(f["step_s"], 4),
+                "model_flops_per_s": f["flops_per_s"],
+                "loader_samples_per_s": round(loader_rate, 1),
+            }
+        )
     for result in results:
         result["speedup_vs_max_length"] = round(result["tokens_per_s"] / results[0]["tokens_per_s"], 2)
     return results
 
 
 def markdown(results: list[dict], peak: float) -> str:
-    lines = [f"matmul peak measured: {peak / 1e12:.3f} TFLOP/s ({results[0]['dtype']}, {results[0]['device']})", "",
-             "| stage | mode | batch | samples/s | useful tokens/s | padding | step s | MFU | vs max-length |",
-             "|---|---|---|---|---|---|---|---|---|"]
+    lines = [
+        f"matmul peak measured: {peak / 1e12:.3f} TFLOP/s ({results[0]['dtype']}, {results[0]['device']})",
+        "",
+        "| stage | mode | batch | samples/s | useful tokens/s | padding | step s | MFU | vs max-length |",
+        "|---|---|---|---|---|---|---|---|---|",
+    ]
     for r in results:
-        lines.append(f"| {r['stage']} | {r['mode']} | {r['batch_size']} x {r['max_seq_len']} | {r['samples_per_s']} | "
-                     f"{r['tokens_per_s']} | {r['padding_fraction']:.0%} | {r['step_s']} | {r['mfu']:.1%} | "
-                     f"{r['speedup_vs_max_length']}x |")
+        lines.append(
+            f"| {r['stage']} | {r['mode']} | {r['batch_size']} x {r['max_seq_len']} | {r['samples_per_s']} | "
+            f"{r['tokens_per_s']} | {r['padding_fraction']:.0%} | {r['step_s']} | {r['mfu']:.1%} | "
+            f"{r['speedup_vs_max_length']}x |"
+        )
     return "\n".join(lines)
 
 
@@ -254,8 +333,11 @@ def main() -> None:
     parser.add_argument("--rows", type=int, default=512, help="rows of each synthetic parquet")
     parser.add_argument("--device", default="cuda" if torch.cuda.is_available() else "cpu")
     parser.add_argument("--dtype", default="auto", choices=["auto", "float32", "bfloat16", "float16"])
-    parser.add_argument("--tokenizer", default=str(Path(__file__).resolve().parents[2] / "shared" /
-                                                   "minimind_tokenizer"), help="a MiniMind tokenizer folder")
+    parser.add_argument(
+        "--tokenizer",
+        default=str(Path(__file__).resolve().parents[2] / "shared" / "minimind_tokenizer"),
+        help="a MiniMind tokenizer folder",
+    )
     parser.add_argument("--threads", type=int, default=0, help="torch threads (0 = torch default)")
     parser.add_argument("--compile", action="store_true", help="torch.compile the model")
     args = parser.parse_args()
@@ -272,10 +354,20 @@ def main() -> None:
         for stage in args.stages:
             results += run_stage(stage, args, work, encoder_dir, ctx)
     peak = max(peak, matmul_peak(device, compute))  # the best of two: a busy machine only lowers it
-    print(json.dumps({"benchmark": "matmul_peak", "device": str(device), "dtype": str(compute).removeprefix("torch."),
-                      "tflops": round(peak / 1e12, 3), "threads": torch.get_num_threads(),
-                      "cpu": platform.processor() or platform.machine(),
-                      "gpu": torch.cuda.get_device_name(device) if device.type == "cuda" else None}), flush=True)
+    print(
+        json.dumps(
+            {
+                "benchmark": "matmul_peak",
+                "device": str(device),
+                "dtype": str(compute).removeprefix("torch."),
+                "tflops": round(peak / 1e12, 3),
+                "threads": torch.get_num_threads(),
+                "cpu": platform.processor() or platform.machine(),
+                "gpu": torch.cuda.get_device_name(device) if device.type == "cuda" else None,
+            }
+        ),
+        flush=True,
+    )
     for result in results:
         flops = result.pop("model_flops_per_s")
         result.update(model_tflops=round(flops / 1e12, 4), mfu=round(flops / peak, 4))

@@ -13,8 +13,13 @@ QUESTIONS = ["What is in this image?", "And what colour is it?", "Say it again, 
 
 
 def converse(reuse: bool) -> list:
-    loaded = load_model(REFERENCE / "p32" / "model.pth", vision=REFERENCE / "p32" / "vision",
-                        tokenizer=TOKENIZER_DIR, device="cpu", dtype="float32")
+    loaded = load_model(
+        REFERENCE / "p32" / "model.pth",
+        vision=REFERENCE / "p32" / "vision",
+        tokenizer=TOKENIZER_DIR,
+        device="cpu",
+        dtype="float32",
+    )
     session = ChatSession(loaded, SamplingConfig(max_new_tokens=10, temperature=0))
     session.attach(IMAGE.name, open_image(IMAGE))
     replies = []
@@ -35,8 +40,13 @@ def test_turns_reuse_the_history_and_reply_as_without_it():
 
 
 def test_clear_forgets_the_cached_history():
-    loaded = load_model(REFERENCE / "p32" / "model.pth", vision=REFERENCE / "p32" / "vision",
-                        tokenizer=TOKENIZER_DIR, device="cpu", dtype="float32")
+    loaded = load_model(
+        REFERENCE / "p32" / "model.pth",
+        vision=REFERENCE / "p32" / "vision",
+        tokenizer=TOKENIZER_DIR,
+        device="cpu",
+        dtype="float32",
+    )
     session = ChatSession(loaded, SamplingConfig(max_new_tokens=4, temperature=0))
     session.ask("Hello")
     session.clear()

@@ -14,16 +14,38 @@ from tests.conftest import REFERENCE, fixture_cases, load_fixture_model
 
 def test_sizes_are_read_off_the_tensors():
     config = read_checkpoint(REFERENCE / "p32-moe" / "model.pth", encoder_hidden=32).config
-    assert (config.hidden_size, config.num_hidden_layers, config.num_attention_heads,
-            config.num_key_value_heads, config.head_dim, config.intermediate_size) == (64, 3, 4, 2, 16, 160)
+    assert (
+        config.hidden_size,
+        config.num_hidden_layers,
+        config.num_attention_heads,
+        config.num_key_value_heads,
+        config.head_dim,
+        config.intermediate_size,
+    ) == (64, 3, 4, 2, 16, 160)
     assert config.use_moe and config.num_experts == 4 and config.image_hidden_size == 32
 
 
 def test_full_size_widths_need_no_encoder_hint():
-    assert detect_variant({"vision_proj.mlp.0.weight": torch.zeros(768), "vision_proj.mlp.1.weight": torch.zeros(1),
-                           "vision_proj.mlp.3.weight": torch.zeros(1)}) == "p32-256"
-    assert detect_variant({"vision_proj.mlp.0.weight": torch.zeros(3072), "vision_proj.mlp.1.weight": torch.zeros(1),
-                           "vision_proj.mlp.3.weight": torch.zeros(1)}) == "p16-256"
+    assert (
+        detect_variant(
+            {
+                "vision_proj.mlp.0.weight": torch.zeros(768),
+                "vision_proj.mlp.1.weight": torch.zeros(1),
+                "vision_proj.mlp.3.weight": torch.zeros(1),
+            }
+        )
+        == "p32-256"
+    )
+    assert (
+        detect_variant(
+            {
+                "vision_proj.mlp.0.weight": torch.zeros(3072),
+                "vision_proj.mlp.1.weight": torch.zeros(1),
+                "vision_proj.mlp.3.weight": torch.zeros(1),
+            }
+        )
+        == "p16-256"
+    )
 
 
 def test_transformers_folder_loads_without_running_code():
@@ -64,14 +86,19 @@ def test_missing_and_unexpected_keys_are_named(tmp_path):
     state["model.layers.0.extra.weight"] = torch.zeros(1)
     torch.save(state, tmp_path / "broken.pth")
     checkpoint = read_checkpoint(tmp_path / "broken.pth", encoder_hidden=32)
-    with pytest.raises(MmvError, match=r"missing 1 key\(s\) such as model.layers.1.mlp.up_proj.weight; "
-                                       r"unexpected 1 key\(s\) such as model.layers.0.extra.weight"):
+    with pytest.raises(
+        MmvError,
+        match=r"missing 1 key\(s\) such as model.layers.1.mlp.up_proj.weight; "
+        r"unexpected 1 key\(s\) such as model.layers.0.extra.weight",
+    ):
         load_weights(MiniMindVLM(checkpoint.config), checkpoint)
 
 
 def test_clip_era_checkpoint_is_recognised():
-    state = {"model.embed_tokens.weight": torch.zeros(6400, 64),
-             "vision_proj.vision_proj.0.weight": torch.zeros(64, 768)}
+    state = {
+        "model.embed_tokens.weight": torch.zeros(6400, 64),
+        "vision_proj.vision_proj.0.weight": torch.zeros(64, 768),
+    }
     with pytest.raises(MmvError, match="CLIP-era"):
         detect_variant(state)
 

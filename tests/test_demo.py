@@ -18,8 +18,26 @@ def test_short_demo_learns_clearly_above_chance(tmp_path):
     """712 steps instead of 3000 (about 85 s): colour is learnt (here 100%), shape and count have only begun.
     Seed 4 of the same run reaches 44% (colour 68%); the bounds leave that much room for other CPUs' arithmetic."""
     out = tmp_path / "demo"
-    result = subprocess.run([sys.executable, "-m", "mmv.cli.app", "demo", "--out", str(out), "--minutes", "1.9",
-                             "--rows", "1200", "--seed", "3", "--json"], capture_output=True, text=True, timeout=600)
+    result = subprocess.run(
+        [
+            sys.executable,
+            "-m",
+            "mmv.cli.app",
+            "demo",
+            "--out",
+            str(out),
+            "--minutes",
+            "1.9",
+            "--rows",
+            "1200",
+            "--seed",
+            "3",
+            "--json",
+        ],
+        capture_output=True,
+        text=True,
+        timeout=600,
+    )
     assert result.returncode == 0, result.stderr[-2000:]
     summary = json.loads(result.stdout)
     assert summary["steps"] == {"pretrain": 285, "sft": 427}
@@ -39,17 +57,27 @@ def test_same_seed_same_model_and_answers(tmp_path):
     """Bit-identical weights and answers from two runs (the data's own determinism is tested in tests/synth)."""
     config = DemoConfig(seed=5, minutes=0.03, n=48, eval_n=6)
     runs = [run_demo(tmp_path / name, config, say=lambda _: None) for name in ("a", "b")]
-    for name in ("llm_64.pth", "pretrain/pretrain_vlm_64.safetensors", "sft/sft_vlm_64.safetensors",
-                 "sft/vision/model.safetensors"):
+    for name in (
+        "llm_64.pth",
+        "pretrain/pretrain_vlm_64.safetensors",
+        "sft/sft_vlm_64.safetensors",
+        "sft/vision/model.safetensors",
+    ):
         assert (runs[0].out / name).read_bytes() == (runs[1].out / name).read_bytes(), name
-    answers = [[(x["prediction"], x["loss"]) for x in map(json.loads, (r.out / "eval.jsonl").read_text().splitlines())]
-               for r in runs]
+    answers = [
+        [(x["prediction"], x["loss"]) for x in map(json.loads, (r.out / "eval.jsonl").read_text().splitlines())]
+        for r in runs
+    ]
     assert answers[0] == answers[1] and len(answers[0]) == 6
 
 
 def test_demo_refuses_a_folder_that_is_not_empty(tmp_path):
     (tmp_path / "keep.txt").write_text("mine")
-    result = subprocess.run([sys.executable, "-m", "mmv.cli.app", "demo", "--out", str(tmp_path)],
-                            capture_output=True, text=True, timeout=120)
+    result = subprocess.run(
+        [sys.executable, "-m", "mmv.cli.app", "demo", "--out", str(tmp_path)],
+        capture_output=True,
+        text=True,
+        timeout=120,
+    )
     assert result.returncode == 2 and "not empty" in result.stderr
     assert [p.name for p in tmp_path.iterdir()] == ["keep.txt"]

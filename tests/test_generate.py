@@ -12,9 +12,10 @@ from tests.conftest import fixture_cases, load_fixture_model, pixel_inputs
 def test_greedy_tokens_match_reference(fixture_name):
     model, cases = load_fixture_model(fixture_name), fixture_cases(fixture_name)
     prompt = cases["input_ids"][0].tolist()
-    result = generate(model, [prompt], SamplingConfig(max_new_tokens=16, stop_on_eos=False),
-                      pixel_inputs=pixel_inputs(cases))
-    assert result.tokens[0] == cases["generated_greedy"][0, len(prompt):].tolist()
+    result = generate(
+        model, [prompt], SamplingConfig(max_new_tokens=16, stop_on_eos=False), pixel_inputs=pixel_inputs(cases)
+    )
+    assert result.tokens[0] == cases["generated_greedy"][0, len(prompt) :].tolist()
 
 
 @pytest.mark.parametrize("name", ["p32", "p32-moe"])
@@ -28,7 +29,7 @@ def test_incremental_decode_equals_full_forward(name):
         cache = model.new_cache(1, ids.shape[1], torch.float32, "cpu")
         steps = [model(ids[:, :prompt_len], image_embeds=embeds, cache=cache).logits]
         for position in range(prompt_len, ids.shape[1]):
-            steps.append(model(ids[:, position:position + 1], cache=cache).logits)
+            steps.append(model(ids[:, position : position + 1], cache=cache).logits)
     torch.testing.assert_close(torch.cat(steps, dim=1), full, atol=1e-5, rtol=0)
 
 
@@ -37,11 +38,12 @@ def test_batched_left_padding_equals_one_by_one():
     image_prompt = cases["input_ids"][0].tolist()
     text_prompt = cases["text_input_ids"][0].tolist()[:12]
     sampling = SamplingConfig(max_new_tokens=10, stop_on_eos=False)
-    together = generate(model, [text_prompt, image_prompt, text_prompt[:5]], sampling,
-                        pixel_inputs=pixel_inputs(cases))
-    alone = [generate(model, [text_prompt], sampling).tokens[0],
-             generate(model, [image_prompt], sampling, pixel_inputs=pixel_inputs(cases)).tokens[0],
-             generate(model, [text_prompt[:5]], sampling).tokens[0]]
+    together = generate(model, [text_prompt, image_prompt, text_prompt[:5]], sampling, pixel_inputs=pixel_inputs(cases))
+    alone = [
+        generate(model, [text_prompt], sampling).tokens[0],
+        generate(model, [image_prompt], sampling, pixel_inputs=pixel_inputs(cases)).tokens[0],
+        generate(model, [text_prompt[:5]], sampling).tokens[0],
+    ]
     assert together.tokens == alone
 
 
@@ -81,10 +83,13 @@ def test_eos_stops_and_is_not_part_of_reply():
 def test_seeded_sampling_is_reproducible_and_varies_with_seed():
     model = load_fixture_model("p32")
     prompt = fixture_cases("p32")["text_input_ids"][0].tolist()
+
     def run(seed):
-        sampling = SamplingConfig(max_new_tokens=12, temperature=1.5, top_k=200, top_p=0.95, seed=seed,
-                                  stop_on_eos=False)
+        sampling = SamplingConfig(
+            max_new_tokens=12, temperature=1.5, top_k=200, top_p=0.95, seed=seed, stop_on_eos=False
+        )
         return generate(model, [prompt], sampling).tokens[0]
+
     assert run(3) == run(3)
     assert run(3) != run(4)
 
@@ -113,6 +118,10 @@ def test_callback_can_cancel():
     model = load_fixture_model("p32")
     prompt = fixture_cases("p32")["text_input_ids"][0].tolist()
     seen = []
-    result = generate(model, [prompt], SamplingConfig(max_new_tokens=50, stop_on_eos=False),
-                      on_token=lambda row, token: seen.append(token) or len(seen) >= 3)
+    result = generate(
+        model,
+        [prompt],
+        SamplingConfig(max_new_tokens=50, stop_on_eos=False),
+        on_token=lambda row, token: seen.append(token) or len(seen) >= 3,
+    )
     assert len(result.tokens[0]) == 3 and result.stopped == ["cancelled"]

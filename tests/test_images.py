@@ -22,8 +22,15 @@ def test_rgba_is_converted(tmp_path):
     assert open_image(tmp_path / "a.png").mode == "RGB"
 
 
-@pytest.mark.parametrize("kind, message", [("missing", "does not exist"), ("text", "not an image"),
-                                           ("truncated", "cannot be decoded"), ("bomb", "pixel limit")])
+@pytest.mark.parametrize(
+    "kind, message",
+    [
+        ("missing", "does not exist"),
+        ("text", "not an image"),
+        ("truncated", "cannot be decoded"),
+        ("bomb", "pixel limit"),
+    ],
+)
 def test_bad_images(tmp_path, kind, message):
     path = tmp_path / "x.png"
     if kind == "text":

@@ -14,8 +14,7 @@ IMG, RUN = 12, 4  # placeholder id and a short run length for the arithmetic tes
 
 
 def cached(tokens: list[int], images: torch.Tensor | None = None) -> PrefixCache:
-    return PrefixCache(cache=KVCache(1, 1, 1, len(tokens), 2, torch.float32, "cpu"), tokens=tokens,
-                       image_embeds=images)
+    return PrefixCache(cache=KVCache(1, 1, 1, len(tokens), 2, torch.float32, "cpu"), tokens=tokens, image_embeds=images)
 
 
 def test_the_common_prefix_is_reused_and_one_token_is_always_left_to_prefill():

@@ -53,7 +53,7 @@ class TextStream:
         text = self.tokenizer.decode(self.tokens, skip_special_tokens=True)
         if text.endswith("\ufffd"):
             return ""
-        new, self.emitted = text[self.emitted:], len(text)
+        new, self.emitted = text[self.emitted :], len(text)
         return new
 
     def text(self) -> str:
@@ -73,8 +73,9 @@ def place_images(prompt: str, count: int) -> str:
 
 
 class ChatSession:
-    def __init__(self, loaded: LoadedModel, sampling: SamplingConfig, system: str | None = None,
-                 thinking: bool = False) -> None:
+    def __init__(
+        self, loaded: LoadedModel, sampling: SamplingConfig, system: str | None = None, thinking: bool = False
+    ) -> None:
         self.loaded, self.sampling, self.system, self.thinking = loaded, sampling, system, thinking
         self.turns: list[Turn] = []
         self.pending: list[tuple[str, Image.Image]] = []  # images attached to the next user turn
@@ -105,8 +106,12 @@ class ChatSession:
         new_embeds = self._encode_pending()
         vision_ms = (time.perf_counter() - start) * 1000
         user = Turn("user", content, [name for name, _ in self.pending])
-        text = render_chat(self.loaded.tokenizer, [*self.messages(), {"role": "user", "content": content}],
-                           thinking=self.thinking, tokens_per_image=self.loaded.model.config.image_token_len)
+        text = render_chat(
+            self.loaded.tokenizer,
+            [*self.messages(), {"role": "user", "content": content}],
+            thinking=self.thinking,
+            tokens_per_image=self.loaded.model.config.image_token_len,
+        )
         stream = TextStream(self.loaded.tokenizer)
 
         def on_token(_row: int, token: int) -> bool | None:
@@ -114,15 +119,27 @@ class ChatSession:
             return on_text(piece) if (piece and on_text) else None
 
         embeds = torch.stack(self.image_embeds + new_embeds) if self.image_embeds or new_embeds else None
-        result = generate(self.loaded.model, [encode(self.loaded.tokenizer, text)], self.sampling,
-                          image_embeds=embeds, on_token=on_token, prefix=self.prefix)
+        result = generate(
+            self.loaded.model,
+            [encode(self.loaded.tokenizer, text)],
+            self.sampling,
+            image_embeds=embeds,
+            on_token=on_token,
+            prefix=self.prefix,
+        )
         self.image_embeds += new_embeds
         self.pending = []
         reply = stream.text()
         self.turns += [user, Turn("assistant", reply)]
-        return Reply(text=reply, new_tokens=len(result.tokens[0]), ttft_ms=result.ttft_ms + vision_ms,
-                     vision_ms=vision_ms, decode_tokens_per_s=result.decode_tokens_per_s, stopped=result.stopped[0],
-                     reused_tokens=result.reused_tokens)
+        return Reply(
+            text=reply,
+            new_tokens=len(result.tokens[0]),
+            ttft_ms=result.ttft_ms + vision_ms,
+            vision_ms=vision_ms,
+            decode_tokens_per_s=result.decode_tokens_per_s,
+            stopped=result.stopped[0],
+            reused_tokens=result.reused_tokens,
+        )
 
     def _encode_pending(self) -> list[torch.Tensor]:
         import torch
@@ -138,6 +155,9 @@ class ChatSession:
             return list(model.encode_images(inputs))
 
     def transcript(self) -> dict[str, Any]:
-        return {"model": str(self.loaded.weights), "system": self.system, "thinking": self.thinking,
-                "turns": [{"role": t.role, "content": t.content, "images": t.images} for t in self.turns]}
-
+        return {
+            "model": str(self.loaded.weights),
+            "system": self.system,
+            "thinking": self.thinking,
+            "turns": [{"role": t.role, "content": t.content, "images": t.images} for t in self.turns],
+        }

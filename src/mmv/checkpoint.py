@@ -50,8 +50,10 @@ def read_state_dict(path: str | Path) -> dict[str, torch.Tensor]:
             # mmap avoids a second copy in memory, but only the zip format (torch >= 1.6) supports it
             state = torch.load(str(path), map_location="cpu", weights_only=True, mmap=zipfile.is_zipfile(path))
     except pickle.UnpicklingError:
-        raise MmvError(f"cannot read checkpoint {path}: it is not a weights-only PyTorch file (refusing to unpickle "
-                       "anything but tensors)") from None
+        raise MmvError(
+            f"cannot read checkpoint {path}: it is not a weights-only PyTorch file (refusing to unpickle "
+            "anything but tensors)"
+        ) from None
     except Exception as exc:  # any unreadable file becomes the same one-line error
         reason = str(exc).strip().splitlines()[0] if str(exc).strip() else type(exc).__name__
         raise MmvError(f"cannot read checkpoint {path}: {reason[:200]}") from None
@@ -69,8 +71,10 @@ def detect_variant(state: dict[str, torch.Tensor], encoder_hidden: int | None = 
     model of another width needs the encoder's hidden size to tell them apart.
     """
     if any(k.startswith("vision_proj.vision_proj.") for k in state):
-        raise MmvError("this is a CLIP-era MiniMind2-V checkpoint (single Linear projector, 196 '@' tokens); "
-                       "expected a MiniMind-V checkpoint with a SigLIP2 projector")
+        raise MmvError(
+            "this is a CLIP-era MiniMind2-V checkpoint (single Linear projector, 196 '@' tokens); "
+            "expected a MiniMind-V checkpoint with a SigLIP2 projector"
+        )
     first = state.get("vision_proj.mlp.0.weight")
     if first is None:
         if any(k.startswith("vision_proj.") for k in state):
@@ -85,12 +89,15 @@ def detect_variant(state: dict[str, torch.Tensor], encoder_hidden: int | None = 
         return "p32-256" if width == encoder_hidden else "p16-256"
     if width in (768, 3072) and encoder_hidden is None:
         return "p32-256" if width == 768 else "p16-256"
-    raise MmvError(f"the projector takes {width}-wide tokens, which fits neither a p32-256 nor a p16-256 encoder "
-                   f"of hidden size {encoder_hidden or 768}; pass the matching --vision folder")
+    raise MmvError(
+        f"the projector takes {width}-wide tokens, which fits neither a p32-256 nor a p16-256 encoder "
+        f"of hidden size {encoder_hidden or 768}; pass the matching --vision folder"
+    )
 
 
-def infer_config(state: dict[str, torch.Tensor], base: VLMConfig | None = None,
-                 encoder_hidden: int | None = None) -> VLMConfig:
+def infer_config(
+    state: dict[str, torch.Tensor], base: VLMConfig | None = None, encoder_hidden: int | None = None
+) -> VLMConfig:
     """Every size of the model read off its tensors; `base` supplies what tensors cannot tell (top-k, rope)."""
     try:
         embed = state["model.embed_tokens.weight"]
@@ -100,20 +107,28 @@ def infer_config(state: dict[str, torch.Tensor], base: VLMConfig | None = None,
         heads = state["model.layers.0.self_attn.q_proj.weight"].shape[0] // head_dim
         kv_heads = state["model.layers.0.self_attn.k_proj.weight"].shape[0] // head_dim
     except (KeyError, ValueError):
-        raise MmvError("not a MiniMind checkpoint: expected model.embed_tokens.weight and "
-                       "model.layers.N.self_attn.* keys") from None
+        raise MmvError(
+            "not a MiniMind checkpoint: expected model.embed_tokens.weight and model.layers.N.self_attn.* keys"
+        ) from None
     experts = {int(m.group(1)) for k in state if (m := re.match(r"model\.layers\.0\.mlp\.experts\.(\d+)\.", k))}
     mlp = "model.layers.0.mlp.experts.0.gate_proj.weight" if experts else "model.layers.0.mlp.gate_proj.weight"
     values = (base or VLMConfig()).to_dict()
-    values.update(vocab_size=embed.shape[0], hidden_size=embed.shape[1], num_hidden_layers=layers,
-                  num_attention_heads=heads, num_key_value_heads=kv_heads, head_dim=head_dim,
-                  intermediate_size=state[mlp].shape[0], moe_intermediate_size=state[mlp].shape[0],
-                  use_moe=bool(experts), num_experts=len(experts) or values["num_experts"])
+    values.update(
+        vocab_size=embed.shape[0],
+        hidden_size=embed.shape[1],
+        num_hidden_layers=layers,
+        num_attention_heads=heads,
+        num_key_value_heads=kv_heads,
+        head_dim=head_dim,
+        intermediate_size=state[mlp].shape[0],
+        moe_intermediate_size=state[mlp].shape[0],
+        use_moe=bool(experts),
+        num_experts=len(experts) or values["num_experts"],
+    )
     variant = detect_variant(state, encoder_hidden)
     if variant is not None:
         width = state["vision_proj.mlp.0.weight"].shape[-1 if variant == "p16-naflex" else 0]
-        values.update(vision_variant=variant,
-                      image_hidden_size=width if variant == "p32-256" else width // 4)
+        values.update(vision_variant=variant, image_hidden_size=width if variant == "p32-256" else width // 4)
     return VLMConfig.from_dict(values)
 
 
@@ -135,8 +150,7 @@ def folder_config(folder: Path) -> dict:
     return config
 
 
-def read_checkpoint(path: str | Path, encoder_hidden: int | None = None,
-                    base: VLMConfig | None = None) -> Checkpoint:
+def read_checkpoint(path: str | Path, encoder_hidden: int | None = None, base: VLMConfig | None = None) -> Checkpoint:
     """Weights and the config they imply from a `.pth` / `.safetensors` file or a transformers folder."""
     path = Path(path)
     if path.is_dir():
@@ -173,6 +187,7 @@ def load_weights(model: MiniMindVLM, checkpoint: Checkpoint) -> None:
     own = model.state_dict()
     for key, tensor in checkpoint.state_dict.items():
         if own[key].shape != tensor.shape:
-            raise MmvError(f"{checkpoint.source}: {key} has shape {tuple(tensor.shape)}, "
-                           f"expected {tuple(own[key].shape)}")
+            raise MmvError(
+                f"{checkpoint.source}: {key} has shape {tuple(tensor.shape)}, expected {tuple(own[key].shape)}"
+            )
     model.load_state_dict(checkpoint.state_dict, strict=False)

@@ -54,8 +54,9 @@ class VLMConfig:
 
     def __post_init__(self) -> None:
         if self.vision_variant not in VISION_VARIANTS:
-            raise MmvError(f"unknown vision variant {self.vision_variant!r}; "
-                           f"expected one of {', '.join(VISION_VARIANTS)}")
+            raise MmvError(
+                f"unknown vision variant {self.vision_variant!r}; expected one of {', '.join(VISION_VARIANTS)}"
+            )
         if self.head_dim is None:
             self.head_dim = self.hidden_size // self.num_attention_heads
         if self.intermediate_size is None:
@@ -88,8 +89,14 @@ class VLMConfig:
 
 
 def _tiny(**overrides: Any) -> VLMConfig:
-    base = dict(hidden_size=64, num_hidden_layers=3, num_attention_heads=4, num_key_value_heads=2,
-                intermediate_size=160, image_hidden_size=32)
+    base = dict(
+        hidden_size=64,
+        num_hidden_layers=3,
+        num_attention_heads=4,
+        num_key_value_heads=2,
+        intermediate_size=160,
+        image_hidden_size=32,
+    )
     base.update(overrides)
     return VLMConfig(**base)
 

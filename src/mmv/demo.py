@@ -78,18 +78,47 @@ def make_start_weights(folder: Path, vocab_size: int, seed: int) -> Path:
     return path
 
 
-def train_stage(stage: str, out: Path, data: Path, init: Path, vision: Path, tokenizer: Path, steps: int,
-                lr: float, config: DemoConfig) -> dict[str, Any]:
+def train_stage(
+    stage: str,
+    out: Path,
+    data: Path,
+    init: Path,
+    vision: Path,
+    tokenizer: Path,
+    steps: int,
+    lr: float,
+    config: DemoConfig,
+) -> dict[str, Any]:
     """One `mmv pretrain` / `mmv sft` run: everything trained (LLM, projector and encoder)."""
     from mmv.train.config import stage_config
     from mmv.train.run import RunRequest, run
 
-    cfg = stage_config(stage, init=str(init), preset="tiny", freeze="none", train_vision=True, lr=lr,
-                       warmup=config.warmup, batch_size=config.batch_size, max_steps=steps, epochs=1000,
-                       max_seq_len=config.max_seq_len, seed=config.seed, log_every=10, save_every=10**9,
-                       device="cpu", num_workers=config.num_workers)
-    request = RunRequest(cfg=cfg, out=out, data=[str(data)], vision=str(vision), tokenizer=str(tokenizer),
-                         data_options={"random_system_prompt": False, "drop_empty_think": False})
+    cfg = stage_config(
+        stage,
+        init=str(init),
+        preset="tiny",
+        freeze="none",
+        train_vision=True,
+        lr=lr,
+        warmup=config.warmup,
+        batch_size=config.batch_size,
+        max_steps=steps,
+        epochs=1000,
+        max_seq_len=config.max_seq_len,
+        seed=config.seed,
+        log_every=10,
+        save_every=10**9,
+        device="cpu",
+        num_workers=config.num_workers,
+    )
+    request = RunRequest(
+        cfg=cfg,
+        out=out,
+        data=[str(data)],
+        vision=str(vision),
+        tokenizer=str(tokenizer),
+        data_options={"random_system_prompt": False, "drop_empty_think": False},
+    )
     return run(request, stage)
 
 
@@ -159,14 +188,32 @@ def _run(out: Path, config: DemoConfig, say: Callable[[str], None]) -> DemoResul
     result.seconds["data"], clock = time.perf_counter() - clock, time.perf_counter()
 
     say(f"2/4 pretrain: {pretrain_steps} steps on image captions (LLM, projector and encoder from scratch)")
-    summary = train_stage("pretrain", out / "pretrain", data.files["pretrain"], start, out / "encoder",
-                          data.tokenizer, pretrain_steps, config.pretrain_lr, config)
+    summary = train_stage(
+        "pretrain",
+        out / "pretrain",
+        data.files["pretrain"],
+        start,
+        out / "encoder",
+        data.tokenizer,
+        pretrain_steps,
+        config.pretrain_lr,
+        config,
+    )
     result.losses["pretrain"] = summary["loss"]
     result.seconds["pretrain"], clock = time.perf_counter() - clock, time.perf_counter()
 
     say(f"3/4 sft: {sft_steps} steps on questions and answers")
-    summary = train_stage("sft", out / "sft", data.files["sft"], out / "pretrain", out / "pretrain" / "vision",
-                          data.tokenizer, sft_steps, config.sft_lr, config)
+    summary = train_stage(
+        "sft",
+        out / "sft",
+        data.files["sft"],
+        out / "pretrain",
+        out / "pretrain" / "vision",
+        data.tokenizer,
+        sft_steps,
+        config.sft_lr,
+        config,
+    )
     result.losses["sft"] = summary["loss"]
     result.seconds["sft"], clock = time.perf_counter() - clock, time.perf_counter()
 
@@ -179,10 +226,15 @@ def _run(out: Path, config: DemoConfig, say: Callable[[str], None]) -> DemoResul
     result.example = answer_one(loaded, data.files["eval"], out / "example.png")
     result.seconds["eval"] = time.perf_counter() - clock
 
-    loss_curve([out / "pretrain" / "metrics.jsonl", out / "sft" / "metrics.jsonl"], ["pretrain", "sft"],
-               out / "loss.png")
-    result.paths = {"model": str(out / "sft"), "loss_curve": str(out / "loss.png"), "eval_records": str(records),
-                    "data": str(out / "data")}
+    loss_curve(
+        [out / "pretrain" / "metrics.jsonl", out / "sft" / "metrics.jsonl"], ["pretrain", "sft"], out / "loss.png"
+    )
+    result.paths = {
+        "model": str(out / "sft"),
+        "loss_curve": str(out / "loss.png"),
+        "eval_records": str(records),
+        "data": str(out / "data"),
+    }
     return result
 
 
@@ -219,8 +271,10 @@ def loss_curve(metrics: list[Path], names: list[str], out: Path, size: tuple[int
     max_step = max(step for step, _ in every) or 1
 
     def xy(step: float, loss: float) -> tuple[float, float]:
-        return (left + step / max_step * (width - left - right),
-                top + (hi - math.log10(loss)) / (hi - lo) * (height - top - bottom))
+        return (
+            left + step / max_step * (width - left - right),
+            top + (hi - math.log10(loss)) / (hi - lo) * (height - top - bottom),
+        )
 
     image = Image.new("RGB", size, "white")
     draw = ImageDraw.Draw(image)

@@ -48,8 +48,8 @@ def left_pad(prompts: list[list[int]], pad_id: int) -> tuple[torch.Tensor, torch
     ids = torch.full((len(prompts), width), pad_id, dtype=torch.long)
     mask = torch.zeros((len(prompts), width), dtype=torch.long)
     for row, prompt in enumerate(prompts):
-        ids[row, width - len(prompt):] = torch.tensor(prompt, dtype=torch.long)
-        mask[row, width - len(prompt):] = 1
+        ids[row, width - len(prompt) :] = torch.tensor(prompt, dtype=torch.long)
+        mask[row, width - len(prompt) :] = 1
     return ids, mask
 
 
@@ -77,10 +77,17 @@ def choose_tokens(logits: torch.Tensor, sampling: SamplingConfig, generator: tor
 
 
 @torch.inference_mode()
-def generate(model: MiniMindVLM, prompts: list[list[int]], sampling: SamplingConfig | None = None, *,
-             pixel_inputs: dict[str, torch.Tensor] | None = None, image_embeds: torch.Tensor | None = None,
-             on_token: TokenCallback | None = None, fast_decode: bool = True,
-             prefix: PrefixCache | None = None) -> GenerationResult:
+def generate(
+    model: MiniMindVLM,
+    prompts: list[list[int]],
+    sampling: SamplingConfig | None = None,
+    *,
+    pixel_inputs: dict[str, torch.Tensor] | None = None,
+    image_embeds: torch.Tensor | None = None,
+    on_token: TokenCallback | None = None,
+    fast_decode: bool = True,
+    prefix: PrefixCache | None = None,
+) -> GenerationResult:
     """Generate a reply for each prompt (token ids with image placeholder runs already expanded).
 
     `pixel_inputs` holds every image of every prompt in order (or pass their projected `image_embeds`); the
@@ -115,7 +122,7 @@ def generate(model: MiniMindVLM, prompts: list[list[int]], sampling: SamplingCon
         prefix.clear()  # copied: free the old cache now, and an interrupted request leaves nothing stale behind
         if reused and image_embeds is not None:  # the images of the reused prefix are in the cache already
             suffix_images = int((ids[:, reused:] == config.image_token_id).sum()) // config.image_token_len
-            prefill_embeds = image_embeds[image_embeds.shape[0] - suffix_images:]
+            prefill_embeds = image_embeds[image_embeds.shape[0] - suffix_images :]
     key_padding = torch.ones((batch, total), dtype=torch.long, device=device)
     key_padding[:, :width] = mask
     positions = (mask.cumsum(dim=-1) - 1).clamp(min=0)
@@ -129,9 +136,18 @@ def generate(model: MiniMindVLM, prompts: list[list[int]], sampling: SamplingCon
         seen = torch.zeros((batch, config.vocab_size), dtype=torch.bool, device=device)
         seen.scatter_(1, ids, mask.bool())
 
-    logits = model(ids[:, reused:], image_embeds=prefill_embeds, cache=cache, last_only=True,
-                   key_padding=key_padding if padded else None,
-                   position_ids=positions if padded else None).logits[:, -1].float()
+    logits = (
+        model(
+            ids[:, reused:],
+            image_embeds=prefill_embeds,
+            cache=cache,
+            last_only=True,
+            key_padding=key_padding if padded else None,
+            position_ids=positions if padded else None,
+        )
+        .logits[:, -1]
+        .float()
+    )
     next_position = positions[:, -1:] + 1
     fast = FastDecoder(model, cache) if fast_decode and FastDecoder.supports(model, batch) else None
 
@@ -148,8 +164,9 @@ def generate(model: MiniMindVLM, prompts: list[list[int]], sampling: SamplingCon
             ttft_ms = (time.perf_counter() - start) * 1000
             decode_start = time.perf_counter()
         chosen = torch.where(finished, torch.full_like(chosen, config.pad_token_id), chosen)
-        cancelled = _record(chosen.tolist(), finished.tolist(), tokens, stopped, sampling, config.eos_token_id,
-                            on_token)
+        cancelled = _record(
+            chosen.tolist(), finished.tolist(), tokens, stopped, sampling, config.eos_token_id, on_token
+        )
         if sampling.stop_on_eos:
             finished |= chosen == config.eos_token_id
         if cancelled or bool(finished.all()) or step == sampling.max_new_tokens - 1:
@@ -162,21 +179,41 @@ def generate(model: MiniMindVLM, prompts: list[list[int]], sampling: SamplingCon
         if fast is not None:
             logits = fast(int(chosen[0]))
         else:
-            logits = model(chosen[:, None], cache=cache, last_only=True,
-                           key_padding=key_padding[:, :cache.length + 1] if padded else None,
-                           position_ids=next_position if padded else None).logits[:, -1].float()
+            logits = (
+                model(
+                    chosen[:, None],
+                    cache=cache,
+                    last_only=True,
+                    key_padding=key_padding[:, : cache.length + 1] if padded else None,
+                    position_ids=next_position if padded else None,
+                )
+                .logits[:, -1]
+                .float()
+            )
         next_position = next_position + 1
         steps = step + 1
     decode_s = time.perf_counter() - decode_start
     if prefix is not None:
         prefix.cache, prefix.tokens, prefix.image_embeds = cache, prompts[0] + fed, image_embeds
-    return GenerationResult(tokens=tokens, vision_ms=vision_ms, ttft_ms=ttft_ms,
-                            decode_tokens_per_s=steps / decode_s if steps and decode_s > 0 else 0.0,
-                            stopped=stopped, reused_tokens=reused)
+    return GenerationResult(
+        tokens=tokens,
+        vision_ms=vision_ms,
+        ttft_ms=ttft_ms,
+        decode_tokens_per_s=steps / decode_s if steps and decode_s > 0 else 0.0,
+        stopped=stopped,
+        reused_tokens=reused,
+    )
 
 
-def _record(chosen: list[int], finished: list[bool], tokens: list[list[int]], stopped: list[str],
-            sampling: SamplingConfig, eos: int, on_token: TokenCallback | None) -> bool:
+def _record(
+    chosen: list[int],
+    finished: list[bool],
+    tokens: list[list[int]],
+    stopped: list[str],
+    sampling: SamplingConfig,
+    eos: int,
+    on_token: TokenCallback | None,
+) -> bool:
     """Append each live row's token (eos is not part of the reply); return True if the callback cancels."""
     cancelled = False
     for row, token in enumerate(chosen):

@@ -43,6 +43,4 @@ def open_image(source: str | Path | bytes, name: str | None = None, max_pixels: 
     except UnidentifiedImageError:
         raise MmvError(f"{label} is not an image file") from None
     except (OSError, SyntaxError, ValueError) as exc:
-        raise MmvError(f"{label} cannot be decoded: {str(exc).splitlines()[0] if str(exc) else 'corrupt'}") \
-            from None
-
+        raise MmvError(f"{label} cannot be decoded: {str(exc).splitlines()[0] if str(exc) else 'corrupt'}") from None

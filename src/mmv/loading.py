@@ -74,8 +74,10 @@ def single_checkpoint(folder: Path) -> Path:
     files = sorted(p for p in folder.iterdir() if p.suffix in CHECKPOINT_SUFFIXES)
     if len(files) != 1:
         found = ", ".join(p.name for p in files) or "none"
-        raise MmvError(f"{folder} has no config.json and holds {len(files)} checkpoint files ({found}); "
-                       "expected a transformers folder, a run directory or one checkpoint: name the file")
+        raise MmvError(
+            f"{folder} has no config.json and holds {len(files)} checkpoint files ({found}); "
+            "expected a transformers folder, a run directory or one checkpoint: name the file"
+        )
     return files[0]
 
 
@@ -107,8 +109,9 @@ def find_tokenizer(sources: ModelSources, explicit: str | Path | None) -> Path:
     for candidate in candidates:
         if candidate is not None and (candidate / "tokenizer.json").is_file():
             return candidate
-    raise MmvError("no tokenizer found beside the model or in the cache; pass --tokenizer DIR or run "
-                   "`mmv download llm`")
+    raise MmvError(
+        "no tokenizer found beside the model or in the cache; pass --tokenizer DIR or run `mmv download llm`"
+    )
 
 
 def pick_device(device: str) -> torch.device:
@@ -138,9 +141,17 @@ def pick_dtype(dtype: str, device: torch.device) -> torch.dtype:
     return choices[dtype]
 
 
-def load_model(ref: str | Path, *, vision: str | Path | None = None, tokenizer: str | Path | None = None,
-               device: str = "auto", dtype: str = "auto", expect_variant: str | None = None,
-               base: VLMConfig | None = None, need_vision: bool = True) -> LoadedModel:
+def load_model(
+    ref: str | Path,
+    *,
+    vision: str | Path | None = None,
+    tokenizer: str | Path | None = None,
+    device: str = "auto",
+    dtype: str = "auto",
+    expect_variant: str | None = None,
+    base: VLMConfig | None = None,
+    need_vision: bool = True,
+) -> LoadedModel:
     """Load weights, encoder, processor and tokenizer; `need_vision=False` tolerates a missing encoder."""
     from mmv.checkpoint import load_weights, read_checkpoint
     from mmv.model.vision import ImageProcessor, inspect_encoder, load_encoder
@@ -158,8 +169,10 @@ def load_model(ref: str | Path, *, vision: str | Path | None = None, tokenizer: 
     if checkpoint.text_only:
         if encoder is not None:
             config = config.replace(vision_variant=encoder.variant, image_hidden_size=encoder.hidden_size)
-        notes.append(f"{sources.weights.name} holds text-only LLM weights: the vision projector is freshly "
-                     "initialised, so images are not understood until it is trained")
+        notes.append(
+            f"{sources.weights.name} holds text-only LLM weights: the vision projector is freshly "
+            "initialised, so images are not understood until it is trained"
+        )
     variant = config.vision_variant
     if expect_variant and not checkpoint.text_only and variant != expect_variant:
         raise MmvError(f"{sources.weights} is a {variant} checkpoint, but {expect_variant} was requested")
@@ -169,26 +182,38 @@ def load_model(ref: str | Path, *, vision: str | Path | None = None, tokenizer: 
     if encoder is not None:
         _check_encoder(config, encoder, vision_dir, checkpoint.text_only)
     elif need_vision:
-        raise MmvError(f"no {variant} vision encoder found beside the model or in the cache; pass --vision DIR or "
-                       f"run `mmv download siglip2-{variant}`")
+        raise MmvError(
+            f"no {variant} vision encoder found beside the model or in the cache; pass --vision DIR or "
+            f"run `mmv download siglip2-{variant}`"
+        )
 
     tokenizer_dir = find_tokenizer(sources, tokenizer)
     tok = load_tokenizer(tokenizer_dir)
     if len(tok) > config.vocab_size:
-        raise MmvError(f"the tokenizer in {tokenizer_dir} has {len(tok)} tokens but the model's vocabulary is "
-                       f"{config.vocab_size}")
+        raise MmvError(
+            f"the tokenizer in {tokenizer_dir} has {len(tok)} tokens but the model's vocabulary is {config.vocab_size}"
+        )
     target_device = pick_device(device)
     model = MiniMindVLM(config, load_encoder(vision_dir) if encoder else None)
     load_weights(model, checkpoint)
     model = model.to(device=target_device, dtype=pick_dtype(dtype, target_device)).eval()
-    return LoadedModel(model=model, tokenizer=tok, processor=ImageProcessor(vision_dir) if encoder else None,
-                       weights=sources.weights, vision_dir=vision_dir, tokenizer_dir=tokenizer_dir, notes=notes)
+    return LoadedModel(
+        model=model,
+        tokenizer=tok,
+        processor=ImageProcessor(vision_dir) if encoder else None,
+        weights=sources.weights,
+        vision_dir=vision_dir,
+        tokenizer_dir=tokenizer_dir,
+        notes=notes,
+    )
 
 
 def _check_encoder(config: VLMConfig, encoder, vision_dir: Path, text_only: bool) -> None:
     if text_only:
         return
     if encoder.variant != config.vision_variant or encoder.hidden_size != config.image_hidden_size:
-        raise MmvError(f"the checkpoint expects a {config.vision_variant} encoder of width "
-                       f"{config.image_hidden_size}, but {vision_dir} holds a {encoder.variant} encoder of width "
-                       f"{encoder.hidden_size}")
+        raise MmvError(
+            f"the checkpoint expects a {config.vision_variant} encoder of width "
+            f"{config.image_hidden_size}, but {vision_dir} holds a {encoder.variant} encoder of width "
+            f"{encoder.hidden_size}"
+        )

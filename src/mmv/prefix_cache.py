@@ -27,8 +27,9 @@ class PrefixCache:
         self.cache, self.tokens, self.image_embeds = None, [], None
 
 
-def reusable_length(prefix: PrefixCache, prompt: list[int], image_embeds: torch.Tensor | None, image_token: int,
-                    run_length: int) -> int:
+def reusable_length(
+    prefix: PrefixCache, prompt: list[int], image_embeds: torch.Tensor | None, image_token: int, run_length: int
+) -> int:
     """How many leading prompt tokens can keep their cached keys/values.
 
     The common prefix of the cached and the new tokens, less: at least one token is left to prefill (its logits
@@ -52,5 +53,10 @@ def reusable_length(prefix: PrefixCache, prompt: list[int], image_embeds: torch.
 
 
 def _same_image(old: torch.Tensor | None, new: torch.Tensor | None, index: int) -> bool:
-    return (old is not None and new is not None and index < old.shape[0] and index < new.shape[0]
-            and torch.equal(old[index], new[index]))
+    return (
+        old is not None
+        and new is not None
+        and index < old.shape[0]
+        and index < new.shape[0]
+        and torch.equal(old[index], new[index])
+    )

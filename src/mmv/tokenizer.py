@@ -36,11 +36,18 @@ def expand_image_markers(text: str, tokens_per_image: int = 64) -> str:
     return text.replace(IMAGE_MARKER, IMAGE_TOKEN * tokens_per_image)
 
 
-def render_chat(tokenizer: PreTrainedTokenizerFast, messages: list[dict[str, Any]], *,
-                add_generation_prompt: bool = True, thinking: bool = False, tokens_per_image: int = 64) -> str:
+def render_chat(
+    tokenizer: PreTrainedTokenizerFast,
+    messages: list[dict[str, Any]],
+    *,
+    add_generation_prompt: bool = True,
+    thinking: bool = False,
+    tokens_per_image: int = 64,
+) -> str:
     """Chat template applied, image markers expanded: the exact text the model sees."""
-    text = tokenizer.apply_chat_template(messages, tokenize=False, add_generation_prompt=add_generation_prompt,
-                                         open_thinking=thinking)
+    text = tokenizer.apply_chat_template(
+        messages, tokenize=False, add_generation_prompt=add_generation_prompt, open_thinking=thinking
+    )
     return expand_image_markers(text, tokens_per_image)
 
 

@@ -9,10 +9,12 @@ from mmv import __version__
 
 
 def test_help_and_version_do_not_import_torch():
-    code = ("import sys; from mmv.cli.app import main; sys.argv = ['mmv', '--help']\n"
-            "try:\n    main()\nexcept SystemExit:\n    pass\n"
-            "assert 'torch' not in sys.modules, 'torch was imported'\n"
-            "assert 'transformers' not in sys.modules\n")
+    code = (
+        "import sys; from mmv.cli.app import main; sys.argv = ['mmv', '--help']\n"
+        "try:\n    main()\nexcept SystemExit:\n    pass\n"
+        "assert 'torch' not in sys.modules, 'torch was imported'\n"
+        "assert 'transformers' not in sys.modules\n"
+    )
     done = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, timeout=60)
     assert done.returncode == 0, done.stderr
     assert "chat" in done.stdout and "download" in done.stdout

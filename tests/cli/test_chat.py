@@ -18,7 +18,7 @@ def reference_reply() -> str:
     from mmv.tokenizer import load_tokenizer
 
     cases = fixture_cases("p32")
-    new = cases["generated_greedy"][0, cases["input_ids"].shape[1]:].tolist()
+    new = cases["generated_greedy"][0, cases["input_ids"].shape[1] :].tolist()
     return load_tokenizer(TOKENIZER_DIR).decode(new, skip_special_tokens=True)
 
 
@@ -45,8 +45,10 @@ def test_json_summary(cli):
 
 def test_piped_prompts_are_a_multi_turn_session(cli, tmp_path):
     transcript = tmp_path / "t.json"
-    script = (f"hello\n/image {IMAGE}\nWhat is in this image?\n/save {transcript}\n/clear\n"
-              "/help\nagain\n/exit\nnever answered\n")
+    script = (
+        f"hello\n/image {IMAGE}\nWhat is in this image?\n/save {transcript}\n/clear\n"
+        "/help\nagain\n/exit\nnever answered\n"
+    )
     result = cli(["chat", *MODEL, "--max-new-tokens", "4", "--temperature", "0", "--json"], input=script)
     assert result.exit_code == 0, result.stderr
     summary = json.loads(result.stdout)
@@ -110,8 +112,14 @@ def test_ctrl_c_stops_the_reply_not_the_session(tmp_path):
     import time
 
     args = [sys.executable, "-m", "mmv.cli.app", "chat", *MODEL, "--max-new-tokens", "20000", "--temperature", "0"]
-    process = subprocess.Popen(args, stdin=subprocess.PIPE, stdout=subprocess.PIPE, stderr=subprocess.PIPE,
-                               text=True, env={**os.environ, "PYTHONUNBUFFERED": "1"})
+    process = subprocess.Popen(
+        args,
+        stdin=subprocess.PIPE,
+        stdout=subprocess.PIPE,
+        stderr=subprocess.PIPE,
+        text=True,
+        env={**os.environ, "PYTHONUNBUFFERED": "1"},
+    )
     process.stdin.write("tell me a long story\n")
     process.stdin.flush()
     first = process.stdout.read(1)  # the reply has started streaming

@@ -18,8 +18,9 @@ from tests.conftest import TOKENIZER_DIR
 
 
 def mmv(*args: str) -> subprocess.CompletedProcess:
-    return subprocess.run([sys.executable, "-m", "mmv.cli.app", *map(str, args)], capture_output=True, text=True,
-                          timeout=300)
+    return subprocess.run(
+        [sys.executable, "-m", "mmv.cli.app", *map(str, args)], capture_output=True, text=True, timeout=300
+    )
 
 
 def jpeg(size=(64, 64), colour=(200, 30, 30)) -> bytes:
@@ -35,8 +36,10 @@ def conv(*turns: str) -> str:
 
 def write_parquet(path, rows, multi=False):
     images = pa.list_(pa.binary()) if multi else pa.binary()
-    table = pa.table({"conversations": [r[0] for r in rows], "image_bytes": [r[1] for r in rows]},
-                     schema=pa.schema([("conversations", pa.string()), ("image_bytes", images)]))
+    table = pa.table(
+        {"conversations": [r[0] for r in rows], "image_bytes": [r[1] for r in rows]},
+        schema=pa.schema([("conversations", pa.string()), ("image_bytes", images)]),
+    )
     pq.write_table(table, path)
     return path
 
@@ -50,8 +53,9 @@ def test_synth_writes_the_three_splits_and_a_tokenizer(tmp_path):
     for split in ("pretrain", "sft", "eval"):
         assert pq.read_metadata(tmp_path / "d" / f"{split}.parquet").num_rows == summary["rows"][split]
     # what synth writes passes its own check, token lengths included
-    check = mmv("data", "check", *(tmp_path / "d").glob("*.parquet"), "--tokenizer", tmp_path / "d" / "tokenizer",
-                "--json")
+    check = mmv(
+        "data", "check", *(tmp_path / "d").glob("*.parquet"), "--tokenizer", tmp_path / "d" / "tokenizer", "--json"
+    )
     assert check.returncode == 0, check.stderr
     assert json.loads(check.stdout)["ok"] is True
 
@@ -64,19 +68,38 @@ def test_from_llava_converts_and_skips_missing_and_corrupt_images(tmp_path):
     (images / "broken.jpg").write_bytes(jpeg()[:200])  # truncated JPEG
     human, gpt = "human", "gpt"
     records = [
-        {"id": "a", "image": "sub/big.png", "conversations": [{"from": human, "value": "<image>\nWhat is it?"},
-                                                              {"from": gpt, "value": "Green."}]},
-        {"id": "b", "image": "missing.jpg", "conversations": [{"from": human, "value": "<image>\nHi"},
-                                                              {"from": gpt, "value": "x"}]},
-        {"id": "c", "image": "broken.jpg", "conversations": [{"from": human, "value": "<image>\nHi"},
-                                                             {"from": gpt, "value": "x"}]},
-        {"id": "d", "image": ["red.jpg", "sub/big.png"],
-         "conversations": [{"from": "system", "value": "Be brief."},
-                           {"from": human, "value": "<image>\n<image>\nSame?"}, {"from": gpt, "value": "No."},
-                           {"from": human, "value": "Why?"}, {"from": gpt, "value": "Colours."}]},
+        {
+            "id": "a",
+            "image": "sub/big.png",
+            "conversations": [{"from": human, "value": "<image>\nWhat is it?"}, {"from": gpt, "value": "Green."}],
+        },
+        {
+            "id": "b",
+            "image": "missing.jpg",
+            "conversations": [{"from": human, "value": "<image>\nHi"}, {"from": gpt, "value": "x"}],
+        },
+        {
+            "id": "c",
+            "image": "broken.jpg",
+            "conversations": [{"from": human, "value": "<image>\nHi"}, {"from": gpt, "value": "x"}],
+        },
+        {
+            "id": "d",
+            "image": ["red.jpg", "sub/big.png"],
+            "conversations": [
+                {"from": "system", "value": "Be brief."},
+                {"from": human, "value": "<image>\n<image>\nSame?"},
+                {"from": gpt, "value": "No."},
+                {"from": human, "value": "Why?"},
+                {"from": gpt, "value": "Colours."},
+            ],
+        },
         {"id": "e", "conversations": [{"from": human, "value": "No picture here."}, {"from": gpt, "value": "Ok."}]},
-        {"id": "f", "image": "red.jpg", "conversations": [{"from": human, "value": "Marker missing"},
-                                                          {"from": gpt, "value": "x"}]},
+        {
+            "id": "f",
+            "image": "red.jpg",
+            "conversations": [{"from": human, "value": "Marker missing"}, {"from": gpt, "value": "x"}],
+        },
     ]
     source = tmp_path / "llava.json"
     source.write_text(json.dumps(records, indent=1))
@@ -90,8 +113,10 @@ def test_from_llava_converts_and_skips_missing_and_corrupt_images(tmp_path):
 
     table = pq.read_table(out)
     assert table.schema.field("image_bytes").type == pa.list_(pa.binary())  # record d has two images
-    rows = [parse_row(c, b) for c, b in zip(table.column("conversations").to_pylist(),
-                                             table.column("image_bytes").to_pylist(), strict=True)]
+    rows = [
+        parse_row(c, b)
+        for c, b in zip(table.column("conversations").to_pylist(), table.column("image_bytes").to_pylist(), strict=True)
+    ]
     (first, first_images), (two, two_images), (text, text_images) = rows
     assert first == [{"role": "user", "content": "<image>\nWhat is it?"}, {"role": "assistant", "content": "Green."}]
     assert open_image(first_images[0]).size == (256, 192)  # shrunk to 256 on the long side, aspect kept
@@ -110,8 +135,16 @@ def test_from_llava_converts_and_skips_missing_and_corrupt_images(tmp_path):
 def test_from_llava_with_nothing_usable_fails_and_writes_nothing(tmp_path):
     (tmp_path / "images").mkdir()
     source = tmp_path / "llava.json"
-    source.write_text(json.dumps([{"image": "gone.jpg", "conversations": [{"from": "human", "value": "<image>"},
-                                                                           {"from": "gpt", "value": "x"}]}]))
+    source.write_text(
+        json.dumps(
+            [
+                {
+                    "image": "gone.jpg",
+                    "conversations": [{"from": "human", "value": "<image>"}, {"from": "gpt", "value": "x"}],
+                }
+            ]
+        )
+    )
     result = mmv("data", "from-llava", source, tmp_path / "images", "--out", tmp_path / "out.parquet")
     assert result.returncode == 2
     assert result.stderr.count("\n") == 1 and "1 missing image" in result.stderr
@@ -123,7 +156,7 @@ def bad_dataset(tmp_path):
     good = conv("<image>\nColour?", "Red.")
     rows = [
         (good, jpeg()),
-        ("[{\"role\": \"user\", ", jpeg()),  # json
+        ('[{"role": "user", ', jpeg()),  # json
         (json.dumps({"role": "user"}), jpeg()),  # schema: not a list
         (conv("<image>\nHi"), jpeg()),  # schema: no assistant turn
         (conv("<image>\n<image>\nTwo?", "One."), jpeg()),  # markers: two markers, one image

@@ -49,8 +49,18 @@ def test_list_shows_every_name_and_what_is_cached(cli, fake_hub):
     cli(["download", "dataset-sft"])
     result = cli(["download", "--list", "--json"])
     rows = {row["name"]: row for row in json.loads(result.stdout)["names"]}
-    assert {"siglip2-p32-256", "siglip2-p16-256", "siglip2-p16-naflex", "llm", "minimind-3v", "minimind-3v-moe",
-            "minimind-3v-pytorch", "dataset", "dataset-pretrain", "dataset-sft"} == set(rows)
+    assert {
+        "siglip2-p32-256",
+        "siglip2-p16-256",
+        "siglip2-p16-naflex",
+        "llm",
+        "minimind-3v",
+        "minimind-3v-moe",
+        "minimind-3v-pytorch",
+        "dataset",
+        "dataset-pretrain",
+        "dataset-sft",
+    } == set(rows)
     assert rows["siglip2-p32-256"]["aliases"] == ["siglip2"]
     assert rows["dataset-sft"]["cached"] == str(cache.find("dataset-sft"))
     assert rows["minimind-3v"]["cached"] is None and rows["minimind-3v"]["bytes"] > 0
@@ -65,7 +75,10 @@ def test_to_copies_or_links_without_clobbering(cli, fake_hub, tmp_path):
     assert copied.exit_code == 0, copied.stderr
     target = out / "siglip2-p32-256"
     assert not target.is_symlink() and sorted(p.name for p in target.iterdir()) == [
-        "config.json", "model.safetensors", "preprocessor_config.json"]
+        "config.json",
+        "model.safetensors",
+        "preprocessor_config.json",
+    ]
     assert cli(["download", "siglip2", "--to", str(out)]).exit_code == 0  # same files: nothing to do
 
     (target / "config.json").write_text("{}")  # the user's edit must survive
@@ -91,13 +104,16 @@ def test_cache_list_and_rm(cli, fake_hub):
     assert missing.exit_code == 2 and "mmv cache list" in missing.stderr
 
 
-@pytest.mark.parametrize(("args", "message"), [
-    (["download", "gpt5"], "unknown download name 'gpt5'"),
-    (["download", "hf:jingyaogong/nope"], "refused model repository jingyaogong/nope (401)"),
-    (["download", "minimind-3v", "--revision", "nope"], "revision nope was not found"),
-    (["download", "llm", "--source", "ftp"], "unknown --source 'ftp'"),
-    (["download", "siglip2", "--link"], "--link only makes sense with --to"),
-])
+@pytest.mark.parametrize(
+    ("args", "message"),
+    [
+        (["download", "gpt5"], "unknown download name 'gpt5'"),
+        (["download", "hf:jingyaogong/nope"], "refused model repository jingyaogong/nope (401)"),
+        (["download", "minimind-3v", "--revision", "nope"], "revision nope was not found"),
+        (["download", "llm", "--source", "ftp"], "unknown --source 'ftp'"),
+        (["download", "siglip2", "--link"], "--link only makes sense with --to"),
+    ],
+)
 def test_errors_are_one_line_and_exit_2(cli, fake_hub, args, message):
     result = cli(args)
     assert result.exit_code == 2
@@ -109,8 +125,12 @@ def test_errors_are_one_line_and_exit_2(cli, fake_hub, args, message):
 def test_killed_download_resumes_where_it_stopped(cli, fake_hub):
     """A real `mmv download` process interrupted mid-file (Ctrl-C); the next run asks only for the missing bytes."""
     fake_hub.stall["model.safetensors"] = 300_000
-    proc = subprocess.Popen([sys.executable, "-m", "mmv.cli.app", "download", "siglip2"],
-                            stdout=subprocess.PIPE, stderr=subprocess.PIPE, env=os.environ.copy())
+    proc = subprocess.Popen(
+        [sys.executable, "-m", "mmv.cli.app", "download", "siglip2"],
+        stdout=subprocess.PIPE,
+        stderr=subprocess.PIPE,
+        env=os.environ.copy(),
+    )
     staging = cache.staging_dir("siglip2")
     deadline = time.monotonic() + 30
     while time.monotonic() < deadline and _partial_bytes(staging) < 300_000:
@@ -142,10 +162,22 @@ def test_chat_runs_on_the_downloaded_names(cli, fake_hub, source):
 
     got = cli(["download", "minimind-3v", "siglip2", "--source", source, "--endpoint", fake_hub.url])
     assert got.exit_code == 0, got.stderr
-    reply = cli(["chat", str(REFERENCE / "p32" / "image.png"), "--model", "minimind-3v", "--temperature", "0",
-                 "--max-new-tokens", "16", "--prompt", "What is in this image?"])
+    reply = cli(
+        [
+            "chat",
+            str(REFERENCE / "p32" / "image.png"),
+            "--model",
+            "minimind-3v",
+            "--temperature",
+            "0",
+            "--max-new-tokens",
+            "16",
+            "--prompt",
+            "What is in this image?",
+        ]
+    )
     assert reply.exit_code == 0, reply.stderr
 
     cases = fixture_cases("p32")  # the same weights, run by the reference implementation
-    new = cases["generated_greedy"][0, cases["input_ids"].shape[1]:].tolist()
+    new = cases["generated_greedy"][0, cases["input_ids"].shape[1] :].tolist()
     assert reply.stdout == load_tokenizer(TOKENIZER_DIR).decode(new, skip_special_tokens=True) + "\n"

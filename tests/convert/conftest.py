@@ -17,8 +17,13 @@ def tf_folders(tmp_path_factory) -> dict[str, Path]:
 
     root = tmp_path_factory.mktemp("transformers")
     for name in FIXTURE_VARIANTS:
-        convert(REFERENCE / name / "model.pth", "transformers", root / name, tokenizer=TOKENIZER_DIR,
-                base=fixture_base_config(name))
+        convert(
+            REFERENCE / name / "model.pth",
+            "transformers",
+            root / name,
+            tokenizer=TOKENIZER_DIR,
+            base=fixture_base_config(name),
+        )
     return {name: root / name for name in FIXTURE_VARIANTS}
 
 

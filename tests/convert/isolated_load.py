@@ -50,22 +50,33 @@ def run_job(job: dict, results: dict) -> None:
     with torch.no_grad():
         results[f"{name}.image_logits"] = model(cases["input_ids"], **pixels).logits
         results[f"{name}.text_logits"] = model(cases["text_input_ids"]).logits
-        results[f"{name}.image_greedy"] = model.generate(cases["input_ids"], **pixels, max_new_tokens=16,
-                                                         do_sample=False)
+        results[f"{name}.image_greedy"] = model.generate(
+            cases["input_ids"], **pixels, max_new_tokens=16, do_sample=False
+        )
         results[f"{name}.text_greedy"] = model.generate(cases["text_input_ids"], max_new_tokens=16, do_sample=False)
-    prompt = tokenizer.apply_chat_template([{"role": "user", "content": "hi"}], tokenize=False,
-                                           add_generation_prompt=True)
+    prompt = tokenizer.apply_chat_template(
+        [{"role": "user", "content": "hi"}], tokenize=False, add_generation_prompt=True
+    )
     results[f"{name}.prompt_ids"] = torch.tensor(tokenizer(prompt, add_special_tokens=False).input_ids)
     # a left-padded batch of two prompts against each prompt alone
     tokenizer.padding_side = "left"
-    prompts = [tokenizer.apply_chat_template([{"role": "user", "content": text}], tokenize=False,
-                                             add_generation_prompt=True) for text in ("hi", "tell me a long story")]
+    prompts = [
+        tokenizer.apply_chat_template([{"role": "user", "content": text}], tokenize=False, add_generation_prompt=True)
+        for text in ("hi", "tell me a long story")
+    ]
     batch = tokenizer(prompts, return_tensors="pt", padding=True, add_special_tokens=False)
     with torch.no_grad():
         results[f"{name}.batch_greedy"] = model.generate(**batch, max_new_tokens=6, do_sample=False)[:, -6:]
-        results[f"{name}.alone_greedy"] = torch.cat([
-            model.generate(tokenizer(p, return_tensors="pt", add_special_tokens=False).input_ids, max_new_tokens=6,
-                           do_sample=False)[:, -6:] for p in prompts])
+        results[f"{name}.alone_greedy"] = torch.cat(
+            [
+                model.generate(
+                    tokenizer(p, return_tensors="pt", add_special_tokens=False).input_ids,
+                    max_new_tokens=6,
+                    do_sample=False,
+                )[:, -6:]
+                for p in prompts
+            ]
+        )
     results[f"{name}.class_is_remote"] = torch.tensor(type(model).__module__.startswith("transformers_modules"))
     model.save_pretrained(job["resave"])  # transformers' own save of the loaded model: must stay mmv-readable
 

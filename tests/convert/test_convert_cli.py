@@ -27,9 +27,23 @@ def assert_refused(result, *phrases: str) -> None:
 
 
 def test_json_summary_and_written_files(tmp_path):
-    result = run_cli(["convert", MODEL, "--to", "transformers", "--out", str(tmp_path / "tf"),
-                      "--tokenizer", str(TOKENIZER_DIR), "--with-vision", str(REFERENCE / "p32" / "vision"),
-                      "--dtype", "bfloat16", "--json"])
+    result = run_cli(
+        [
+            "convert",
+            MODEL,
+            "--to",
+            "transformers",
+            "--out",
+            str(tmp_path / "tf"),
+            "--tokenizer",
+            str(TOKENIZER_DIR),
+            "--with-vision",
+            str(REFERENCE / "p32" / "vision"),
+            "--dtype",
+            "bfloat16",
+            "--json",
+        ]
+    )
     assert result.exit_code == 0, result.stderr
     summary = json.loads(result.stdout)
     assert summary["command"] == "convert" and summary["to"] == "transformers"
@@ -51,8 +65,11 @@ def test_existing_output_is_refused_then_replaced_with_force(tmp_path):
     folder = tmp_path / "tf"
     folder.mkdir()
     (folder / "keep.txt").write_text("mine")
-    assert_refused(run_cli(["convert", MODEL, "--to", "qwen3", "--out", str(folder), "--tokenizer",
-                            str(TOKENIZER_DIR)]), "not empty", "--force")
+    assert_refused(
+        run_cli(["convert", MODEL, "--to", "qwen3", "--out", str(folder), "--tokenizer", str(TOKENIZER_DIR)]),
+        "not empty",
+        "--force",
+    )
     assert [p.name for p in folder.iterdir()] == ["keep.txt"]
     assert run_cli([*args, "--force"]).exit_code == 0
     assert torch.load(out, weights_only=True)["lm_head.weight"].dtype == torch.float16
@@ -67,8 +84,20 @@ def test_missing_tokenizer_is_refused(tmp_path):
 
 
 def test_wrong_variant_encoder_is_refused(tmp_path):
-    result = run_cli(["convert", MODEL, "--to", "transformers", "--out", str(tmp_path / "tf"), "--tokenizer",
-                      str(TOKENIZER_DIR), "--with-vision", str(REFERENCE / "naflex-merge4" / "vision")])
+    result = run_cli(
+        [
+            "convert",
+            MODEL,
+            "--to",
+            "transformers",
+            "--out",
+            str(tmp_path / "tf"),
+            "--tokenizer",
+            str(TOKENIZER_DIR),
+            "--with-vision",
+            str(REFERENCE / "naflex-merge4" / "vision"),
+        ]
+    )
     assert_refused(result, "p16-naflex encoder", "p32-256")
     assert not (tmp_path / "tf").exists()
 
@@ -84,10 +113,12 @@ def test_legacy_clip_checkpoint_is_refused(tmp_path):
 
 def test_bad_arguments_are_refused(tmp_path):
     assert_refused(run_cli(["convert", MODEL, "--to", "gguf", "--out", str(tmp_path / "x")]), "unknown target")
-    assert_refused(run_cli(["convert", MODEL, "--to", "pth", "--out", str(tmp_path / "x"), "--dtype", "int8"]),
-                   "unknown dtype")
-    assert_refused(run_cli(["convert", str(tmp_path / "nope.pth"), "--to", "pth", "--out", str(tmp_path / "x")]),
-                   "does not exist")
+    assert_refused(
+        run_cli(["convert", MODEL, "--to", "pth", "--out", str(tmp_path / "x"), "--dtype", "int8"]), "unknown dtype"
+    )
+    assert_refused(
+        run_cli(["convert", str(tmp_path / "nope.pth"), "--to", "pth", "--out", str(tmp_path / "x")]), "does not exist"
+    )
     assert list(tmp_path.iterdir()) == []
 
 
@@ -98,7 +129,19 @@ def test_failure_midway_leaves_nothing_behind(tmp_path):
     for name in ("config.json", "preprocessor_config.json"):
         shutil.copy(REFERENCE / "p32" / "vision" / name, vision / name)
     out = tmp_path / "out"
-    result = run_cli(["convert", MODEL, "--to", "transformers", "--out", str(out), "--tokenizer",
-                      str(TOKENIZER_DIR), "--with-vision", str(vision)])
+    result = run_cli(
+        [
+            "convert",
+            MODEL,
+            "--to",
+            "transformers",
+            "--out",
+            str(out),
+            "--tokenizer",
+            str(TOKENIZER_DIR),
+            "--with-vision",
+            str(vision),
+        ]
+    )
     assert_refused(result, "lacks model.safetensors")
     assert [p.name for p in tmp_path.iterdir()] == ["vision"]

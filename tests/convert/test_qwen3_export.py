@@ -10,8 +10,14 @@ import torch
 from tests.conftest import REFERENCE, TOKENIZER_DIR, fixture_base_config, fixture_cases, load_fixture_model
 from tests.convert.conftest import greedy
 
-YARN = {"type": "yarn", "factor": 16, "original_max_position_embeddings": 2048, "beta_fast": 32, "beta_slow": 1,
-        "attention_factor": 1.0}
+YARN = {
+    "type": "yarn",
+    "factor": 16,
+    "original_max_position_embeddings": 2048,
+    "beta_fast": 32,
+    "beta_slow": 1,
+    "attention_factor": 1.0,
+}
 
 
 def load_native(folder):
@@ -27,8 +33,9 @@ def test_qwen3_folder_matches_mmv(name, cls, tmp_path):
     from mmv.convert import convert
     from mmv.tokenizer import encode, load_tokenizer, render_chat
 
-    result = convert(REFERENCE / name / "model.pth", "qwen3", tmp_path / "q", tokenizer=TOKENIZER_DIR,
-                     base=fixture_base_config(name))
+    result = convert(
+        REFERENCE / name / "model.pth", "qwen3", tmp_path / "q", tokenizer=TOKENIZER_DIR, base=fixture_base_config(name)
+    )
     assert result.variant is None and not list((tmp_path / "q").glob("*.py"))
     assert "auto_map" not in json.loads((tmp_path / "q" / "config.json").read_text())
     native = load_native(tmp_path / "q")

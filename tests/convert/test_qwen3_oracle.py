@@ -16,12 +16,19 @@ from tests.conftest import REFERENCE, fixture_base_config, fixture_cases, load_f
 
 def qwen3_kwargs(name: str) -> dict:
     raw = json.loads((REFERENCE / name / "vlm_config.json").read_text())
-    return dict(vocab_size=raw["vocab_size"], hidden_size=raw["hidden_size"],
-                num_hidden_layers=raw["num_hidden_layers"], num_attention_heads=raw["num_attention_heads"],
-                num_key_value_heads=raw["num_key_value_heads"], intermediate_size=raw["intermediate_size"],
-                head_dim=raw["hidden_size"] // raw["num_attention_heads"], rms_norm_eps=1e-6,
-                rope_parameters={"rope_type": "default", "rope_theta": 1e6}, max_position_embeddings=32768,
-                tie_word_embeddings=True)
+    return dict(
+        vocab_size=raw["vocab_size"],
+        hidden_size=raw["hidden_size"],
+        num_hidden_layers=raw["num_hidden_layers"],
+        num_attention_heads=raw["num_attention_heads"],
+        num_key_value_heads=raw["num_key_value_heads"],
+        intermediate_size=raw["intermediate_size"],
+        head_dim=raw["hidden_size"] // raw["num_attention_heads"],
+        rms_norm_eps=1e-6,
+        rope_parameters={"rope_type": "default", "rope_theta": 1e6},
+        max_position_embeddings=32768,
+        tie_word_embeddings=True,
+    )
 
 
 def llm_state(name: str) -> dict[str, torch.Tensor]:
@@ -48,8 +55,13 @@ def test_moe_fixture_in_qwen3_moe_for_causal_lm(tmp_path):
 
     top_k = fixture_base_config("p32-moe").num_experts_per_tok
     raw = json.loads((REFERENCE / "p32-moe" / "vlm_config.json").read_text())
-    config = Qwen3MoeConfig(**qwen3_kwargs("p32-moe"), num_experts=raw["num_experts"], num_experts_per_tok=top_k,
-                            moe_intermediate_size=raw["intermediate_size"], norm_topk_prob=True)
+    config = Qwen3MoeConfig(
+        **qwen3_kwargs("p32-moe"),
+        num_experts=raw["num_experts"],
+        num_experts_per_tok=top_k,
+        moe_intermediate_size=raw["intermediate_size"],
+        norm_topk_prob=True,
+    )
     state = {k: v.contiguous() for k, v in llm_state("p32-moe").items() if k != "lm_head.weight"}
     save_file(state, str(tmp_path / "model.safetensors"), metadata={"format": "pt"})
     config.save_pretrained(tmp_path)

@@ -16,8 +16,10 @@ def test_generated_files_define_the_wrappers_and_compile():
 
 
 def test_nested_import_becomes_pass_and_top_level_import_disappears():
-    source = ("from __future__ import annotations\nfrom mmv.config import VLMConfig\n\n"
-              "def f():\n    from mmv.model.llm import (\n        FeedForward,\n    )\n    return FeedForward\n")
+    source = (
+        "from __future__ import annotations\nfrom mmv.config import VLMConfig\n\n"
+        "def f():\n    from mmv.model.llm import (\n        FeedForward,\n    )\n    return FeedForward\n"
+    )
     out = strip_mmv_imports(source, "m", {"VLMConfig", "FeedForward"})
     assert out == "\ndef f():\n    pass\n    return FeedForward"
 

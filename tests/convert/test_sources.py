@@ -20,10 +20,20 @@ def make_run_dir(tmp_path):
     run.mkdir()
     shutil.copy(REFERENCE / "p32-moe" / "model_fp16.pth", run / "sft_vlm.pth")
     model = read_checkpoint(run / "sft_vlm.pth", 32, fixture_base_config("p32-moe")).config.to_dict()
-    (run / "config.json").write_text(json.dumps({
-        "mmv_version": __version__, "stage": "sft", "model": model, "train": {}, "data": {},
-        "vision_dir": str(REFERENCE / "p32-moe" / "vision"), "tokenizer_dir": str(TOKENIZER_DIR),
-        "weights": "sft_vlm.pth"}))
+    (run / "config.json").write_text(
+        json.dumps(
+            {
+                "mmv_version": __version__,
+                "stage": "sft",
+                "model": model,
+                "train": {},
+                "data": {},
+                "vision_dir": str(REFERENCE / "p32-moe" / "vision"),
+                "tokenizer_dir": str(TOKENIZER_DIR),
+                "weights": "sft_vlm.pth",
+            }
+        )
+    )
     return run
 
 

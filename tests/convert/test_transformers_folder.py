@@ -28,8 +28,14 @@ from tests.conftest import (
 from tests.convert.conftest import greedy
 
 ATOL = 1e-4  # against the reference's own float32 outputs (fixtures/README.md)
-YARN = {"type": "yarn", "factor": 16, "original_max_position_embeddings": 2048, "beta_fast": 32, "beta_slow": 1,
-        "attention_factor": 1.0}
+YARN = {
+    "type": "yarn",
+    "factor": 16,
+    "original_max_position_embeddings": 2048,
+    "beta_fast": 32,
+    "beta_slow": 1,
+    "attention_factor": 1.0,
+}
 
 
 @pytest.fixture(scope="module")
@@ -40,17 +46,40 @@ def isolated(tf_folders, tmp_path_factory) -> dict:
 
     work = tmp_path_factory.mktemp("isolated")
     folders = {**tf_folders, "p32-yarn": work / "p32-yarn"}
-    convert(REFERENCE / "p32" / "model.pth", "transformers", folders["p32-yarn"], tokenizer=TOKENIZER_DIR,
-            base=VLMConfig(rope_scaling=YARN))
-    jobs = [{"name": name, "folder": str(folder), "resave": str(work / f"{name}-resaved"),
-             "cases": str(REFERENCE / name.removesuffix("-yarn") / "cases.safetensors")}
-            for name, folder in folders.items()]
-    env = {"HF_MODULES_CACHE": str(work / "modules"), "HF_HUB_OFFLINE": "1", "PATH": "/usr/bin:/bin",
-           "HOME": str(work)}
+    convert(
+        REFERENCE / "p32" / "model.pth",
+        "transformers",
+        folders["p32-yarn"],
+        tokenizer=TOKENIZER_DIR,
+        base=VLMConfig(rope_scaling=YARN),
+    )
+    jobs = [
+        {
+            "name": name,
+            "folder": str(folder),
+            "resave": str(work / f"{name}-resaved"),
+            "cases": str(REFERENCE / name.removesuffix("-yarn") / "cases.safetensors"),
+        }
+        for name, folder in folders.items()
+    ]
+    env = {"HF_MODULES_CACHE": str(work / "modules"), "HF_HUB_OFFLINE": "1", "PATH": "/usr/bin:/bin", "HOME": str(work)}
     script = Path(__file__).with_name("isolated_load.py")
-    done = subprocess.run([sys.executable, "-I", "-S", str(script), sysconfig.get_paths()["purelib"],
-                           json.dumps(jobs), str(work / "out.safetensors")],
-                          env=env, cwd=work, capture_output=True, text=True, timeout=300)
+    done = subprocess.run(
+        [
+            sys.executable,
+            "-I",
+            "-S",
+            str(script),
+            sysconfig.get_paths()["purelib"],
+            json.dumps(jobs),
+            str(work / "out.safetensors"),
+        ],
+        env=env,
+        cwd=work,
+        capture_output=True,
+        text=True,
+        timeout=300,
+    )
     assert done.returncode == 0, done.stderr[-3000:]
     return {**load_file(str(work / "out.safetensors")), "work": work}
 
@@ -58,15 +87,40 @@ def isolated(tf_folders, tmp_path_factory) -> dict:
 def test_folder_layout(tf_folders):
     folder = tf_folders["p32"]
     names = {p.relative_to(folder).as_posix() for p in folder.rglob("*") if p.is_file()}
-    assert {"config.json", "model.safetensors", "generation_config.json", "tokenizer.json", "tokenizer_config.json",
-            "chat_template.jinja", "modeling_minimind_v.py", "configuration_minimind_v.py", "README.md",
-            "vision/config.json", "vision/model.safetensors", "vision/preprocessor_config.json"} == names
+    assert {
+        "config.json",
+        "model.safetensors",
+        "generation_config.json",
+        "tokenizer.json",
+        "tokenizer_config.json",
+        "chat_template.jinja",
+        "modeling_minimind_v.py",
+        "configuration_minimind_v.py",
+        "README.md",
+        "vision/config.json",
+        "vision/model.safetensors",
+        "vision/preprocessor_config.json",
+    } == names
     config = json.loads((folder / "config.json").read_text())
     reference = json.loads((REFERENCE / "p32" / "hf-upstream" / "config.json").read_text())
     assert config["model_type"] == "minimind-v" and config["auto_map"]["AutoModelForCausalLM"]
-    for key in ("hidden_size", "num_hidden_layers", "num_attention_heads", "num_key_value_heads", "head_dim",
-                "intermediate_size", "vocab_size", "image_ids", "image_hidden_size", "image_token_len",
-                "image_special_token", "tie_word_embeddings", "rope_theta", "rope_scaling", "use_moe"):
+    for key in (
+        "hidden_size",
+        "num_hidden_layers",
+        "num_attention_heads",
+        "num_key_value_heads",
+        "head_dim",
+        "intermediate_size",
+        "vocab_size",
+        "image_ids",
+        "image_hidden_size",
+        "image_token_len",
+        "image_special_token",
+        "tie_word_embeddings",
+        "rope_theta",
+        "rope_scaling",
+        "use_moe",
+    ):
         assert config[key] == reference[key], key
     with safe_open(str(folder / "model.safetensors"), "pt") as weights:
         keys = set(weights.keys())

@@ -23,8 +23,10 @@ def jpeg(color: tuple[int, int, int] = (200, 30, 30), size: int = 32) -> bytes:
 def image_row(index: int, images: int = 1) -> dict:
     """A row whose user turn names its index (so tests can tell rows apart) and carries `images` images."""
     markers = "<image>\n" * images
-    conversations = [{"role": "user", "content": f"{markers}What is picture {index}?"},
-                     {"role": "assistant", "content": f"Picture {index} is a square."}]
+    conversations = [
+        {"role": "user", "content": f"{markers}What is picture {index}?"},
+        {"role": "assistant", "content": f"Picture {index} is a square."},
+    ]
     data = [jpeg((index % 256, 40, 90)) for _ in range(images)]
     return {"conversations": json.dumps(conversations), "image_bytes": data[0] if images == 1 else data}
 
@@ -40,8 +42,10 @@ def write_parquet(path: Path, rows: list[dict], row_group_size: int | None = Non
     import pyarrow.parquet as pq
 
     if len({isinstance(r["image_bytes"], list) for r in rows}) > 1:  # one column type per file: all lists then
-        rows = [{**r, "image_bytes": r["image_bytes"] if isinstance(r["image_bytes"], list) else [r["image_bytes"]]}
-                for r in rows]
+        rows = [
+            {**r, "image_bytes": r["image_bytes"] if isinstance(r["image_bytes"], list) else [r["image_bytes"]]}
+            for r in rows
+        ]
     pq.write_table(pa.Table.from_pylist(rows), str(path), row_group_size=row_group_size)
     return path
 
@@ -55,7 +59,13 @@ def make_spec(files: list[Path | str], **overrides):
     so that a few dozen rows already span several of each."""
     from mmv.data.loader import DataSpec
 
-    options = dict(files=[str(f) for f in files], tokenizer_dir=str(TOKENIZER_DIR), vision_dir=str(VISION_DIR),
-                   max_seq_len=256, block_rows=8, window_rows=16)
+    options = dict(
+        files=[str(f) for f in files],
+        tokenizer_dir=str(TOKENIZER_DIR),
+        vision_dir=str(VISION_DIR),
+        max_seq_len=256,
+        block_rows=8,
+        window_rows=16,
+    )
     options.update(overrides)
     return DataSpec(**options)

@@ -6,8 +6,8 @@ import pytest
 import torch
 
 from mmv.data.collate import PAD_SEGMENT, Prepared, collate, pack_rows
-from mmv.data.labels import IGNORE
 from mmv.data.loader import TrainData
+from mmv.model.loss import IGNORE_INDEX
 from tests.conftest import load_fixture_model
 from tests.data.parquet_files import image_row, make_spec, text_row, write_parquet
 
@@ -21,18 +21,22 @@ def test_pack_rows_first_fit_decreasing():
 
 
 def test_padded_and_packed_layouts():
-    samples = [Prepared(10 + i, list(range(1, n + 1)), [IGNORE, *range(2, n + 1)], []) for i, n in
-               enumerate([4, 2, 3])]
+    samples = [
+        Prepared(10 + i, list(range(1, n + 1)), [IGNORE_INDEX, *range(2, n + 1)], []) for i, n in enumerate([4, 2, 3])
+    ]
     padded = collate(samples, pack=False, max_seq_len=8, process=None, num_samples=3)
     assert padded.input_ids.tolist() == [[1, 2, 3, 4], [1, 2, 0, 0], [1, 2, 3, 0]]
-    assert padded.labels[1].tolist() == [IGNORE, 2, IGNORE, IGNORE]
+    assert padded.labels[1].tolist() == [IGNORE_INDEX, 2, IGNORE_INDEX, IGNORE_INDEX]
     assert padded.segment_ids is None and padded.position_ids is None and padded.rows == [10, 11, 12]
     packed = collate(samples, pack=True, max_seq_len=6, process=None, num_samples=3)
     assert packed.rows == [10, 11, 12]  # 4 + 2 fill the first row, 3 goes alone
     assert packed.input_ids.tolist() == [[1, 2, 3, 4, 1, 2], [1, 2, 3, 0, 0, 0]]
     assert packed.segment_ids.tolist() == [[0, 0, 0, 0, 1, 1], [0, 0, 0, PAD_SEGMENT, PAD_SEGMENT, PAD_SEGMENT]]
     assert packed.position_ids.tolist() == [[0, 1, 2, 3, 0, 1], [0, 1, 2, 0, 0, 0]]
-    assert packed.labels.tolist() == [[IGNORE, 2, 3, 4, IGNORE, 2], [IGNORE, 2, 3, IGNORE, IGNORE, IGNORE]]
+    assert packed.labels.tolist() == [
+        [IGNORE_INDEX, 2, 3, 4, IGNORE_INDEX, 2],
+        [IGNORE_INDEX, 2, 3, IGNORE_INDEX, IGNORE_INDEX, IGNORE_INDEX],
+    ]
     assert packed.num_tokens == padded.num_tokens == 9
 
 
@@ -49,8 +53,12 @@ def test_packed_samples_compute_as_if_alone(packing_file):
     assert packed.input_ids.shape[0] < 6  # something was packed
     [alone] = list(TrainData(make_spec([packing_file], pack=False, max_seq_len=256)).batches(0, 0, 6))
     with torch.no_grad():
-        packed_logits = model(packed.input_ids, pixel_inputs=packed.pixel_inputs, segment_ids=packed.segment_ids,
-                              position_ids=packed.position_ids).logits
+        packed_logits = model(
+            packed.input_ids,
+            pixel_inputs=packed.pixel_inputs,
+            segment_ids=packed.segment_ids,
+            position_ids=packed.position_ids,
+        ).logits
         alone_logits = model(alone.input_ids, pixel_inputs=alone.pixel_inputs).logits
     index = 0
     for row, segments in enumerate(packed.segment_ids.tolist()):
@@ -65,7 +73,12 @@ def test_packed_samples_compute_as_if_alone(packing_file):
     assert index == len(packed.rows) == 6
     # the loss over packed rows equals the loss over padded rows: no label crosses a sample boundary
     with torch.no_grad():
-        loss_packed = model(packed.input_ids, pixel_inputs=packed.pixel_inputs, segment_ids=packed.segment_ids,
-                            position_ids=packed.position_ids, labels=packed.labels).loss
+        loss_packed = model(
+            packed.input_ids,
+            pixel_inputs=packed.pixel_inputs,
+            segment_ids=packed.segment_ids,
+            position_ids=packed.position_ids,
+            labels=packed.labels,
+        ).loss
         loss_alone = model(alone.input_ids, pixel_inputs=alone.pixel_inputs, labels=alone.labels).loss
     torch.testing.assert_close(loss_packed, loss_alone, atol=1e-5, rtol=0)

@@ -6,9 +6,10 @@ import pyarrow.parquet as pq
 import pytest
 from safetensors.torch import load_file
 
-from mmv.data.labels import EMPTY_THINK, IGNORE, SYSTEM_PROMPTS, LabelBuilder, Preprocessing
+from mmv.data.labels import EMPTY_THINK, SYSTEM_PROMPTS, LabelBuilder, Preprocessing
 from mmv.data.loader import TrainData
 from mmv.data.rows import BadRow, parse_row
+from mmv.model.loss import IGNORE_INDEX
 from mmv.tokenizer import load_tokenizer
 from tests.conftest import TOKENIZER_DIR
 from tests.data.parquet_files import LABELS_DIR, make_spec
@@ -36,7 +37,7 @@ def unpadded(golden: dict, key: str) -> tuple[list[int], list[int]]:
     length = len(ids)
     while length and ids[length - 1] == 0:
         length -= 1
-    assert set(labels[length:]) <= {IGNORE}
+    assert set(labels[length:]) <= {IGNORE_INDEX}
     return ids[:length], labels[:length]
 
 
@@ -66,17 +67,18 @@ def test_fixture_rows_cover_the_interesting_cases(tokenizer):
 
 def test_batches_pad_to_the_longest_sample_with_reference_rows(golden):
     """Through TrainData (preprocessing off = keep_think): each row's prefix is the reference's, then pad 0 / -100."""
-    spec = make_spec([LABELS_DIR / "single.parquet"], max_seq_len=FIXTURE_LENGTH, random_system_prompt=False,
-                     drop_empty_think=False)
+    spec = make_spec(
+        [LABELS_DIR / "single.parquet"], max_seq_len=FIXTURE_LENGTH, random_system_prompt=False, drop_empty_think=False
+    )
     [batch] = list(TrainData(spec).batches(0, 0, 9))
     lengths = []
     for slot, row in enumerate(batch.rows):
         ids, labels = unpadded(golden, f"single.keep_think.{row}")
         lengths.append(len(ids))
-        assert batch.input_ids[slot, :len(ids)].tolist() == ids
-        assert batch.labels[slot, :len(ids)].tolist() == labels
-        assert set(batch.input_ids[slot, len(ids):].tolist()) <= {0}
-        assert set(batch.labels[slot, len(ids):].tolist()) <= {IGNORE}
+        assert batch.input_ids[slot, : len(ids)].tolist() == ids
+        assert batch.labels[slot, : len(ids)].tolist() == labels
+        assert set(batch.input_ids[slot, len(ids) :].tolist()) <= {0}
+        assert set(batch.labels[slot, len(ids) :].tolist()) <= {IGNORE_INDEX}
     assert sorted(batch.rows) == list(range(9))
     assert batch.input_ids.shape[1] == max(lengths) < FIXTURE_LENGTH
     assert batch.num_images == 6 and batch.pixel_inputs["pixel_values"].shape[0] == 6
@@ -164,8 +166,11 @@ def test_a_marker_in_a_system_turn_stays_text(tokenizer):
     """The reference expands `<image>` in user and assistant turns only; a row whose images would then not match
     its placeholder runs is refused instead of reaching the model."""
     builder = LabelBuilder(tokenizer, 300)
-    messages = [{"role": "system", "content": "Look at <image> carefully."},
-                {"role": "user", "content": "<image>What is it?"}, {"role": "assistant", "content": "A cat."}]
+    messages = [
+        {"role": "system", "content": "Look at <image> carefully."},
+        {"role": "user", "content": "<image>What is it?"},
+        {"role": "assistant", "content": "A cat."},
+    ]
     text = builder.render(messages)
     assert "Look at <image> carefully." in text and text.count("<|image_pad|>") == 64
     with pytest.raises(BadRow, match="1 image placeholder run") as caught:
@@ -175,8 +180,11 @@ def test_a_marker_in_a_system_turn_stays_text(tokenizer):
 
 def test_tool_rows_keep_their_tools_and_get_no_random_system_prompt(tokenizer):
     functions = [{"name": "get_time", "description": "the time", "parameters": {}}]
-    messages = [{"role": "system", "content": "Be brief.", "functions": functions},
-                {"role": "user", "content": "Time?", "tools": True}, {"role": "assistant", "content": "Noon."}]
+    messages = [
+        {"role": "system", "content": "Be brief.", "functions": functions},
+        {"role": "user", "content": "Time?", "tools": True},
+        {"role": "assistant", "content": "Noon."},
+    ]
     text = LabelBuilder(tokenizer, 400).render(messages)
     assert text.startswith("<|im_start|>system\nBe brief.\n\n# Tools") and '"get_time"' in text
     always = Preprocessing(system_prompt_p=1.0)

@@ -23,10 +23,14 @@ def same(a, b) -> bool:
     if a.empty or b.empty:
         return a.empty and b.empty and (a.num_samples, a.next_sample) == (b.num_samples, b.next_sample)
     pixels = (a.pixel_inputs is None and b.pixel_inputs is None) or all(
-        torch.equal(a.pixel_inputs[k], b.pixel_inputs[k]) for k in a.pixel_inputs)
-    return (torch.equal(a.input_ids, b.input_ids) and torch.equal(a.labels, b.labels) and pixels
-            and (a.rows, a.num_samples, a.next_sample, a.num_images) == (b.rows, b.num_samples, b.next_sample,
-                                                                         b.num_images))
+        torch.equal(a.pixel_inputs[k], b.pixel_inputs[k]) for k in a.pixel_inputs
+    )
+    return (
+        torch.equal(a.input_ids, b.input_ids)
+        and torch.equal(a.labels, b.labels)
+        and pixels
+        and (a.rows, a.num_samples, a.next_sample, a.num_images) == (b.rows, b.num_samples, b.next_sample, b.num_images)
+    )
 
 
 def test_order_is_deterministic_and_changes_per_epoch(data_file):
@@ -79,8 +83,9 @@ def bad_file(tmp_path):
     rows = mixed_rows(60)
     rows[4]["image_bytes"] = b"\xff\xd8 truncated jpeg"
     rows[17]["conversations"] = "[{not json"
-    rows[30]["conversations"] = json.dumps([{"role": "user", "content": "<image><image> two?"},
-                                            {"role": "assistant", "content": "one"}])
+    rows[30]["conversations"] = json.dumps(
+        [{"role": "user", "content": "<image><image> two?"}, {"role": "assistant", "content": "one"}]
+    )
     return write_parquet(tmp_path / "bad.parquet", rows, row_group_size=16)
 
 
@@ -92,8 +97,15 @@ def test_bad_rows_are_skipped_and_counted(bad_file):
     assert skipped == {4: "image", 17: "json", 30: "markers"}
     assert sorted(used + list(skipped)) == list(range(60))
     assert sum(b.num_samples for b in batches) == 60
-    assert data.stats.as_dict() == {"rows": 60, "json": 1, "schema": 0, "markers": 1, "image": 1, "too_long": 0,
-                                    "bad": 3}
+    assert data.stats.as_dict() == {
+        "rows": 60,
+        "json": 1,
+        "schema": 0,
+        "markers": 1,
+        "image": 1,
+        "too_long": 0,
+        "bad": 3,
+    }
     named = sorted(data.skipped_examples())
     assert named[0].startswith("row 17 of bad.parquet (json: conversations is not valid JSON")
     assert named[1].startswith("row 30 of bad.parquet (markers: 2 <image> marker(s) but 1 image(s)")
@@ -247,8 +259,9 @@ def test_a_killed_worker_is_one_line(data_file):
     import sys
 
     root = Path(__file__).resolve().parents[2]
-    done = subprocess.run([sys.executable, "-c", KILL_WORKERS, str(data_file)], capture_output=True, text=True,
-                          cwd=root, timeout=120)
+    done = subprocess.run(
+        [sys.executable, "-c", KILL_WORKERS, str(data_file)], capture_output=True, text=True, cwd=root, timeout=120
+    )
     assert done.returncode == 0, done.stderr[-2000:]
     assert done.stdout.count("\n") == 1, done.stdout
     assert "a data loader worker stopped unexpectedly" in done.stdout or "worker" in done.stdout

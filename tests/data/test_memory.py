@@ -42,8 +42,9 @@ def write_rows(path: Path, count: int) -> Path:
 
 def full_pass(path: Path) -> subprocess.Popen:
     spec = make_spec([path], block_rows=256, window_rows=2048)
-    return subprocess.Popen([sys.executable, "-c", PASS, json.dumps(vars(spec))], stdout=subprocess.PIPE,
-                            stderr=subprocess.PIPE, text=True)
+    return subprocess.Popen(
+        [sys.executable, "-c", PASS, json.dumps(vars(spec))], stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True
+    )
 
 
 def result(process: subprocess.Popen) -> dict:

@@ -11,8 +11,13 @@ from tests.data.parquet_files import LABELS_DIR, make_spec
 
 @pytest.mark.parametrize("pack", [False, True])
 def test_render_marks_answers_and_collapses_images(pack):
-    spec = make_spec([LABELS_DIR / "multi.parquet", LABELS_DIR / "single.parquet"], pack=pack, max_seq_len=400,
-                     random_system_prompt=False, drop_empty_think=False)
+    spec = make_spec(
+        [LABELS_DIR / "multi.parquet", LABELS_DIR / "single.parquet"],
+        pack=pack,
+        max_seq_len=400,
+        random_system_prompt=False,
+        drop_empty_think=False,
+    )
     data = TrainData(spec)
     [batch] = list(data.batches(0, 0, 12))
     texts = {batch.rows[i]: data.render(batch, i) for i in range(len(batch.rows))}
@@ -20,8 +25,10 @@ def test_render_marks_answers_and_collapses_images(pack):
     multi = texts[0]  # row 0 of multi.parquet: two images, one answer
     assert multi.startswith("--- sample ") and "row 0 of multi.parquet, 173 tokens, 2 image(s), 23 supervised" in multi
     assert multi.count("[image: 64 tokens]") == 2 and "<|image_pad|>" not in multi
-    assert multi.endswith("<|im_start|>assistant\n⟦<think>\n\n</think>\n\nThe first is a yellow square, the second "
-                          "a blue square.<|im_end|>\n⟧")
+    assert multi.endswith(
+        "<|im_start|>assistant\n⟦<think>\n\n</think>\n\nThe first is a yellow square, the second "
+        "a blue square.<|im_end|>\n⟧"
+    )
     two_turns = texts[3 + 1]  # row 1 of single.parquet: two answers, each marked on its own
     assert two_turns.count("⟦") == two_turns.count("⟧") == 2
     assert "<|im_start|>user\nAnd its color?<|im_end|>\n<|im_start|>assistant\n⟦" in two_turns

@@ -71,10 +71,13 @@ def test_reading_a_block_mid_row_group_skips_ahead(two_files):
     assert last.row(0)[0] == pq.read_table(two_files / "b.parquet").column(0)[18].as_py()
 
 
-@pytest.mark.parametrize(("columns", "found"), [
-    ({"text": ["x"], "image_bytes": [b"x"]}, "text, image_bytes"),
-    ({"conversations": ["[]"], "image": [b"x"]}, "conversations, image"),
-])
+@pytest.mark.parametrize(
+    ("columns", "found"),
+    [
+        ({"text": ["x"], "image_bytes": [b"x"]}, "text, image_bytes"),
+        ({"conversations": ["[]"], "image": [b"x"]}, "conversations, image"),
+    ],
+)
 def test_missing_columns_name_the_expected_ones(tmp_path, columns, found):
     path = tmp_path / "wrong.parquet"
     pq.write_table(pa.table(columns), path)
@@ -112,8 +115,12 @@ def test_missing_and_unreadable_files(tmp_path):
 def test_columns_are_read_by_name_whatever_their_order(tmp_path):
     row = mixed_rows(1)[0]
     path = tmp_path / "reordered.parquet"
-    pq.write_table(pa.table({"image_names": ["x.jpg"], "image_bytes": [row["image_bytes"]],
-                             "conversations": [row["conversations"]]}), path)
+    pq.write_table(
+        pa.table(
+            {"image_names": ["x.jpg"], "image_bytes": [row["image_bytes"]], "conversations": [row["conversations"]]}
+        ),
+        path,
+    )
     source = ParquetSource([str(path)])
     plan = EpochPlan(source.groups, seed=0, epoch=0)
     assert BlockReader(source).read_window(plan, 0).row(0) == (row["conversations"], row["image_bytes"])

@@ -57,7 +57,8 @@ def test_batched_eval_matches_one_at_a_time_and_a_plain_forward(trained):
     assert summary["correct"] == sum(r["correct"] for r in rows)
     weighted = sum(r["loss"] * r["answer_tokens"] for r in rows) / sum(r["answer_tokens"] for r in rows)
     assert summary["mean_loss"] == pytest.approx(weighted) and summary["perplexity"] == pytest.approx(
-        math.exp(weighted))
+        math.exp(weighted)
+    )
     assert all(r["correct"] == is_correct(r["prediction"], r["reference"], "exact") for r in rows)
 
     # an independent computation of one row's answer loss: one unpadded forward, plain cross-entropy
@@ -72,7 +73,7 @@ def test_batched_eval_matches_one_at_a_time_and_a_plain_forward(trained):
     with torch.no_grad():
         pixels = loaded.processor(item.images)
         logits = model(ids, pixel_inputs=pixels).logits[0]
-    nll = torch.nn.functional.cross_entropy(logits[len(prompt) - 1:-1], torch.tensor(answer))
+    nll = torch.nn.functional.cross_entropy(logits[len(prompt) - 1 : -1], torch.tensor(answer))
     assert rows[0]["loss"] == pytest.approx(nll.item(), abs=1e-4)
 
 
@@ -93,8 +94,9 @@ def test_metrics():
 
 
 def mmv(*args) -> subprocess.CompletedProcess:
-    return subprocess.run([sys.executable, "-m", "mmv.cli.app", *map(str, args)], capture_output=True, text=True,
-                          timeout=300)
+    return subprocess.run(
+        [sys.executable, "-m", "mmv.cli.app", *map(str, args)], capture_output=True, text=True, timeout=300
+    )
 
 
 def test_cli_on_a_run_dir_and_a_pth_with_bad_rows_skipped(trained, tmp_path):
@@ -107,8 +109,20 @@ def test_cli_on_a_run_dir_and_a_pth_with_bad_rows_skipped(trained, tmp_path):
     pq.write_table(pa.Table.from_pylist(rows, schema=pq.read_schema(data.files["eval"])), mixed)
 
     out = tmp_path / "records.jsonl"
-    result = mmv("eval", "--model", root / "run", "--data", mixed, "--batch-size", "3", "--max-new-tokens", "16",
-                 "--out", out, "--json")
+    result = mmv(
+        "eval",
+        "--model",
+        root / "run",
+        "--data",
+        mixed,
+        "--batch-size",
+        "3",
+        "--max-new-tokens",
+        "16",
+        "--out",
+        out,
+        "--json",
+    )
     assert result.returncode == 0, result.stderr
     summary = json.loads(result.stdout)
     assert summary["evaluated"] == 4 and summary["skipped"] == {"no_reference": 1, "image": 1}
@@ -117,8 +131,22 @@ def test_cli_on_a_run_dir_and_a_pth_with_bad_rows_skipped(trained, tmp_path):
     assert "accuracy (exact)" in result.stderr
 
     weights = json.loads((root / "run" / "config.json").read_text())["weights"]
-    pth = mmv("eval", "--model", root / "run" / weights, "--vision", root / "run" / "vision", "--tokenizer",
-              data.tokenizer, "--data", mixed, "--metric", "contains", "--max-new-tokens", "16", "--json")
+    pth = mmv(
+        "eval",
+        "--model",
+        root / "run" / weights,
+        "--vision",
+        root / "run" / "vision",
+        "--tokenizer",
+        data.tokenizer,
+        "--data",
+        mixed,
+        "--metric",
+        "contains",
+        "--max-new-tokens",
+        "16",
+        "--json",
+    )
     assert pth.returncode == 0, pth.stderr
     assert json.loads(pth.stdout)["mean_loss"] == pytest.approx(summary["mean_loss"], rel=1e-2)  # fp16 weights
 

@@ -93,8 +93,11 @@ class FakeHub:
     def ranges(self, path: str) -> list[str | None]:
         """The Range header of every GET that sent the body of `path` (for Hub LFS files: the CDN request, not the
         redirecting resolve request before it)."""
-        return [r.headers.get("Range") for r in self.requests if r.method == "GET" and _target(r) == path
-                and not ("/resolve/" in r.path and is_lfs(path))]
+        return [
+            r.headers.get("Range")
+            for r in self.requests
+            if r.method == "GET" and _target(r) == path and not ("/resolve/" in r.path and is_lfs(path))
+        ]
 
 
 def _target(request: Request) -> str | None:
@@ -196,13 +199,14 @@ class _Handler(BaseHTTPRequestHandler):
         for path, data in sorted(repo.files.items()):
             if not path.startswith(prefix):
                 continue
-            rest = path[len(prefix):]
+            rest = path[len(prefix) :]
             if "/" in rest:
                 top = prefix + rest.split("/", 1)[0]
                 if top not in dirs:
                     dirs.add(top)
-                    out.append({"type": "directory", "oid": hashlib.sha1(top.encode()).hexdigest(), "size": 0,
-                                "path": top})
+                    out.append(
+                        {"type": "directory", "oid": hashlib.sha1(top.encode()).hexdigest(), "size": 0, "path": top}
+                    )
                 if not recursive:
                     continue
             entry = {"type": "file", "oid": git_oid(data), "size": len(data), "path": path}
@@ -221,8 +225,13 @@ class _Handler(BaseHTTPRequestHandler):
         headers = {"X-Repo-Commit": repo.commit, "ETag": f'"{git_oid(data)}"', "Accept-Ranges": "bytes"}
         if is_lfs(path):
             sha = hashlib.sha256(data).hexdigest()
-            headers.update({"X-Linked-Etag": f'"{sha}"', "X-Linked-Size": str(len(data)),
-                            "Location": f"{self.hub.cdn_url}/cdn/{sha}?file={path}&repo={repo_type}:{repo_id}"})
+            headers.update(
+                {
+                    "X-Linked-Etag": f'"{sha}"',
+                    "X-Linked-Size": str(len(data)),
+                    "Location": f"{self.hub.cdn_url}/cdn/{sha}?file={path}&repo={repo_type}:{repo_id}",
+                }
+            )
             return self._send(302, b"", headers)
         return self._body(path, data, headers, head)
 
@@ -247,13 +256,22 @@ class _Handler(BaseHTTPRequestHandler):
             return self._ms_error(404, 10010205, f"Model or revision not exist: {repo_id}@{revision}")
         tail = parts[4:]
         if tail in (["files"], ["tree"]):
-            entries = [{"Name": p.rsplit("/", 1)[-1], "Path": p, "Type": "blob", "Size": len(d),
-                        "Sha256": hashlib.sha256(d).hexdigest(), "Revision": repo.commit, "IsLFS": is_lfs(p)}
-                       for p, d in sorted(repo.files.items())]
+            entries = [
+                {
+                    "Name": p.rsplit("/", 1)[-1],
+                    "Path": p,
+                    "Type": "blob",
+                    "Size": len(d),
+                    "Sha256": hashlib.sha256(d).hexdigest(),
+                    "Revision": repo.commit,
+                    "IsLFS": is_lfs(p),
+                }
+                for p, d in sorted(repo.files.items())
+            ]
             if tail == ["tree"]:
                 size = int(query.get("PageSize", ["100"])[0])
                 page = int(query.get("PageNumber", ["1"])[0])
-                entries = entries[(page - 1) * size: page * size]
+                entries = entries[(page - 1) * size : page * size]
             return self._json({"Code": 200, "Data": {"Files": entries}, "Message": "success", "Success": True})
         if not tail:
             path = query.get("FilePath", [""])[0]
@@ -271,7 +289,7 @@ class _Handler(BaseHTTPRequestHandler):
     def _body(self, path: str, data: bytes, headers: dict[str, str], head: bool) -> None:
         if path in self.hub.corrupt:
             middle = len(data) // 2
-            data = data[:middle] + bytes([data[middle] ^ 0xFF]) + data[middle + 1:]
+            data = data[:middle] + bytes([data[middle] ^ 0xFF]) + data[middle + 1 :]
         start, status = 0, 200
         wanted = self.headers.get("Range")
         if wanted:
@@ -328,16 +346,22 @@ def published_repos() -> list[tuple[Repo, Repo]]:
     """The Hub repos of REFERENCE.md section 8 (filled with the tiny p32 fixtures) and their ModelScope twins."""
     p32 = REFERENCE / "p32"
     readme = b"# tiny test repository\n"
-    encoder = {name: _read(p32 / "vision" / name)
-               for name in ("config.json", "model.safetensors", "preprocessor_config.json")}
-    pytorch = {"llm_768.pth": _read(p32 / "llm.pth"), "pretrain_vlm_768.pth": _read(p32 / "model_fp16.pth"),
-               "sft_vlm_768.pth": _read(p32 / "model.pth")}
+    encoder = {
+        name: _read(p32 / "vision" / name) for name in ("config.json", "model.safetensors", "preprocessor_config.json")
+    }
+    pytorch = {
+        "llm_768.pth": _read(p32 / "llm.pth"),
+        "pretrain_vlm_768.pth": _read(p32 / "model_fp16.pth"),
+        "sft_vlm_768.pth": _read(p32 / "model.pth"),
+    }
     folder = {p.name: _read(p) for p in sorted((p32 / "hf-upstream").iterdir())}
     folder["tokenizer.json"] = _read(TOKENIZER_DIR / "tokenizer.json")
     folder["tokenizer_config.json"] = _read(TOKENIZER_DIR / "tokenizer_config.json")
     labels = REFERENCE / "labels"
-    data = {"pretrain_i2t.parquet": _read(labels / "single.parquet"),
-            "sft_i2t.parquet": _read(labels / "multi.parquet")}
+    data = {
+        "pretrain_i2t.parquet": _read(labels / "single.parquet"),
+        "sft_i2t.parquet": _read(labels / "multi.parquet"),
+    }
     table = [
         ("model", "siglip2-base-p32-256-ve", encoder),
         ("model", "minimind-3v-pytorch", pytorch),
@@ -347,8 +371,12 @@ def published_repos() -> list[tuple[Repo, Repo]]:
     out = []
     for repo_type, name, files in table:
         files = {**files, "README.md": readme, ".gitattributes": b"*.pth filter=lfs\n"}
-        out.append((Repo(f"jingyaogong/{name}", repo_type, files, tags=("v1",)),
-                    Repo(f"gongjy/{name}", repo_type, dict(files), tags=("v1",))))
+        out.append(
+            (
+                Repo(f"jingyaogong/{name}", repo_type, files, tags=("v1",)),
+                Repo(f"gongjy/{name}", repo_type, dict(files), tags=("v1",)),
+            )
+        )
     return out
 
 

@@ -31,8 +31,11 @@ def repo(hub: FakeHub, source: str, name: str, repo_type: str = "model") -> Repo
 
 
 def cached_files(path: Path) -> dict[str, bytes]:
-    return {p.relative_to(path).as_posix(): p.read_bytes() for p in path.rglob("*")
-            if p.is_file() and p.name != cache.MANIFEST}
+    return {
+        p.relative_to(path).as_posix(): p.read_bytes()
+        for p in path.rglob("*")
+        if p.is_file() and p.name != cache.MANIFEST
+    }
 
 
 def leftovers(root: Path, name: str) -> list[Path]:
@@ -65,8 +68,9 @@ def test_llm_joins_weights_and_tokenizer_from_two_repos(fake_hub, source):
 
 def test_single_file_and_dataset_specs(fake_hub):
     one = download("hf:jingyaogong/minimind-3v/config.json@v1", options("hf", fake_hub))
-    assert cached_files(one.path) == {"config.json": fake_hub.hf[("model", "jingyaogong/minimind-3v")]
-                                      .files["config.json"]}
+    assert cached_files(one.path) == {
+        "config.json": fake_hub.hf[("model", "jingyaogong/minimind-3v")].files["config.json"]
+    }
     assert cache.read_manifest(one.path)["revision"] == "v1"
     assert cache.find("hf:jingyaogong/minimind-3v/config.json@v1") == one.path
 
@@ -89,8 +93,9 @@ def test_interrupted_download_resumes_on_the_next_run(fake_hub, source):
     with pytest.raises(MmvError, match=r"connection dropped while downloading model.safetensors.*resumes"):
         download("siglip2", options(source, fake_hub, retries=0))
     assert cache.find("siglip2") is None  # never half there
-    assert cache.partial_downloads() == [("siglip2-p32-256", 200_000 + len(repo(fake_hub, source,
-                                          "siglip2-base-p32-256-ve").files["config.json"]))]
+    assert cache.partial_downloads() == [
+        ("siglip2-p32-256", 200_000 + len(repo(fake_hub, source, "siglip2-base-p32-256-ve").files["config.json"]))
+    ]
 
     fake_hub.drop.clear()
     result = download("siglip2", options(source, fake_hub, retries=0))
@@ -121,13 +126,19 @@ def test_missing_repository_revision_and_file(fake_hub, source):
     table = fake_hub.hf if source == "hf" else fake_hub.modelscope
     del table[("model", f"{owner}/minimind-3v")]
     # Anonymous requests for a missing repo get 401 from the real Hub, so the message also mentions the token.
-    missing = r"refused model repository jingyaogong/minimind-3v \(401\).*--token" if source == "hf" else \
-        r"ModelScope repository gongjy/minimind-3v \(revision master\) was not found .*\(404"
+    missing = (
+        r"refused model repository jingyaogong/minimind-3v \(401\).*--token"
+        if source == "hf"
+        else r"ModelScope repository gongjy/minimind-3v \(revision master\) was not found .*\(404"
+    )
     with pytest.raises(MmvError, match=missing):
         download("minimind-3v", options(source, fake_hub))
 
-    bad_revision = r"revision nope was not found in model repository jingyaogong/minimind-3v-pytorch" \
-        if source == "hf" else r"gongjy/minimind-3v-pytorch \(revision nope\) was not found"
+    bad_revision = (
+        r"revision nope was not found in model repository jingyaogong/minimind-3v-pytorch"
+        if source == "hf"
+        else r"gongjy/minimind-3v-pytorch \(revision nope\) was not found"
+    )
     with pytest.raises(MmvError, match=bad_revision):
         download("minimind-3v-pytorch", options(source, fake_hub, revision="nope"))
 

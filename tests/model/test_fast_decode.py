@@ -11,8 +11,14 @@ from mmv.model.fast_decode import FastDecoder
 from mmv.model.vlm import MiniMindVLM
 from tests.conftest import fixture_cases, load_fixture_model, pixel_inputs
 
-YARN = {"type": "yarn", "factor": 16, "original_max_position_embeddings": 2048, "beta_fast": 32, "beta_slow": 1,
-        "attention_factor": 1.2}
+YARN = {
+    "type": "yarn",
+    "factor": 16,
+    "original_max_position_embeddings": 2048,
+    "beta_fast": 32,
+    "beta_slow": 1,
+    "attention_factor": 1.2,
+}
 
 
 def random_model(**overrides) -> MiniMindVLM:
@@ -26,16 +32,25 @@ def random_model(**overrides) -> MiniMindVLM:
     return model
 
 
-@pytest.mark.parametrize("overrides", [
-    {},
-    {"num_key_value_heads": 4},  # plain multi-head attention
-    {"num_key_value_heads": 1, "head_dim": 32},  # one kv head; q/k/v width differs from hidden
-    {"rope_scaling": YARN},
-    {"tie_word_embeddings": False},
-    {"use_moe": True, "num_experts": 4, "num_experts_per_tok": 2},
-    {"use_moe": True, "num_experts": 3, "num_experts_per_tok": 1, "norm_topk_prob": False,
-     "moe_intermediate_size": 96},
-], ids=["gqa", "mha", "mqa-wide-heads", "yarn", "untied", "moe-top2", "moe-top1-unnormalised"])
+@pytest.mark.parametrize(
+    "overrides",
+    [
+        {},
+        {"num_key_value_heads": 4},  # plain multi-head attention
+        {"num_key_value_heads": 1, "head_dim": 32},  # one kv head; q/k/v width differs from hidden
+        {"rope_scaling": YARN},
+        {"tie_word_embeddings": False},
+        {"use_moe": True, "num_experts": 4, "num_experts_per_tok": 2},
+        {
+            "use_moe": True,
+            "num_experts": 3,
+            "num_experts_per_tok": 1,
+            "norm_topk_prob": False,
+            "moe_intermediate_size": 96,
+        },
+    ],
+    ids=["gqa", "mha", "mqa-wide-heads", "yarn", "untied", "moe-top2", "moe-top1-unnormalised"],
+)
 def test_every_step_equals_the_module_path(overrides):
     model = random_model(**overrides)
     prompt = torch.randint(3, model.config.vocab_size, (1, 9), generator=torch.Generator().manual_seed(1))
@@ -79,9 +94,12 @@ def test_generate_decodes_through_it_and_replies_as_the_module_path(monkeypatch,
     calls = []
     original = FastDecoder.__call__
     monkeypatch.setattr(FastDecoder, "__call__", lambda self, token: calls.append(token) or original(self, token))
-    for sampling in [SamplingConfig(max_new_tokens=24, stop_on_eos=False),
-                     SamplingConfig(max_new_tokens=24, stop_on_eos=False, temperature=0.9, top_p=0.9, top_k=20,
-                                    repetition_penalty=1.3, seed=7)]:
+    for sampling in [
+        SamplingConfig(max_new_tokens=24, stop_on_eos=False),
+        SamplingConfig(
+            max_new_tokens=24, stop_on_eos=False, temperature=0.9, top_p=0.9, top_k=20, repetition_penalty=1.3, seed=7
+        ),
+    ]:
         fast = generate(model, [prompt], sampling, pixel_inputs=pixel_inputs(cases))
         module = generate(model, [prompt], sampling, pixel_inputs=pixel_inputs(cases), fast_decode=False)
         assert fast.tokens == module.tokens

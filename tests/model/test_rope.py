@@ -41,4 +41,3 @@ def test_rotation_equals_the_reference_rotate_half_bit_for_bit():
     reference = x * plain_cos + torch.cat((-second, first), dim=-1) * plain_sin
     assert torch.equal(cos, plain_cos)
     assert torch.equal(apply_rope(x, cos, sin), reference)
-

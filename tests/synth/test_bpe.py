@@ -14,18 +14,32 @@ TEXTS = ["Three large red circles.", "There is one shape.", "What colour are the
 TOOLS = [{"type": "function", "function": {"name": "count_shapes", "parameters": {"type": "object"}}}]
 CONVERSATIONS = [
     [{"role": "user", "content": "<image>\nWhat colour are the shapes?"}],
-    [{"role": "user", "content": "<image>\nHow many?"}, {"role": "assistant", "content": "There are two shapes."},
-     {"role": "user", "content": "And the colour?"}],
-    [{"role": "system", "content": "You are terse."}, {"role": "user", "content": "Hi"},
-     {"role": "assistant", "content": "Hello.", "reasoning_content": "\nA greeting.\n"},
-     {"role": "user", "content": "<image>\n<image>\nCompare."},
-     {"role": "assistant", "content": "<think>\nlook\n</think>\n\nThe first is red."}],
-    [{"role": "user", "content": "Count them."},
-     {"role": "assistant", "content": "", "tool_calls": [
-         {"type": "function", "function": {"name": "count_shapes", "arguments": {"colour": "red"}}},
-         {"name": "count_shapes", "arguments": "{\"colour\": \"blue\"}"}]},
-     {"role": "tool", "content": "2"}, {"role": "tool", "content": "3"},
-     {"role": "assistant", "content": "Five."}],
+    [
+        {"role": "user", "content": "<image>\nHow many?"},
+        {"role": "assistant", "content": "There are two shapes."},
+        {"role": "user", "content": "And the colour?"},
+    ],
+    [
+        {"role": "system", "content": "You are terse."},
+        {"role": "user", "content": "Hi"},
+        {"role": "assistant", "content": "Hello.", "reasoning_content": "\nA greeting.\n"},
+        {"role": "user", "content": "<image>\n<image>\nCompare."},
+        {"role": "assistant", "content": "<think>\nlook\n</think>\n\nThe first is red."},
+    ],
+    [
+        {"role": "user", "content": "Count them."},
+        {
+            "role": "assistant",
+            "content": "",
+            "tool_calls": [
+                {"type": "function", "function": {"name": "count_shapes", "arguments": {"colour": "red"}}},
+                {"name": "count_shapes", "arguments": '{"colour": "blue"}'},
+            ],
+        },
+        {"role": "tool", "content": "2"},
+        {"role": "tool", "content": "3"},
+        {"role": "assistant", "content": "Five."},
+    ],
 ]
 
 
@@ -57,8 +71,7 @@ def test_chat_template_renders_like_the_reference(tokenizers, index):
         for thinking in (True, False):
             for tools in (None, TOOLS):
                 kwargs = dict(tokenize=False, add_generation_prompt=generation, open_thinking=thinking, tools=tools)
-                assert ours.apply_chat_template(messages, **kwargs) == \
-                    reference.apply_chat_template(messages, **kwargs)
+                assert ours.apply_chat_template(messages, **kwargs) == reference.apply_chat_template(messages, **kwargs)
 
 
 def test_image_runs_tokenise_to_placeholders(tokenizers):

@@ -26,8 +26,9 @@ def synth_dir(tmp_path_factory):
 
 def read(path):
     table = pq.read_table(path)
-    return table, list(zip(table.column("conversations").to_pylist(), table.column("image_bytes").to_pylist(),
-                           strict=True))
+    return table, list(
+        zip(table.column("conversations").to_pylist(), table.column("image_bytes").to_pylist(), strict=True)
+    )
 
 
 def test_same_seed_same_files_other_seed_other_files(synth_dir, tmp_path):

@@ -31,15 +31,19 @@ def caption_row(index: int, words: int = 6) -> dict[str, Any]:
     """An image and a caption that names its colour, so the model has something to learn."""
     color = ((index * 37) % 256, (index * 91) % 256, (index * 53) % 256)
     answer = " ".join(WORDS[(index + k * 3) % len(WORDS)] for k in range(words))
-    conversations = [{"role": "user", "content": "<image>\nDescribe the picture."},
-                     {"role": "assistant", "content": f"{answer} {color[0]}."}]
+    conversations = [
+        {"role": "user", "content": "<image>\nDescribe the picture."},
+        {"role": "assistant", "content": f"{answer} {color[0]}."},
+    ]
     return {"conversations": json.dumps(conversations), "image_bytes": png(color)}
 
 
 def text_row(index: int) -> dict[str, Any]:
     """Text-only, as the dataset stores it: a small black placeholder image and no <image> marker."""
-    conversations = [{"role": "user", "content": f"Count to {index % 5 + 2}."},
-                     {"role": "assistant", "content": " ".join(str(k) for k in range(1, index % 5 + 3))}]
+    conversations = [
+        {"role": "user", "content": f"Count to {index % 5 + 2}."},
+        {"role": "assistant", "content": " ".join(str(k) for k in range(1, index % 5 + 3))},
+    ]
     return {"conversations": json.dumps(conversations), "image_bytes": png((0, 0, 0), 8)}
 
 
@@ -57,9 +61,23 @@ def read_metrics(run_dir: Path) -> list[dict[str, Any]]:
 
 def base_args(data: Path, out: Path) -> list[str]:
     """A tiny sft run from the fixture VLM; every number small."""
-    return ["sft", "--data", str(data), "--out", str(out), "--vision", str(VISION_DIR), "--tokenizer",
-            str(TOKENIZER_DIR), "--freeze", "none", "--lr", "1e-3", "--no-random-system-prompt",
-            "--keep-empty-think"]
+    return [
+        "sft",
+        "--data",
+        str(data),
+        "--out",
+        str(out),
+        "--vision",
+        str(VISION_DIR),
+        "--tokenizer",
+        str(TOKENIZER_DIR),
+        "--freeze",
+        "none",
+        "--lr",
+        "1e-3",
+        "--no-random-system-prompt",
+        "--keep-empty-think",
+    ]
 
 
 def env() -> dict[str, str]:
@@ -67,13 +85,20 @@ def env() -> dict[str, str]:
 
 
 def start(args: list[str], **kwargs: Any) -> subprocess.Popen:
-    return subprocess.Popen([sys.executable, "-m", "mmv.cli.app", *args], env=env(), stdout=subprocess.PIPE,
-                            stderr=subprocess.PIPE, text=True, **kwargs)
+    return subprocess.Popen(
+        [sys.executable, "-m", "mmv.cli.app", *args],
+        env=env(),
+        stdout=subprocess.PIPE,
+        stderr=subprocess.PIPE,
+        text=True,
+        **kwargs,
+    )
 
 
 def mmv(args: list[str], timeout: float = 240) -> subprocess.CompletedProcess:
-    return subprocess.run([sys.executable, "-m", "mmv.cli.app", *args], env=env(), capture_output=True, text=True,
-                          timeout=timeout)
+    return subprocess.run(
+        [sys.executable, "-m", "mmv.cli.app", *args], env=env(), capture_output=True, text=True, timeout=timeout
+    )
 
 
 def run_cli(args: list[str]) -> Any:

@@ -21,8 +21,18 @@ def test_given_options_override_and_none_keeps_the_default():
     assert TrainConfig.from_dict({**cfg.to_dict(), "unknown": 1}) == cfg
 
 
-@pytest.mark.parametrize("bad", [{"freeze": "all"}, {"dtype": "int8"}, {"batch_size": 0}, {"accum": 0},
-                                 {"max_steps": 0}, {"lr": -1.0}, {"device": "tpu"}])
+@pytest.mark.parametrize(
+    "bad",
+    [
+        {"freeze": "all"},
+        {"dtype": "int8"},
+        {"batch_size": 0},
+        {"accum": 0},
+        {"max_steps": 0},
+        {"lr": -1.0},
+        {"device": "tpu"},
+    ],
+)
 def test_bad_options_are_one_sentence_errors(bad):
     with pytest.raises(MmvError):
         stage_config("sft", **bad)

@@ -14,8 +14,7 @@ from tests.train.helpers import VLM_PTH, base_args, caption_row, mmv, read_metri
 
 
 def test_strip_nproc():
-    assert strip_nproc(["sft", "--nproc", "2", "--json", "--nproc=4", "--out", "x"]) == ["sft", "--json", "--out",
-                                                                                         "x"]
+    assert strip_nproc(["sft", "--nproc", "2", "--json", "--nproc=4", "--out", "x"]) == ["sft", "--json", "--out", "x"]
 
 
 @pytest.mark.slow
@@ -24,8 +23,21 @@ def test_two_gloo_processes_match_one_and_resume_into_one(tmp_path):
     data = write_parquet(tmp_path / "data.parquet", rows)
 
     def command(out, batch):
-        return [*base_args(data, tmp_path / out), "--init", str(VLM_PTH), "--batch-size", str(batch),
-                "--max-steps", "6", "--save-every", "3", "--keep", "5", "--log-every", "1"]
+        return [
+            *base_args(data, tmp_path / out),
+            "--init",
+            str(VLM_PTH),
+            "--batch-size",
+            str(batch),
+            "--max-steps",
+            "6",
+            "--save-every",
+            "3",
+            "--keep",
+            "5",
+            "--log-every",
+            "1",
+        ]
 
     single = start(command("single", 4))
     ddp = mmv([*command("ddp", 2), "--nproc", "2", "--json"])
@@ -49,8 +61,10 @@ def test_two_gloo_processes_match_one_and_resume_into_one(tmp_path):
     after = read_metrics(resumed)
     assert [r["step"] for r in after] == list(range(1, 7))
     assert [r["loss"] for r in after] == pytest.approx([r["loss"] for r in one], abs=1e-5)
-    final, final_one = load_resume(checkpoint_paths(resumed)[-1]), load_resume(checkpoint_paths(tmp_path /
-                                                                                            "single")[-1])
+    final, final_one = (
+        load_resume(checkpoint_paths(resumed)[-1]),
+        load_resume(checkpoint_paths(tmp_path / "single")[-1]),
+    )
     assert final.progress.samples_seen == final_one.progress.samples_seen == 24
     assert final.progress.world_size == 1
     assert all(torch.allclose(final.model[k], final_one.model[k], atol=1e-5) for k in final_one.model)

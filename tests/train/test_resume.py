@@ -17,9 +17,35 @@ from tests.train.helpers import VISION_DIR, VLM_PTH, caption_row, mmv, read_metr
 
 def args(data: Path, out: Path) -> list[str]:
     # the reference's random preprocessing stays on: it is seeded, so it must replay exactly too
-    return ["sft", "--data", str(data), "--out", str(out), "--init", str(VLM_PTH), "--vision", str(VISION_DIR),
-            "--tokenizer", str(TOKENIZER_DIR), "--freeze", "none", "--lr", "1e-3", "--batch-size", "2",
-            "--max-steps", "40", "--save-every", "4", "--keep", "2", "--log-every", "1", "--seed", "7"]
+    return [
+        "sft",
+        "--data",
+        str(data),
+        "--out",
+        str(out),
+        "--init",
+        str(VLM_PTH),
+        "--vision",
+        str(VISION_DIR),
+        "--tokenizer",
+        str(TOKENIZER_DIR),
+        "--freeze",
+        "none",
+        "--lr",
+        "1e-3",
+        "--batch-size",
+        "2",
+        "--max-steps",
+        "40",
+        "--save-every",
+        "4",
+        "--keep",
+        "2",
+        "--log-every",
+        "1",
+        "--seed",
+        "7",
+    ]
 
 
 def wait_for_step(run: Path, step: int, process, timeout: float = 180) -> None:
@@ -69,12 +95,12 @@ def test_sigint_then_sigkill_then_resume_is_bit_identical(tmp_path):
     assert [r["step"] for r in got] == list(range(1, 41))
     assert [r["loss"] for r in got] == [r["loss"] for r in expected]  # bit-identical floats
     assert [r["lr"] for r in got] == [r["lr"] for r in expected]
-    final, final_ref = load_resume(checkpoint_paths(run)[-1]), load_resume(checkpoint_paths(tmp_path /
-                                                                                          "reference")[-1])
+    final, final_ref = load_resume(checkpoint_paths(run)[-1]), load_resume(checkpoint_paths(tmp_path / "reference")[-1])
     assert final.progress == final_ref.progress and final.progress.step == 40
     assert all(torch.equal(final.model[k], final_ref.model[k]) for k in final_ref.model)
-    for (_, a), (_, b) in zip(sorted(final.optimizer["state"].items()), sorted(final_ref.optimizer["state"].items()),
-                              strict=True):
+    for (_, a), (_, b) in zip(
+        sorted(final.optimizer["state"].items()), sorted(final_ref.optimizer["state"].items()), strict=True
+    ):
         assert all(torch.equal(a[k], b[k]) for k in ("exp_avg", "exp_avg_sq"))
     weights = torch.load(run / "sft_vlm_64.pth", weights_only=True)
     weights_ref = torch.load(tmp_path / "reference" / "sft_vlm_64.pth", weights_only=True)

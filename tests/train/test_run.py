@@ -46,9 +46,31 @@ def train(args: list[str]) -> dict:
 
 def test_pretrain_from_llm_writes_reference_weights(data, tmp_path):
     out = tmp_path / "run"
-    summary = train(["pretrain", "--data", str(data), "--out", str(out), "--init", str(LLM_PTH), "--vision",
-                     str(VISION_DIR), "--tokenizer", str(TOKENIZER_DIR), "--max-steps", "2", "--batch-size", "4",
-                     "--save-every", "1", "--keep", "1", "--log-every", "1"])
+    summary = train(
+        [
+            "pretrain",
+            "--data",
+            str(data),
+            "--out",
+            str(out),
+            "--init",
+            str(LLM_PTH),
+            "--vision",
+            str(VISION_DIR),
+            "--tokenizer",
+            str(TOKENIZER_DIR),
+            "--max-steps",
+            "2",
+            "--batch-size",
+            "4",
+            "--save-every",
+            "1",
+            "--keep",
+            "1",
+            "--log-every",
+            "1",
+        ]
+    )
     config = json.loads((out / "config.json").read_text())
     assert set(config) == RUN_CONFIG_KEYS and config["stage"] == "pretrain"
     assert config["weights"] == "pretrain_vlm_64.pth" and summary["weights"] == str(out / "pretrain_vlm_64.pth")
@@ -88,17 +110,21 @@ def test_sft_from_a_run_directory_then_refusals(data, tmp_path):
 def test_bad_rows_are_skipped_and_counted(tmp_path, capsys):
     rows = [caption_row(i) for i in range(9)]
     rows[2] = {**rows[2], "image_bytes": b"\xff\xd8 not a jpeg"}
-    rows[4] = {**rows[4], "conversations": "[{\"role\": \"user\""}
+    rows[4] = {**rows[4], "conversations": '[{"role": "user"'}
     rows[6] = {**rows[6], "conversations": rows[6]["conversations"].replace("<image>", "<image><image>")}
     data = write_parquet(tmp_path / "bad.parquet", rows)
     # three of nine rows are bad: far over the default 1% limit, so the limit is raised through the Python API
     from mmv.train.config import stage_config
     from mmv.train.run import RunRequest, run
 
-    request = RunRequest(cfg=stage_config("sft", init=str(VLM_PTH), freeze="none", batch_size=3, epochs=1),
-                         out=tmp_path / "run", data=[str(data)], vision=str(VISION_DIR),
-                         tokenizer=str(TOKENIZER_DIR),
-                         data_options={"max_bad_fraction": 0.5})
+    request = RunRequest(
+        cfg=stage_config("sft", init=str(VLM_PTH), freeze="none", batch_size=3, epochs=1),
+        out=tmp_path / "run",
+        data=[str(data)],
+        vision=str(VISION_DIR),
+        tokenizer=str(TOKENIZER_DIR),
+        data_options={"max_bad_fraction": 0.5},
+    )
     summary = run(request, "sft")
     report = capsys.readouterr().err
     assert "skipped rows: json 1, markers 1, image 1 (of 9 read), e.g. row " in report and "bad.parquet" in report
@@ -140,10 +166,23 @@ def test_train_vision_saves_the_encoder(data, tmp_path):
     from mmv.model.vision import load_encoder
 
     out = tmp_path / "run"
-    train([*base_args(data, out), "--init", str(VLM_PTH), "--max-steps", "1", "--batch-size", "4",
-           "--train-vision", "--freeze", "projector"])
-    assert {"config.json", "model.safetensors", "preprocessor_config.json"} <= {p.name for p in
-                                                                                 (out / "vision").iterdir()}
+    train(
+        [
+            *base_args(data, out),
+            "--init",
+            str(VLM_PTH),
+            "--max-steps",
+            "1",
+            "--batch-size",
+            "4",
+            "--train-vision",
+            "--freeze",
+            "projector",
+        ]
+    )
+    assert {"config.json", "model.safetensors", "preprocessor_config.json"} <= {
+        p.name for p in (out / "vision").iterdir()
+    }
     trained, original = load_encoder(out / "vision"), load_encoder(VISION_DIR)
     changed = [n for n, p in trained.named_parameters() if not torch.equal(p, dict(original.named_parameters())[n])]
     assert changed
@@ -162,8 +201,7 @@ def test_init_vision_and_tokenizer_default_to_the_download_cache(data, tmp_path,
     for name in ("tokenizer.json", "tokenizer_config.json"):
         (cache / "llm" / name).symlink_to(TOKENIZER_DIR / name)
     monkeypatch.setenv("MMV_HOME", str(cache))
-    command = ["pretrain", "--data", str(data), "--out", str(tmp_path / "run"), "--max-steps", "1",
-               "--batch-size", "2"]
+    command = ["pretrain", "--data", str(data), "--out", str(tmp_path / "run"), "--max-steps", "1", "--batch-size", "2"]
     missing = run_cli(command)
     assert missing.exit_code == 2 and "mmv download siglip2-p32-256" in missing.stderr
     (cache / "siglip2-p32-256").symlink_to(VISION_DIR)

@@ -27,11 +27,15 @@ from mmv.train.state import (
 
 
 def state(step: int, size: int = 16) -> ResumeState:
-    return ResumeState(progress=Progress(step=step, epoch=1, position=8 * step, samples_seen=8 * step,
-                                         total_samples=100, world_size=2),
-                       model={"vision_proj.mlp.1.weight": torch.full((size,), float(step))},
-                       optimizer={"state": {}, "param_groups": [{"lr": 0.1, "params": [0]}]}, scaler=None,
-                       rng=capture_rng())
+    return ResumeState(
+        progress=Progress(
+            step=step, epoch=1, position=8 * step, samples_seen=8 * step, total_samples=100, world_size=2
+        ),
+        model={"vision_proj.mlp.1.weight": torch.full((size,), float(step))},
+        optimizer={"state": {}, "param_groups": [{"lr": 0.1, "params": [0]}]},
+        scaler=None,
+        rng=capture_rng(),
+    )
 
 
 def test_round_trip_and_keep_only_the_newest(tmp_path):
@@ -85,6 +89,6 @@ def test_other_files_are_refused(tmp_path):
 
 def test_metrics_past_the_resumed_step_are_dropped(tmp_path):
     lines = [json.dumps({"step": s, "loss": 1.0 / s}) for s in range(1, 8)]
-    (tmp_path / "metrics.jsonl").write_text("\n".join(lines) + "\n{\"step\": 8, \"lo")  # torn by a kill
+    (tmp_path / "metrics.jsonl").write_text("\n".join(lines) + '\n{"step": 8, "lo')  # torn by a kill
     truncate_metrics(tmp_path, 5)
     assert [json.loads(x)["step"] for x in (tmp_path / "metrics.jsonl").read_text().splitlines()] == [1, 2, 3, 4, 5]

@@ -32,11 +32,28 @@ def single_thread():
 def make_trainer(tmp_path, rows, **overrides) -> Trainer:
     tmp_path.mkdir(parents=True, exist_ok=True)
     data_file = write_parquet(tmp_path / "data.parquet", rows)
-    spec = DataSpec(files=[str(data_file)], tokenizer_dir=str(TOKENIZER_DIR), vision_dir=str(VISION_DIR),
-                    max_seq_len=overrides.get("max_seq_len", 160), random_system_prompt=False, drop_empty_think=False,
-                    max_bad_fraction=overrides.pop("max_bad_fraction", 0.01), pack=overrides.pop("pack", False))
-    values = {"stage": "sft", "init": "none", "preset": "tiny", "freeze": "none", "lr": 1e-3, "epochs": 1,
-              "batch_size": 4, "save_every": 10**6, "log_every": 10**6, **overrides}
+    spec = DataSpec(
+        files=[str(data_file)],
+        tokenizer_dir=str(TOKENIZER_DIR),
+        vision_dir=str(VISION_DIR),
+        max_seq_len=overrides.get("max_seq_len", 160),
+        random_system_prompt=False,
+        drop_empty_think=False,
+        max_bad_fraction=overrides.pop("max_bad_fraction", 0.01),
+        pack=overrides.pop("pack", False),
+    )
+    values = {
+        "stage": "sft",
+        "init": "none",
+        "preset": "tiny",
+        "freeze": "none",
+        "lr": 1e-3,
+        "epochs": 1,
+        "batch_size": 4,
+        "save_every": 10**6,
+        "log_every": 10**6,
+        **overrides,
+    }
     cfg = TrainConfig(**values)
     model = build_model(None, VISION_DIR, cfg)
     run_dir = tmp_path / "run"
@@ -89,8 +106,18 @@ def test_moe_aux_loss_is_added(tmp_path):
     trainer.fit()
     records = read_metrics(trainer.run_dir)
     assert len(records) == 2 and all(r["aux_loss"] > 0 for r in records)
-    assert set(records[0]) >= {"step", "epoch", "loss", "aux_loss", "lr", "grad_norm", "samples_per_s",
-                               "tokens_per_s", "padding_fraction", "skipped_rows"}
+    assert set(records[0]) >= {
+        "step",
+        "epoch",
+        "loss",
+        "aux_loss",
+        "lr",
+        "grad_norm",
+        "samples_per_s",
+        "tokens_per_s",
+        "padding_fraction",
+        "skipped_rows",
+    }
 
 
 def test_non_finite_loss_stops_and_keeps_the_last_good_checkpoint(tmp_path):
@@ -137,11 +164,11 @@ def test_packed_batches_train_like_padded_ones(tmp_path):
 
 def test_an_empty_micro_batch_counts_its_samples_but_adds_no_loss(tmp_path):
     """A micro-batch whose rows were all skipped still advances the position; a stand-in keeps DDP in step."""
-    trainer = make_trainer(tmp_path, [caption_row(i) for i in range(4)], batch_size=2, accum=2,
-                           preset="tiny-moe")
+    trainer = make_trainer(tmp_path, [caption_row(i) for i in range(4)], batch_size=2, accum=2, preset="tiny-moe")
     batch = next(iter(trainer.data.batches(0, 0, 2)))
-    empty = Batch(input_ids=torch.zeros((0, 0), dtype=torch.long), labels=torch.zeros((0, 0), dtype=torch.long),
-                  num_samples=2)
+    empty = Batch(
+        input_ids=torch.zeros((0, 0), dtype=torch.long), labels=torch.zeros((0, 0), dtype=torch.long), num_samples=2
+    )
     with torch.no_grad():
         ce, aux = summed_loss(trainer.model, batch, CPU.device, torch.float32)
     plan = trainer.plan([batch, empty], stop=False)

@@ -6,8 +6,12 @@ import typer
 
 from mmv.cli.common import console, emit_json, handle_errors, options
 
-app = typer.Typer(help="Show or remove downloaded names (the cache of `mmv download`).", no_args_is_help=True,
-                  add_completion=False, pretty_exceptions_enable=False)
+app = typer.Typer(
+    help="Show or remove downloaded names (the cache of `mmv download`).",
+    no_args_is_help=True,
+    add_completion=False,
+    pretty_exceptions_enable=False,
+)
 
 
 @app.command("list")
@@ -23,11 +27,25 @@ def list_cache() -> None:
     partial = cache.partial_downloads()
     total = sum(e.size for e in entries)
     if options.json:
-        emit_json({"command": "cache list", "cache": str(cache.cache_root()), "bytes": total,
-                   "names": [{"name": e.name, "path": str(e.path), "bytes": e.size, "files": e.files,
-                              "source": e.manifest.get("source"), "revision": e.manifest.get("revision")}
-                             for e in entries],
-                   "partial": [{"name": name, "bytes": size} for name, size in partial]})
+        emit_json(
+            {
+                "command": "cache list",
+                "cache": str(cache.cache_root()),
+                "bytes": total,
+                "names": [
+                    {
+                        "name": e.name,
+                        "path": str(e.path),
+                        "bytes": e.size,
+                        "files": e.files,
+                        "source": e.manifest.get("source"),
+                        "revision": e.manifest.get("revision"),
+                    }
+                    for e in entries
+                ],
+                "partial": [{"name": name, "bytes": size} for name, size in partial],
+            }
+        )
         return
     table = Table(title=f"cache: {cache.cache_root()} ({cache.human_size(total)})", title_justify="left")
     for column in ("name", "size", "files", "source", "path"):

@@ -16,14 +16,21 @@ DTYPES = ("auto", "float32", "float16", "bfloat16")
 
 @handle_errors
 def chat(
-    images: list[Path] = typer.Argument(None, help="Images to talk about (placed in order at <image> markers, "
-                                                   "or before the prompt)."),
-    model: str = typer.Option(..., "--model", "-m", help="A .pth/.safetensors file, a transformers folder, a run "
-                                                         "directory or a downloaded name (e.g. minimind-3v)."),
+    images: list[Path] = typer.Argument(
+        None, help="Images to talk about (placed in order at <image> markers, or before the prompt)."
+    ),
+    model: str = typer.Option(
+        ...,
+        "--model",
+        "-m",
+        help="A .pth/.safetensors file, a transformers folder, a run "
+        "directory or a downloaded name (e.g. minimind-3v).",
+    ),
     vision: Path = typer.Option(None, help="Vision encoder folder (default: beside the model, then the cache)."),
     tokenizer: Path = typer.Option(None, help="Tokenizer folder (default: beside the model, then the cache)."),
-    prompt: str = typer.Option(None, "--prompt", "-p", help="Ask once and exit; without it, start a REPL "
-                                                            "(or answer stdin one line at a time)."),
+    prompt: str = typer.Option(
+        None, "--prompt", "-p", help="Ask once and exit; without it, start a REPL (or answer stdin one line at a time)."
+    ),
     system: str = typer.Option(None, help="A system prompt."),
     max_new_tokens: int = typer.Option(512, min=1, help="Stop after this many new tokens."),
     temperature: float = typer.Option(0.85, min=0.0, help="0 = greedy."),
@@ -50,12 +57,24 @@ def chat(
     opened = [(str(path), open_image(path)) for path in images or []]  # fail on bad images before loading
     interactive = prompt is None and sys.stdin.isatty()
     with console.status("loading model", spinner="dots") if interactive else nullcontext():
-        loaded = load_model(model, vision=vision, tokenizer=tokenizer, device=device, dtype=dtype,
-                            need_vision=bool(opened) or interactive)
+        loaded = load_model(
+            model,
+            vision=vision,
+            tokenizer=tokenizer,
+            device=device,
+            dtype=dtype,
+            need_vision=bool(opened) or interactive,
+        )
     for note in loaded.notes:
         console.print(f"[yellow]note:[/] {note}")
-    sampling = SamplingConfig(max_new_tokens=max_new_tokens, temperature=temperature, top_p=top_p, top_k=top_k,
-                              repetition_penalty=repetition_penalty, seed=seed)
+    sampling = SamplingConfig(
+        max_new_tokens=max_new_tokens,
+        temperature=temperature,
+        top_p=top_p,
+        top_k=top_k,
+        repetition_penalty=repetition_penalty,
+        seed=seed,
+    )
     session = ChatSession(loaded, sampling, system=system, thinking=think)
     for name, image in opened:
         session.attach(name, image)
@@ -66,12 +85,18 @@ def chat(
     if not options.json:
         sys.stdout.write("\n")
         sys.stdout.flush()
-    emit_json({"reply": reply.text, "new_tokens": reply.new_tokens, "ttft_ms": round(reply.ttft_ms, 2),
-               "vision_ms": round(reply.vision_ms, 2), "decode_tokens_per_s": round(reply.decode_tokens_per_s, 2),
-               "stopped": reply.stopped})
+    emit_json(
+        {
+            "reply": reply.text,
+            "new_tokens": reply.new_tokens,
+            "ttft_ms": round(reply.ttft_ms, 2),
+            "vision_ms": round(reply.vision_ms, 2),
+            "decode_tokens_per_s": round(reply.decode_tokens_per_s, 2),
+            "stopped": reply.stopped,
+        }
+    )
 
 
 def _write_stdout(piece: str) -> None:
     sys.stdout.write(piece)
     sys.stdout.flush()
-

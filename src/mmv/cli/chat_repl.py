@@ -102,6 +102,7 @@ def answer(session: ChatSession, prompt: str, interactive: bool) -> Reply:
     if interactive:
         console.print("[bold cyan]mmv>[/] ", end="")
     with Interrupt() as interrupt:
+
         def show(piece: str) -> bool:
             if not options.json:
                 sys.stdout.write(piece)
@@ -114,8 +115,10 @@ def answer(session: ChatSession, prompt: str, interactive: bool) -> Reply:
         sys.stdout.flush()
     stopped = " · stopped" if reply.stopped == "cancelled" else ""
     reused = f" · {reply.reused_tokens} history tokens reused" if reply.reused_tokens else ""
-    console.print(f"[dim]ttft {reply.ttft_ms:.0f} ms · vision {reply.vision_ms:.0f} ms · "
-                  f"{reply.decode_tokens_per_s:.1f} tok/s · {reply.new_tokens} tokens{reused}{stopped}[/]")
+    console.print(
+        f"[dim]ttft {reply.ttft_ms:.0f} ms · vision {reply.vision_ms:.0f} ms · "
+        f"{reply.decode_tokens_per_s:.1f} tok/s · {reply.new_tokens} tokens{reused}{stopped}[/]"
+    )
     return reply
 
 
@@ -139,10 +142,22 @@ def run_repl(session: ChatSession, interactive: bool) -> None:
             console.print(f"[bold red]error:[/] {escape(str(exc))}")
             if not interactive and not options.json:
                 continue
-    emit_json({"turns": len(replies), "errors": errors,
-               "replies": [{"reply": r.text, "new_tokens": r.new_tokens, "ttft_ms": round(r.ttft_ms, 2),
-                            "vision_ms": round(r.vision_ms, 2),
-                            "decode_tokens_per_s": round(r.decode_tokens_per_s, 2),
-                            "reused_tokens": r.reused_tokens} for r in replies]})
+    emit_json(
+        {
+            "turns": len(replies),
+            "errors": errors,
+            "replies": [
+                {
+                    "reply": r.text,
+                    "new_tokens": r.new_tokens,
+                    "ttft_ms": round(r.ttft_ms, 2),
+                    "vision_ms": round(r.vision_ms, 2),
+                    "decode_tokens_per_s": round(r.decode_tokens_per_s, 2),
+                    "reused_tokens": r.reused_tokens,
+                }
+                for r in replies
+            ],
+        }
+    )
     if errors and not interactive:
         raise SystemExit(2)

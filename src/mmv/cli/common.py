@@ -9,13 +9,10 @@ from dataclasses import dataclass
 from functools import wraps
 from typing import Any, TypeVar
 
-from rich.console import Console
 from rich.markup import escape
 
+from mmv.console import console
 from mmv.errors import MmvError
-
-# Human output and progress go to stderr so stdout carries only the reply or the JSON summary.
-console = Console(stderr=True, highlight=False)
 
 F = TypeVar("F", bound=Callable[..., Any])
 

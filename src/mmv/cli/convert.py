@@ -11,13 +11,19 @@ from mmv.cli.common import console, emit_json, handle_errors
 
 @handle_errors
 def convert(
-    src: str = typer.Argument(..., help="A .pth / .safetensors file, a run directory, a transformers folder or a "
-                                        "downloaded name (e.g. minimind-3v)."),
+    src: str = typer.Argument(
+        ...,
+        help="A .pth / .safetensors file, a run directory, a transformers folder or a "
+        "downloaded name (e.g. minimind-3v).",
+    ),
     to: str = typer.Option(..., "--to", help="transformers | pth | qwen3"),
     out: Path = typer.Option(..., "--out", "-o", help="The folder (transformers, qwen3) or file (pth) to write."),
     dtype: str = typer.Option(None, help="float32 | float16 | bfloat16 (default: the source's; float16 for pth)."),
-    with_vision: Path = typer.Option(None, "--with-vision", help="Also store this SigLIP encoder folder (default: "
-                                                                 "the one beside SRC or recorded by its run)."),
+    with_vision: Path = typer.Option(
+        None,
+        "--with-vision",
+        help="Also store this SigLIP encoder folder (default: the one beside SRC or recorded by its run).",
+    ),
     tokenizer: Path = typer.Option(None, help="Tokenizer folder (default: beside SRC, the run's, then the cache)."),
     force: bool = typer.Option(False, "--force", help="Replace an existing non-empty output."),
 ) -> None:
@@ -30,6 +36,9 @@ def convert(
     what = f"{result.variant} " if result.variant else ""
     moe = "MoE " if result.use_moe else ""
     vision = " + vision encoder" if result.vision else ""
-    console.print(f"wrote {result.out} ({to}, {moe}{what}{result.params / 1e6:.2f}M params{vision}, {result.dtype}, "
-                  f"{summary['bytes'] / 1e6:.1f} MB) in {result.seconds:.1f}s", soft_wrap=True)
+    console.print(
+        f"wrote {result.out} ({to}, {moe}{what}{result.params / 1e6:.2f}M params{vision}, {result.dtype}, "
+        f"{summary['bytes'] / 1e6:.1f} MB) in {result.seconds:.1f}s",
+        soft_wrap=True,
+    )
     emit_json(summary)

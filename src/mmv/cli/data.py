@@ -10,16 +10,27 @@ import typer
 from mmv.cli.common import console, emit_json, handle_errors
 from mmv.errors import MmvError
 
-app = typer.Typer(help="Make, convert, validate and look at datasets in the published parquet schema.",
-                  no_args_is_help=True, add_completion=False, pretty_exceptions_enable=False)
+app = typer.Typer(
+    help="Make, convert, validate and look at datasets in the published parquet schema.",
+    no_args_is_help=True,
+    add_completion=False,
+    pretty_exceptions_enable=False,
+)
 
 
 def progress():
     """A rich progress bar on stderr (hidden when stderr is not a terminal)."""
     from rich.progress import BarColumn, MofNCompleteColumn, Progress, TextColumn, TimeRemainingColumn
 
-    return Progress(TextColumn("{task.description}"), BarColumn(), MofNCompleteColumn(), TimeRemainingColumn(),
-                    console=console, transient=True, disable=not console.is_terminal)
+    return Progress(
+        TextColumn("{task.description}"),
+        BarColumn(),
+        MofNCompleteColumn(),
+        TimeRemainingColumn(),
+        console=console,
+        transient=True,
+        disable=not console.is_terminal,
+    )
 
 
 @app.command("synth")
@@ -45,9 +56,17 @@ def synth(
     if result.tokenizer is not None:
         console.print(f"{result.tokenizer}/  byte-level BPE, {result.vocab_size} tokens")
     console.print(f"done in {seconds:.1f} s")
-    emit_json({"out": str(out), "files": {k: str(v) for k, v in result.files.items()}, "rows": result.rows,
-               "tokenizer": str(result.tokenizer) if result.tokenizer else None, "vocab_size": result.vocab_size,
-               "seed": seed, "seconds": round(seconds, 2)})
+    emit_json(
+        {
+            "out": str(out),
+            "files": {k: str(v) for k, v in result.files.items()},
+            "rows": result.rows,
+            "tokenizer": str(result.tokenizer) if result.tokenizer else None,
+            "vocab_size": result.vocab_size,
+            "seed": seed,
+            "seconds": round(seconds, 2),
+        }
+    )
 
 
 @app.command("from-llava")
@@ -64,8 +83,13 @@ def from_llava(
     from mmv.synth.llava import convert
 
     start = time.perf_counter()
-    with Progress(SpinnerColumn(), TextColumn("{task.description} {task.completed:,}"), console=console,
-                  transient=True, disable=not console.is_terminal) as bar:
+    with Progress(
+        SpinnerColumn(),
+        TextColumn("{task.description} {task.completed:,}"),
+        console=console,
+        transient=True,
+        disable=not console.is_terminal,
+    ) as bar:
         task = bar.add_task("records", total=None)
         report = convert(json_file, image_dir, out, resize=resize, on_record=lambda: bar.advance(task))
     seconds = time.perf_counter() - start
@@ -76,8 +100,16 @@ def from_llava(
         console.print(f"[yellow]skipped {skipped}: {reasons}[/]")
         for example in report.examples:
             console.print(f"  {example}", markup=False)
-    emit_json({"out": str(out), "records": report.records, "written": report.written, "skipped": report.skipped,
-               "examples": report.examples, "seconds": round(seconds, 2)})
+    emit_json(
+        {
+            "out": str(out),
+            "records": report.records,
+            "written": report.written,
+            "skipped": report.skipped,
+            "examples": report.examples,
+            "seconds": round(seconds, 2),
+        }
+    )
 
 
 @app.command("check")
@@ -137,8 +169,7 @@ def check_table(reports: list, max_seq_len: int):
     for kind in PROBLEMS:
         add(f"bad: {kind}", [str(r.problems[kind]) for r in reports], bad=True)
     stats = [r.length_stats() for r in reports]
-    add("tokens min/mean/p95/max",
-        [f"{s['min']}/{s['mean']:.0f}/{s['p95']}/{s['max']}" if s else "-" for s in stats])
+    add("tokens min/mean/p95/max", [f"{s['min']}/{s['mean']:.0f}/{s['p95']}/{s['max']}" if s else "-" for s in stats])
     add(f"truncated at {max_seq_len}", [str(r.truncated) if r.lengths else "-" for r in reports])
     return table
 
@@ -183,5 +214,6 @@ def rechunk(
         rows = rewrite(file, out, group_rows, progress=lambda done: bar.update(task, completed=done))
     seconds = time.perf_counter() - start
     console.print(f"{out}: {rows:,} rows in row groups of {group_rows:,}, {seconds:.1f} s")
-    emit_json({"file": str(file), "out": str(out), "rows": rows, "group_rows": group_rows,
-               "seconds": round(seconds, 2)})
+    emit_json(
+        {"file": str(file), "out": str(out), "rows": rows, "group_rows": group_rows, "seconds": round(seconds, 2)}
+    )

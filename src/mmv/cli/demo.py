@@ -12,12 +12,18 @@ from mmv.cli.common import console, emit_json, handle_errors
 @handle_errors
 def demo(
     out: Path = typer.Option(Path("mmv-demo"), "--out", help="Folder for the data, runs, plots (must be new)."),
-    minutes: float = typer.Option(8.0, "--minutes", min=0.05, help="Training length, as minutes on a 2-core "
-                                  "laptop CPU; a faster machine finishes sooner with the same result."),
+    minutes: float = typer.Option(
+        8.0,
+        "--minutes",
+        min=0.05,
+        help="Training length, as minutes on a 2-core "
+        "laptop CPU; a faster machine finishes sooner with the same result.",
+    ),
     seed: int = typer.Option(0, "--seed", help="Same seed, same data and the same model."),
     rows: int = typer.Option(4000, "--rows", min=50, help="Synthetic rows per training split."),
-    threads: int = typer.Option(1, "--threads", min=1, help="CPU threads for torch (one is fastest for this tiny "
-                                                           "model and bit-reproducible)."),
+    threads: int = typer.Option(
+        1, "--threads", min=1, help="CPU threads for torch (one is fastest for this tiny model and bit-reproducible)."
+    ),
 ) -> None:
     """Synthetic shapes -> pretrain -> SFT -> held-out accuracy, a loss curve and one answered question."""
     from mmv.demo import DemoConfig, run_demo
@@ -26,18 +32,34 @@ def demo(
     result = run_demo(out, config, say=lambda text: console.print(f"[bold]{text}[/]"))
     console.print(summary_table(result))
     ev = result.eval
-    console.print(f"answer loss {ev['mean_loss']:.4f} (perplexity {ev['perplexity']:.4f}); time: "
-                  + ", ".join(f"{k} {v:.0f} s" for k, v in result.seconds.items()), markup=False)
+    console.print(
+        f"answer loss {ev['mean_loss']:.4f} (perplexity {ev['perplexity']:.4f}); time: "
+        + ", ".join(f"{k} {v:.0f} s" for k, v in result.seconds.items()),
+        markup=False,
+    )
     example = result.example
     console.print(f"\n[bold]Q:[/] {example['question']}  ({example['image']})\n[bold]A:[/] {example['answer']}")
-    console.print(f"\nloss curve: {result.paths['loss_curve']}\nask more:   mmv chat {example['image']} "
-                  f"--model {result.paths['model']} --temperature 0 --prompt \"What colour are the shapes?\"",
-                  markup=False)
-    emit_json({"out": str(out), "seed": seed, "minutes": minutes, "steps": dict(zip(("pretrain", "sft"),
-               config.steps, strict=True)), "accuracy": result.eval["accuracy"], "by_kind": result.by_kind,
-               "eval": result.eval, "losses": result.losses,
-               "seconds": {k: round(v, 2) for k, v in result.seconds.items()},
-               "total_seconds": round(sum(result.seconds.values()), 2), "example": example, **result.paths})
+    console.print(
+        f"\nloss curve: {result.paths['loss_curve']}\nask more:   mmv chat {example['image']} "
+        f'--model {result.paths["model"]} --temperature 0 --prompt "What colour are the shapes?"',
+        markup=False,
+    )
+    emit_json(
+        {
+            "out": str(out),
+            "seed": seed,
+            "minutes": minutes,
+            "steps": dict(zip(("pretrain", "sft"), config.steps, strict=True)),
+            "accuracy": result.eval["accuracy"],
+            "by_kind": result.by_kind,
+            "eval": result.eval,
+            "losses": result.losses,
+            "seconds": {k: round(v, 2) for k, v in result.seconds.items()},
+            "total_seconds": round(sum(result.seconds.values()), 2),
+            "example": example,
+            **result.paths,
+        }
+    )
 
 
 def summary_table(result):

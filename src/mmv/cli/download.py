@@ -22,14 +22,21 @@ def _progress():
         TransferSpeedColumn,
     )
 
-    return Progress(TextColumn("{task.description}", style="bold"), BarColumn(), DownloadColumn(),
-                    TransferSpeedColumn(), TimeRemainingColumn(), console=console)
+    return Progress(
+        TextColumn("{task.description}", style="bold"),
+        BarColumn(),
+        DownloadColumn(),
+        TransferSpeedColumn(),
+        TimeRemainingColumn(),
+        console=console,
+    )
 
 
 @handle_errors
 def download(
-    names: list[str] = typer.Argument(None, metavar="NAME...",
-                                      help="Names from --list, or hf:OWNER/REPO(/FILE)(@REV), hf-dataset:..."),
+    names: list[str] = typer.Argument(
+        None, metavar="NAME...", help="Names from --list, or hf:OWNER/REPO(/FILE)(@REV), hf-dataset:..."
+    ),
     to: Path = typer.Option(None, "--to", help="Also put each name at DIR/<name> (a copy; see --link)."),
     link: bool = typer.Option(False, "--link", help="With --to: a symlink into the cache instead of a copy."),
     revision: str = typer.Option(None, "--revision", help="Branch, tag or commit (default: main)."),
@@ -64,18 +71,35 @@ def download(
         state = "already cached" if result.already_cached else f"downloaded {human_size(result.downloaded)}"
         where = f" -> {placed}" if placed else ""
         files = f"{result.files} file{'s' if result.files != 1 else ''}"
-        console.print(f"[green]✓[/] {result.name}: {files}, {human_size(result.size)} ({state}) at {result.path}"
-                      f"{where}", markup=True, soft_wrap=True, highlight=False)
+        console.print(
+            f"[green]✓[/] {result.name}: {files}, {human_size(result.size)} ({state}) at {result.path}{where}",
+            markup=True,
+            soft_wrap=True,
+            highlight=False,
+        )
         if not options.json:
             typer.echo(str(placed or result.path))
-    emit_json({
-        "command": "download",
-        "names": [{"name": r.name, "path": str(r.path), "files": r.files, "bytes": r.size,
-                   "downloaded_bytes": r.downloaded, "already_cached": r.already_cached, "source": r.source,
-                   "commits": r.commits, "to": str(p) if p else None} for r, p in items],
-        "downloaded_bytes": sum(r.downloaded for r, _ in items),
-        "seconds": round(seconds, 3),
-    })
+    emit_json(
+        {
+            "command": "download",
+            "names": [
+                {
+                    "name": r.name,
+                    "path": str(r.path),
+                    "files": r.files,
+                    "bytes": r.size,
+                    "downloaded_bytes": r.downloaded,
+                    "already_cached": r.already_cached,
+                    "source": r.source,
+                    "commits": r.commits,
+                    "to": str(p) if p else None,
+                }
+                for r, p in items
+            ],
+            "downloaded_bytes": sum(r.downloaded for r, _ in items),
+            "seconds": round(seconds, 3),
+        }
+    )
 
 
 def _list() -> None:
@@ -91,9 +115,17 @@ def _list() -> None:
         path = cache.find(name)
         size = sum(p.stat().st_size for p in path.rglob("*") if p.is_file()) if path else artifact.size_hint
         aliases = [a for a, target in ALIASES.items() if target == name]
-        rows.append({"name": name, "aliases": aliases, "contents": artifact.summary,
-                     "repos": [p.repo_id for p in artifact.parts], "bytes": size, "size_exact": path is not None,
-                     "cached": str(path) if path else None})
+        rows.append(
+            {
+                "name": name,
+                "aliases": aliases,
+                "contents": artifact.summary,
+                "repos": [p.repo_id for p in artifact.parts],
+                "bytes": size,
+                "size_exact": path is not None,
+                "cached": str(path) if path else None,
+            }
+        )
     if options.json:
         emit_json({"command": "download --list", "cache": str(cache.cache_root()), "names": rows})
         return
@@ -103,9 +135,13 @@ def _list() -> None:
     for row in rows:
         label = row["name"] + "".join(f" ({a})" for a in row["aliases"])
         size = human_size(row["bytes"]) if row["bytes"] else "?"
-        table.add_row(label, row["contents"], size if row["size_exact"] else f"~{size}" if row["bytes"] else "?",
-                      "yes" if row["cached"] else "-")
+        table.add_row(
+            label,
+            row["contents"],
+            size if row["size_exact"] else f"~{size}" if row["bytes"] else "?",
+            "yes" if row["cached"] else "-",
+        )
     Console(highlight=False).print(table)
-    console.print("also: hf:OWNER/REPO[/FILE][@REV] and hf-dataset:OWNER/REPO[/FILE][@REV] for any Hub repository",
-                  markup=False)
-
+    console.print(
+        "also: hf:OWNER/REPO[/FILE][@REV] and hf-dataset:OWNER/REPO[/FILE][@REV] for any Hub repository", markup=False
+    )

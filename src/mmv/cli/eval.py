@@ -14,12 +14,18 @@ DEVICES = ("auto", "cpu", "cuda", "mps")
 @handle_errors
 def eval_command(
     files: list[str] = typer.Argument(None, metavar="[FILE...]", help="More parquet files (after --data)."),
-    model: str = typer.Option(..., "--model", "-m", help="A .pth/.safetensors file, a run directory, a "
-                                                         "transformers folder or a downloaded name."),
-    data: list[str] = typer.Option(None, "--data", metavar="FILE", help="Parquet file(s) of the published "
-                                   "schema; --data A B C or repeated."),
-    metric: str = typer.Option("exact", help="exact (equal up to whitespace) | contains (reference inside the "
-                                             "answer, any case)."),
+    model: str = typer.Option(
+        ...,
+        "--model",
+        "-m",
+        help="A .pth/.safetensors file, a run directory, a transformers folder or a downloaded name.",
+    ),
+    data: list[str] = typer.Option(
+        None, "--data", metavar="FILE", help="Parquet file(s) of the published schema; --data A B C or repeated."
+    ),
+    metric: str = typer.Option(
+        "exact", help="exact (equal up to whitespace) | contains (reference inside the answer, any case)."
+    ),
     batch_size: int = typer.Option(16, min=1, help="Rows generated together."),
     max_new_tokens: int = typer.Option(64, min=1, help="Answers are cut at this many tokens."),
     limit: int = typer.Option(None, min=1, help="Evaluate only the first N usable rows."),
@@ -50,8 +56,9 @@ def eval_command(
     loaded = load_model(model, vision=vision, tokenizer=tokenizer, device=device, dtype=dtype, need_vision=False)
     for note in loaded.notes:
         console.print(f"[yellow]note:[/] {note}")
-    config = EvalConfig(metric=metric, batch_size=batch_size, max_new_tokens=max_new_tokens, limit=limit,
-                        thinking=think)
+    config = EvalConfig(
+        metric=metric, batch_size=batch_size, max_new_tokens=max_new_tokens, limit=limit, thinking=think
+    )
     from mmv.cli.data import progress
 
     with progress() as bar:

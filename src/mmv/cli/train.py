@@ -11,18 +11,35 @@ from typing import Any
 import typer
 
 from mmv.cli.common import emit_json, handle_errors
-from mmv.train.metrics import say
+from mmv.console import say
 
 # command-line option -> TrainConfig field (values left at None keep the stage default)
-TRAIN_FIELDS = ("init", "preset", "freeze", "epochs", "max_steps", "batch_size", "accum", "lr", "warmup",
-                "max_seq_len", "save_every", "keep", "log_every", "seed", "dtype", "device", "num_workers")
+TRAIN_FIELDS = (
+    "init",
+    "preset",
+    "freeze",
+    "epochs",
+    "max_steps",
+    "batch_size",
+    "accum",
+    "lr",
+    "warmup",
+    "max_seq_len",
+    "save_every",
+    "keep",
+    "log_every",
+    "seed",
+    "dtype",
+    "device",
+    "num_workers",
+)
 TRAIN_FLAGS = ("train_vision", "pack", "compile", "grad_checkpoint", "wandb", "tensorboard")
 
 STAGE_HELP = {
     "pretrain": "Train the projector on image captions (defaults: --init llm, --freeze projector, lr 4e-4, "
-                "batch 16, max length 450).",
+    "batch 16, max length 450).",
     "sft": "Instruction-tune on conversations (defaults: --init pretrain, --freeze ends, lr 5e-6, batch 4, "
-           "max length 768).",
+    "max length 768).",
 }
 
 
@@ -30,12 +47,18 @@ def _make(stage: str) -> Callable[..., None]:
     @handle_errors
     def command(
         files: list[str] = typer.Argument(None, metavar="[FILE...]", help="More parquet files (after --data)."),
-        data: list[str] = typer.Option(None, "--data", metavar="FILE", help="Parquet file(s) or glob(s) of the "
-                                       "published schema; --data A B C or repeated."),
-        out: Path = typer.Option(..., "--out", metavar="RUN_DIR", help="Run directory (config, metrics, weights, "
-                                                                       "checkpoints)."),
-        init: str = typer.Option(None, help="llm | pretrain | none | a .pth/.safetensors, run directory or "
-                                            "transformers folder."),
+        data: list[str] = typer.Option(
+            None,
+            "--data",
+            metavar="FILE",
+            help="Parquet file(s) or glob(s) of the published schema; --data A B C or repeated.",
+        ),
+        out: Path = typer.Option(
+            ..., "--out", metavar="RUN_DIR", help="Run directory (config, metrics, weights, checkpoints)."
+        ),
+        init: str = typer.Option(
+            None, help="llm | pretrain | none | a .pth/.safetensors, run directory or transformers folder."
+        ),
         preset: str = typer.Option(None, help="Model shape for --init none: minimind-3v | minimind-3v-moe | tiny."),
         vision: str = typer.Option(None, help="Vision encoder folder [default: the cached siglip2-<variant>]."),
         tokenizer: str = typer.Option(None, help="Tokenizer folder [default: the cached llm]."),
@@ -54,27 +77,40 @@ def _make(stage: str) -> Callable[..., None]:
         log_every: int = typer.Option(None, help="Steps per metrics line [default: 10]."),
         seed: int = typer.Option(None, help="Seed of the data order, augmentation and fresh weights [default: 42]."),
         compile: bool = typer.Option(False, "--compile", help="torch.compile the model."),
-        dtype: str = typer.Option(None, help="auto | float32 | bfloat16 | float16 [default: auto = bf16 on "
-                                             "CUDA, fp32 on CPU]."),
+        dtype: str = typer.Option(
+            None, help="auto | float32 | bfloat16 | float16 [default: auto = bf16 on CUDA, fp32 on CPU]."
+        ),
         device: str = typer.Option(None, help="auto | cpu | cuda."),
         grad_checkpoint: bool = typer.Option(False, "--grad-checkpoint", help="Recompute blocks in backward."),
         num_workers: int = typer.Option(None, help="Data loading worker processes per rank [default: 0]."),
-        no_random_system_prompt: bool = typer.Option(False, "--no-random-system-prompt",
-                                                     help="Switch off the reference's random system prompt (p=0.2)."),
-        keep_empty_think: bool = typer.Option(False, "--keep-empty-think",
-                                              help="Switch off dropping the empty think block (p=0.8)."),
+        no_random_system_prompt: bool = typer.Option(
+            False, "--no-random-system-prompt", help="Switch off the reference's random system prompt (p=0.2)."
+        ),
+        keep_empty_think: bool = typer.Option(
+            False, "--keep-empty-think", help="Switch off dropping the empty think block (p=0.8)."
+        ),
         resume: bool = typer.Option(False, "--resume", help="Continue the run in --out where it stopped."),
         nproc: int = typer.Option(None, help="Launch N processes with torchrun (DDP) on this machine."),
         show_sample: int = typer.Option(None, metavar="N", help="Print N rendered training samples and exit."),
         wandb: bool = typer.Option(False, "--wandb", help="Log to Weights & Biases (pip install 'mmv[wandb]')."),
-        tensorboard: bool = typer.Option(False, "--tensorboard", help="Log to TensorBoard (pip install "
-                                                                      "'mmv[tensorboard]')."),
+        tensorboard: bool = typer.Option(
+            False, "--tensorboard", help="Log to TensorBoard (pip install 'mmv[tensorboard]')."
+        ),
     ) -> None:
-        given = {k: v for k, v in locals().items() if (k in TRAIN_FIELDS and v is not None)
-                 or (k in TRAIN_FLAGS and v)}
+        given = {k: v for k, v in locals().items() if (k in TRAIN_FIELDS and v is not None) or (k in TRAIN_FLAGS and v)}
         data_options = {"random_system_prompt": not no_random_system_prompt, "drop_empty_think": not keep_empty_think}
-        _train(stage, given, [*(data or []), *(files or [])], out, vision, tokenizer, resume, nproc, show_sample,
-               data_options)
+        _train(
+            stage,
+            given,
+            [*(data or []), *(files or [])],
+            out,
+            vision,
+            tokenizer,
+            resume,
+            nproc,
+            show_sample,
+            data_options,
+        )
 
     command.__doc__ = STAGE_HELP[stage]
     command.__name__ = stage
@@ -85,8 +121,18 @@ pretrain = _make("pretrain")
 sft = _make("sft")
 
 
-def _train(stage: str, given: dict[str, Any], data: list[str], out: Path, vision: str | None, tokenizer: str | None,
-           resume: bool, nproc: int | None, show_sample: int | None, data_options: dict[str, Any]) -> None:
+def _train(
+    stage: str,
+    given: dict[str, Any],
+    data: list[str],
+    out: Path,
+    vision: str | None,
+    tokenizer: str | None,
+    resume: bool,
+    nproc: int | None,
+    show_sample: int | None,
+    data_options: dict[str, Any],
+) -> None:
     from mmv.errors import MmvError
     from mmv.train.config import stage_config
     from mmv.train.run import RunRequest, check_request, run
@@ -94,8 +140,17 @@ def _train(stage: str, given: dict[str, Any], data: list[str], out: Path, vision
     if nproc is not None and nproc < 1:
         raise MmvError(f"--nproc must be at least 1, got {nproc}")
     cfg = stage_config(stage, **given)
-    request = RunRequest(cfg=cfg, out=out.expanduser().absolute(), data=data, vision=vision, tokenizer=tokenizer,
-                         resume=resume, given=given, data_options=data_options, show_sample=show_sample or 0)
+    request = RunRequest(
+        cfg=cfg,
+        out=out.expanduser().absolute(),
+        data=data,
+        vision=vision,
+        tokenizer=tokenizer,
+        resume=resume,
+        given=given,
+        data_options=data_options,
+        show_sample=show_sample or 0,
+    )
     rank = int(os.environ.get("RANK", "0"))
     if nproc and nproc > 1 and "WORLD_SIZE" not in os.environ and not show_sample:
         from mmv.train.distributed import launch
@@ -112,8 +167,10 @@ def _train(stage: str, given: dict[str, Any], data: list[str], out: Path, vision
         raise SystemExit(2) from None  # every rank meets the same error; rank 0 reports it
     except Interrupted as exc:
         if rank == 0:
-            say(f"interrupted: resume checkpoint {exc.result.checkpoint}; continue with "
-                f"`mmv {stage} --out {out} --resume`")
+            say(
+                f"interrupted: resume checkpoint {exc.result.checkpoint}; continue with "
+                f"`mmv {stage} --out {out} --resume`"
+            )
             emit_json(exc.summary)
         raise SystemExit(130) from None
     if rank == 0:

@@ -36,15 +36,33 @@ class ConvertResult:
     seconds: float = 0.0
 
     def summary(self) -> dict[str, Any]:
-        return {"command": "convert", "source": str(self.source), "to": self.to, "out": str(self.out),
-                "dtype": self.dtype, "variant": self.variant, "use_moe": self.use_moe, "params": self.params,
-                "vision": str(self.vision) if self.vision else None, "files": len(self.files),
-                "bytes": sum(f.stat().st_size for f in self.files), "seconds": round(self.seconds, 3)}
+        return {
+            "command": "convert",
+            "source": str(self.source),
+            "to": self.to,
+            "out": str(self.out),
+            "dtype": self.dtype,
+            "variant": self.variant,
+            "use_moe": self.use_moe,
+            "params": self.params,
+            "vision": str(self.vision) if self.vision else None,
+            "files": len(self.files),
+            "bytes": sum(f.stat().st_size for f in self.files),
+            "seconds": round(self.seconds, 3),
+        }
 
 
-def convert(src: str | Path, to: str, out: str | Path, *, dtype: str | None = None,
-            with_vision: str | Path | None = None, tokenizer: str | Path | None = None, force: bool = False,
-            base: VLMConfig | None = None) -> ConvertResult:
+def convert(
+    src: str | Path,
+    to: str,
+    out: str | Path,
+    *,
+    dtype: str | None = None,
+    with_vision: str | Path | None = None,
+    tokenizer: str | Path | None = None,
+    force: bool = False,
+    base: VLMConfig | None = None,
+) -> ConvertResult:
     """Convert SRC to `to` at `out`. `dtype` None keeps the source's dtype (float16 for `pth`).
 
     `base` supplies what a bare checkpoint cannot tell (experts per token, RoPE scaling); run directories and
@@ -68,16 +86,26 @@ def convert(src: str | Path, to: str, out: str | Path, *, dtype: str | None = No
     files = write(source, to, out, target_dtype, force)
     llm_only = to == "qwen3"
     return ConvertResult(
-        source=source.origin, out=out, to=to, dtype=dtype_name(target_dtype),
+        source=source.origin,
+        out=out,
+        to=to,
+        dtype=dtype_name(target_dtype),
         variant=None if source.text_only or llm_only else source.config.vision_variant,
-        use_moe=source.config.use_moe, params=count_params(source, llm_only), files=files,
-        vision=source.vision_dir if to == "transformers" else None, seconds=time.perf_counter() - started)
+        use_moe=source.config.use_moe,
+        params=count_params(source, llm_only),
+        files=files,
+        vision=source.vision_dir if to == "transformers" else None,
+        seconds=time.perf_counter() - started,
+    )
 
 
 def count_params(source: Source, llm_only: bool) -> int:
     tied = {"lm_head.weight"} if source.config.tie_word_embeddings else set()
-    return sum(v.numel() for k, v in source.state_dict.items()
-               if k not in tied and not (llm_only and k.startswith("vision_proj.")))
+    return sum(
+        v.numel()
+        for k, v in source.state_dict.items()
+        if k not in tied and not (llm_only and k.startswith("vision_proj."))
+    )
 
 
 def write(source: Source, to: str, out: Path, dtype: torch.dtype, force: bool) -> list[Path]:

@@ -5,7 +5,7 @@ from __future__ import annotations
 from mmv import __version__
 from mmv.config import VLMConfig
 
-TRANSFORMERS_USAGE = '''```python
+TRANSFORMERS_USAGE = """```python
 import torch
 from transformers import AutoModelForCausalLM, PreTrainedTokenizerFast
 
@@ -16,9 +16,9 @@ prompt = tokenizer.apply_chat_template([{{"role": "user", "content": "Hello!"}}]
 ids = tokenizer(prompt, return_tensors="pt", add_special_tokens=False).input_ids
 out = model.generate(ids, max_new_tokens=64, do_sample=True, temperature=0.85, top_p=0.85)
 print(tokenizer.decode(out[0, ids.shape[1]:], skip_special_tokens=True))
-```'''
+```"""
 
-IMAGE_USAGE = '''Images: write `<image>` in the user message, replace each with {tokens} `<|image_pad|>` tokens
+IMAGE_USAGE = """Images: write `<image>` in the user message, replace each with {tokens} `<|image_pad|>` tokens
 after the chat template, and pass the processor output of `vision/`:
 
 ```python
@@ -32,28 +32,32 @@ ids = tokenizer(text.replace("<image>", "<|image_pad|>" * {tokens}), return_tens
                 add_special_tokens=False).input_ids
 pixels = processor(images=[Image.open("photo.jpg").convert("RGB")], return_tensors="pt")
 out = model.generate(ids, **pixels, max_new_tokens=64)
-```'''
+```"""
 
-QWEN3_USAGE = '''```python
+QWEN3_USAGE = """```python
 from transformers import AutoModelForCausalLM, AutoTokenizer
 
 model = AutoModelForCausalLM.from_pretrained("{name}")  # {cls}, no remote code
 tokenizer = AutoTokenizer.from_pretrained("{name}")
-```'''
+```"""
 
 
 def describe(config: VLMConfig) -> str:
     moe = f", MoE {config.num_experts} experts (top-{config.num_experts_per_tok})" if config.use_moe else ""
-    return (f"hidden {config.hidden_size}, {config.num_hidden_layers} layers, {config.num_attention_heads} heads "
-            f"({config.num_key_value_heads} key/value), vocab {config.vocab_size}{moe}")
+    return (
+        f"hidden {config.hidden_size}, {config.num_hidden_layers} layers, {config.num_attention_heads} heads "
+        f"({config.num_key_value_heads} key/value), vocab {config.vocab_size}{moe}"
+    )
 
 
 def transformers_card(name: str, config: VLMConfig, params: int, dtype: str, with_vision: bool, source: str) -> str:
-    vision = ("The SigLIP encoder is included under `vision/` (weights and preprocessor config), so the folder is "
-              "complete on its own.\n\n" + IMAGE_USAGE.format(name=name, tokens=config.image_token_len)
-              if with_vision else
-              "The vision encoder is not included (as in the reference's folders): pass `image_embeds` "
-              "(projected features), or convert again with `mmv convert --with-vision DIR`.")
+    vision = (
+        "The SigLIP encoder is included under `vision/` (weights and preprocessor config), so the folder is "
+        "complete on its own.\n\n" + IMAGE_USAGE.format(name=name, tokens=config.image_token_len)
+        if with_vision
+        else "The vision encoder is not included (as in the reference's folders): pass `image_embeds` "
+        "(projected features), or convert again with `mmv convert --with-vision DIR`."
+    )
     return f"""---
 library_name: transformers
 license: apache-2.0

@@ -49,8 +49,13 @@ class Source:
         return load_tokenizer(folder)
 
 
-def read_source(src: str | Path, *, tokenizer: str | Path | None = None, vision: str | Path | None = None,
-                base: VLMConfig | None = None) -> Source:
+def read_source(
+    src: str | Path,
+    *,
+    tokenizer: str | Path | None = None,
+    vision: str | Path | None = None,
+    base: VLMConfig | None = None,
+) -> Source:
     """Resolve SRC and read its tensors; `tokenizer` / `vision` override the folders found beside it."""
     from mmv.checkpoint import read_checkpoint
     from mmv.loading import find_vision_beside, resolve_model
@@ -64,9 +69,15 @@ def read_source(src: str | Path, *, tokenizer: str | Path | None = None, vision:
     if vision_dir is not None and not (vision_dir / "config.json").is_file():
         raise MmvError(f"vision encoder folder {vision_dir} has no config.json")
     checkpoint = read_checkpoint(weights, encoder_hidden(vision_dir), base)
-    source = Source(without_encoder(checkpoint.state_dict), checkpoint.config, checkpoint.text_only,
-                    Path(src).expanduser().absolute() if Path(src).expanduser().exists() else weights, resolved,
-                    Path(tokenizer).expanduser() if tokenizer is not None else None, vision_dir)
+    source = Source(
+        without_encoder(checkpoint.state_dict),
+        checkpoint.config,
+        checkpoint.text_only,
+        Path(src).expanduser().absolute() if Path(src).expanduser().exists() else weights,
+        resolved,
+        Path(tokenizer).expanduser() if tokenizer is not None else None,
+        vision_dir,
+    )
     return checked(source)
 
 
@@ -86,9 +97,11 @@ def checked(source: Source) -> Source:
         info = inspect_encoder(source.vision_dir)
         config = source.config
         if info.variant != config.vision_variant or info.hidden_size != config.image_hidden_size:
-            raise MmvError(f"{source.vision_dir} holds a {info.variant} encoder of width {info.hidden_size}, but "
-                           f"{source.origin} was trained for a {config.vision_variant} encoder of width "
-                           f"{config.image_hidden_size}; pass the matching --with-vision folder")
+            raise MmvError(
+                f"{source.vision_dir} holds a {info.variant} encoder of width {info.hidden_size}, but "
+                f"{source.origin} was trained for a {config.vision_variant} encoder of width "
+                f"{config.image_hidden_size}; pass the matching --with-vision folder"
+            )
     return source
 
 

@@ -48,21 +48,37 @@ def qwen3_config(config: VLMConfig, dtype: torch.dtype) -> Any:
     from transformers import Qwen3Config, Qwen3MoeConfig
 
     common = dict(
-        vocab_size=config.vocab_size, hidden_size=config.hidden_size, num_hidden_layers=config.num_hidden_layers,
-        num_attention_heads=config.num_attention_heads, num_key_value_heads=config.num_key_value_heads,
-        head_dim=config.head_dim, intermediate_size=config.intermediate_size, hidden_act="silu",
-        max_position_embeddings=config.max_position_embeddings, rms_norm_eps=config.rms_norm_eps,
-        rope_parameters=rope_parameters(config), attention_bias=False, attention_dropout=0.0,
-        tie_word_embeddings=config.tie_word_embeddings, use_sliding_window=False,
-        bos_token_id=config.bos_token_id, eos_token_id=config.eos_token_id, pad_token_id=config.pad_token_id,
+        vocab_size=config.vocab_size,
+        hidden_size=config.hidden_size,
+        num_hidden_layers=config.num_hidden_layers,
+        num_attention_heads=config.num_attention_heads,
+        num_key_value_heads=config.num_key_value_heads,
+        head_dim=config.head_dim,
+        intermediate_size=config.intermediate_size,
+        hidden_act="silu",
+        max_position_embeddings=config.max_position_embeddings,
+        rms_norm_eps=config.rms_norm_eps,
+        rope_parameters=rope_parameters(config),
+        attention_bias=False,
+        attention_dropout=0.0,
+        tie_word_embeddings=config.tie_word_embeddings,
+        use_sliding_window=False,
+        bos_token_id=config.bos_token_id,
+        eos_token_id=config.eos_token_id,
+        pad_token_id=config.pad_token_id,
         dtype=dtype_name(dtype),
     )
     if config.use_moe:
-        result = Qwen3MoeConfig(**common, num_experts=config.num_experts,
-                                num_experts_per_tok=config.num_experts_per_tok,
-                                moe_intermediate_size=config.moe_intermediate_size,
-                                norm_topk_prob=config.norm_topk_prob, decoder_sparse_step=1, mlp_only_layers=[],
-                                router_aux_loss_coef=config.router_aux_loss_coef)
+        result = Qwen3MoeConfig(
+            **common,
+            num_experts=config.num_experts,
+            num_experts_per_tok=config.num_experts_per_tok,
+            moe_intermediate_size=config.moe_intermediate_size,
+            norm_topk_prob=config.norm_topk_prob,
+            decoder_sparse_step=1,
+            mlp_only_layers=[],
+            router_aux_loss_coef=config.router_aux_loss_coef,
+        )
     else:
         result = Qwen3Config(**common)
     result.architectures = [qwen3_class(config)]
@@ -81,8 +97,9 @@ def write_qwen3(source: Source, out: Path, dtype: torch.dtype, force: bool) -> l
         qwen3_config(source.config, dtype).save_pretrained(str(work))
         write_json(work / "generation_config.json", generation_config(source))
         tokenizer.save_pretrained(str(work))
-        card = model_card.qwen3_card(out.name, source.config, params, dtype_name(dtype), qwen3_class(source.config),
-                                     str(source.origin))
+        card = model_card.qwen3_card(
+            out.name, source.config, params, dtype_name(dtype), qwen3_class(source.config), str(source.origin)
+        )
         (work / "README.md").write_text(card)
         files = sorted(p.relative_to(work) for p in work.rglob("*") if p.is_file())
     return [out / f for f in files]

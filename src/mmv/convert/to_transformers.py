@@ -29,8 +29,10 @@ def write_transformers(source: Source, out: Path, dtype: torch.dtype, force: boo
     from safetensors.torch import save_file
 
     if source.text_only:
-        raise MmvError(f"{source.origin} is a text-only LLM without a vision projector; a transformers folder "
-                       "needs a VLM checkpoint (use --to qwen3 for the language model alone)")
+        raise MmvError(
+            f"{source.origin} is a text-only LLM without a vision projector; a transformers folder "
+            "needs a VLM checkpoint (use --to qwen3 for the language model alone)"
+        )
     tokenizer = source.tokenizer()
     state = stored_once(reference_order(cast(source.state_dict, dtype), source.config, False), source.config)
     params = sum(v.numel() for v in state.values())
@@ -43,8 +45,9 @@ def write_transformers(source: Source, out: Path, dtype: torch.dtype, force: boo
             (work / name).write_text(text)
         if source.vision_dir is not None:
             copy_encoder(source.vision_dir, work / VISION_SUBFOLDER)
-        card = model_card.transformers_card(out.name, source.config, params, dtype_name(dtype),
-                                            source.vision_dir is not None, str(source.origin))
+        card = model_card.transformers_card(
+            out.name, source.config, params, dtype_name(dtype), source.vision_dir is not None, str(source.origin)
+        )
         (work / "README.md").write_text(card)
         files = sorted(p.relative_to(work) for p in work.rglob("*") if p.is_file())
     return [out / f for f in files]
@@ -74,8 +77,12 @@ def folder_config(source: Source, dtype: torch.dtype) -> dict[str, Any]:
 
 def generation_config(source: Source) -> dict[str, Any]:
     c = source.config
-    return {"bos_token_id": c.bos_token_id, "eos_token_id": c.eos_token_id, "pad_token_id": c.pad_token_id,
-            "transformers_version": transformers_version()}
+    return {
+        "bos_token_id": c.bos_token_id,
+        "eos_token_id": c.eos_token_id,
+        "pad_token_id": c.pad_token_id,
+        "transformers_version": transformers_version(),
+    }
 
 
 def transformers_version() -> str:

@@ -52,10 +52,14 @@ class Batch:
 
     def _map(self, move: Callable[[torch.Tensor], torch.Tensor]) -> Batch:
         return Batch(
-            input_ids=move(self.input_ids), labels=move(self.labels),
+            input_ids=move(self.input_ids),
+            labels=move(self.labels),
             pixel_inputs={k: move(v) for k, v in self.pixel_inputs.items()} if self.pixel_inputs else None,
             num_images=self.num_images,
             segment_ids=move(self.segment_ids) if self.segment_ids is not None else None,
             position_ids=move(self.position_ids) if self.position_ids is not None else None,
-            num_samples=self.num_samples, rows=self.rows, next_sample=self.next_sample, skipped=self.skipped,
+            num_samples=self.num_samples,
+            rows=self.rows,
+            next_sample=self.next_sample,
+            skipped=self.skipped,
         )

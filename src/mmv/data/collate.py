@@ -13,7 +13,7 @@ from typing import TYPE_CHECKING, Any
 import torch
 
 from mmv.data.batch import Batch
-from mmv.data.labels import IGNORE
+from mmv.model.loss import IGNORE_INDEX
 
 if TYPE_CHECKING:
     from PIL import Image
@@ -48,17 +48,22 @@ def pack_rows(lengths: list[int], capacity: int) -> list[list[int]]:
     return rows
 
 
-def collate(samples: list[Prepared], *, pack: bool, max_seq_len: int,
-            process: Callable[[list[Image.Image]], dict[str, torch.Tensor]] | None, **extra: Any) -> Batch:
+def collate(
+    samples: list[Prepared],
+    *,
+    pack: bool,
+    max_seq_len: int,
+    process: Callable[[list[Image.Image]], dict[str, torch.Tensor]] | None,
+    **extra: Any,
+) -> Batch:
     """`extra` carries the bookkeeping fields of Batch (num_samples, next_sample, skipped)."""
     if not samples:
         empty = torch.zeros((0, 0), dtype=torch.long)
         return Batch(input_ids=empty, labels=empty.clone(), **extra)
-    layout = pack_rows([len(s.input_ids) for s in samples], max_seq_len) if pack else [[i] for i in
-                                                                                       range(len(samples))]
+    layout = pack_rows([len(s.input_ids) for s in samples], max_seq_len) if pack else [[i] for i in range(len(samples))]
     width = max(sum(len(samples[i].input_ids) for i in row) for row in layout)
     input_ids = torch.full((len(layout), width), PAD_ID, dtype=torch.long)
-    labels = torch.full((len(layout), width), IGNORE, dtype=torch.long)
+    labels = torch.full((len(layout), width), IGNORE_INDEX, dtype=torch.long)
     segments = torch.full((len(layout), width), PAD_SEGMENT, dtype=torch.long) if pack else None
     positions = torch.zeros((len(layout), width), dtype=torch.long) if pack else None
     order: list[Prepared] = []
@@ -75,7 +80,13 @@ def collate(samples: list[Prepared], *, pack: bool, max_seq_len: int,
             column = end
             order.append(sample)
     images = [image for sample in order for image in sample.images]
-    return Batch(input_ids=input_ids, labels=labels,
-                 pixel_inputs=process(images) if images and process is not None else None,
-                 num_images=len(images), segment_ids=segments, position_ids=positions,
-                 rows=[sample.row for sample in order], **extra)
+    return Batch(
+        input_ids=input_ids,
+        labels=labels,
+        pixel_inputs=process(images) if images and process is not None else None,
+        num_images=len(images),
+        segment_ids=segments,
+        position_ids=positions,
+        rows=[sample.row for sample in order],
+        **extra,
+    )

@@ -17,12 +17,12 @@ from typing import TYPE_CHECKING, Any
 
 from mmv.config import IMAGE_TOKEN
 from mmv.data.rows import BadRow
+from mmv.model.loss import IGNORE_INDEX
 from mmv.tokenizer import encode, expand_image_markers
 
 if TYPE_CHECKING:
     from transformers import PreTrainedTokenizerFast
 
-IGNORE = -100
 EMPTY_THINK = "<think>\n\n</think>\n\n"
 # The reference's pool of system prompts, added to conversations that have none.
 SYSTEM_PROMPTS = (
@@ -78,45 +78,62 @@ class LabelBuilder:
         self.start = encode(tokenizer, f"{tokenizer.bos_token}assistant\n")
         self.end = encode(tokenizer, f"{tokenizer.eos_token}\n")
 
-    def render(self, messages: list[dict[str, Any]], system_prompt: str | None = None,
-               drop_empty_think: bool = False) -> str:
+    def render(
+        self, messages: list[dict[str, Any]], system_prompt: str | None = None, drop_empty_think: bool = False
+    ) -> str:
         """The reference's prompt: only role and content of each turn reach the template, `<image>` expands in every
         turn but a system one, and a first system turn's `functions` become the template's tools."""
         if system_prompt is not None:
             messages = [{"role": "system", "content": system_prompt}, *messages]
-        turns = [{"role": m["role"], "content": m.get("content", "") if m["role"] == "system"
-                  else expand_image_markers(m.get("content", ""), self.tokens_per_image)} for m in messages]
+        turns = [
+            {
+                "role": m["role"],
+                "content": m.get("content", "")
+                if m["role"] == "system"
+                else expand_image_markers(m.get("content", ""), self.tokens_per_image),
+            }
+            for m in messages
+        ]
         tools = messages[0].get("functions") if messages[0]["role"] == "system" else None
-        text = self.tokenizer.apply_chat_template(turns, tokenize=False, add_generation_prompt=False,
-                                                  tools=tools or None)
+        text = self.tokenizer.apply_chat_template(
+            turns, tokenize=False, add_generation_prompt=False, tools=tools or None
+        )
         return text.replace(EMPTY_THINK, "") if drop_empty_think else text
 
-    def build(self, messages: list[dict[str, Any]], num_images: int, system_prompt: str | None = None,
-              drop_empty_think: bool = False) -> Sample:
+    def build(
+        self,
+        messages: list[dict[str, Any]],
+        num_images: int,
+        system_prompt: str | None = None,
+        drop_empty_think: bool = False,
+    ) -> Sample:
         """Raises BadRow("too_long") when an image run would not fit or nothing supervised is left, and
         BadRow("schema") for a conversation without an assistant turn (nothing to learn from at any length)."""
         if not any(turn.get("role") == "assistant" for turn in messages):
             raise BadRow("schema", "the conversation has no assistant turn")
         ids = encode(self.tokenizer, self.render(messages, system_prompt, drop_empty_think))
         if ids.count(self.image_id) != num_images * self.tokens_per_image:  # e.g. a marker inside a system turn
-            raise BadRow("markers", f"{ids.count(self.image_id) // self.tokens_per_image} image placeholder run(s) "
-                                    f"for {num_images} image(s)")
-        if num_images and len(ids) > self.max_seq_len and self.image_id in ids[self.max_seq_len:]:
+            raise BadRow(
+                "markers",
+                f"{ids.count(self.image_id) // self.tokens_per_image} image placeholder run(s) "
+                f"for {num_images} image(s)",
+            )
+        if num_images and len(ids) > self.max_seq_len and self.image_id in ids[self.max_seq_len :]:
             raise BadRow("too_long", f"its image placeholders end beyond max_seq_len {self.max_seq_len}")
-        ids = ids[:self.max_seq_len]
+        ids = ids[: self.max_seq_len]
         labels = self.labels(ids)
-        if all(label == IGNORE for label in labels):
+        if all(label == IGNORE_INDEX for label in labels):
             raise BadRow("too_long", f"no assistant token falls within max_seq_len {self.max_seq_len}")
         return Sample(ids, labels, num_images)
 
     def labels(self, ids: list[int]) -> list[int]:
         """The reference's span search: after each `<|im_start|>assistant\\n`, up to and including the next
         `<|im_end|>\\n` (or the end of the ids when truncation cut it off)."""
-        labels = [IGNORE] * len(ids)
+        labels = [IGNORE_INDEX] * len(ids)
         start, end = self.start, self.end
         i = 0
         while i < len(ids):
-            if ids[i:i + len(start)] != start:
+            if ids[i : i + len(start)] != start:
                 i += 1
                 continue
             first = i + len(start)
@@ -136,6 +153,6 @@ def find(ids: list[int], pattern: list[int], begin: int) -> int:
             i = ids.index(head, i)
         except ValueError:
             return -1
-        if ids[i:i + len(pattern)] == pattern:
+        if ids[i : i + len(pattern)] == pattern:
             return i
         i += 1

@@ -62,8 +62,7 @@ def check_spec(spec: DataSpec) -> None:
         raise MmvError(f"max_bad_fraction must be between 0 and 1, got {spec.max_bad_fraction}")
 
 
-def chunk_slices(start: int, total: int, batch_size: int, rank: int, world_size: int
-                 ) -> Iterator[tuple[range, int]]:
+def chunk_slices(start: int, total: int, batch_size: int, rank: int, world_size: int) -> Iterator[tuple[range, int]]:
     """This rank's positions in each chunk from `start`, with the position just past the chunk."""
     chunk = batch_size * world_size
     for begin in range(start, total, chunk):
@@ -91,8 +90,9 @@ class BatchBuilder:
 
     def plan(self, epoch: int) -> EpochPlan:
         if self._plan is None or self._plan.epoch != epoch:
-            self._plan = EpochPlan(self.source.groups, self.spec.seed, epoch, self.spec.block_rows,
-                                   self.spec.window_rows)
+            self._plan = EpochPlan(
+                self.source.groups, self.spec.seed, epoch, self.spec.block_rows, self.spec.window_rows
+            )
         return self._plan
 
     def build(self, epoch: int, positions: range, next_sample: int) -> Batch:
@@ -106,8 +106,15 @@ class BatchBuilder:
                 samples.append(self.prepare(epoch, row, conversations, image_bytes))
             except BadRow as exc:
                 skipped.append(Skipped(row, exc.kind, str(exc)))
-        return collate(samples, pack=self.spec.pack, max_seq_len=self.spec.max_seq_len, process=self.processor,
-                       num_samples=len(positions), next_sample=next_sample, skipped=skipped)
+        return collate(
+            samples,
+            pack=self.spec.pack,
+            max_seq_len=self.spec.max_seq_len,
+            process=self.processor,
+            num_samples=len(positions),
+            next_sample=next_sample,
+            skipped=skipped,
+        )
 
     def prepare(self, epoch: int, row: int, conversations: Any, image_bytes: Any) -> Prepared:
         from mmv.images import open_image
@@ -183,8 +190,9 @@ class TrainData:
                 yield batch.pin_memory() if pin else batch
             return
         stream = WorkerStream(self.spec, self.source, epoch, arguments)
-        loader = DataLoader(stream, batch_size=None, num_workers=self.spec.num_workers, collate_fn=_as_is,
-                            pin_memory=pin)
+        loader = DataLoader(
+            stream, batch_size=None, num_workers=self.spec.num_workers, collate_fn=_as_is, pin_memory=pin
+        )
         items = iter(loader)
         try:
             while True:
@@ -203,8 +211,10 @@ class TrainData:
                     # raised outside the except clause: torch's exception would otherwise stay attached as the
                     # context, keep the iterator alive past `del items`, and its SIGCHLD handler would still fire
                     # for the other workers while the caller prints this error
-                    raise MmvError(f"a data loader worker stopped unexpectedly ({lost_worker}); "
-                                   "try fewer workers or check the memory")
+                    raise MmvError(
+                        f"a data loader worker stopped unexpectedly ({lost_worker}); "
+                        "try fewer workers or check the memory"
+                    )
                 if isinstance(item, WorkerFailure):
                     raise MmvError(item.message)
                 yield item
@@ -226,8 +236,9 @@ def _as_is(item: Any) -> Any:
 class WorkerStream(IterableDataset):
     """Worker w of k builds every k-th batch; the builder is created inside the worker process."""
 
-    def __init__(self, spec: DataSpec, source: ParquetSource, epoch: int, stream: tuple[int, int, int, int, int]
-                 ) -> None:
+    def __init__(
+        self, spec: DataSpec, source: ParquetSource, epoch: int, stream: tuple[int, int, int, int, int]
+    ) -> None:
         self.spec, self.source, self.epoch = spec, source, epoch
         self.stream = stream  # chunk_slices arguments: start, total, batch_size, rank, world_size
 

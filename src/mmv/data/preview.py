@@ -10,8 +10,8 @@ import torch
 
 from mmv.config import IMAGE_TOKEN
 from mmv.data.batch import Batch
-from mmv.data.labels import IGNORE
 from mmv.errors import MmvError
+from mmv.model.loss import IGNORE_INDEX
 
 if TYPE_CHECKING:
     from transformers import PreTrainedTokenizerFast
@@ -36,11 +36,12 @@ def sample_span(batch: Batch, index: int) -> tuple[int, int, int]:
     raise AssertionError("segment ids do not cover batch.rows")
 
 
-def render_sample(tokenizer: PreTrainedTokenizerFast, batch: Batch, index: int,
-                  locate: Callable[[int], str] | None = None) -> str:
+def render_sample(
+    tokenizer: PreTrainedTokenizerFast, batch: Batch, index: int, locate: Callable[[int], str] | None = None
+) -> str:
     row, begin, end = sample_span(batch, index)
     ids = batch.input_ids[row, begin:end].tolist()
-    supervised = (batch.labels[row, begin:end] != IGNORE).tolist()
+    supervised = (batch.labels[row, begin:end] != IGNORE_INDEX).tolist()
     image_id = tokenizer.convert_tokens_to_ids(IMAGE_TOKEN)
     parts: list[str] = []
     start = 0
@@ -54,6 +55,8 @@ def render_sample(tokenizer: PreTrainedTokenizerFast, batch: Batch, index: int,
         start = stop
     images = sum(1 for i, token in enumerate(ids) if token == image_id and (i == 0 or ids[i - 1] != image_id))
     where = locate(batch.rows[index]) if locate else f"row {batch.rows[index]}"
-    header = (f"--- sample {index}: {where}, {len(ids)} tokens, {images} image(s), "
-              f"{int(torch.tensor(supervised).sum())} supervised ---")
+    header = (
+        f"--- sample {index}: {where}, {len(ids)} tokens, {images} image(s), "
+        f"{int(torch.tensor(supervised).sum())} supervised ---"
+    )
     return header + "\n" + "".join(parts)

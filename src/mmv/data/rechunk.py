@@ -17,8 +17,9 @@ from mmv.errors import MmvError
 GROUP_ROWS = 1024  # rows per row group of the copy: ~20 MB of 256x256 JPEGs
 
 
-def rechunk(source: str | Path, target: str | Path, group_rows: int = GROUP_ROWS,
-            progress: Callable[[int], None] | None = None) -> int:
+def rechunk(
+    source: str | Path, target: str | Path, group_rows: int = GROUP_ROWS, progress: Callable[[int], None] | None = None
+) -> int:
     """Copy `source` to `target` with row groups of `group_rows` rows; returns the rows copied.
 
     `progress(rows)` is called after each row group. The target appears only when complete."""

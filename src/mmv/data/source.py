@@ -136,12 +136,16 @@ def _rng(*keys: int) -> np.random.Generator:
 class EpochPlan:
     """The epoch's order: position (sample) -> global row."""
 
-    def __init__(self, groups: list[RowGroup], seed: int, epoch: int, block_rows: int = 256,
-                 window_rows: int = 2048) -> None:
+    def __init__(
+        self, groups: list[RowGroup], seed: int, epoch: int, block_rows: int = 256, window_rows: int = 2048
+    ) -> None:
         self.seed, self.epoch = seed, epoch
         order = _rng(seed, epoch).permutation(len(groups)) if groups else []
-        self.blocks = [Block(groups[g], offset, min(block_rows, groups[g].num_rows - offset))
-                       for g in order for offset in range(0, groups[g].num_rows, block_rows)]
+        self.blocks = [
+            Block(groups[g], offset, min(block_rows, groups[g].num_rows - offset))
+            for g in order
+            for offset in range(0, groups[g].num_rows, block_rows)
+        ]
         # windows: [first block, last block) ranges and their first positions
         self.window_blocks: list[tuple[int, int]] = []
         self.window_starts: list[int] = []
@@ -166,8 +170,12 @@ class EpochPlan:
     def _window_order(self, window: int) -> tuple[np.ndarray, np.ndarray]:
         """(shuffled indices into the window's rows as read, global row of each row as read)."""
         first, last = self.window_blocks[window]
-        rows = np.concatenate([np.arange(b.group.first_row + b.offset, b.group.first_row + b.offset + b.length)
-                               for b in self.blocks[first:last]])
+        rows = np.concatenate(
+            [
+                np.arange(b.group.first_row + b.offset, b.group.first_row + b.offset + b.length)
+                for b in self.blocks[first:last]
+            ]
+        )
         return _rng(self.seed, self.epoch, window).permutation(len(rows)), rows
 
     def row_at(self, position: int) -> tuple[int, int, int]:
@@ -221,8 +229,9 @@ class BlockReader:
             self._files[group.file] = open_parquet(self.source.files[group.file])
         # decoding on this thread: buffers freed here are reused here, while buffers of pyarrow's pool threads
         # (freed by this thread) were seen to pile up, growing RSS with the file
-        self._stream = self._files[group.file].iter_batches(batch_size=READ_ROWS, row_groups=[group.index],
-                                                            columns=list(COLUMNS), use_threads=False)
+        self._stream = self._files[group.file].iter_batches(
+            batch_size=READ_ROWS, row_groups=[group.index], columns=list(COLUMNS), use_threads=False
+        )
         self._stream_key, self._stream_pos, self._pending = (group.file, group.index), 0, None
 
     def _take(self, count: int) -> pa.Table:
@@ -238,10 +247,12 @@ class BlockReader:
                 parts.append(piece)
                 have += piece.num_rows
         except StopIteration:
-            raise MmvError(f"{self.source.files[self._stream_key[0]]} ended early: it holds fewer rows than "
-                           "its metadata says") from None
+            raise MmvError(
+                f"{self.source.files[self._stream_key[0]]} ended early: it holds fewer rows than its metadata says"
+            ) from None
         except (OSError, pa.ArrowException) as exc:
-            raise MmvError(f"cannot read {self.source.files[self._stream_key[0]]}: {str(exc).splitlines()[0]}") \
-                from None
+            raise MmvError(
+                f"cannot read {self.source.files[self._stream_key[0]]}: {str(exc).splitlines()[0]}"
+            ) from None
         self._stream_pos += count
         return pa.concat_tables(parts)

@@ -64,5 +64,7 @@ class BadRowGuard:
             self.examples.append(skipped)
         if self.bad > self.limit:
             named = "; ".join(f"{self.locate(s.row)} ({s.kind}: {s.reason})" for s in self.examples[:3])
-            raise MmvError(f"more than {self.max_fraction:.1%} of the rows are bad "
-                           f"({self.bad} of {self.epoch_rows} in this epoch so far), e.g. {named}")
+            raise MmvError(
+                f"more than {self.max_fraction:.1%} of the rows are bad "
+                f"({self.bad} of {self.epoch_rows} in this epoch so far), e.g. {named}"
+            )

@@ -56,7 +56,7 @@ def to_item(file: str, row: int, conversations: Any, image_bytes: Any) -> EvalIt
     last_user = max((i for i, m in enumerate(messages) if m["role"] == "user"), default=None)
     if last_user is None or last_user + 1 >= len(messages) or messages[last_user + 1]["role"] != "assistant":
         raise BadRow("no_reference", "no assistant reply follows the last user turn")
-    prompt = messages[:last_user + 1]
+    prompt = messages[: last_user + 1]
     markers = sum(m["content"].count("<image>") for m in prompt)
     try:
         decoded = [open_image(data, name=f"#{k + 1}") for k, data in enumerate(images[:markers])]
@@ -76,8 +76,9 @@ def iter_items(files: list[str | Path], skips: Skips, limit: int | None = None) 
         except (OSError, pa.ArrowException) as exc:
             raise MmvError(f"{file} is not a readable parquet file ({str(exc).splitlines()[0]})") from None
         if any(c not in parquet.schema_arrow.names for c in REQUIRED_COLUMNS):
-            raise MmvError(f"{file} has columns {', '.join(parquet.schema_arrow.names)}; expected "
-                           f"{', '.join(REQUIRED_COLUMNS)}")
+            raise MmvError(
+                f"{file} has columns {', '.join(parquet.schema_arrow.names)}; expected {', '.join(REQUIRED_COLUMNS)}"
+            )
         row = 0
         for batch in parquet.iter_batches(batch_size=READ_ROWS, columns=list(REQUIRED_COLUMNS)):
             columns = batch.to_pydict()

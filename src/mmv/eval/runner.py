@@ -56,13 +56,20 @@ class EvalReport:
 
     def summary(self) -> dict[str, Any]:
         loss = self.mean_loss
-        return {"metric": self.metric, "evaluated": self.evaluated, "correct": self.correct,
-                "accuracy": self.accuracy, "mean_loss": loss, "perplexity": math.exp(loss) if loss is not None
-                else None, "answer_tokens": self.answer_tokens, "new_tokens": self.new_tokens,
-                "seconds": round(self.seconds, 3),
-                "samples_per_s": self.evaluated / self.seconds if self.seconds else None,
-                "tokens_per_s": self.new_tokens / self.seconds if self.seconds else None,
-                "skipped": self.skips.counts}
+        return {
+            "metric": self.metric,
+            "evaluated": self.evaluated,
+            "correct": self.correct,
+            "accuracy": self.accuracy,
+            "mean_loss": loss,
+            "perplexity": math.exp(loss) if loss is not None else None,
+            "answer_tokens": self.answer_tokens,
+            "new_tokens": self.new_tokens,
+            "seconds": round(self.seconds, 3),
+            "samples_per_s": self.evaluated / self.seconds if self.seconds else None,
+            "tokens_per_s": self.new_tokens / self.seconds if self.seconds else None,
+            "skipped": self.skips.counts,
+        }
 
 
 def batched(items: Iterator[EvalItem], size: int) -> Iterator[list[EvalItem]]:
@@ -90,28 +97,29 @@ def encode_images(loaded: LoadedModel, batch: list[EvalItem]) -> torch.Tensor | 
     return model.encode_images(inputs)
 
 
-def answer_nll(loaded: LoadedModel, prompts: list[list[int]], answers: list[list[int]],
-               image_embeds: torch.Tensor | None) -> list[float]:
+def answer_nll(
+    loaded: LoadedModel, prompts: list[list[int]], answers: list[list[int]], image_embeds: torch.Tensor | None
+) -> list[float]:
     """Summed negative log-likelihood of each answer (right-padded teacher forcing in one forward)."""
     import torch
-    import torch.nn.functional as F
+
+    from mmv.model.loss import IGNORE_INDEX, shifted_cross_entropy
 
     model = loaded.model
     device = model.rope_cos.device
     sequences = [p + a for p, a in zip(prompts, answers, strict=True)]
     width = max(len(s) for s in sequences)
     ids = torch.zeros((len(sequences), width), dtype=torch.long)
-    labels = torch.full((len(sequences), width), -100, dtype=torch.long)
+    labels = torch.full((len(sequences), width), IGNORE_INDEX, dtype=torch.long)
     mask = torch.zeros((len(sequences), width), dtype=torch.long)
     for row, (prompt, answer) in enumerate(zip(prompts, answers, strict=True)):
         end = len(prompt) + len(answer)
         ids[row, :end] = torch.tensor(prompt + answer)
-        labels[row, len(prompt):end] = torch.tensor(answer)
+        labels[row, len(prompt) : end] = torch.tensor(answer)
         mask[row, :end] = 1
     ids, labels, mask = ids.to(device), labels.to(device), mask.to(device)
-    logits = model(ids, image_embeds=image_embeds, key_padding=mask).logits.float()
-    nll = F.cross_entropy(logits[:, :-1].transpose(1, 2), labels[:, 1:], ignore_index=-100, reduction="none")
-    return nll.sum(dim=1).tolist()
+    logits = model(ids, image_embeds=image_embeds, key_padding=mask).logits
+    return shifted_cross_entropy(logits, labels, reduction="none").sum(dim=1).tolist()
 
 
 def evaluate_batch(loaded: LoadedModel, batch: list[EvalItem], config: EvalConfig) -> list[dict[str, Any]]:
@@ -122,26 +130,47 @@ def evaluate_batch(loaded: LoadedModel, batch: list[EvalItem], config: EvalConfi
 
     tok = loaded.tokenizer
     tokens_per_image = loaded.model.config.image_token_len
-    prompts = [encode(tok, render_chat(tok, item.messages, thinking=config.thinking,
-                                       tokens_per_image=tokens_per_image)) for item in batch]
+    prompts = [
+        encode(tok, render_chat(tok, item.messages, thinking=config.thinking, tokens_per_image=tokens_per_image))
+        for item in batch
+    ]
     answers = [[*encode(tok, item.reference), tok.eos_token_id] for item in batch]
     with torch.inference_mode():
         embeds = encode_images(loaded, batch)
-        result = generate(loaded.model, prompts, SamplingConfig(max_new_tokens=config.max_new_tokens,
-                                                                temperature=0.0), image_embeds=embeds)
+        result = generate(
+            loaded.model,
+            prompts,
+            SamplingConfig(max_new_tokens=config.max_new_tokens, temperature=0.0),
+            image_embeds=embeds,
+        )
         nlls = answer_nll(loaded, prompts, answers, embeds)
     records = []
     for item, tokens, stopped, nll, answer in zip(batch, result.tokens, result.stopped, nlls, answers, strict=True):
         prediction = strip_think(tok.decode(tokens, skip_special_tokens=True))
-        records.append({"file": item.file, "row": item.row, "question": item.question, "reference": item.reference,
-                        "prediction": prediction, "correct": is_correct(prediction, item.reference, config.metric),
-                        "loss": nll / len(answer), "answer_tokens": len(answer), "new_tokens": len(tokens),
-                        "stopped": stopped})
+        records.append(
+            {
+                "file": item.file,
+                "row": item.row,
+                "question": item.question,
+                "reference": item.reference,
+                "prediction": prediction,
+                "correct": is_correct(prediction, item.reference, config.metric),
+                "loss": nll / len(answer),
+                "answer_tokens": len(answer),
+                "new_tokens": len(tokens),
+                "stopped": stopped,
+            }
+        )
     return records
 
 
-def evaluate(loaded: LoadedModel, files: list[str | Path], config: EvalConfig, out: str | Path | None = None,
-             on_batch: Callable[[int], None] | None = None) -> EvalReport:
+def evaluate(
+    loaded: LoadedModel,
+    files: list[str | Path],
+    config: EvalConfig,
+    out: str | Path | None = None,
+    on_batch: Callable[[int], None] | None = None,
+) -> EvalReport:
     """Evaluate every usable row of `files`; per-sample records go to `out` (JSONL, written atomically)."""
     from mmv.errors import MmvError
 

@@ -104,8 +104,9 @@ def entries() -> list[Entry]:
             continue
         files = [p for p in path.rglob("*") if p.is_file() and p.name != MANIFEST]
         manifest = read_manifest(path)
-        found.append(Entry(manifest.get("name", path.name), path, sum(p.stat().st_size for p in files),
-                           len(files), manifest))
+        found.append(
+            Entry(manifest.get("name", path.name), path, sum(p.stat().st_size for p in files), len(files), manifest)
+        )
     return found
 
 

@@ -68,8 +68,10 @@ def download(name: str, options: FetchOptions, progress: Any = None) -> FetchRes
     if existing is not None and _satisfies(cache.read_manifest(existing), revision):
         return _result(artifact.name, existing, already_cached=True)
     if offline():
-        raise MmvError(f"{artifact.name} is not in the cache at {cache.cache_root()} and HF_HUB_OFFLINE is set; "
-                       "unset HF_HUB_OFFLINE to download it")
+        raise MmvError(
+            f"{artifact.name} is not in the cache at {cache.cache_root()} and HF_HUB_OFFLINE is set; "
+            "unset HF_HUB_OFFLINE to download it"
+        )
     source = make_source(options)
     staging = cache.staging_dir(artifact.name)
     with _lock(staging):
@@ -94,8 +96,9 @@ def export(path: Path, dest_root: Path, link: bool) -> Path:
     if dest.exists() or dest.is_symlink():
         if not link and _same_files(path, dest):
             return dest
-        raise MmvError(f"{dest} already exists and differs from the cached {path.name}; remove it or pick another "
-                       "--to directory")
+        raise MmvError(
+            f"{dest} already exists and differs from the cached {path.name}; remove it or pick another --to directory"
+        )
     dest_root.mkdir(parents=True, exist_ok=True)
     if link:
         dest.symlink_to(path.resolve(), target_is_directory=True)
@@ -142,8 +145,10 @@ def _check_collisions(artifact: Artifact, listings: list[Listing]) -> None:
     for listing in listings:
         for remote in listing.files:
             if remote.path in seen:
-                raise MmvError(f"{artifact.name}: {remote.path} exists in both {seen[remote.path]} and "
-                               f"{listing.repo_id}; cannot put both in one folder")
+                raise MmvError(
+                    f"{artifact.name}: {remote.path} exists in both {seen[remote.path]} and "
+                    f"{listing.repo_id}; cannot put both in one folder"
+                )
             seen[remote.path] = listing.repo_id
 
 
@@ -157,9 +162,11 @@ def _check_space(listings: list[Listing], staging: Path) -> None:
             need += max((remote.size or 0) - done, 0)
     free = shutil.disk_usage(staging).free
     if need > free:
-        raise MmvError(f"not enough disk space in {cache.cache_root()}: the download needs "
-                       f"{cache.human_size(need)} more and only {cache.human_size(free)} is free; free some space "
-                       "or set MMV_HOME to a larger disk")
+        raise MmvError(
+            f"not enough disk space in {cache.cache_root()}: the download needs "
+            f"{cache.human_size(need)} more and only {cache.human_size(free)} is free; free some space "
+            "or set MMV_HOME to a larger disk"
+        )
 
 
 def _prune(staging: Path, listings: list[Listing]) -> None:
@@ -181,10 +188,13 @@ def _manifest(artifact: Artifact, revision: str | None, source: Any, listings: l
         "endpoint": source.endpoint,
         "revision": revision,
         "downloaded_at": time.strftime("%Y-%m-%dT%H:%M:%SZ", time.gmtime()),
-        "parts": [{"repo_id": li.repo_id, "repo_type": li.repo_type, "revision": li.revision, "commit": li.commit}
-                  for li in listings],
-        "files": {r.path: {"size": r.size, "sha256": r.sha256, "git_sha1": r.git_sha1}
-                  for li in listings for r in li.files},
+        "parts": [
+            {"repo_id": li.repo_id, "repo_type": li.repo_type, "revision": li.revision, "commit": li.commit}
+            for li in listings
+        ],
+        "files": {
+            r.path: {"size": r.size, "sha256": r.sha256, "git_sha1": r.git_sha1} for li in listings for r in li.files
+        },
     }
 
 
@@ -192,14 +202,18 @@ def _result(name: str, path: Path, already_cached: bool) -> FetchResult:
     manifest = cache.read_manifest(path)
     files = [p for p in path.rglob("*") if p.is_file() and p.name != cache.MANIFEST]
     commits = {p.get("repo_id"): p.get("commit") for p in manifest.get("parts", [])}
-    return FetchResult(name, path, len(files), sum(p.stat().st_size for p in files), 0, already_cached,
-                       manifest.get("source"), commits)
+    return FetchResult(
+        name, path, len(files), sum(p.stat().st_size for p in files), 0, already_cached, manifest.get("source"), commits
+    )
 
 
 def _same_files(a: Path, b: Path) -> bool:
     def listing(root: Path) -> dict[str, int]:
-        return {p.relative_to(root).as_posix(): p.stat().st_size for p in root.rglob("*")
-                if p.is_file() and p.name != cache.MANIFEST}
+        return {
+            p.relative_to(root).as_posix(): p.stat().st_size
+            for p in root.rglob("*")
+            if p.is_file() and p.name != cache.MANIFEST
+        }
 
     return b.is_dir() and listing(a) == listing(b)
 
@@ -218,10 +232,10 @@ def _lock(staging: Path) -> Iterator[None]:
         try:
             fcntl.flock(fh.fileno(), fcntl.LOCK_EX | fcntl.LOCK_NB)
         except OSError as exc:
-            raise MmvError(f"another `mmv download` of {staging.name} is running (lock {lock_path}); wait for it "
-                           "to finish") from exc
+            raise MmvError(
+                f"another `mmv download` of {staging.name} is running (lock {lock_path}); wait for it to finish"
+            ) from exc
         try:
             yield
         finally:
             fcntl.flock(fh.fileno(), fcntl.LOCK_UN)
-

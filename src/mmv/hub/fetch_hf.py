@@ -54,15 +54,19 @@ class HfSource:
         with self.errors(part.repo_id, part.repo_type, rev):
             info = self.api.repo_info(part.repo_id, repo_type=part.repo_type, revision=revision)
             commit = info.sha
-            tree = list(self.api.list_repo_tree(part.repo_id, recursive=True, revision=commit or revision,
-                                                repo_type=part.repo_type))
+            tree = list(
+                self.api.list_repo_tree(
+                    part.repo_id, recursive=True, revision=commit or revision, repo_type=part.repo_type
+                )
+            )
         entries = {e.path: e for e in tree if isinstance(e, RepoFile)}
         describe = f"{part.repo_type} repository {part.repo_id} at revision {rev} on {self.endpoint}"
         files = []
         for path in select(sorted(entries), part, describe):
             entry = entries[path]
-            url = hf_hub_url(part.repo_id, path, repo_type=part.repo_type, revision=commit or rev,
-                             endpoint=self.endpoint)
+            url = hf_hub_url(
+                part.repo_id, path, repo_type=part.repo_type, revision=commit or rev, endpoint=self.endpoint
+            )
             sha256 = entry.lfs.sha256 if entry.lfs is not None else None
             files.append(RemoteFile(path, url, entry.size, sha256, None if sha256 else entry.blob_id))
         return Listing(self.name, part.repo_id, part.repo_type, rev, commit, files)
@@ -93,12 +97,16 @@ class HfSource:
         try:
             yield
         except GatedRepoError as exc:
-            raise MmvError(f"{where} is gated on {self.endpoint}: accept its terms on the website, then pass "
-                           "--token or set HF_TOKEN") from exc
+            raise MmvError(
+                f"{where} is gated on {self.endpoint}: accept its terms on the website, then pass "
+                "--token or set HF_TOKEN"
+            ) from exc
         except RepositoryNotFoundError as exc:
             if _status(exc) == 401:
-                raise MmvError(f"{self.endpoint} refused {where} (401): it does not exist or needs a token; check the "
-                               "name, or pass --token / set HF_TOKEN") from exc
+                raise MmvError(
+                    f"{self.endpoint} refused {where} (401): it does not exist or needs a token; check the "
+                    "name, or pass --token / set HF_TOKEN"
+                ) from exc
             raise MmvError(f"{where} was not found on {self.endpoint} (404)") from exc
         except RevisionNotFoundError as exc:
             raise MmvError(f"revision {revision} was not found in {where} on {self.endpoint} (404)") from exc
@@ -106,18 +114,20 @@ class HfSource:
             raise MmvError(f"{file} was not found in {where} at revision {revision} (404)") from exc
         except HfHubHTTPError as exc:
             if _status(exc) == 401:
-                raise MmvError(f"{self.endpoint} rejected the token (401 Unauthorized) for {where}: check --token "
-                               "or HF_TOKEN, or leave the token out for public repositories") from exc
+                raise MmvError(
+                    f"{self.endpoint} rejected the token (401 Unauthorized) for {where}: check --token "
+                    "or HF_TOKEN, or leave the token out for public repositories"
+                ) from exc
             server = f": {exc.server_message}" if getattr(exc, "server_message", None) else ""
             raise MmvError(f"{self.endpoint} answered HTTP {_status(exc)} for {where}{server}") from exc
         except OfflineModeIsEnabled as exc:
             raise MmvError(f"HF_HUB_OFFLINE is set, so {where} cannot be downloaded; unset it to go online") from exc
         except httpx2.TransportError as exc:
-            raise MmvError(f"cannot reach {self.endpoint} ({type(exc).__name__}): check the network, or "
-                           f"{MIRROR_HINT}") from exc
+            raise MmvError(
+                f"cannot reach {self.endpoint} ({type(exc).__name__}): check the network, or {MIRROR_HINT}"
+            ) from exc
 
 
 def _status(exc: Any) -> int | None:
     response = getattr(exc, "response", None)
     return getattr(response, "status_code", None)
-

@@ -81,8 +81,13 @@ class ModelScopeSource:
         entries: list[dict[str, Any]] = []
         page = 1
         while True:
-            params = {"Revision": rev, "Root": "/", "Recursive": "True", "PageNumber": str(page),
-                      "PageSize": str(PAGE_SIZE)}
+            params = {
+                "Revision": rev,
+                "Root": "/",
+                "Recursive": "True",
+                "PageNumber": str(page),
+                "PageSize": str(PAGE_SIZE),
+            }
             batch = list(self._get_json(f"{base}/repo/tree", params, repo, rev).get("Files") or [])
             entries += batch
             if len(batch) < PAGE_SIZE:
@@ -96,8 +101,10 @@ class ModelScopeSource:
             try:
                 body = response.json()
             except ValueError as exc:
-                raise MmvError(f"{self.endpoint} answered the file listing of {repo} with something that is not "
-                               "JSON; is --endpoint a ModelScope server?") from exc
+                raise MmvError(
+                    f"{self.endpoint} answered the file listing of {repo} with something that is not "
+                    "JSON; is --endpoint a ModelScope server?"
+                ) from exc
         if body.get("Code") not in (200, None) or body.get("Success") is False:
             raise MmvError(f"ModelScope could not list {repo} at revision {rev}: {body.get('Message') or body}")
         return body.get("Data") or {}
@@ -113,13 +120,17 @@ class ModelScopeSource:
             return
         message = _server_message(response)
         if code in (401, 403):
-            raise MmvError(f"{self.endpoint} refused access to {repo} ({code}): pass a ModelScope access token "
-                           "with --token or MODELSCOPE_API_TOKEN")
+            raise MmvError(
+                f"{self.endpoint} refused access to {repo} ({code}): pass a ModelScope access token "
+                "with --token or MODELSCOPE_API_TOKEN"
+            )
         if code == 404 and file:
             raise MmvError(f"{file} was not found in ModelScope repository {repo} at revision {rev} (404)")
         if code == 404:
-            raise MmvError(f"ModelScope repository {repo} (revision {rev}) was not found on {self.endpoint} (404"
-                           f"{': ' + message if message else ''})")
+            raise MmvError(
+                f"ModelScope repository {repo} (revision {rev}) was not found on {self.endpoint} (404"
+                f"{': ' + message if message else ''})"
+            )
         raise MmvError(f"{self.endpoint} answered HTTP {code} for {repo}{': ' + message if message else ''}")
 
     @contextlib.contextmanager
@@ -129,8 +140,10 @@ class ModelScopeSource:
         try:
             yield
         except httpx2.TransportError as exc:
-            raise MmvError(f"cannot reach {self.endpoint} ({type(exc).__name__}) to list {repo}: check the network, "
-                           "or try --source hf (with --endpoint for a mirror)") from exc
+            raise MmvError(
+                f"cannot reach {self.endpoint} ({type(exc).__name__}) to list {repo}: check the network, "
+                "or try --source hf (with --endpoint for a mirror)"
+            ) from exc
 
 
 def _server_message(response: Any) -> str:

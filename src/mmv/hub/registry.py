@@ -53,24 +53,53 @@ _TOKENIZER_FILES = ("tokenizer.json", "tokenizer_config.json")
 _DATASET = "minimind-v_dataset"
 
 _TABLE: tuple[Artifact, ...] = (
-    Artifact("siglip2-p32-256", "SigLIP2 encoder, 256x256 / patch 32 (default variant)",
-             (_part("siglip2-base-p32-256-ve", *_ENCODER_FILES),), 379_000_000),
-    Artifact("siglip2-p16-256", "SigLIP2 encoder, 256x256 / patch 16",
-             (_part("siglip2-base-p16-256-ve", *_ENCODER_FILES),), 372_000_000),
-    Artifact("siglip2-p16-naflex", "SigLIP2 NaFlex encoder, patch 16, up to 256 patches",
-             (_part("siglip2-base-p16-ve", *_ENCODER_FILES),), 372_000_000),
-    Artifact("llm", "text-only MiniMind LLM (llm_768.pth) and the tokenizer",
-             (_part("minimind-3v-pytorch", "llm_768.pth"), _part("minimind-3v", *_TOKENIZER_FILES)), 129_000_000),
+    Artifact(
+        "siglip2-p32-256",
+        "SigLIP2 encoder, 256x256 / patch 32 (default variant)",
+        (_part("siglip2-base-p32-256-ve", *_ENCODER_FILES),),
+        379_000_000,
+    ),
+    Artifact(
+        "siglip2-p16-256",
+        "SigLIP2 encoder, 256x256 / patch 16",
+        (_part("siglip2-base-p16-256-ve", *_ENCODER_FILES),),
+        372_000_000,
+    ),
+    Artifact(
+        "siglip2-p16-naflex",
+        "SigLIP2 NaFlex encoder, patch 16, up to 256 patches",
+        (_part("siglip2-base-p16-ve", *_ENCODER_FILES),),
+        372_000_000,
+    ),
+    Artifact(
+        "llm",
+        "text-only MiniMind LLM (llm_768.pth) and the tokenizer",
+        (_part("minimind-3v-pytorch", "llm_768.pth"), _part("minimind-3v", *_TOKENIZER_FILES)),
+        129_000_000,
+    ),
     Artifact("minimind-3v", "MiniMind-3V transformers folder (dense)", (_part("minimind-3v"),), 130_000_000),
     Artifact("minimind-3v-moe", "MiniMind-3V transformers folder (MoE)", (_part("minimind-3v-moe"),), 400_000_000),
-    Artifact("minimind-3v-pytorch", "all native .pth checkpoints (dense and MoE)",
-             (_part("minimind-3v-pytorch", "*.pth"),), 1_600_000_000),
-    Artifact("dataset-pretrain", "pretraining parquet (pretrain_i2t.parquet)",
-             (_part(_DATASET, "pretrain_i2t.parquet", repo_type="dataset"),), None),
-    Artifact("dataset-sft", "SFT parquet (sft_i2t.parquet)",
-             (_part(_DATASET, "sft_i2t.parquet", repo_type="dataset"),), None),
-    Artifact("dataset", "both training parquet files",
-             (_part(_DATASET, "pretrain_i2t.parquet", "sft_i2t.parquet", repo_type="dataset"),), None),
+    Artifact(
+        "minimind-3v-pytorch",
+        "all native .pth checkpoints (dense and MoE)",
+        (_part("minimind-3v-pytorch", "*.pth"),),
+        1_600_000_000,
+    ),
+    Artifact(
+        "dataset-pretrain",
+        "pretraining parquet (pretrain_i2t.parquet)",
+        (_part(_DATASET, "pretrain_i2t.parquet", repo_type="dataset"),),
+        None,
+    ),
+    Artifact(
+        "dataset-sft", "SFT parquet (sft_i2t.parquet)", (_part(_DATASET, "sft_i2t.parquet", repo_type="dataset"),), None
+    ),
+    Artifact(
+        "dataset",
+        "both training parquet files",
+        (_part(_DATASET, "pretrain_i2t.parquet", "sft_i2t.parquet", repo_type="dataset"),),
+        None,
+    ),
 )
 
 ALIASES = {"siglip2": "siglip2-p32-256"}
@@ -97,13 +126,16 @@ def lookup(name: str) -> Artifact:
     if not match:
         known = ", ".join([*ALIASES, *NAMES])
         # No square brackets in the message: the CLI prints errors as rich markup.
-        raise MmvError(f"unknown download name {name!r}: expected one of {known}, or hf:OWNER/REPO, "
-                       "hf:OWNER/REPO/FILE (either with @REVISION), hf-dataset:OWNER/REPO")
+        raise MmvError(
+            f"unknown download name {name!r}: expected one of {known}, or hf:OWNER/REPO, "
+            "hf:OWNER/REPO/FILE (either with @REVISION), hf-dataset:OWNER/REPO"
+        )
     repo_type = "dataset" if match["kind"] == "hf-dataset" else "model"
     file = match["file"].strip("/") if match["file"] else None
     part = Part(f"{match['owner']}/{match['repo']}", repo_type, (file,) if file else None, None)
-    return Artifact(name, f"{repo_type} repository {part.repo_id}" + (f", file {file}" if file else ""),
-                    (part,), None, match["rev"])
+    return Artifact(
+        name, f"{repo_type} repository {part.repo_id}" + (f", file {file}" if file else ""), (part,), None, match["rev"]
+    )
 
 
 def is_spec(name: str) -> bool:

@@ -117,8 +117,9 @@ def _stream(transfer: Transfer, remote: RemoteFile, part: Path, done: int) -> st
     headers = {**transfer.headers, "Accept-Encoding": "identity"}
     if done:
         headers["Range"] = f"bytes={done}-"
-    with transfer.session.stream("GET", remote.url, headers=headers, follow_redirects=True,
-                                 timeout=transfer.timeout_s) as response:
+    with transfer.session.stream(
+        "GET", remote.url, headers=headers, follow_redirects=True, timeout=transfer.timeout_s
+    ) as response:
         if response.status_code == 416 and done:
             # The server says our offset is past the end: the partial file is stale. Start over.
             part.unlink()
@@ -130,9 +131,11 @@ def _stream(transfer: Transfer, remote: RemoteFile, part: Path, done: int) -> st
             _count(transfer, -done)
             done = 0
         elif done and not response.headers.get("Content-Range", "").startswith(f"bytes {done}-"):
-            raise MmvError(f"the server answered a resume of {remote.path} with the wrong byte range "
-                           f"({response.headers.get('Content-Range')!r}); delete the partial download with "
-                           "`mmv cache rm` and try again")
+            raise MmvError(
+                f"the server answered a resume of {remote.path} with the wrong byte range "
+                f"({response.headers.get('Content-Range')!r}); delete the partial download with "
+                "`mmv cache rm` and try again"
+            )
         expected = int(response.headers["Content-Length"]) if "Content-Length" in response.headers else None
         if expected is not None and response.headers.get("Content-Encoding", "identity") != "identity":
             expected = None  # the length of a compressed body says nothing about the file
@@ -172,8 +175,10 @@ def _verify(part: Path, remote: RemoteFile, etag: str | None) -> None:
                 problem = f"{kind} is {got}, expected {want}"
     if problem:
         part.unlink()
-        raise MmvError(f"{remote.path} failed verification ({problem}); the download was discarded, "
-                       "nothing was cached, and running the command again starts it afresh")
+        raise MmvError(
+            f"{remote.path} failed verification ({problem}); the download was discarded, "
+            "nothing was cached, and running the command again starts it afresh"
+        )
 
 
 def _matches(path: Path, remote: RemoteFile) -> bool:
@@ -215,4 +220,3 @@ def _count(transfer: Transfer, n: int) -> None:
 def _reason(exc: BaseException) -> str:
     text = str(exc).splitlines()[0] if str(exc) else ""
     return f"{type(exc).__name__}: {text}" if text else type(exc).__name__
-

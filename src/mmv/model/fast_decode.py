@@ -51,38 +51,58 @@ class FastDecoder:
     @staticmethod
     def supports(model: MiniMindLM, batch: int) -> bool:
         weight = model.lm_head.weight
-        return (batch == 1 and weight.device.type == "cpu"
-                and weight.dtype == torch.float32 and model.rope_cos.dtype == torch.float32)
+        return (
+            batch == 1
+            and weight.device.type == "cpu"
+            and weight.dtype == torch.float32
+            and model.rope_cos.dtype == torch.float32
+        )
 
     def __init__(self, model: MiniMindLM, cache: KVCache) -> None:
         config = model.config
         self.cache = cache
         self.eps = config.rms_norm_eps
-        self.heads, self.kv_heads, self.head_dim = (config.num_attention_heads, config.num_key_value_heads,
-                                                    config.head_dim)
+        self.heads, self.kv_heads, self.head_dim = (
+            config.num_attention_heads,
+            config.num_key_value_heads,
+            config.head_dim,
+        )
         self.rope_cos, self.rope_sin = model.rope_cos, model.rope_sin
         self.embeddings = model.model.embed_tokens.weight
         self.final_norm = model.model.norm.weight
         self.lm_head = model.lm_head.weight
         self.top_k, self.norm_topk_prob = config.num_experts_per_tok, config.norm_topk_prob
         self.layers = [self._weights_of(block, layer) for layer, block in enumerate(model.model.layers)]
-        self._allocate(config.hidden_size, config.moe_intermediate_size if config.use_moe else
-                       config.intermediate_size, config.num_experts)
+        self._allocate(
+            config.hidden_size,
+            config.moe_intermediate_size if config.use_moe else config.intermediate_size,
+            config.num_experts,
+        )
 
     def _weights_of(self, block: Block, layer: int) -> _LayerWeights:
         attention, mlp = block.self_attn, block.mlp
         ffns = mlp.experts if isinstance(mlp, MoEFeedForward) else [mlp]
         root = math.sqrt(self.head_dim)
         # q: sqrt(d) from the norm times 1/sqrt(d) from attention = the plain weight
-        qk_norm = torch.cat([attention.q_norm.weight.detach().expand(self.heads, -1),
-                             (attention.k_norm.weight.detach() * root).expand(self.kv_heads, -1)])
+        qk_norm = torch.cat(
+            [
+                attention.q_norm.weight.detach().expand(self.heads, -1),
+                (attention.k_norm.weight.detach() * root).expand(self.kv_heads, -1),
+            ]
+        )
         return _LayerWeights(
-            input_norm=block.input_layernorm.weight, q=attention.q_proj.weight, k=attention.k_proj.weight,
-            v=attention.v_proj.weight, qk_norm=qk_norm, o=attention.o_proj.weight,
+            input_norm=block.input_layernorm.weight,
+            q=attention.q_proj.weight,
+            k=attention.k_proj.weight,
+            v=attention.v_proj.weight,
+            qk_norm=qk_norm,
+            o=attention.o_proj.weight,
             post_norm=block.post_attention_layernorm.weight,
             experts=[(ffn.gate_proj.weight, ffn.up_proj.weight, ffn.down_proj.weight) for ffn in ffns],
             router=mlp.gate.weight if isinstance(mlp, MoEFeedForward) else None,
-            keys=self.cache.keys[layer][0], values=self.cache.values[layer][0])
+            keys=self.cache.keys[layer][0],
+            values=self.cache.values[layer][0],
+        )
 
     def _allocate(self, hidden: int, intermediate: int, num_experts: int) -> None:
         rows, head_dim = self.heads + self.kv_heads, self.head_dim
@@ -95,8 +115,8 @@ class FastDecoder:
         self.sum_squares = torch.empty(rows, 1)
         self.rotated = torch.empty(rows, head_dim)
         group = self.heads // self.kv_heads
-        self.rotated_q = self.rotated[:self.heads].view(self.kv_heads, group, head_dim)
-        self.rotated_k = self.rotated[self.heads:]
+        self.rotated_q = self.rotated[: self.heads].view(self.kv_heads, group, head_dim)
+        self.rotated_k = self.rotated[self.heads :]
         self.v = torch.empty(self.kv_heads * head_dim)
         self.v_rows = self.v.view(self.kv_heads, head_dim)
         self.attended = torch.empty(self.heads * head_dim)

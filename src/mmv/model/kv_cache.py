@@ -6,8 +6,16 @@ import torch
 
 
 class KVCache:
-    def __init__(self, num_layers: int, batch: int, kv_heads: int, max_len: int, head_dim: int,
-                 dtype: torch.dtype, device: torch.device | str) -> None:
+    def __init__(
+        self,
+        num_layers: int,
+        batch: int,
+        kv_heads: int,
+        max_len: int,
+        head_dim: int,
+        dtype: torch.dtype,
+        device: torch.device | str,
+    ) -> None:
         shape = (num_layers, batch, kv_heads, max_len, head_dim)
         # one tensor per layer, taken apart once: a decode step then writes with one narrow and one copy per
         # tensor instead of re-indexing the 5-d block (16 of these per token, where every kernel launch counts)

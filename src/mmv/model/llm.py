@@ -11,36 +11,9 @@ from torch import nn
 
 from mmv.config import VLMConfig
 from mmv.model.kv_cache import KVCache
+from mmv.model.layers import FeedForward, RMSNorm
 from mmv.model.moe import MoEFeedForward
 from mmv.model.rope import apply_rope, rope_tables
-
-
-class RMSNorm(nn.Module):
-    def __init__(self, dim: int, eps: float) -> None:
-        super().__init__()
-        self.eps = eps
-        self.weight = nn.Parameter(torch.ones(dim))
-
-    def forward(self, x: torch.Tensor) -> torch.Tensor:
-        # float32 statistics and weight multiply before the cast back, as the reference does (one fused kernel
-        # for the statistics: decode runs 33 of these per token)
-        if x.dtype == torch.float32 and self.weight.dtype == torch.float32:
-            return F.rms_norm(x, (x.shape[-1],), self.weight, self.eps)  # one kernel, same math
-        normed = F.rms_norm(x.float(), (x.shape[-1],), eps=self.eps)
-        return (self.weight.float() * normed).to(x.dtype)
-
-
-class FeedForward(nn.Module):
-    """SwiGLU: down(silu(gate(x)) * up(x))."""
-
-    def __init__(self, hidden: int, intermediate: int) -> None:
-        super().__init__()
-        self.gate_proj = nn.Linear(hidden, intermediate, bias=False)
-        self.down_proj = nn.Linear(intermediate, hidden, bias=False)
-        self.up_proj = nn.Linear(hidden, intermediate, bias=False)
-
-    def forward(self, x: torch.Tensor) -> torch.Tensor:
-        return self.down_proj(F.silu(self.gate_proj(x)) * self.up_proj(x))
 
 
 class Attention(nn.Module):
@@ -56,8 +29,16 @@ class Attention(nn.Module):
         self.q_norm = RMSNorm(self.head_dim, config.rms_norm_eps)
         self.k_norm = RMSNorm(self.head_dim, config.rms_norm_eps)
 
-    def forward(self, x: torch.Tensor, cos: torch.Tensor, sin: torch.Tensor, mask: torch.Tensor | None,
-                causal: bool, cache: KVCache | None, layer: int) -> torch.Tensor:
+    def forward(
+        self,
+        x: torch.Tensor,
+        cos: torch.Tensor,
+        sin: torch.Tensor,
+        mask: torch.Tensor | None,
+        causal: bool,
+        cache: KVCache | None,
+        layer: int,
+    ) -> torch.Tensor:
         batch, length, _ = x.shape
         q = self.q_norm(self.q_proj(x).view(batch, length, self.heads, self.head_dim))
         k = self.k_norm(self.k_proj(x).view(batch, length, self.kv_heads, self.head_dim))
@@ -66,8 +47,9 @@ class Attention(nn.Module):
         q, k = apply_rope(torch.cat([q, k], dim=2).transpose(1, 2), cos, sin).split([self.heads, self.kv_heads], 1)
         if cache is not None:
             k, v = cache.write(layer, k, v)
-        out = F.scaled_dot_product_attention(q, k, v, attn_mask=mask, is_causal=causal,
-                                             enable_gqa=self.heads != self.kv_heads)
+        out = F.scaled_dot_product_attention(
+            q, k, v, attn_mask=mask, is_causal=causal, enable_gqa=self.heads != self.kv_heads
+        )
         return self.o_proj(out.transpose(1, 2).reshape(batch, length, -1))
 
 
@@ -77,11 +59,20 @@ class Block(nn.Module):
         self.self_attn = Attention(config)
         self.input_layernorm = RMSNorm(config.hidden_size, config.rms_norm_eps)
         self.post_attention_layernorm = RMSNorm(config.hidden_size, config.rms_norm_eps)
-        self.mlp = MoEFeedForward(config) if config.use_moe else FeedForward(config.hidden_size,
-                                                                                config.intermediate_size)
+        self.mlp = (
+            MoEFeedForward(config) if config.use_moe else FeedForward(config.hidden_size, config.intermediate_size)
+        )
 
-    def forward(self, x: torch.Tensor, cos: torch.Tensor, sin: torch.Tensor, mask: torch.Tensor | None,
-                causal: bool, cache: KVCache | None, layer: int) -> torch.Tensor:
+    def forward(
+        self,
+        x: torch.Tensor,
+        cos: torch.Tensor,
+        sin: torch.Tensor,
+        mask: torch.Tensor | None,
+        causal: bool,
+        cache: KVCache | None,
+        layer: int,
+    ) -> torch.Tensor:
         x = x + self.self_attn(self.input_layernorm(x), cos, sin, mask, causal, cache, layer)
         return x + self.mlp(self.post_attention_layernorm(x))
 
@@ -96,8 +87,9 @@ class Backbone(nn.Module):
         self.norm = RMSNorm(config.hidden_size, config.rms_norm_eps)
 
 
-def attention_mask_for(length: int, start: int, key_padding: torch.Tensor | None,
-                       segment_ids: torch.Tensor | None, device: torch.device) -> tuple[torch.Tensor | None, bool]:
+def attention_mask_for(
+    length: int, start: int, key_padding: torch.Tensor | None, segment_ids: torch.Tensor | None, device: torch.device
+) -> tuple[torch.Tensor | None, bool]:
     """Return (boolean mask [B,1,T,S] or None, is_causal) for `length` new tokens after `start` cached ones.
 
     The fast path (no tensor, sdpa's own causal kernel) covers unpadded prefill and single-token decode.
@@ -128,22 +120,32 @@ class MiniMindLM(nn.Module):
         self.lm_head = nn.Linear(config.hidden_size, config.vocab_size, bias=False)
         if config.tie_word_embeddings:
             self.lm_head.weight = self.model.embed_tokens.weight
-        cos, sin = rope_tables(config.head_dim, config.max_position_embeddings, config.rope_theta,
-                               config.rope_scaling)
+        cos, sin = rope_tables(config.head_dim, config.max_position_embeddings, config.rope_theta, config.rope_scaling)
         self.register_buffer("rope_cos", cos, persistent=False)
         self.register_buffer("rope_sin", sin, persistent=False)
 
-    def rope_for(self, position_ids: torch.Tensor | None, start: int, length: int, dtype: torch.dtype
-                 ) -> tuple[torch.Tensor, torch.Tensor]:
+    def rope_for(
+        self, position_ids: torch.Tensor | None, start: int, length: int, dtype: torch.dtype
+    ) -> tuple[torch.Tensor, torch.Tensor]:
         if position_ids is None:
-            cos, sin = self.rope_cos[start:start + length][None, None], self.rope_sin[start:start + length][None, None]
+            cos, sin = (
+                self.rope_cos[start : start + length][None, None],
+                self.rope_sin[start : start + length][None, None],
+            )
         else:
             cos, sin = self.rope_cos[position_ids][:, None], self.rope_sin[position_ids][:, None]
         return cos.to(dtype), sin.to(dtype)
 
-    def decode(self, hidden: torch.Tensor, *, position_ids: torch.Tensor | None = None,
-               key_padding: torch.Tensor | None = None, segment_ids: torch.Tensor | None = None,
-               cache: KVCache | None = None, last_only: bool = False) -> tuple[torch.Tensor, torch.Tensor]:
+    def decode(
+        self,
+        hidden: torch.Tensor,
+        *,
+        position_ids: torch.Tensor | None = None,
+        key_padding: torch.Tensor | None = None,
+        segment_ids: torch.Tensor | None = None,
+        cache: KVCache | None = None,
+        last_only: bool = False,
+    ) -> tuple[torch.Tensor, torch.Tensor]:
         """Run the blocks over input embeddings [B,T,H]; return (logits, summed MoE aux loss)."""
         start = cache.length if cache is not None else 0
         length = hidden.shape[1]
@@ -160,9 +162,3 @@ class MiniMindLM(nn.Module):
     def new_cache(self, batch: int, max_len: int, dtype: torch.dtype, device: torch.device) -> KVCache:
         c = self.config
         return KVCache(c.num_hidden_layers, batch, c.num_key_value_heads, max_len, c.head_dim, dtype, device)
-
-
-def lm_loss(logits: torch.Tensor, labels: torch.Tensor) -> torch.Tensor:
-    """Shifted next-token cross-entropy; -100 labels are ignored."""
-    return F.cross_entropy(logits[:, :-1].reshape(-1, logits.shape[-1]).float(), labels[:, 1:].reshape(-1),
-                           ignore_index=-100)

@@ -7,18 +7,18 @@ import torch.nn.functional as F
 from torch import nn
 
 from mmv.config import VLMConfig
+from mmv.model.layers import FeedForward
 
 
 class MoEFeedForward(nn.Module):
     def __init__(self, config: VLMConfig) -> None:
         super().__init__()
-        from mmv.model.llm import FeedForward  # llm imports this module; import here to avoid a cycle
-
         self.num_experts, self.top_k = config.num_experts, config.num_experts_per_tok
         self.norm_topk_prob, self.aux_coef = config.norm_topk_prob, config.router_aux_loss_coef
         self.gate = nn.Linear(config.hidden_size, config.num_experts, bias=False)
-        self.experts = nn.ModuleList(FeedForward(config.hidden_size, config.moe_intermediate_size)
-                                     for _ in range(config.num_experts))
+        self.experts = nn.ModuleList(
+            FeedForward(config.hidden_size, config.moe_intermediate_size) for _ in range(config.num_experts)
+        )
         self.aux_loss = torch.zeros(())
 
     def forward(self, x: torch.Tensor) -> torch.Tensor:

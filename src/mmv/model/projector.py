@@ -19,8 +19,9 @@ class VisionProjector(nn.Module):
         if self.variant == "p16-naflex":
             self.mlp = nn.Sequential(nn.Linear(width, hidden), nn.GELU(), nn.Linear(hidden, hidden))
         else:
-            self.mlp = nn.Sequential(nn.LayerNorm(width, eps=1e-5), nn.Linear(width, hidden), nn.GELU(),
-                                     nn.Linear(hidden, hidden))
+            self.mlp = nn.Sequential(
+                nn.LayerNorm(width, eps=1e-5), nn.Linear(width, hidden), nn.GELU(), nn.Linear(hidden, hidden)
+            )
 
     def forward(self, features: torch.Tensor) -> torch.Tensor:
         """features: the encoder's last_hidden_state [N, tokens, D] -> [N, 64, hidden]."""
@@ -35,6 +36,6 @@ def merge_tokens(features: torch.Tensor, variant: str) -> torch.Tensor:
         # 4 consecutive tokens in raster order become one
         return features.reshape(count, tokens // 4, 4 * dim)
     # p16-256: 2x2 spatial merge of the 16x16 grid; channels ordered r0c0, r0c1, r1c0, r1c1
-    side = int(tokens ** 0.5)
+    side = int(tokens**0.5)
     grid = features.reshape(count, side // 2, 2, side // 2, 2, dim).permute(0, 1, 3, 2, 4, 5)
     return grid.reshape(count, (side // 2) ** 2, 4 * dim)

@@ -28,8 +28,9 @@ def inverse_frequencies(head_dim: int, theta: float, scaling: dict[str, Any] | N
     return freqs * (1 - ramp + ramp / factor)
 
 
-def rope_tables(head_dim: int, max_len: int, theta: float, scaling: dict[str, Any] | None = None
-                ) -> tuple[torch.Tensor, torch.Tensor]:
+def rope_tables(
+    head_dim: int, max_len: int, theta: float, scaling: dict[str, Any] | None = None
+) -> tuple[torch.Tensor, torch.Tensor]:
     """cos and sin tables of shape [max_len, head_dim] for `apply_rope`.
 
     The sin table carries the rotation's sign (its first half is negated), so that rotating is two products and a

@@ -41,8 +41,10 @@ def inspect_encoder(folder: str | Path) -> EncoderInfo:
     elif model_type.startswith("siglip"):
         variant = "p32-256" if config.get("patch_size") == 32 else "p16-256"
     else:
-        raise MmvError(f"{folder} holds a {model_type or 'unknown'} encoder; expected SigLIP or SigLIP2 "
-                       "(CLIP-era MiniMind2-V encoders are not supported)")
+        raise MmvError(
+            f"{folder} holds a {model_type or 'unknown'} encoder; expected SigLIP or SigLIP2 "
+            "(CLIP-era MiniMind2-V encoders are not supported)"
+        )
     return EncoderInfo(variant, int(config.get("hidden_size", 768)))
 
 

@@ -11,7 +11,8 @@ from torch import nn
 from mmv.config import VLMConfig
 from mmv.errors import MmvError
 from mmv.model.kv_cache import KVCache
-from mmv.model.llm import MiniMindLM, lm_loss
+from mmv.model.llm import MiniMindLM
+from mmv.model.loss import shifted_cross_entropy
 from mmv.model.projector import VisionProjector
 
 ENCODER_PREFIX = "vision_encoder."
@@ -69,20 +70,36 @@ class MiniMindVLM(MiniMindLM):
         expected = image_embeds.shape[0] * image_embeds.shape[1]
         found = int(placeholders.sum())
         if found != expected:
-            raise MmvError(f"the prompt holds {found} image placeholder tokens but {image_embeds.shape[0]} image(s) "
-                           f"need {expected}")
+            raise MmvError(
+                f"the prompt holds {found} image placeholder tokens but {image_embeds.shape[0]} image(s) "
+                f"need {expected}"
+            )
         # row-major order of the mask = sample by sample, image by image: one masked_scatter, no Python loop
         return hidden.masked_scatter(placeholders.unsqueeze(-1), image_embeds.to(hidden.dtype))
 
-    def forward(self, input_ids: torch.Tensor, *, pixel_inputs: dict[str, Any] | None = None,
-                image_embeds: torch.Tensor | None = None, labels: torch.Tensor | None = None,
-                key_padding: torch.Tensor | None = None, position_ids: torch.Tensor | None = None,
-                segment_ids: torch.Tensor | None = None, cache: KVCache | None = None,
-                last_only: bool = False) -> VLMOutput:
+    def forward(
+        self,
+        input_ids: torch.Tensor,
+        *,
+        pixel_inputs: dict[str, Any] | None = None,
+        image_embeds: torch.Tensor | None = None,
+        labels: torch.Tensor | None = None,
+        key_padding: torch.Tensor | None = None,
+        position_ids: torch.Tensor | None = None,
+        segment_ids: torch.Tensor | None = None,
+        cache: KVCache | None = None,
+        last_only: bool = False,
+    ) -> VLMOutput:
         if image_embeds is None and pixel_inputs is not None:
             image_embeds = self.encode_images(pixel_inputs)
         hidden = self.embed(input_ids, image_embeds)
-        logits, aux = self.decode(hidden, position_ids=position_ids, key_padding=key_padding,
-                                  segment_ids=segment_ids, cache=cache, last_only=last_only)
-        loss = lm_loss(logits, labels) if labels is not None else None
+        logits, aux = self.decode(
+            hidden,
+            position_ids=position_ids,
+            key_padding=key_padding,
+            segment_ids=segment_ids,
+            cache=cache,
+            last_only=last_only,
+        )
+        loss = shifted_cross_entropy(logits, labels) if labels is not None else None
         return VLMOutput(logits=logits, loss=loss, aux_loss=aux)

@@ -14,8 +14,12 @@ from mmv.synth.scenes import Scene
 NUMBERS = ("zero", "one", "two", "three", "four", "five")
 QUESTION_KINDS = ("colour", "shape", "count")  # asked in eval.parquet; SFT also asks size and side
 
-CAPTION_PROMPTS = ("Describe the image.", "What is in this picture?", "Describe this picture briefly.",
-                   "What do you see?")
+CAPTION_PROMPTS = (
+    "Describe the image.",
+    "What is in this picture?",
+    "Describe this picture briefly.",
+    "What do you see?",
+)
 QUESTIONS: dict[str, tuple[str, ...]] = {
     "colour": ("What colour are the shapes?", "Which colour do the shapes have?", "What colour is shown?"),
     "shape": ("What shape are the objects?", "Which shape is shown?", "What kind of shape do you see?"),

@@ -55,14 +55,28 @@ class FileCheck:
         if not self.lengths:
             return None
         ordered = sorted(self.lengths)
-        return {"min": ordered[0], "mean": round(sum(ordered) / len(ordered), 1),
-                "p95": ordered[min(len(ordered) - 1, int(0.95 * len(ordered)))], "max": ordered[-1]}
+        return {
+            "min": ordered[0],
+            "mean": round(sum(ordered) / len(ordered), 1),
+            "p95": ordered[min(len(ordered) - 1, int(0.95 * len(ordered)))],
+            "max": ordered[-1],
+        }
 
     def summary(self) -> dict[str, Any]:
-        return {"file": str(self.path), "rows": self.rows, "checked": self.checked, "bad": self.bad,
-                "with_images": self.with_images, "several_images": self.several_images,
-                "text_only": self.text_only, "multi_turn": self.multi_turn, "truncated": self.truncated,
-                "problems": self.problems, "tokens": self.length_stats(), "examples": self.examples}
+        return {
+            "file": str(self.path),
+            "rows": self.rows,
+            "checked": self.checked,
+            "bad": self.bad,
+            "with_images": self.with_images,
+            "several_images": self.several_images,
+            "text_only": self.text_only,
+            "multi_turn": self.multi_turn,
+            "truncated": self.truncated,
+            "problems": self.problems,
+            "tokens": self.length_stats(),
+            "examples": self.examples,
+        }
 
 
 class RowChecker:
@@ -101,15 +115,19 @@ class RowChecker:
 
         ids = encode(self.tokenizer, render_chat(self.tokenizer, messages, add_generation_prompt=False))
         if len(ids) > self.max_seq_len:
-            if num_images and self.image_id in ids[self.max_seq_len:]:
-                raise BadRow("too_long", f"{len(ids)} tokens: an image run ends beyond max_seq_len "
-                                         f"{self.max_seq_len}")
+            if num_images and self.image_id in ids[self.max_seq_len :]:
+                raise BadRow("too_long", f"{len(ids)} tokens: an image run ends beyond max_seq_len {self.max_seq_len}")
             report.truncated += 1
         report.lengths.append(len(ids))
 
 
-def check_file(path: str | Path, tokenizer: PreTrainedTokenizerFast | None = None, max_seq_len: int = 768,
-               limit: int | None = None, on_rows: Callable[[int], None] | None = None) -> FileCheck:
+def check_file(
+    path: str | Path,
+    tokenizer: PreTrainedTokenizerFast | None = None,
+    max_seq_len: int = 768,
+    limit: int | None = None,
+    on_rows: Callable[[int], None] | None = None,
+) -> FileCheck:
     import pyarrow as pa
     import pyarrow.parquet as pq
 

@@ -130,8 +130,9 @@ def corpus_texts(messages: list[dict[str, Any]]) -> list[str]:
 TEMPLATE_TEXTS = ("system\n", "user\n", "assistant\n")
 
 
-def synthesize(out_dir: str | Path, config: SynthConfig, tokenizer: bool = True,
-               on_row: Callable[[str], None] | None = None) -> SynthResult:
+def synthesize(
+    out_dir: str | Path, config: SynthConfig, tokenizer: bool = True, on_row: Callable[[str], None] | None = None
+) -> SynthResult:
     """Write pretrain.parquet, sft.parquet, eval.parquet (and tokenizer/) under `out_dir`."""
     out_dir = Path(out_dir)
     result = SynthResult()

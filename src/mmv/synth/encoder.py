@@ -45,9 +45,13 @@ def make_encoder(out_dir: str | Path, config: TinyEncoderConfig | None = None) -
     hf_logging.disable_progress_bar()
     config = config or TinyEncoderConfig()
     vision_config = SiglipVisionConfig(
-        hidden_size=config.hidden_size, intermediate_size=config.intermediate_size,
-        num_hidden_layers=config.num_hidden_layers, num_attention_heads=config.num_attention_heads,
-        image_size=256, patch_size=32, vision_use_head=False,  # the pooling head is never used: no dead weights
+        hidden_size=config.hidden_size,
+        intermediate_size=config.intermediate_size,
+        num_hidden_layers=config.num_hidden_layers,
+        num_attention_heads=config.num_attention_heads,
+        image_size=256,
+        patch_size=32,
+        vision_use_head=False,  # the pooling head is never used: no dead weights
     )
     with torch.random.fork_rng(devices=[]):
         torch.manual_seed(config.seed)

@@ -131,8 +131,13 @@ def convert_record(record: Any, image_dir: Path, resize: int) -> tuple[list[dict
     return messages, [encode_image(image_dir / p, resize) for p in paths]
 
 
-def convert(json_path: str | Path, image_dir: str | Path, out: str | Path, resize: int = 256,
-            on_record: Callable[[], None] | None = None) -> Conversion:
+def convert(
+    json_path: str | Path,
+    image_dir: str | Path,
+    out: str | Path,
+    resize: int = 256,
+    on_record: Callable[[], None] | None = None,
+) -> Conversion:
     """Write `out` from a LLaVA JSON/JSONL file; the parquet appears only when complete."""
     json_path, image_dir = Path(json_path), Path(image_dir)
     if not json_path.is_file():

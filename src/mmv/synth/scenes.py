@@ -79,8 +79,14 @@ def random_scene(rng: random.Random, count: int | None = None) -> Scene:
     size = rng.choice(tuple(SIZES))
     radius = rng.choice(SIZES[size])
     side = rng.choice(("left", "right")) if count == 1 else None
-    return Scene(shape=rng.choice(SHAPES), colour=rng.choice(tuple(COLOURS)), size=size,
-                 centres=_place(rng, count, radius, side), radius=radius, background=rng.choice(BACKGROUNDS))
+    return Scene(
+        shape=rng.choice(SHAPES),
+        colour=rng.choice(tuple(COLOURS)),
+        size=size,
+        centres=_place(rng, count, radius, side),
+        radius=radius,
+        background=rng.choice(BACKGROUNDS),
+    )
 
 
 def draw(scene: Scene) -> Image.Image:

@@ -53,13 +53,13 @@ def _placeholder(thumb: int, text: str, colour: tuple[int, int, int]) -> Image.I
     return cell
 
 
-def render_cell(index: int, conversations: Any, image_bytes: Any, layout: SheetLayout
-                ) -> tuple[Image.Image, str, bool]:
+def render_cell(index: int, conversations: Any, image_bytes: Any, layout: SheetLayout) -> tuple[Image.Image, str, bool]:
     """(picture, caption text, whether the row is usable)."""
     try:
         messages, images = parse_row(conversations, image_bytes)
-        picture = _cell_images(images, layout.thumb) if images else _placeholder(layout.thumb, "text only",
-                                                                                  (150, 150, 150))
+        picture = (
+            _cell_images(images, layout.thumb) if images else _placeholder(layout.thumb, "text only", (150, 150, 150))
+        )
         return picture, f"#{index} " + first_turn(messages), True
     except (BadRow, MmvError) as exc:
         return _placeholder(layout.thumb, f"row {index}: unusable", (190, 40, 40)), f"#{index} {exc}", False
@@ -79,8 +79,10 @@ def contact_sheet(path: str | Path, out: str | Path, rows: int = 12, layout: She
     if batch is None or batch.num_rows == 0:
         raise MmvError(f"{path} holds no rows")
     columns = batch.to_pydict()
-    cells = [render_cell(i, c, b, layout)
-             for i, (c, b) in enumerate(zip(columns["conversations"], columns["image_bytes"], strict=True))]
+    cells = [
+        render_cell(i, c, b, layout)
+        for i, (c, b) in enumerate(zip(columns["conversations"], columns["image_bytes"], strict=True))
+    ]
     font = ImageFont.load_default(size=layout.font_size)
     line_height = layout.font_size + 3
     cell_w, cell_h = layout.thumb, layout.thumb + layout.text_lines * line_height + layout.gap
@@ -94,9 +96,13 @@ def contact_sheet(path: str | Path, out: str | Path, rows: int = 12, layout: She
         y = layout.gap + (k // cols) * cell_h
         sheet.paste(picture, (x, y))
         lines = [w for part in caption.split("\n") for w in textwrap.wrap(part, chars) or [""]]
-        for n, line in enumerate(lines[:layout.text_lines]):
-            canvas.text((x, y + layout.thumb + 2 + n * line_height), line, font=font,
-                        fill=(20, 20, 20) if usable else (190, 40, 40))
+        for n, line in enumerate(lines[: layout.text_lines]):
+            canvas.text(
+                (x, y + layout.thumb + 2 + n * line_height),
+                line,
+                font=font,
+                fill=(20, 20, 20) if usable else (190, 40, 40),
+            )
     with atomic_path(out) as tmp:
         sheet.save(tmp, format="PNG")
     return len(cells)

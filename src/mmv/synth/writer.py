@@ -76,8 +76,9 @@ class ParquetRows:
             self._writer.write_table(pa.table(self._pending, schema=schema(self.multi_image)))
             self._pending = {"conversations": [], "image_bytes": []}
 
-    def __exit__(self, exc_type: type[BaseException] | None, exc: BaseException | None,
-                 tb: TracebackType | None) -> None:
+    def __exit__(
+        self, exc_type: type[BaseException] | None, exc: BaseException | None, tb: TracebackType | None
+    ) -> None:
         try:
             if exc_type is None:
                 self._flush()

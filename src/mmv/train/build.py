@@ -48,8 +48,10 @@ def resolve_init(init: str) -> Path | None:
         if not path.exists():
             raise MmvError(f"--init {init} does not exist")
         return path.resolve()
-    raise MmvError(f"--init {init!r} is neither llm, pretrain, none, a weights file (.pth/.safetensors), "
-                   "a run directory nor a transformers folder")
+    raise MmvError(
+        f"--init {init!r} is neither llm, pretrain, none, a weights file (.pth/.safetensors), "
+        "a run directory nor a transformers folder"
+    )
 
 
 def resolve_vision(vision: str | None, variant: str) -> Path:
@@ -76,11 +78,14 @@ def read_init(path: Path | None, encoder: EncoderInfo, cfg: TrainConfig) -> Chec
         return None
     checkpoint = read_checkpoint(path, encoder.hidden_size, preset(cfg.preset))
     if checkpoint.text_only:
-        checkpoint.config = checkpoint.config.replace(vision_variant=encoder.variant,
-                                                      image_hidden_size=encoder.hidden_size)
+        checkpoint.config = checkpoint.config.replace(
+            vision_variant=encoder.variant, image_hidden_size=encoder.hidden_size
+        )
     elif checkpoint.config.vision_variant != encoder.variant:
-        raise MmvError(f"{path} has a {checkpoint.config.vision_variant} projector but the encoder is "
-                       f"{encoder.variant}; pass the matching --vision folder")
+        raise MmvError(
+            f"{path} has a {checkpoint.config.vision_variant} projector but the encoder is "
+            f"{encoder.variant}; pass the matching --vision folder"
+        )
     return checkpoint
 
 
@@ -107,4 +112,3 @@ def build_model(init_path: Path | None, vision_dir: Path, cfg: TrainConfig) -> M
     else:
         load_weights(model, checkpoint)
     return model.float()
-

@@ -51,9 +51,15 @@ class TrainConfig:
             raise MmvError(f"unknown --dtype {self.dtype!r}; expected one of {', '.join(DTYPES)}")
         if self.device not in DEVICES:
             raise MmvError(f"unknown --device {self.device!r}; expected one of {', '.join(DEVICES)}")
-        positive = {"epochs": self.epochs, "batch-size": self.batch_size, "accum": self.accum,
-                    "max-seq-len": self.max_seq_len, "save-every": self.save_every, "keep": self.keep,
-                    "log-every": self.log_every}
+        positive = {
+            "epochs": self.epochs,
+            "batch-size": self.batch_size,
+            "accum": self.accum,
+            "max-seq-len": self.max_seq_len,
+            "save-every": self.save_every,
+            "keep": self.keep,
+            "log-every": self.log_every,
+        }
         for name, value in positive.items():
             if value < 1:
                 raise MmvError(f"--{name} must be at least 1, got {value}")

@@ -103,8 +103,9 @@ def launch(nproc: int, argv: list[str]) -> int:
     from torch.distributed.elastic.multiprocessing.errors import ChildFailedError
     from torch.distributed.run import get_args_parser, run
 
-    args = get_args_parser().parse_args(["--standalone", f"--nproc-per-node={nproc}", "-m", "mmv.cli.app",
-                                         *strip_nproc(argv)])
+    args = get_args_parser().parse_args(
+        ["--standalone", f"--nproc-per-node={nproc}", "-m", "mmv.cli.app", *strip_nproc(argv)]
+    )
     try:
         run(args)
     except ChildFailedError as exc:

@@ -24,8 +24,15 @@ class MemoryEstimate:
         return self.weights + self.gradients + self.optimizer + self.activations
 
 
-def estimate(config: VLMConfig, total_params: int, trainable_params: int, batch_size: int, seq_len: int,
-             compute_bytes: int, grad_checkpoint: bool) -> MemoryEstimate:
+def estimate(
+    config: VLMConfig,
+    total_params: int,
+    trainable_params: int,
+    batch_size: int,
+    seq_len: int,
+    compute_bytes: int,
+    grad_checkpoint: bool,
+) -> MemoryEstimate:
     tokens = batch_size * seq_len
     hidden, inter = config.hidden_size, config.intermediate_size
     kv = config.num_key_value_heads * config.head_dim
@@ -36,5 +43,9 @@ def estimate(config: VLMConfig, total_params: int, trainable_params: int, batch_
     stored = tokens * (blocks * hidden + per_block) if grad_checkpoint else tokens * blocks * per_block
     # logits in the compute dtype, their float32 copy for the loss, and that copy's gradient
     logits = tokens * config.vocab_size * (compute_bytes + 8)
-    return MemoryEstimate(weights=4 * total_params, gradients=4 * trainable_params,
-                          optimizer=8 * trainable_params, activations=stored * compute_bytes + logits)
+    return MemoryEstimate(
+        weights=4 * total_params,
+        gradients=4 * trainable_params,
+        optimizer=8 * trainable_params,
+        activations=stored * compute_bytes + logits,
+    )

@@ -9,13 +9,8 @@ import time
 from pathlib import Path
 from typing import Any
 
-from mmv.cli.common import console
+from mmv.console import console, say
 from mmv.errors import MmvError
-
-
-def say(message: str) -> None:
-    """One line of plain text on stderr, never re-wrapped (log files and pipes read it whole)."""
-    console.print(message, markup=False, highlight=False, soft_wrap=True)
 
 
 def human_count(n: float) -> str:
@@ -62,10 +57,17 @@ class Window:
 
     def record(self, step: int, epoch: int, lr: float, grad_norm: float) -> dict[str, Any]:
         elapsed = max(time.perf_counter() - self.started, 1e-9)
-        return {"step": step, "epoch": epoch, "loss": self.loss / max(self.steps, 1),
-                "aux_loss": self.aux / max(self.steps, 1), "lr": lr, "grad_norm": grad_norm,
-                "samples_per_s": self.samples / elapsed, "tokens_per_s": self.tokens / elapsed,
-                "padding_fraction": 1.0 - self.tokens / self.slots if self.slots else 0.0}
+        return {
+            "step": step,
+            "epoch": epoch,
+            "loss": self.loss / max(self.steps, 1),
+            "aux_loss": self.aux / max(self.steps, 1),
+            "lr": lr,
+            "grad_norm": grad_norm,
+            "samples_per_s": self.samples / elapsed,
+            "tokens_per_s": self.tokens / elapsed,
+            "padding_fraction": 1.0 - self.tokens / self.slots if self.slots else 0.0,
+        }
 
 
 def check_extras(wandb: bool, tensorboard: bool) -> None:
@@ -118,22 +120,33 @@ class ProgressView:
         if console.is_terminal:
             from rich.progress import BarColumn, MofNCompleteColumn, Progress, TextColumn, TimeRemainingColumn
 
-            self.bar = Progress(TextColumn("[bold]train"), BarColumn(), MofNCompleteColumn(),
-                                TextColumn("{task.fields[info]}"), TimeRemainingColumn(), console=console,
-                                transient=False)
+            self.bar = Progress(
+                TextColumn("[bold]train"),
+                BarColumn(),
+                MofNCompleteColumn(),
+                TextColumn("{task.fields[info]}"),
+                TimeRemainingColumn(),
+                console=console,
+                transient=False,
+            )
             self.task = self.bar.add_task("train", total=total_steps, completed=done, info="")
             self.bar.start()
 
     def update(self, step: int, record: dict[str, Any] | None, logged: bool) -> None:
         if self.bar is not None:
-            info = (f"loss {record['loss']:.4f}  lr {record['lr']:.2e}  {human_count(record['tokens_per_s'])} tok/s"
-                    if record else None)
+            info = (
+                f"loss {record['loss']:.4f}  lr {record['lr']:.2e}  {human_count(record['tokens_per_s'])} tok/s"
+                if record
+                else None
+            )
             self.bar.update(self.task, completed=step, **({"info": info} if info else {}))
         elif logged and record is not None:
-            say(f"step {step}/{self.total}  epoch {record['epoch']}  loss {record['loss']:.4f}  "
-                          f"lr {record['lr']:.3e}  grad_norm {record['grad_norm']:.3f}  "
-                          f"{record['samples_per_s']:.1f} samples/s  {human_count(record['tokens_per_s'])} tok/s  "
-                          f"padding {record['padding_fraction']:.0%}")
+            say(
+                f"step {step}/{self.total}  epoch {record['epoch']}  loss {record['loss']:.4f}  "
+                f"lr {record['lr']:.3e}  grad_norm {record['grad_norm']:.3f}  "
+                f"{record['samples_per_s']:.1f} samples/s  {human_count(record['tokens_per_s'])} tok/s  "
+                f"padding {record['padding_fraction']:.0%}"
+            )
 
     def note(self, message: str) -> None:
         say(message)

@@ -11,10 +11,11 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
+from mmv.console import say
 from mmv.errors import MmvError
 from mmv.train.config import TrainConfig, weights_name
 from mmv.train.distributed import DistContext, gather_objects, setup, teardown
-from mmv.train.metrics import check_extras, say
+from mmv.train.metrics import check_extras
 from mmv.train.rundir import (
     CONFIG,
     METRICS,
@@ -29,8 +30,19 @@ from mmv.train.state import ResumeState, checkpoint_paths, latest_resume
 
 # options a resumed run may change: they steer reporting and speed, not what is computed
 # (batch_size and accum too: they say how the global batch is split, e.g. to keep it when the world size changes)
-RESUME_MUTABLE = ("save_every", "keep", "log_every", "num_workers", "wandb", "tensorboard", "device", "compile",
-                  "grad_checkpoint", "batch_size", "accum")
+RESUME_MUTABLE = (
+    "save_every",
+    "keep",
+    "log_every",
+    "num_workers",
+    "wandb",
+    "tensorboard",
+    "device",
+    "compile",
+    "grad_checkpoint",
+    "batch_size",
+    "accum",
+)
 
 
 @dataclass
@@ -92,9 +104,16 @@ def prepare_fresh(req: RunRequest) -> Prepared:
     vision_dir = resolve_vision(vision, init_variant(init_path, req.cfg) if not vision else "")
     tokenizer_dir = resolve_tokenizer(tokenizer)
     cfg = dataclasses.replace(req.cfg, init=str(init_path) if init_path else "none")
-    spec = {"files": files, "tokenizer_dir": str(tokenizer_dir), "vision_dir": str(vision_dir),
-            "max_seq_len": cfg.max_seq_len, "seed": cfg.seed, "pack": cfg.pack, "num_workers": cfg.num_workers,
-            **req.data_options}
+    spec = {
+        "files": files,
+        "tokenizer_dir": str(tokenizer_dir),
+        "vision_dir": str(vision_dir),
+        "max_seq_len": cfg.max_seq_len,
+        "seed": cfg.seed,
+        "pack": cfg.pack,
+        "num_workers": cfg.num_workers,
+        **req.data_options,
+    }
     return Prepared(cfg, spec, cfg.init, str(vision_dir), str(tokenizer_dir), None)
 
 
@@ -107,16 +126,20 @@ def resume_settings(req: RunRequest, stage: str) -> tuple[TrainConfig, dict[str,
     for key, value in req.given.items():
         if key not in RESUME_MUTABLE and key != "init" and value != getattr(cfg, key):
             mutable = ", ".join(f"--{k.replace('_', '-')}" for k in RESUME_MUTABLE)
-            raise MmvError(f"--{key.replace('_', '-')} {value} differs from the run's {getattr(cfg, key)}: a resumed "
-                           f"run keeps its settings (only {mutable} may change)")
+            raise MmvError(
+                f"--{key.replace('_', '-')} {value} differs from the run's {getattr(cfg, key)}: a resumed "
+                f"run keeps its settings (only {mutable} may change)"
+            )
     cfg = dataclasses.replace(cfg, **{k: v for k, v in req.given.items() if k in RESUME_MUTABLE})
     check_extras(cfg.wandb, cfg.tensorboard)
     spec = {**saved["data"], "num_workers": cfg.num_workers}
     if req.data and absolute_data(req.data) != spec["files"]:
         raise MmvError(f"--data differs from the files the run in {req.out} trains on; leave --data out to resume")
     if not checkpoint_paths(req.out):
-        raise MmvError(f"{req.out} has no resume checkpoint yet (checkpoints/step-N.pt); start it again without "
-                       "--resume into a new --out")
+        raise MmvError(
+            f"{req.out} has no resume checkpoint yet (checkpoints/step-N.pt); start it again without "
+            "--resume into a new --out"
+        )
     return cfg, spec, saved
 
 
@@ -153,24 +176,33 @@ def describe(model: Any, trainer: Any, prepared: Prepared, data_rows: int, ctx: 
     encoder = sum(p.numel() for p in model.vision_encoder.parameters()) if model.vision_encoder else 0
     total = sum(p.numel() for p in model.parameters())
     trainable = sum(p.numel() for p in trainer.params)
-    mem = estimate(model.config, total, trainable, cfg.batch_size, cfg.max_seq_len,
-                   trainer.dtype.itemsize, cfg.grad_checkpoint)
-    say(f"model: {human_count(total - encoder)} parameters + {human_count(encoder)} encoder; "
-                  f"trainable {human_count(trainable)} (--freeze {cfg.freeze}"
-                  f"{', encoder too' if cfg.train_vision else ''}); device {ctx.device}, {trainer.dtype}")
-    say(f"memory estimate per process: {human_bytes(mem.total)} = weights {human_bytes(mem.weights)} + "
-                  f"gradients {human_bytes(mem.gradients)} + AdamW {human_bytes(mem.optimizer)} + activations "
-                  f"{human_bytes(mem.activations)} (batch {cfg.batch_size} x {cfg.max_seq_len} tokens)")
-    say(f"data: {data_rows} rows; global batch {trainer.global_batch} = {cfg.batch_size} x accum "
-                  f"{cfg.accum} x {ctx.world_size} process(es)")
+    mem = estimate(
+        model.config, total, trainable, cfg.batch_size, cfg.max_seq_len, trainer.dtype.itemsize, cfg.grad_checkpoint
+    )
+    say(
+        f"model: {human_count(total - encoder)} parameters + {human_count(encoder)} encoder; "
+        f"trainable {human_count(trainable)} (--freeze {cfg.freeze}"
+        f"{', encoder too' if cfg.train_vision else ''}); device {ctx.device}, {trainer.dtype}"
+    )
+    say(
+        f"memory estimate per process: {human_bytes(mem.total)} = weights {human_bytes(mem.weights)} + "
+        f"gradients {human_bytes(mem.gradients)} + AdamW {human_bytes(mem.optimizer)} + activations "
+        f"{human_bytes(mem.activations)} (batch {cfg.batch_size} x {cfg.max_seq_len} tokens)"
+    )
+    say(
+        f"data: {data_rows} rows; global batch {trainer.global_batch} = {cfg.batch_size} x accum "
+        f"{cfg.accum} x {ctx.world_size} process(es)"
+    )
 
 
 def warn_coarse_files(source: Any) -> None:
     from mmv.data.source import COARSE_ROWS
 
     for coarse in source.coarse_files():
-        say(f"warning: {coarse} is stored in row groups of over {COARSE_ROWS:,} rows, so its rows are read almost "
-            f"in file order; `mmv data rechunk {coarse} --out FILE` writes a copy that shuffles well")
+        say(
+            f"warning: {coarse} is stored in row groups of over {COARSE_ROWS:,} rows, so its rows are read almost "
+            f"in file order; `mmv data rechunk {coarse} --out FILE` writes a copy that shuffles well"
+        )
 
 
 def sum_stats(per_rank: list[dict[str, int]]) -> dict[str, int]:
@@ -203,15 +235,20 @@ def preview(req: RunRequest) -> dict[str, Any]:
     from mmv.train.build import resolve_tokenizer
 
     cfg = req.cfg
-    spec = DataSpec(files=absolute_data(req.data), tokenizer_dir=str(resolve_tokenizer(req.tokenizer)),
-                    vision_dir=req.vision, max_seq_len=cfg.max_seq_len, seed=cfg.seed, pack=cfg.pack,
-                    **req.data_options)
+    spec = DataSpec(
+        files=absolute_data(req.data),
+        tokenizer_dir=str(resolve_tokenizer(req.tokenizer)),
+        vision_dir=req.vision,
+        max_seq_len=cfg.max_seq_len,
+        seed=cfg.seed,
+        pack=cfg.pack,
+        **req.data_options,
+    )
     show_samples(TrainData(spec), req.show_sample, cfg.batch_size)
     return {"run_dir": str(req.out), "shown_samples": req.show_sample}
 
 
-def train(req: RunRequest, stage: str, prepared: Prepared, spec: Any, data: Any, ctx: DistContext
-          ) -> dict[str, Any]:
+def train(req: RunRequest, stage: str, prepared: Prepared, spec: Any, data: Any, ctx: DistContext) -> dict[str, Any]:
     from mmv.train.build import build_model
     from mmv.train.metrics import Sinks
     from mmv.train.trainer import Interrupted, Trainer
@@ -219,8 +256,15 @@ def train(req: RunRequest, stage: str, prepared: Prepared, spec: Any, data: Any,
     cfg = prepared.cfg
     model = build_model(None if prepared.init == "none" else Path(prepared.init), Path(prepared.vision_dir), cfg)
     name = weights_name(stage, model.config.hidden_size, model.config.use_moe)
-    config = run_config(stage, model.config.to_dict(), cfg.to_dict(), dataclasses.asdict(spec),
-                        prepared.vision_dir, prepared.tokenizer_dir, name)
+    config = run_config(
+        stage,
+        model.config.to_dict(),
+        cfg.to_dict(),
+        dataclasses.asdict(spec),
+        prepared.vision_dir,
+        prepared.tokenizer_dir,
+        name,
+    )
     sinks = None
     if ctx.is_main:
         req.out.mkdir(parents=True, exist_ok=True)
@@ -236,8 +280,10 @@ def train(req: RunRequest, stage: str, prepared: Prepared, spec: Any, data: Any,
         warn_coarse_files(data.source)
         if prepared.resume is not None:
             p = prepared.resume.progress
-            say(f"resuming at step {p.step} (epoch {p.epoch}, sample {p.position}; written by "
-                          f"{p.world_size} process(es))")
+            say(
+                f"resuming at step {p.step} (epoch {p.epoch}, sample {p.position}; written by "
+                f"{p.world_size} process(es))"
+            )
     interrupted = None
     try:
         result = trainer.fit()
@@ -261,22 +307,33 @@ def train(req: RunRequest, stage: str, prepared: Prepared, spec: Any, data: Any,
 def report_skipped(stats: dict[str, int], examples: list[str]) -> None:
     skipped = {k: v for k, v in stats.items() if k not in ("rows", "bad") and v}
     if skipped:
-        say(f"skipped rows: {', '.join(f'{k} {v}' for k, v in skipped.items())} (of {stats.get('rows', 0)} read), "
-            f"e.g. {'; '.join(examples[:3])}")
+        say(
+            f"skipped rows: {', '.join(f'{k} {v}' for k, v in skipped.items())} (of {stats.get('rows', 0)} read), "
+            f"e.g. {'; '.join(examples[:3])}"
+        )
 
 
-def summarise(req: RunRequest, stage: str, result: Any, stats: dict[str, int], ctx: DistContext,
-              interrupted: bool) -> dict[str, Any]:
+def summarise(
+    req: RunRequest, stage: str, result: Any, stats: dict[str, int], ctx: DistContext, interrupted: bool
+) -> dict[str, Any]:
     p = result.progress
     weights = result.weights
     return {
-        "run_dir": str(req.out), "stage": stage, "interrupted": interrupted, "step": p.step, "epoch": p.epoch,
-        "steps_this_run": result.steps, "samples_seen": p.samples_seen, "total_samples": p.total_samples,
-        "loss": result.loss, "seconds": round(result.seconds, 3),
+        "run_dir": str(req.out),
+        "stage": stage,
+        "interrupted": interrupted,
+        "step": p.step,
+        "epoch": p.epoch,
+        "steps_this_run": result.steps,
+        "samples_seen": p.samples_seen,
+        "total_samples": p.total_samples,
+        "loss": result.loss,
+        "seconds": round(result.seconds, 3),
         "samples_per_s": result.samples / result.seconds if result.seconds else None,
         "tokens_per_s": result.tokens / result.seconds if result.seconds else None,
         "weights": str(weights) if weights else None,
         "safetensors": str(weights.with_suffix(".safetensors")) if weights else None,
         "checkpoint": str(result.checkpoint) if result.checkpoint else None,
-        "world_size": ctx.world_size, "data": stats,
+        "world_size": ctx.world_size,
+        "data": stats,
     }

@@ -1,11 +1,11 @@
 """The run directory: what `mmv convert` and `mmv chat` read back (keep the layout stable).
 
-    RUN_DIR/config.json           {"mmv_version", "stage", "model", "train", "data", "vision_dir", "tokenizer_dir",
-                                   "weights"}
-    RUN_DIR/metrics.jsonl         one line per logged step
-    RUN_DIR/<stage>_vlm_<H>[_moe].pth and .safetensors   reference-compatible float16 weights
-    RUN_DIR/checkpoints/step-N.pt resume checkpoints (state.py)
-    RUN_DIR/vision/               the trained encoder, with --train-vision only
+RUN_DIR/config.json           {"mmv_version", "stage", "model", "train", "data", "vision_dir", "tokenizer_dir",
+                               "weights"}
+RUN_DIR/metrics.jsonl         one line per logged step
+RUN_DIR/<stage>_vlm_<H>[_moe].pth and .safetensors   reference-compatible float16 weights
+RUN_DIR/checkpoints/step-N.pt resume checkpoints (state.py)
+RUN_DIR/vision/               the trained encoder, with --train-vision only
 """
 
 from __future__ import annotations
@@ -36,10 +36,25 @@ def write_json(path: Path, data: dict[str, Any]) -> None:
     atomic_write(path, lambda handle: handle.write(text.encode()))
 
 
-def run_config(stage: str, model: dict[str, Any], train: dict[str, Any], data: dict[str, Any],
-               vision_dir: str | None, tokenizer_dir: str, weights: str) -> dict[str, Any]:
-    return {"mmv_version": __version__, "stage": stage, "model": model, "train": train, "data": data,
-            "vision_dir": vision_dir, "tokenizer_dir": tokenizer_dir, "weights": weights}
+def run_config(
+    stage: str,
+    model: dict[str, Any],
+    train: dict[str, Any],
+    data: dict[str, Any],
+    vision_dir: str | None,
+    tokenizer_dir: str,
+    weights: str,
+) -> dict[str, Any]:
+    return {
+        "mmv_version": __version__,
+        "stage": stage,
+        "model": model,
+        "train": train,
+        "data": data,
+        "vision_dir": vision_dir,
+        "tokenizer_dir": tokenizer_dir,
+        "weights": weights,
+    }
 
 
 def read_run_config(run_dir: Path) -> dict[str, Any]:

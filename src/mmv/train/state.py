@@ -60,8 +60,13 @@ def capture_rng() -> dict[str, Any]:
     kind, key, pos, has_gauss, cached = np.random.get_state()
     return {
         "python": random.getstate(),
-        "numpy": {"kind": kind, "key": torch.from_numpy(key.astype(np.int64)), "pos": int(pos),
-                  "has_gauss": int(has_gauss), "cached": float(cached)},
+        "numpy": {
+            "kind": kind,
+            "key": torch.from_numpy(key.astype(np.int64)),
+            "pos": int(pos),
+            "has_gauss": int(has_gauss),
+            "cached": float(cached),
+        },
         "torch": torch.get_rng_state(),
         "cuda": torch.cuda.get_rng_state_all() if torch.cuda.is_available() else [],
     }
@@ -91,8 +96,15 @@ def save_resume(run_dir: Path, state: ResumeState, keep: int) -> Path:
     folder = run_dir / CHECKPOINT_DIR
     folder.mkdir(parents=True, exist_ok=True)
     path = folder / f"step-{state.progress.step:08d}.pt"
-    payload = {"format": FORMAT, "progress": dataclasses.asdict(state.progress), "model": state.model,
-               "optimizer": state.optimizer, "scaler": state.scaler, "rng": state.rng, "extra": state.extra}
+    payload = {
+        "format": FORMAT,
+        "progress": dataclasses.asdict(state.progress),
+        "model": state.model,
+        "optimizer": state.optimizer,
+        "scaler": state.scaler,
+        "rng": state.rng,
+        "extra": state.extra,
+    }
     try:
         atomic_write(path, lambda handle: torch.save(payload, handle))
     except (OSError, RuntimeError) as exc:
@@ -112,9 +124,14 @@ def load_resume(path: Path) -> ResumeState:
         raise MmvError(f"cannot read the resume checkpoint {path}: {str(exc).splitlines()[0][:200]}") from None
     if not isinstance(payload, dict) or payload.get("format") != FORMAT:
         raise MmvError(f"{path} is not an mmv resume checkpoint (expected format {FORMAT})")
-    return ResumeState(progress=Progress(**payload["progress"]), model=payload["model"],
-                       optimizer=payload["optimizer"], scaler=payload["scaler"], rng=payload["rng"],
-                       extra=payload.get("extra", {}))
+    return ResumeState(
+        progress=Progress(**payload["progress"]),
+        model=payload["model"],
+        optimizer=payload["optimizer"],
+        scaler=payload["scaler"],
+        rng=payload["rng"],
+        extra=payload.get("extra", {}),
+    )
 
 
 def latest_resume(run_dir: Path) -> ResumeState | None:

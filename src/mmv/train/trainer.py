@@ -25,6 +25,7 @@ from torch import nn
 
 from mmv.data.batch import Batch
 from mmv.errors import MmvError
+from mmv.model.loss import IGNORE_INDEX, shifted_cross_entropy
 from mmv.model.vlm import MiniMindVLM
 from mmv.train.config import TrainConfig
 from mmv.train.distributed import DistContext, gather_rows
@@ -34,7 +35,6 @@ from mmv.train.rundir import save_vision, save_weights
 from mmv.train.schedule import lr_at
 from mmv.train.state import Progress, ResumeState, capture_rng, restore_rng, save_resume
 
-IGNORE = -100
 COMPILE_LENGTH_MULTIPLE = 64  # --compile: sequence lengths rounded up to this
 ESTIMATE_AFTER = 5  # steps after the first (warm-up, compilation) that time the per-epoch estimate
 
@@ -92,7 +92,7 @@ def resolve_dtype(name: str, device: torch.device) -> torch.dtype:
 
 
 def supervised_count(batch: Batch) -> int:
-    return int((batch.labels[:, 1:] != IGNORE).sum())
+    return int((batch.labels[:, 1:] != IGNORE_INDEX).sum())
 
 
 def pad_length(batch: Batch, multiple: int) -> Batch:
@@ -105,22 +105,30 @@ def pad_length(batch: Batch, multiple: int) -> Batch:
     def pad(t: torch.Tensor | None, value: int) -> torch.Tensor | None:
         return None if t is None else F.pad(t, (0, extra), value=value)
 
-    return dataclasses.replace(batch, input_ids=pad(batch.input_ids, 0), labels=pad(batch.labels, IGNORE),
-                               segment_ids=pad(batch.segment_ids, -1), position_ids=pad(batch.position_ids, 0))
+    return dataclasses.replace(
+        batch,
+        input_ids=pad(batch.input_ids, 0),
+        labels=pad(batch.labels, IGNORE_INDEX),
+        segment_ids=pad(batch.segment_ids, -1),
+        position_ids=pad(batch.position_ids, 0),
+    )
 
 
-def summed_loss(model: nn.Module, batch: Batch, device: torch.device, dtype: torch.dtype
-                ) -> tuple[torch.Tensor, torch.Tensor]:
+def summed_loss(
+    model: nn.Module, batch: Batch, device: torch.device, dtype: torch.dtype
+) -> tuple[torch.Tensor, torch.Tensor]:
     """(cross-entropy summed over the supervised tokens, MoE aux loss) of one micro-batch.
 
     A sum, not a mean: the trainer divides by the supervised tokens of the whole step on every rank."""
     batch = batch.to(device)
     with torch.autocast(device.type, dtype=dtype, enabled=dtype != torch.float32):
-        out = model(batch.input_ids, pixel_inputs=batch.pixel_inputs, position_ids=batch.position_ids,
-                    segment_ids=batch.segment_ids)
-    logits = out.logits[:, :-1]
-    ce = F.cross_entropy(logits.reshape(-1, logits.shape[-1]).float(), batch.labels[:, 1:].reshape(-1),
-                         ignore_index=IGNORE, reduction="sum")
+        out = model(
+            batch.input_ids,
+            pixel_inputs=batch.pixel_inputs,
+            position_ids=batch.position_ids,
+            segment_ids=batch.segment_ids,
+        )
+    ce = shifted_cross_entropy(out.logits, batch.labels, reduction="sum")
     aux = out.aux_loss if out.aux_loss is not None else ce.new_zeros(())
     return ce, aux.float()
 
@@ -192,9 +200,18 @@ class StopSignal:
 
 
 class Trainer:
-    def __init__(self, cfg: TrainConfig, model: MiniMindVLM, data: DataSource, ctx: DistContext, run_dir: Path,
-                 weights_name: str, vision_source: str | None = None, resume: ResumeState | None = None,
-                 sinks: Sinks | None = None) -> None:
+    def __init__(
+        self,
+        cfg: TrainConfig,
+        model: MiniMindVLM,
+        data: DataSource,
+        ctx: DistContext,
+        run_dir: Path,
+        weights_name: str,
+        vision_source: str | None = None,
+        resume: ResumeState | None = None,
+        sinks: Sinks | None = None,
+    ) -> None:
         self.cfg, self.data, self.ctx, self.run_dir = cfg, data, ctx, run_dir
         self.weights_name, self.vision_source, self.sinks = weights_name, vision_source, sinks
         self.model = model.to(ctx.device)
@@ -229,9 +246,11 @@ class Trainer:
                 total = min(total, self.cfg.max_steps * self.global_batch)
             return Progress(total_samples=total, world_size=self.ctx.world_size)
         if set(resume.model) != set(self.names):
-            raise MmvError(f"the resume checkpoint trains {len(resume.model)} tensors but --freeze {self.cfg.freeze}"
-                           f"{' --train-vision' if self.cfg.train_vision else ''} trains {len(self.names)}; "
-                           "resume with the run's own settings")
+            raise MmvError(
+                f"the resume checkpoint trains {len(resume.model)} tensors but --freeze {self.cfg.freeze}"
+                f"{' --train-vision' if self.cfg.train_vision else ''} trains {len(self.names)}; "
+                "resume with the run's own settings"
+            )
         named = dict(self.model.named_parameters())
         with torch.no_grad():
             for name, tensor in resume.model.items():
@@ -244,8 +263,13 @@ class Trainer:
 
     def resume_state(self) -> ResumeState:
         trainable = {n: p.detach().to("cpu", copy=True) for n, p in zip(self.names, self.params, strict=True)}
-        return ResumeState(progress=self.progress, model=trainable, optimizer=self.optimizer.state_dict(),
-                           scaler=self.scaler.state_dict() if self.scaler.is_enabled() else None, rng=capture_rng())
+        return ResumeState(
+            progress=self.progress,
+            model=trainable,
+            optimizer=self.optimizer.state_dict(),
+            scaler=self.scaler.state_dict() if self.scaler.is_enabled() else None,
+            rng=capture_rng(),
+        )
 
     def save(self) -> None:
         """Rank 0 writes the resume checkpoint and the weights; the other ranks wait so none exits mid-write."""
@@ -265,19 +289,31 @@ class Trainer:
     # --- one step ------------------------------------------------------------------------------------------------
 
     def plan(self, micro: list[Batch], stop: bool) -> StepPlan:
-        local = [sum(supervised_count(b) for b in micro), sum(b.num_samples for b in micro), len(micro),
-                 float(stop), sum(b.num_tokens for b in micro), sum(b.input_ids.numel() for b in micro),
-                 sum(len(b.skipped) for b in micro)]
+        local = [
+            sum(supervised_count(b) for b in micro),
+            sum(b.num_samples for b in micro),
+            len(micro),
+            float(stop),
+            sum(b.num_tokens for b in micro),
+            sum(b.input_ids.numel() for b in micro),
+            sum(len(b.skipped) for b in micro),
+        ]
         rows = gather_rows(self.ctx, local)
         totals = rows.sum(0)
-        return StepPlan(supervised=int(totals[0]), samples=int(totals[1]), micro=int(rows[:, 2].max()),
-                        tokens=int(totals[4]), slots=int(totals[5]), stop=bool(totals[3] > 0),
-                        skipped=int(totals[6]))
+        return StepPlan(
+            supervised=int(totals[0]),
+            samples=int(totals[1]),
+            micro=int(rows[:, 2].max()),
+            tokens=int(totals[4]),
+            slots=int(totals[5]),
+            stop=bool(totals[3] > 0),
+            skipped=int(totals[6]),
+        )
 
     def empty_batch(self) -> Batch:
         """A one-row batch with nothing supervised: keeps a rank with fewer micro-batches in step under DDP."""
         ids = torch.zeros(1, 2, dtype=torch.long)
-        return Batch(input_ids=ids, labels=torch.full_like(ids, IGNORE))
+        return Batch(input_ids=ids, labels=torch.full_like(ids, IGNORE_INDEX))
 
     def forward(self, batch: Batch) -> tuple[torch.Tensor, torch.Tensor]:
         if self.cfg.compile:
@@ -312,8 +348,9 @@ class Trainer:
             self.optimizer.zero_grad(set_to_none=True)
             raise self.non_finite(f"the loss became {loss}")
         p = self.progress
-        lr = lr_at(self.cfg.lr, p.samples_seen / self.global_batch, p.total_samples / self.global_batch,
-                   self.cfg.warmup)
+        lr = lr_at(
+            self.cfg.lr, p.samples_seen / self.global_batch, p.total_samples / self.global_batch, self.cfg.warmup
+        )
         for group in self.optimizer.param_groups:
             group["lr"] = lr
         self.scaler.unscale_(self.optimizer)
@@ -326,18 +363,26 @@ class Trainer:
         return loss, aux, lr, grad_norm
 
     def non_finite(self, what: str) -> MmvError:
-        kept = f"the last good checkpoint {self.last_checkpoint} is intact" if self.last_checkpoint else \
-            "no checkpoint was written yet"
-        return MmvError(f"{what} at step {self.progress.step + 1}, so training stopped; {kept}. "
-                        "Try a lower --lr, more --warmup, or --dtype bfloat16/float32")
+        kept = (
+            f"the last good checkpoint {self.last_checkpoint} is intact"
+            if self.last_checkpoint
+            else "no checkpoint was written yet"
+        )
+        return MmvError(
+            f"{what} at step {self.progress.step + 1}, so training stopped; {kept}. "
+            "Try a lower --lr, more --warmup, or --dtype bfloat16/float32"
+        )
 
     # --- the loop ------------------------------------------------------------------------------------------------
 
     def fit(self) -> FitResult:
         """Train to the end, or until interrupted (then `Interrupted` carries the result)."""
         p, cfg = self.progress, self.cfg
-        self.view = ProgressView(planned_steps(p, self.data.num_rows, cfg.epochs, self.global_batch, cfg.max_steps),
-                                 p.step) if self.ctx.is_main else None
+        self.view = (
+            ProgressView(planned_steps(p, self.data.num_rows, cfg.epochs, self.global_batch, cfg.max_steps), p.step)
+            if self.ctx.is_main
+            else None
+        )
         self.window, self.started = Window(), time.perf_counter()
         self.model.train()
         if self.model.vision_encoder is not None and not cfg.train_vision:

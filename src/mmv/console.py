@@ -1,0 +1,16 @@
+"""The one stderr console that the CLI and the core's progress output share.
+
+Human output and progress go to stderr so that stdout carries only a reply or a JSON summary. The core reports
+through `say` (or draws progress on `console`) without importing the CLI.
+"""
+
+from __future__ import annotations
+
+from rich.console import Console
+
+console = Console(stderr=True, highlight=False)
+
+
+def say(message: str) -> None:
+    """One line of plain text on stderr, never re-wrapped (log files and pipes read it whole)."""
+    console.print(message, markup=False, highlight=False, soft_wrap=True)
