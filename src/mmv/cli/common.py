@@ -61,7 +61,3 @@ def handle_errors(func: F) -> F:
             fail(f"{type(exc).__name__}: {first_line} (rerun with --debug for details)")
 
     return wrapper  # type: ignore[return-value]
-
-
-def not_yet_available(command: str) -> None:
-    fail(f"`mmv {command}` is not yet available in this version")

@@ -40,7 +40,7 @@ def eval_command(
     from mmv.errors import MmvError
     from mmv.eval.runner import EvalConfig
     from mmv.eval.runner import evaluate as run_eval
-    from mmv.eval.scoring import METRICS
+    from mmv.eval.scoring import SCORING_METRICS
     from mmv.loading import load_model
 
     paths = [*(data or []), *(files or [])]
@@ -49,8 +49,8 @@ def eval_command(
     missing = [p for p in paths if not Path(p).is_file()]
     if missing:
         raise MmvError(f"no such data file: {', '.join(missing)}")
-    if metric not in METRICS:
-        raise MmvError(f"--metric must be one of {', '.join(METRICS)}, not {metric!r}")
+    if metric not in SCORING_METRICS:
+        raise MmvError(f"--metric must be one of {', '.join(SCORING_METRICS)}, not {metric!r}")
     if device not in DEVICES:
         raise MmvError(f"--device must be one of {', '.join(DEVICES)}, not {device!r}")
     loaded = load_model(model, vision=vision, tokenizer=tokenizer, device=device, dtype=dtype, need_vision=False)

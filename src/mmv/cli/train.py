@@ -11,39 +11,29 @@ from typing import Any
 import typer
 
 from mmv.cli.common import emit_json, handle_errors
+from mmv.config import PRESETS
 from mmv.console import say
+from mmv.train.config import DEVICES, DTYPES, STAGE_DEFAULTS, TrainConfig
 
-# command-line option -> TrainConfig field (values left at None keep the stage default)
-TRAIN_FIELDS = (
-    "init",
-    "preset",
-    "freeze",
-    "epochs",
-    "max_steps",
-    "batch_size",
-    "accum",
-    "lr",
-    "warmup",
-    "max_seq_len",
-    "save_every",
-    "keep",
-    "log_every",
-    "seed",
-    "dtype",
-    "device",
-    "num_workers",
-)
-TRAIN_FLAGS = ("train_vision", "pack", "compile", "grad_checkpoint", "wandb", "tensorboard")
 
-STAGE_HELP = {
-    "pretrain": "Train the projector on image captions (defaults: --init llm, --freeze projector, lr 4e-4, "
-    "batch 16, max length 450).",
-    "sft": "Instruction-tune on conversations (defaults: --init pretrain, --freeze ends, lr 5e-6, batch 4, "
-    "max length 768).",
-}
+def stage_default(stage: str, name: str) -> Any:
+    """The value a stage uses when the option is not given: its stage default, else TrainConfig's."""
+    return STAGE_DEFAULTS[stage].get(name, getattr(TrainConfig, name))
+
+
+def stage_help(stage: str) -> str:
+    d = STAGE_DEFAULTS[stage]
+    what = {"pretrain": "Train the projector on image captions", "sft": "Instruction-tune on conversations"}[stage]
+    return (
+        f"{what} (defaults: --init {d['init']}, --freeze {d['freeze']}, lr {d['lr']:g}, batch {d['batch_size']}, "
+        f"max length {d['max_seq_len']})."
+    )
 
 
 def _make(stage: str) -> Callable[..., None]:
+    def default(name: str) -> str:
+        return f"[default: {stage_default(stage, name)}]"
+
     @handle_errors
     def command(
         files: list[str] = typer.Argument(None, metavar="[FILE...]", help="More parquet files (after --data)."),
@@ -57,32 +47,41 @@ def _make(stage: str) -> Callable[..., None]:
             ..., "--out", metavar="RUN_DIR", help="Run directory (config, metrics, weights, checkpoints)."
         ),
         init: str = typer.Option(
-            None, help="llm | pretrain | none | a .pth/.safetensors, run directory or transformers folder."
+            None,
+            help=f"llm | pretrain | none | a weights file, run directory or transformers folder {default('init')}.",
         ),
-        preset: str = typer.Option(None, help="Model shape for --init none: minimind-3v | minimind-3v-moe | tiny."),
+        preset: str = typer.Option(
+            None, help=f"Model shape for --init none: {' | '.join(PRESETS)} {default('preset')}."
+        ),
         vision: str = typer.Option(None, help="Vision encoder folder [default: the cached siglip2-<variant>]."),
         tokenizer: str = typer.Option(None, help="Tokenizer folder [default: the cached llm]."),
-        freeze: str = typer.Option(None, help="projector | ends (projector + first/last block) | none."),
+        freeze: str = typer.Option(
+            None, help=f"projector | ends (projector + first/last block) | none {default('freeze')}."
+        ),
         train_vision: bool = typer.Option(False, "--train-vision", help="Also train the vision encoder."),
-        epochs: int = typer.Option(None, help="Epochs [default: 2]."),
+        epochs: int = typer.Option(None, help=f"Epochs {default('epochs')}."),
         max_steps: int = typer.Option(None, help="Stop after this many optimizer steps."),
-        batch_size: int = typer.Option(None, help="Samples per process per micro-batch."),
-        accum: int = typer.Option(None, help="Micro-batches per optimizer step [default: 1]."),
-        lr: float = typer.Option(None, help="Peak learning rate."),
-        warmup: int = typer.Option(None, help="Linear warmup steps [default: 0, as the reference]."),
-        max_seq_len: int = typer.Option(None, help="Longest sample in tokens (longer ones are dropped)."),
+        batch_size: int = typer.Option(None, help=f"Samples per process per micro-batch {default('batch_size')}."),
+        accum: int = typer.Option(None, help=f"Micro-batches per optimizer step {default('accum')}."),
+        lr: float = typer.Option(None, help=f"Peak learning rate {default('lr')}."),
+        warmup: int = typer.Option(None, help=f"Linear warmup steps (the reference has none) {default('warmup')}."),
+        max_seq_len: int = typer.Option(
+            None, help=f"Longest sample in tokens (longer ones are dropped) {default('max_seq_len')}."
+        ),
         pack: bool = typer.Option(False, "--pack", help="Pack several samples per row (attention kept apart)."),
-        save_every: int = typer.Option(None, help="Steps between checkpoints [default: 1000]."),
-        keep: int = typer.Option(None, help="Resume checkpoints kept [default: 2]."),
-        log_every: int = typer.Option(None, help="Steps per metrics line [default: 10]."),
-        seed: int = typer.Option(None, help="Seed of the data order, augmentation and fresh weights [default: 42]."),
+        save_every: int = typer.Option(None, help=f"Steps between checkpoints {default('save_every')}."),
+        keep: int = typer.Option(None, help=f"Resume checkpoints kept {default('keep')}."),
+        log_every: int = typer.Option(None, help=f"Steps per metrics line {default('log_every')}."),
+        seed: int = typer.Option(
+            None, help=f"Seed of the data order, augmentation and fresh weights {default('seed')}."
+        ),
         compile: bool = typer.Option(False, "--compile", help="torch.compile the model."),
         dtype: str = typer.Option(
-            None, help="auto | float32 | bfloat16 | float16 [default: auto = bf16 on CUDA, fp32 on CPU]."
+            None, help=f"{' | '.join(DTYPES)} (auto = bf16 on CUDA, fp32 on CPU) {default('dtype')}."
         ),
-        device: str = typer.Option(None, help="auto | cpu | cuda."),
+        device: str = typer.Option(None, help=f"{' | '.join(DEVICES)} {default('device')}."),
         grad_checkpoint: bool = typer.Option(False, "--grad-checkpoint", help="Recompute blocks in backward."),
-        num_workers: int = typer.Option(None, help="Data loading worker processes per rank [default: 0]."),
+        num_workers: int = typer.Option(None, help=f"Data loading worker processes per rank {default('num_workers')}."),
         no_random_system_prompt: bool = typer.Option(
             False, "--no-random-system-prompt", help="Switch off the reference's random system prompt (p=0.2)."
         ),
@@ -97,7 +96,17 @@ def _make(stage: str) -> Callable[..., None]:
             False, "--tensorboard", help="Log to TensorBoard (pip install 'mmv[tensorboard]')."
         ),
     ) -> None:
-        given = {k: v for k, v in locals().items() if (k in TRAIN_FIELDS and v is not None) or (k in TRAIN_FLAGS and v)}
+        # Every option is named here once: a renamed parameter fails loudly instead of silently dropping a setting.
+        options = {
+            "init": init, "preset": preset, "freeze": freeze, "epochs": epochs, "max_steps": max_steps,
+            "batch_size": batch_size, "accum": accum, "lr": lr, "warmup": warmup, "max_seq_len": max_seq_len,
+            "save_every": save_every, "keep": keep, "log_every": log_every, "seed": seed, "dtype": dtype,
+            "device": device, "num_workers": num_workers,
+            # switches: only an explicit "on" counts as given (off is every default)
+            "train_vision": train_vision or None, "pack": pack or None, "compile": compile or None,
+            "grad_checkpoint": grad_checkpoint or None, "wandb": wandb or None, "tensorboard": tensorboard or None,
+        }  # fmt: skip
+        given = {name: value for name, value in options.items() if value is not None}
         data_options = {"random_system_prompt": not no_random_system_prompt, "drop_empty_think": not keep_empty_think}
         _train(
             stage,
@@ -112,7 +121,7 @@ def _make(stage: str) -> Callable[..., None]:
             data_options,
         )
 
-    command.__doc__ = STAGE_HELP[stage]
+    command.__doc__ = stage_help(stage)
     command.__name__ = stage
     return command
 

@@ -17,7 +17,7 @@ from pathlib import Path
 from typing import IO, TYPE_CHECKING, Any
 
 from mmv.eval.items import EvalItem, Skips, iter_items, strip_think
-from mmv.eval.scoring import METRICS, is_correct
+from mmv.eval.scoring import SCORING_METRICS, is_correct
 from mmv.fsio import atomic_path
 
 if TYPE_CHECKING:
@@ -174,8 +174,8 @@ def evaluate(
     """Evaluate every usable row of `files`; per-sample records go to `out` (JSONL, written atomically)."""
     from mmv.errors import MmvError
 
-    if config.metric not in METRICS:
-        raise MmvError(f"unknown metric {config.metric!r}; expected one of {', '.join(METRICS)}")
+    if config.metric not in SCORING_METRICS:
+        raise MmvError(f"unknown metric {config.metric!r}; expected one of {', '.join(SCORING_METRICS)}")
     report = EvalReport(config.metric)
     start = time.perf_counter()
     with jsonl_sink(out) as sink:

@@ -2,7 +2,7 @@
 
 from __future__ import annotations
 
-METRICS = ("exact", "contains")
+SCORING_METRICS = ("exact", "contains")
 
 
 def normalise(text: str) -> str:
@@ -15,4 +15,4 @@ def is_correct(prediction: str, reference: str, metric: str) -> bool:
         return normalise(prediction) == normalise(reference)
     if metric == "contains":
         return normalise(reference).lower() in normalise(prediction).lower()
-    raise ValueError(f"unknown metric {metric!r}; expected one of {', '.join(METRICS)}")
+    raise ValueError(f"unknown metric {metric!r}; expected one of {', '.join(SCORING_METRICS)}")

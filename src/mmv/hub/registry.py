@@ -22,13 +22,6 @@ class Part:
     patterns: tuple[str, ...] | None = None  # fnmatch patterns of the files to fetch; None = the whole repository
     modelscope_repo_id: str | None = None  # ModelScope twin; None = not mirrored there
 
-    @property
-    def single_file(self) -> str | None:
-        """The file name when this part is exactly one literal file (an `hf:OWNER/REPO/FILE` spec)."""
-        if self.patterns and len(self.patterns) == 1 and not any(c in self.patterns[0] for c in "*?["):
-            return self.patterns[0]
-        return None
-
 
 @dataclass(frozen=True)
 class Artifact:

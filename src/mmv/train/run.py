@@ -17,9 +17,9 @@ from mmv.train.config import TrainConfig, weights_name
 from mmv.train.distributed import DistContext, gather_objects, setup, teardown
 from mmv.train.metrics import check_extras
 from mmv.train.rundir import (
-    CONFIG,
-    METRICS,
-    VISION,
+    CONFIG_FILE,
+    METRICS_FILE,
+    VISION_DIR,
     is_run_dir,
     read_run_config,
     run_config,
@@ -59,7 +59,7 @@ class RunRequest:
 
 
 @dataclass
-class Prepared:
+class RunPlan:
     cfg: TrainConfig
     data_spec: dict[str, Any]
     init: str  # resolved: "none" or an absolute path
@@ -89,7 +89,7 @@ def check_fresh(req: RunRequest) -> list[str]:
     return absolute_data(req.data)
 
 
-def prepare_fresh(req: RunRequest) -> Prepared:
+def plan_fresh(req: RunRequest) -> RunPlan:
     from mmv.train.build import init_variant, resolve_init, resolve_tokenizer, resolve_vision
 
     files = check_fresh(req)
@@ -98,7 +98,7 @@ def prepare_fresh(req: RunRequest) -> Prepared:
     if init_path is not None and is_run_dir(init_path.parent) and not (vision and tokenizer):
         # continuing from a run: its encoder (the trained one with --train-vision) and tokenizer by default
         previous = read_run_config(init_path.parent)
-        trained = init_path.parent / VISION
+        trained = init_path.parent / VISION_DIR
         vision = vision or str(trained if trained.is_dir() else previous["vision_dir"])
         tokenizer = tokenizer or previous["tokenizer_dir"]
     vision_dir = resolve_vision(vision, init_variant(init_path, req.cfg) if not vision else "")
@@ -114,7 +114,7 @@ def prepare_fresh(req: RunRequest) -> Prepared:
         "num_workers": cfg.num_workers,
         **req.data_options,
     }
-    return Prepared(cfg, spec, cfg.init, str(vision_dir), str(tokenizer_dir), None)
+    return RunPlan(cfg, spec, cfg.init, str(vision_dir), str(tokenizer_dir), None)
 
 
 def resume_settings(req: RunRequest, stage: str) -> tuple[TrainConfig, dict[str, Any], dict[str, Any]]:
@@ -143,10 +143,10 @@ def resume_settings(req: RunRequest, stage: str) -> tuple[TrainConfig, dict[str,
     return cfg, spec, saved
 
 
-def prepare_resume(req: RunRequest, stage: str) -> Prepared:
+def plan_resume(req: RunRequest, stage: str) -> RunPlan:
     cfg, spec, saved = resume_settings(req, stage)
     state = latest_resume(req.out)
-    return Prepared(cfg, spec, cfg.init, saved["vision_dir"], saved["tokenizer_dir"], state)
+    return RunPlan(cfg, spec, cfg.init, saved["vision_dir"], saved["tokenizer_dir"], state)
 
 
 def check_request(req: RunRequest, stage: str) -> None:
@@ -167,12 +167,12 @@ def show_samples(data: Any, count: int, batch_size: int) -> None:
                 return
 
 
-def describe(model: Any, trainer: Any, prepared: Prepared, data_rows: int, ctx: DistContext) -> None:
+def describe(model: Any, trainer: Any, plan: RunPlan, data_rows: int, ctx: DistContext) -> None:
     """Start-of-run figures: parameters, the memory estimate and the global batch."""
     from mmv.train.memory import estimate
     from mmv.train.metrics import human_bytes, human_count
 
-    cfg = prepared.cfg
+    cfg = plan.cfg
     encoder = sum(p.numel() for p in model.vision_encoder.parameters()) if model.vision_encoder else 0
     total = sum(p.numel() for p in model.parameters())
     trainable = sum(p.numel() for p in trainer.params)
@@ -218,18 +218,18 @@ def run(req: RunRequest, stage: str) -> dict[str, Any]:
     from mmv.data.loader import DataSpec, TrainData
 
     if req.show_sample:
-        return preview(req)
+        return show_training_samples(req)
     ctx = setup(req.cfg.device)
     try:
-        prepared = prepare_resume(req, stage) if req.resume else prepare_fresh(req)
-        spec = DataSpec(**prepared.data_spec)
+        plan = plan_resume(req, stage) if req.resume else plan_fresh(req)
+        spec = DataSpec(**plan.data_spec)
         data = TrainData(spec, ctx.rank, ctx.world_size)
-        return train(req, stage, prepared, spec, data, ctx)
+        return train(req, stage, plan, spec, data, ctx)
     finally:
         teardown(ctx)
 
 
-def preview(req: RunRequest) -> dict[str, Any]:
+def show_training_samples(req: RunRequest) -> dict[str, Any]:
     """--show-sample: the data as the model will see it; needs only the tokenizer (and --vision if given)."""
     from mmv.data.loader import DataSpec, TrainData
     from mmv.train.build import resolve_tokenizer
@@ -248,38 +248,38 @@ def preview(req: RunRequest) -> dict[str, Any]:
     return {"run_dir": str(req.out), "shown_samples": req.show_sample}
 
 
-def train(req: RunRequest, stage: str, prepared: Prepared, spec: Any, data: Any, ctx: DistContext) -> dict[str, Any]:
+def train(req: RunRequest, stage: str, plan: RunPlan, spec: Any, data: Any, ctx: DistContext) -> dict[str, Any]:
     from mmv.train.build import build_model
     from mmv.train.metrics import Sinks
     from mmv.train.trainer import Interrupted, Trainer
 
-    cfg = prepared.cfg
-    model = build_model(None if prepared.init == "none" else Path(prepared.init), Path(prepared.vision_dir), cfg)
+    cfg = plan.cfg
+    model = build_model(None if plan.init == "none" else Path(plan.init), Path(plan.vision_dir), cfg)
     name = weights_name(stage, model.config.hidden_size, model.config.use_moe)
     config = run_config(
         stage,
         model.config.to_dict(),
         cfg.to_dict(),
         dataclasses.asdict(spec),
-        prepared.vision_dir,
-        prepared.tokenizer_dir,
+        plan.vision_dir,
+        plan.tokenizer_dir,
         name,
     )
     sinks = None
     if ctx.is_main:
         req.out.mkdir(parents=True, exist_ok=True)
-        if prepared.resume is None:
-            write_json(req.out / CONFIG, config)
-            (req.out / METRICS).unlink(missing_ok=True)  # left by an earlier start that saved nothing
+        if plan.resume is None:
+            write_json(req.out / CONFIG_FILE, config)
+            (req.out / METRICS_FILE).unlink(missing_ok=True)  # left by an earlier start that saved nothing
         else:
-            truncate_metrics(req.out, prepared.resume.progress.step)
+            truncate_metrics(req.out, plan.resume.progress.step)
         sinks = Sinks(req.out, config, cfg.wandb, cfg.tensorboard)
-    trainer = Trainer(cfg, model, data, ctx, req.out, name, prepared.vision_dir, prepared.resume, sinks)
+    trainer = Trainer(cfg, model, data, ctx, req.out, name, plan.vision_dir, plan.resume, sinks)
     if ctx.is_main:
-        describe(model, trainer, prepared, data.num_rows, ctx)
+        describe(model, trainer, plan, data.num_rows, ctx)
         warn_coarse_files(data.source)
-        if prepared.resume is not None:
-            p = prepared.resume.progress
+        if plan.resume is not None:
+            p = plan.resume.progress
             say(
                 f"resuming at step {p.step} (epoch {p.epoch}, sample {p.position}; written by "
                 f"{p.world_size} process(es))"

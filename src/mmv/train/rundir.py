@@ -26,9 +26,9 @@ from mmv.train.state import write_error
 if TYPE_CHECKING:
     from mmv.model.vlm import MiniMindVLM
 
-CONFIG = "config.json"
-METRICS = "metrics.jsonl"
-VISION = "vision"
+CONFIG_FILE = "config.json"
+METRICS_FILE = "metrics.jsonl"
+VISION_DIR = "vision"  # the trained encoder, with --train-vision
 
 
 def write_json(path: Path, data: dict[str, Any]) -> None:
@@ -58,7 +58,7 @@ def run_config(
 
 
 def read_run_config(run_dir: Path) -> dict[str, Any]:
-    path = run_dir / CONFIG
+    path = run_dir / CONFIG_FILE
     try:
         config = json.loads(path.read_text())
     except (OSError, ValueError) as exc:
@@ -71,7 +71,7 @@ def read_run_config(run_dir: Path) -> dict[str, Any]:
 def is_run_dir(path: Path) -> bool:
     """A folder holding an mmv run config (as opposed to a transformers folder)."""
     try:
-        config = json.loads((path / CONFIG).read_text())
+        config = json.loads((path / CONFIG_FILE).read_text())
     except (OSError, ValueError):
         return False
     return isinstance(config, dict) and "weights" in config and "train" in config
@@ -100,8 +100,8 @@ def save_weights(run_dir: Path, name: str, model: MiniMindVLM) -> Path:
 
 def save_vision(run_dir: Path, encoder: torch.nn.Module, source_dir: str) -> Path:
     """The trained encoder as RUN_DIR/vision (save_pretrained + the source's processor config), swapped in whole."""
-    final = run_dir / VISION
-    staged = run_dir / f".{VISION}.tmp-{os.getpid()}"
+    final = run_dir / VISION_DIR
+    staged = run_dir / f".{VISION_DIR}.tmp-{os.getpid()}"
     shutil.rmtree(staged, ignore_errors=True)
     try:
         encoder.save_pretrained(str(staged), safe_serialization=True)
@@ -116,7 +116,7 @@ def save_vision(run_dir: Path, encoder: torch.nn.Module, source_dir: str) -> Pat
 
 def truncate_metrics(run_dir: Path, last_step: int) -> None:
     """Drop metric lines past the resumed step, so a resumed run's log reads like an uninterrupted one."""
-    path = run_dir / METRICS
+    path = run_dir / METRICS_FILE
     if not path.is_file():
         return
     kept = []

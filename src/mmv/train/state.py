@@ -43,7 +43,6 @@ class ResumeState:
     optimizer: dict[str, Any]
     scaler: dict[str, Any] | None
     rng: dict[str, Any]
-    extra: dict[str, Any] = dataclasses.field(default_factory=dict)  # e.g. cumulative data statistics
 
 
 def write_error(exc: BaseException) -> str:
@@ -103,7 +102,6 @@ def save_resume(run_dir: Path, state: ResumeState, keep: int) -> Path:
         "optimizer": state.optimizer,
         "scaler": state.scaler,
         "rng": state.rng,
-        "extra": state.extra,
     }
     try:
         atomic_write(path, lambda handle: torch.save(payload, handle))
@@ -130,7 +128,6 @@ def load_resume(path: Path) -> ResumeState:
         optimizer=payload["optimizer"],
         scaler=payload["scaler"],
         rng=payload["rng"],
-        extra=payload.get("extra", {}),
     )
 
 

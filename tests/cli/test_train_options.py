@@ -1,0 +1,50 @@
+"""Every `mmv pretrain` / `mmv sft` option reaches TrainConfig under its own name, and help shows the real defaults."""
+
+from __future__ import annotations
+
+import dataclasses
+
+import pytest
+
+from mmv.train.config import STAGE_DEFAULTS, TrainConfig, stage_config
+
+# TrainConfig fields with no command-line option: the stage is the command, the rest are the reference's constants
+NOT_OPTIONS = {"stage", "weight_decay", "grad_clip"}
+VALUES = {
+    "init": "none", "preset": "tiny", "freeze": "none", "epochs": 3, "max_steps": 7, "batch_size": 5, "accum": 2,
+    "lr": 0.125, "warmup": 4, "max_seq_len": 99, "save_every": 11, "keep": 3, "log_every": 6, "seed": 5,
+    "dtype": "bfloat16", "device": "cpu", "num_workers": 1,
+}  # fmt: skip
+SWITCHES = ("train_vision", "pack", "compile", "grad_checkpoint", "wandb", "tensorboard")
+
+
+@pytest.mark.parametrize("stage", ["pretrain", "sft"])
+def test_every_option_reaches_the_config(cli, monkeypatch, stage):
+    seen = {}
+    monkeypatch.setattr("mmv.cli.train._train", lambda stage, given, *rest: seen.update(given))
+    args = [stage, "--out", "run", "--data", "a.parquet"]
+    for name, value in VALUES.items():
+        args += [f"--{name.replace('_', '-')}", str(value)]
+    args += [f"--{name.replace('_', '-')}" for name in SWITCHES]
+    assert cli(args).exit_code == 0
+    fields = {f.name for f in dataclasses.fields(TrainConfig)} - NOT_OPTIONS
+    assert set(seen) == fields  # nothing dropped, nothing unknown
+    config = stage_config(stage, **seen)
+    assert all(getattr(config, name) == value for name, value in VALUES.items())
+    assert all(getattr(config, name) is True for name in SWITCHES)
+
+
+def test_options_not_given_keep_the_stage_defaults(cli, monkeypatch):
+    seen = {}
+    monkeypatch.setattr("mmv.cli.train._train", lambda stage, given, *rest: seen.update(given))
+    assert cli(["sft", "--out", "run", "--data", "a.parquet"]).exit_code == 0
+    assert seen == {}
+    assert stage_config("sft").lr == STAGE_DEFAULTS["sft"]["lr"]
+
+
+@pytest.mark.parametrize("stage", ["pretrain", "sft"])
+def test_help_shows_the_stage_defaults(cli, stage):
+    text = " ".join(cli([stage, "--help"]).stdout.split())
+    defaults = {**{f.name: f.default for f in dataclasses.fields(TrainConfig)}, **STAGE_DEFAULTS[stage]}
+    for name in ("epochs", "lr", "batch_size", "max_seq_len", "save_every", "keep", "log_every", "seed", "warmup"):
+        assert f"[default: {defaults[name]}]" in text, name
