@@ -19,9 +19,10 @@ import sys
 import torch
 
 from mmv.config import preset
-from mmv.generate import SamplingConfig, generate
+from mmv.generate import generate
 from mmv.model.vlm import MiniMindVLM
 from mmv.prefix_cache import PrefixCache
+from mmv.sampling import SamplingConfig
 
 
 def main() -> None:

@@ -21,10 +21,11 @@ import time
 import torch
 
 from mmv.config import preset
-from mmv.generate import GenerationResult, SamplingConfig, generate
+from mmv.generate import GenerationResult, generate
 from mmv.model.fast_decode import FastDecoder
 from mmv.model.moe import MoEFeedForward
 from mmv.model.vlm import MiniMindVLM
+from mmv.sampling import SamplingConfig
 
 
 def full_size_encoder() -> torch.nn.Module:

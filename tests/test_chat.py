@@ -3,9 +3,9 @@
 from __future__ import annotations
 
 from mmv.chat import ChatSession
-from mmv.generate import SamplingConfig
 from mmv.images import open_image
 from mmv.loading import load_model
+from mmv.sampling import SamplingConfig
 from tests.conftest import IMAGES_DIR, REFERENCE, TOKENIZER_DIR
 
 IMAGE = IMAGES_DIR / "image-01-golden-dog-balloons.jpg"

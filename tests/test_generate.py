@@ -5,7 +5,8 @@ from __future__ import annotations
 import pytest
 import torch
 
-from mmv.generate import SamplingConfig, apply_repetition_penalty, choose_tokens, generate
+from mmv.generate import generate
+from mmv.sampling import SamplingConfig, apply_repetition_penalty, choose_tokens
 from tests.conftest import fixture_cases, load_fixture_model, pixel_inputs
 
 

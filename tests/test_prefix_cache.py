@@ -5,9 +5,10 @@ from __future__ import annotations
 import pytest
 import torch
 
-from mmv.generate import SamplingConfig, generate
+from mmv.generate import generate
 from mmv.model.kv_cache import KVCache
 from mmv.prefix_cache import PrefixCache, reusable_length
+from mmv.sampling import SamplingConfig
 from tests.conftest import fixture_cases, load_fixture_model, pixel_inputs
 
 IMG, RUN = 12, 4  # placeholder id and a short run length for the arithmetic tests

@@ -13,8 +13,9 @@ from dataclasses import dataclass, field
 from typing import TYPE_CHECKING, Any
 
 from mmv.config import IMAGE_MARKER
-from mmv.generate import SamplingConfig, generate
+from mmv.generate import generate
 from mmv.prefix_cache import PrefixCache
+from mmv.sampling import SamplingConfig
 from mmv.tokenizer import encode, render_chat
 
 if TYPE_CHECKING:

@@ -144,8 +144,8 @@ def answer_one(loaded: Any, eval_file: Path, out: Path) -> dict[str, str]:
     import pyarrow.parquet as pq
 
     from mmv.chat import ChatSession
-    from mmv.generate import SamplingConfig
     from mmv.images import open_image
+    from mmv.sampling import SamplingConfig
 
     row = pq.read_table(eval_file, columns=["conversations", "image_bytes"]).slice(0, 1).to_pylist()[0]
     image = open_image(row["image_bytes"], name="held-out image")

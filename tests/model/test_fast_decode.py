@@ -6,9 +6,10 @@ import pytest
 import torch
 
 from mmv.config import preset
-from mmv.generate import SamplingConfig, generate
+from mmv.generate import generate
 from mmv.model.fast_decode import FastDecoder
 from mmv.model.vlm import MiniMindVLM
+from mmv.sampling import SamplingConfig
 from tests.conftest import fixture_cases, load_fixture_model, pixel_inputs
 
 YARN = {

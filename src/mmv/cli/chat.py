@@ -46,9 +46,9 @@ def chat(
     from mmv.chat import ChatSession
     from mmv.cli.chat_repl import run_repl
     from mmv.errors import MmvError
-    from mmv.generate import SamplingConfig
     from mmv.images import open_image
     from mmv.loading import load_model
+    from mmv.sampling import SamplingConfig
 
     if device not in DEVICES:
         raise MmvError(f"--device must be one of {', '.join(DEVICES)}, not {device!r}")

@@ -125,7 +125,8 @@ def answer_nll(
 def evaluate_batch(loaded: LoadedModel, batch: list[EvalItem], config: EvalConfig) -> list[dict[str, Any]]:
     import torch
 
-    from mmv.generate import SamplingConfig, generate
+    from mmv.generate import generate
+    from mmv.sampling import SamplingConfig
     from mmv.tokenizer import encode, render_chat
 
     tok = loaded.tokenizer
