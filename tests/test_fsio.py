@@ -7,7 +7,7 @@ import os
 import pytest
 
 from mmv.errors import MmvError
-from mmv.fsio import atomic_path, atomic_write_text, replace_dir
+from mmv.fsio import atomic_path, atomic_write_text, refuse_input_as_output, replace_dir, staged_folder
 
 
 def test_failed_write_keeps_the_old_file_and_leaves_no_temporary(tmp_path):
@@ -44,3 +44,34 @@ def test_replace_dir_swaps_whole_folders(tmp_path):
     replace_dir(staged, final)
     assert [p.name for p in final.iterdir()] == ["new.txt"]
     assert sorted(p.name for p in tmp_path.iterdir()) == ["name"]
+
+
+def umask() -> int:
+    mask = os.umask(0)
+    os.umask(mask)
+    return mask
+
+
+def test_a_staged_folder_gets_plain_mkdir_permissions(tmp_path):
+    """mkdtemp makes private (0700) folders; a finished one must look like any folder the user made."""
+    with staged_folder(tmp_path / "tokenizer") as staged:
+        (staged / "a.json").write_text("{}")
+    assert (tmp_path / "tokenizer").stat().st_mode & 0o777 == 0o777 & ~umask()
+    assert [p.name for p in tmp_path.iterdir()] == ["tokenizer"]
+    with pytest.raises(RuntimeError), staged_folder(tmp_path / "tokenizer") as staged:
+        (staged / "b.json").write_text("{}")
+        raise RuntimeError("failed half way")
+    assert [p.name for p in (tmp_path / "tokenizer").iterdir()] == ["a.json"]
+    assert [p.name for p in tmp_path.iterdir()] == ["tokenizer"]
+
+
+def test_an_output_that_is_an_input_is_refused_naming_both(tmp_path):
+    data = tmp_path / "data.parquet"
+    data.write_bytes(b"rows")
+    (tmp_path / "alias.parquet").symlink_to(data)
+    os.link(data, tmp_path / "hard.parquet")
+    for out in (data, tmp_path / "." / "data.parquet", tmp_path / "alias.parquet", tmp_path / "hard.parquet"):
+        with pytest.raises(MmvError, match=f"--out {out} is the input {data}"):
+            refuse_input_as_output(out, [tmp_path / "other.parquet", data])
+    refuse_input_as_output(tmp_path / "new.jsonl", [data])
+    assert data.read_bytes() == b"rows"

@@ -70,6 +70,17 @@ def atomic_write_text(path: str | Path, text: str) -> None:
     atomic_write(path, lambda handle: handle.write(text.encode("utf-8")))
 
 
+def refuse_input_as_output(out: str | Path, inputs: list[str | Path]) -> None:
+    """Writing the output would replace a file still being read: refuse, naming both (paths, links and aliases)."""
+    out = Path(out)
+    for source in map(Path, inputs):
+        same = out.resolve() == source.resolve()
+        if not same and out.exists() and source.exists():
+            same = os.path.samefile(out, source)
+        if same:
+            raise MmvError(f"--out {out} is the input {source}; choose another output (inputs are never overwritten)")
+
+
 def replace_dir(staged: Path, final: Path) -> None:
     """Swap a complete, fsynced folder into place; an old one is renamed aside first and deleted only after."""
     old = None
@@ -81,6 +92,22 @@ def replace_dir(staged: Path, final: Path) -> None:
     fsync_dir(final.parent)
     if old is not None:
         shutil.rmtree(old.parent, ignore_errors=True)
+
+
+@contextmanager
+def staged_folder(final: str | Path) -> Iterator[Path]:
+    """A temporary folder beside `final`, swapped in whole (fsynced) only if the block finishes; it gets the
+    permissions a plain mkdir would (mkdtemp makes it private)."""
+    final = Path(final)
+    final.parent.mkdir(parents=True, exist_ok=True)
+    staged = Path(tempfile.mkdtemp(prefix=f".{final.name}.", suffix=".tmp", dir=final.parent))
+    try:
+        os.chmod(staged, 0o777 & ~_umask())
+        yield staged
+        fsync_tree(staged)
+        replace_dir(staged, final)
+    finally:
+        shutil.rmtree(staged, ignore_errors=True)
 
 
 def _umask() -> int:

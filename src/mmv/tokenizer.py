@@ -54,7 +54,3 @@ def render_chat(
 def encode(tokenizer: PreTrainedTokenizerFast, text: str) -> list[int]:
     """Token ids of rendered text; no BOS is added (the template writes <|im_start|> itself)."""
     return tokenizer(text, add_special_tokens=False)["input_ids"]
-
-
-def count_markers(text: str) -> int:
-    return text.count(IMAGE_MARKER)

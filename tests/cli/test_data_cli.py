@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import io
 import json
+import os
 import subprocess
 import sys
 
@@ -52,6 +53,10 @@ def test_synth_writes_the_three_splits_and_a_tokenizer(tmp_path):
     assert 300 < summary["vocab_size"] < 1024
     for split in ("pretrain", "sft", "eval"):
         assert pq.read_metadata(tmp_path / "d" / f"{split}.parquet").num_rows == summary["rows"][split]
+    # the tokenizer folder gets the permissions of a plain mkdir, not mkdtemp's private 0700
+    umask = os.umask(0)
+    os.umask(umask)
+    assert (tmp_path / "d" / "tokenizer").stat().st_mode & 0o777 == 0o777 & ~umask
     # what synth writes passes its own check, token lengths included
     check = mmv(
         "data", "check", *(tmp_path / "d").glob("*.parquet"), "--tokenizer", tmp_path / "d" / "tokenizer", "--json"
@@ -109,7 +114,7 @@ def test_from_llava_converts_and_skips_missing_and_corrupt_images(tmp_path):
     summary = json.loads(result.stdout)
     assert (summary["records"], summary["written"]) == (6, 3)
     assert summary["skipped"] == {"missing image": 1, "corrupt image": 1, "markers": 1}
-    assert any(e.startswith("record 1:") and "missing.jpg" in e for e in summary["examples"])
+    assert any(e.startswith("record 1 (missing image: ") and "missing.jpg" in e for e in summary["examples"])
 
     table = pq.read_table(out)
     assert table.schema.field("image_bytes").type == pa.list_(pa.binary())  # record d has two images
@@ -151,6 +156,55 @@ def test_from_llava_with_nothing_usable_fails_and_writes_nothing(tmp_path):
     assert sorted(p.name for p in tmp_path.iterdir()) == ["images", "llava.json"]
 
 
+def test_from_llava_skips_image_paths_outside_the_folder_unless_allowed(tmp_path):
+    images, secret = tmp_path / "images", tmp_path / "secret"
+    (images / "sub").mkdir(parents=True)
+    secret.mkdir()
+    (images / "in.jpg").write_bytes(jpeg())
+    (secret / "x.jpg").write_bytes(jpeg(colour=(0, 0, 250)))
+    (images / "linked.jpg").symlink_to(secret / "x.jpg")  # a link inside the folder is an ordinary file name
+
+    def record(image: str) -> dict:
+        return {
+            "image": image,
+            "conversations": [{"from": "human", "value": "<image>\nColour?"}, {"from": "gpt", "value": "x"}],
+        }
+
+    names = ["in.jpg", "../secret/x.jpg", str(secret / "x.jpg"), "sub/../../secret/x.jpg", "linked.jpg"]
+    source = tmp_path / "llava.jsonl"
+    source.write_text("\n".join(json.dumps(record(name)) for name in names) + "\n")
+    result = mmv("data", "from-llava", source, images, "--out", tmp_path / "a.parquet", "--json")
+    assert result.returncode == 0, result.stderr
+    summary = json.loads(result.stdout)
+    assert (summary["written"], summary["skipped"]) == (2, {"outside image folder": 3})
+    assert summary["examples"][0].startswith("record 1 (outside image folder: image ../secret/x.jpg is outside ")
+    assert "--allow-outside" in summary["examples"][0] and "--allow-outside" in result.stderr
+
+    allowed = mmv("data", "from-llava", source, images, "--out", tmp_path / "b.parquet", "--allow-outside", "--json")
+    assert allowed.returncode == 0, allowed.stderr
+    assert (json.loads(allowed.stdout)["written"], json.loads(allowed.stdout)["skipped"]) == (5, {})
+    colours = [open_image(b).getpixel((5, 5)) for b in pq.read_table(tmp_path / "b.parquet")["image_bytes"].to_pylist()]
+    assert [c[2] > 200 for c in colours] == [False, True, True, True, True]
+
+
+def test_an_output_equal_to_an_input_is_refused_naming_both(tmp_path):
+    data = write_parquet(tmp_path / "rows.parquet", [(conv("<image>\nColour?", "Red."), jpeg())])
+    before = data.read_bytes()
+    preview = mmv("data", "preview", data, "--out", data)
+    assert preview.returncode == 2 and f"--out {data} is the input {data}" in preview.stderr
+    assert len(preview.stderr.strip().splitlines()) == 1 and data.read_bytes() == before
+
+    (tmp_path / "images").mkdir()
+    source = tmp_path / "llava.json"
+    source.write_text(
+        json.dumps([{"conversations": [{"from": "human", "value": "Hi"}, {"from": "gpt", "value": "Yo"}]}])
+    )
+    text = source.read_text()
+    llava = mmv("data", "from-llava", source, tmp_path / "images", "--out", source)
+    assert llava.returncode == 2 and f"--out {source} is the input {source}" in llava.stderr
+    assert source.read_text() == text
+
+
 @pytest.fixture()
 def bad_dataset(tmp_path):
     good = conv("<image>\nColour?", "Red.")
@@ -162,9 +216,10 @@ def bad_dataset(tmp_path):
         (conv("<image>\n<image>\nTwo?", "One."), jpeg()),  # markers: two markers, one image
         (good, jpeg()[:300]),  # image: truncated
         (good, b"not an image at all"),  # image: not an image
-        (conv("<image>\n" + "word " * 300, "Long."), jpeg()),  # too_long: the image fits, its text does not
+        (conv("<image>\n" + "word " * 300, "Long."), jpeg()),  # too_long: the image fits, the answer does not
         (conv("word " * 300 + "\n<image>", "Long."), jpeg()),  # too_long: the image run is cut
         (conv("Text only question", "Answer."), jpeg((8, 8), (0, 0, 0))),
+        (conv("Tell a story.", "word " * 300), jpeg((8, 8), (0, 0, 0))),  # usable: the answer is cut, not lost
     ]
     return write_parquet(tmp_path / "bad.parquet", rows)
 
@@ -175,16 +230,28 @@ def test_check_names_each_kind_of_bad_row_and_exits_1(bad_dataset, tmp_path):
     result = mmv("data", "check", bad_dataset, wrong, "--tokenizer", TOKENIZER_DIR, "--max-seq-len", "200", "--json")
     assert result.returncode == 1, result.stderr
     bad, columns = json.loads(result.stdout)["files"]
-    assert bad["problems"] == {"file": 0, "json": 1, "schema": 2, "markers": 1, "image": 2, "too_long": 1}
-    assert (bad["rows"], bad["checked"], bad["bad"], bad["truncated"]) == (10, 10, 7, 1)
-    assert bad["text_only"] == 1 and bad["with_images"] == 2
+    assert bad["problems"] == {
+        "file": 0,
+        "json": 1,
+        "unicode": 0,
+        "schema": 2,
+        "markers": 1,
+        "image": 2,
+        "too_long": 2,
+    }
+    assert (bad["rows"], bad["checked"], bad["bad"], bad["truncated"], bad["rendered"]) == (11, 11, 8, 1, True)
+    assert bad["text_only"] == 2 and bad["with_images"] == 1
     assert bad["tokens"]["max"] > 200 and bad["tokens"]["min"] > 10
-    assert any(e.startswith("row 4: markers") for e in bad["examples"])
-    assert columns["problems"]["file"] == 1 and "expected conversations, image_bytes" in columns["examples"][0]
-    assert "bad: markers" in result.stderr and "8 problem(s) found" in result.stderr
+    assert any(e.startswith("row 4 of bad.parquet (markers: 2 <image> marker(s)") for e in bad["examples"])
+    assert columns["problems"]["file"] == 1 and columns["examples"][0].startswith("wrong.parquet (file: ")
+    assert "expected conversations (JSON string or list) and image_bytes" in columns["examples"][0]
+    assert "bad: markers" in result.stderr and "9 problem(s) found" in result.stderr
+    assert "were skipped" not in result.stderr
 
     limited = mmv("data", "check", bad_dataset, "--limit", "1", "--json")
     assert limited.returncode == 0 and json.loads(limited.stdout)["files"][0]["checked"] == 1
+    assert json.loads(limited.stdout)["files"][0]["rendered"] is False
+    assert "no --tokenizer: the checks on the rendered chat template" in limited.stderr
 
 
 def test_check_of_a_missing_file_is_one_line_and_exit_2(tmp_path):

@@ -69,3 +69,78 @@ def make_spec(files: list[Path | str], **overrides):
     )
     options.update(overrides)
     return DataSpec(**options)
+
+
+def conversation(*turns: dict) -> str:
+    return json.dumps(list(turns))
+
+
+PLACEHOLDER = jpeg((0, 0, 0), 8)  # what the dataset stores on text-only rows
+USER_IMAGE = {"role": "user", "content": "<image>\nWhat is it?"}
+ANSWER = {"role": "assistant", "content": "A red square."}
+LONG_TEXT = "word " * 33000  # past the 32,768 positions of every mmv model, at about one token per word
+
+# One row for each way a row used to be judged differently by training, `mmv data check` and `mmv eval`:
+# name -> (row, the kind every tool must give it, a part of the reason).
+BAD_ROWS: dict[str, tuple[dict, str, str]] = {
+    "marker in a system turn": (
+        {
+            "conversations": conversation({"role": "system", "content": "Look at <image>."}, USER_IMAGE, ANSWER),
+            "image_bytes": [jpeg(), jpeg()],
+        },
+        "markers",
+        "outside the content of a user, assistant or tool turn",
+    ),
+    "placeholder token in the text": (
+        {
+            "conversations": conversation({"role": "user", "content": "<image>\nIs <|image_pad|> a word?"}, ANSWER),
+            "image_bytes": jpeg(),
+        },
+        "markers",
+        "placeholder token <|image_pad|> itself",
+    ),
+    "lone surrogate": (
+        {"conversations": conversation({"role": "user", "content": "Say \ud800."}, ANSWER), "image_bytes": PLACEHOLDER},
+        "unicode",
+        "lone surrogate '\\ud800'",
+    ),
+    "tool_calls not a list": (
+        {
+            "conversations": conversation({"role": "user", "content": "Time?"}, {**ANSWER, "tool_calls": 5}),
+            "image_bytes": PLACEHOLDER,
+        },
+        "schema",
+        "tool_calls of type int",
+    ),
+    "functions not a list": (
+        {
+            "conversations": conversation(
+                {"role": "system", "content": "Use tools.", "functions": 5}, {"role": "user", "content": "Hi"}, ANSWER
+            ),
+            "image_bytes": PLACEHOLDER,
+        },
+        "schema",
+        "functions of type int",
+    ),
+    "turn without content": (
+        {
+            "conversations": conversation({"role": "user", "content": "Hi"}, {"role": "assistant"}),
+            "image_bytes": PLACEHOLDER,
+        },
+        "schema",
+        "turn 2 (assistant) has no content",
+    ),
+    "deeply nested JSON": (
+        {"conversations": "[" * 100_000 + "]" * 100_000, "image_bytes": PLACEHOLDER},
+        "json",
+        "nested deeper than",
+    ),
+    "longer than the model's positions": (
+        {
+            "conversations": conversation({"role": "user", "content": LONG_TEXT + "<image>\nAnd this?"}, ANSWER),
+            "image_bytes": jpeg(),
+        },
+        "too_long",
+        "image",
+    ),
+}

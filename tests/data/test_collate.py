@@ -5,7 +5,7 @@ from __future__ import annotations
 import pytest
 import torch
 
-from mmv.data.collate import PAD_SEGMENT, Prepared, collate, pack_rows
+from mmv.data.collate import PAD_SEGMENT, PreparedSample, collate, pack_rows
 from mmv.data.loader import TrainData
 from mmv.model.loss import IGNORE_INDEX
 from tests.conftest import load_fixture_model
@@ -22,7 +22,8 @@ def test_pack_rows_first_fit_decreasing():
 
 def test_padded_and_packed_layouts():
     samples = [
-        Prepared(10 + i, list(range(1, n + 1)), [IGNORE_INDEX, *range(2, n + 1)], []) for i, n in enumerate([4, 2, 3])
+        PreparedSample(10 + i, list(range(1, n + 1)), [IGNORE_INDEX, *range(2, n + 1)], [])
+        for i, n in enumerate([4, 2, 3])
     ]
     padded = collate(samples, pack=False, max_seq_len=8, process=None, num_samples=3)
     assert padded.input_ids.tolist() == [[1, 2, 3, 4], [1, 2, 0, 0], [1, 2, 3, 0]]

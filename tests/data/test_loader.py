@@ -19,9 +19,13 @@ def data_file(tmp_path_factory):
     return write_parquet(tmp_path_factory.mktemp("data") / "mixed.parquet", mixed_rows(45), row_group_size=10)
 
 
+def empty(batch) -> bool:
+    return batch.input_ids.numel() == 0
+
+
 def same(a, b) -> bool:
-    if a.empty or b.empty:
-        return a.empty and b.empty and (a.num_samples, a.next_sample) == (b.num_samples, b.next_sample)
+    if empty(a) or empty(b):
+        return empty(a) and empty(b) and (a.num_samples, a.next_sample) == (b.num_samples, b.next_sample)
     pixels = (a.pixel_inputs is None and b.pixel_inputs is None) or all(
         torch.equal(a.pixel_inputs[k], b.pixel_inputs[k]) for k in a.pixel_inputs
     )
@@ -49,7 +53,7 @@ def test_two_ranks_split_every_chunk_without_overlap(data_file):
         parts = [ranks[0][step], ranks[1][step]]
         assert parts[0].rows + parts[1].rows == whole.rows  # rank 0 takes the chunk's first 3 positions
         assert parts[0].next_sample == parts[1].next_sample == whole.next_sample == min(6 * (step + 1), 45)
-    assert [b.num_samples for b in ranks[1]][-1] == 0 and ranks[1][-1].empty  # 45 = 7 * 6 + 3: rank 1 gets none
+    assert [b.num_samples for b in ranks[1]][-1] == 0 and empty(ranks[1][-1])  # 45 = 7 * 6 + 3: rank 1 gets none
     assert sum(b.num_samples for r in ranks for b in r) == 45
 
 
@@ -97,16 +101,17 @@ def test_bad_rows_are_skipped_and_counted(bad_file):
     assert skipped == {4: "image", 17: "json", 30: "markers"}
     assert sorted(used + list(skipped)) == list(range(60))
     assert sum(b.num_samples for b in batches) == 60
-    assert data.stats.as_dict() == {
+    assert data.stats() == {
         "rows": 60,
         "json": 1,
+        "unicode": 0,
         "schema": 0,
         "markers": 1,
         "image": 1,
         "too_long": 0,
         "bad": 3,
     }
-    named = sorted(data.skipped_examples())
+    named = sorted(data.skips.examples)
     assert named[0].startswith("row 17 of bad.parquet (json: conversations is not valid JSON")
     assert named[1].startswith("row 30 of bad.parquet (markers: 2 <image> marker(s) but 1 image(s)")
     assert named[2] == "row 4 of bad.parquet (image: image #1 is not an image file)"
@@ -134,7 +139,7 @@ def test_too_long_rows_are_dropped_not_cut_and_do_not_count_as_bad(tmp_path):
     [batch] = list(data.batches(0, 0, 4))
     assert sorted(batch.rows) == [0, 1, 3]
     assert [(s.row, s.kind) for s in batch.skipped] == [(2, "too_long")]
-    assert batch.num_images == 1 and data.stats.counts["too_long"] == 1 and data.stats.bad == 0
+    assert batch.num_images == 1 and data.stats()["too_long"] == 1 and data.stats()["bad"] == 0
 
 
 def test_a_chunk_with_nothing_usable_is_an_empty_batch(tmp_path):
@@ -142,9 +147,9 @@ def test_a_chunk_with_nothing_usable_is_an_empty_batch(tmp_path):
     batches = list(TrainData(make_spec([path], max_seq_len=100, window_rows=1)).batches(0, 0, 2))
     assert [b.num_samples for b in batches] == [2, 2, 1]
     assert [b.next_sample for b in batches] == [2, 4, 5]
-    assert sum(b.empty for b in batches) == 2
-    empty = next(b for b in batches if b.empty)
-    assert empty.input_ids.shape == (0, 0) and empty.rows == [] and len(empty.skipped) == 2
+    assert sum(empty(b) for b in batches) == 2
+    nothing = next(b for b in batches if empty(b))
+    assert nothing.input_ids.shape == (0, 0) and nothing.rows == [] and len(nothing.skipped) == 2
 
 
 def test_text_only_rows_carry_no_images(tmp_path):

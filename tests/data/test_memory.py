@@ -24,7 +24,7 @@ from mmv.data.loader import DataSpec, TrainData
 data = TrainData(DataSpec(**json.loads(sys.argv[1])))
 count = sum(batch.num_samples for batch in data.batches(0, 0, 64))
 peak_kb = int(re.search(r"VmHWM:\\s+(\\d+) kB", Path("/proc/self/status").read_text()).group(1))
-print(json.dumps({"rows": count, "used": data.stats.rows - data.stats.bad - data.stats.counts["too_long"],
+print(json.dumps({"rows": count, "used": data.rows_read - data.skips.total,
                   "peak_mb": peak_kb / 1024}))
 """
 

@@ -62,13 +62,15 @@ def test_batched_eval_matches_one_at_a_time_and_a_plain_forward(trained):
     assert all(r["correct"] == is_correct(r["prediction"], r["reference"], "exact") for r in rows)
 
     # an independent computation of one row's answer loss: one unpadded forward, plain cross-entropy
-    from mmv.eval.items import Skips, iter_items
+    from mmv.data.skips import Skips
+    from mmv.eval.items import ItemReader, PromptFormat
     from mmv.tokenizer import encode, render_chat
 
-    item = next(iter_items([data.files["eval"]], Skips()))
     tok, model = loaded.tokenizer, loaded.model
+    item = next(ItemReader(tok, PromptFormat()).items([data.files["eval"]], Skips()))
     prompt = encode(tok, render_chat(tok, item.messages))
     answer = [*encode(tok, item.reference), tok.eos_token_id]
+    assert (item.prompt_ids, item.answer_ids) == (prompt, answer)
     ids = torch.tensor([prompt + answer])
     with torch.no_grad():
         pixels = loaded.processor(item.images)
@@ -102,7 +104,10 @@ def mmv(*args) -> subprocess.CompletedProcess:
 def test_cli_on_a_run_dir_and_a_pth_with_bad_rows_skipped(trained, tmp_path):
     root, data = trained
     rows = pq.read_table(data.files["eval"]).to_pylist()[:4]
-    no_reply = json.dumps([{"role": "user", "content": "<image>\nWhat colour?"}])
+    no_answer = json.dumps([{"role": "user", "content": "<image>\nWhat colour?"}])
+    rows.append({"conversations": no_answer, "image_bytes": rows[0]["image_bytes"]})  # schema, as training says
+    turns = json.loads(rows[0]["conversations"])
+    no_reply = json.dumps([*turns, {"role": "user", "content": "And now?"}])  # answered before, not after
     rows.append({"conversations": no_reply, "image_bytes": rows[0]["image_bytes"]})
     rows.append({"conversations": rows[0]["conversations"], "image_bytes": rows[0]["image_bytes"][:300]})
     mixed = tmp_path / "mixed.parquet"
@@ -125,7 +130,8 @@ def test_cli_on_a_run_dir_and_a_pth_with_bad_rows_skipped(trained, tmp_path):
     )
     assert result.returncode == 0, result.stderr
     summary = json.loads(result.stdout)
-    assert summary["evaluated"] == 4 and summary["skipped"] == {"no_reference": 1, "image": 1}
+    assert summary["evaluated"] == 4 and summary["skipped"] == {"schema": 1, "no_reference": 1, "image": 1}
+    assert "skipped row 5 of mixed.parquet (no_reference: no assistant reply follows" in result.stderr
     assert len(out.read_text().splitlines()) == 4
     assert summary["samples_per_s"] > 0 and summary["perplexity"] > 1
     assert "accuracy (exact)" in result.stderr
@@ -152,3 +158,8 @@ def test_cli_on_a_run_dir_and_a_pth_with_bad_rows_skipped(trained, tmp_path):
 
     missing = mmv("eval", "--model", root / "run", "--data", tmp_path / "nope.parquet")
     assert missing.returncode == 2 and missing.stderr.strip().count("\n") == 0
+
+    before = mixed.read_bytes()
+    onto_data = mmv("eval", "--model", root / "run", "--data", data.files["eval"], mixed, "--out", mixed)
+    assert onto_data.returncode == 2 and f"--out {mixed} is the input {mixed}" in onto_data.stderr
+    assert onto_data.stderr.strip().count("\n") == 0 and mixed.read_bytes() == before

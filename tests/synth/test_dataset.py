@@ -74,16 +74,6 @@ def test_eval_asks_colour_shape_count_about_unseen_images(synth_dir):
     assert asked == {"colour": 10, "shape": 10, "count": 10}
 
 
-def test_failed_write_leaves_no_file(tmp_path):
-    from mmv.synth.writer import ParquetRows
-
-    path = tmp_path / "out.parquet"
-    with pytest.raises(ValueError), ParquetRows(path) as out:
-        out.add([{"role": "user", "content": "hi"}], [])
-        out.add([{"role": "user", "content": "<image><image>"}], [b"a", b"b"])  # two images in a single-image file
-    assert list(tmp_path.iterdir()) == []
-
-
 def test_generation_prompt_tokenises_as_in_training(tmp_path):
     """Prompt ids + answer ids must equal the training ids of the same turn: a tokenizer that merged the newlines
     after `</think>` would show the model a token at inference that it never saw before an answer."""

@@ -76,11 +76,14 @@ def from_llava(
     image_dir: Path = typer.Argument(..., help="Folder the records' image paths are relative to."),
     out: Path = typer.Option(..., "--out", help="Parquet file to write."),
     resize: int = typer.Option(256, "--resize", min=0, help="Shrink images to at most this side (0: keep size)."),
+    allow_outside: bool = typer.Option(
+        False, "--allow-outside", help="Also read image paths that leave IMAGE_DIR (../x.jpg, /abs/x.jpg)."
+    ),
 ) -> None:
     """Convert LLaVA-format conversations and images to the parquet schema; bad records are reported and skipped."""
     from rich.progress import Progress, SpinnerColumn, TextColumn
 
-    from mmv.synth.llava import convert
+    from mmv.data.llava import convert
 
     start = time.perf_counter()
     with Progress(
@@ -91,22 +94,28 @@ def from_llava(
         disable=not console.is_terminal,
     ) as bar:
         task = bar.add_task("records", total=None)
-        report = convert(json_file, image_dir, out, resize=resize, on_record=lambda: bar.advance(task))
+        report = convert(
+            json_file,
+            image_dir,
+            out,
+            resize=resize,
+            on_record=lambda: bar.advance(task),
+            allow_outside=allow_outside,
+        )
     seconds = time.perf_counter() - start
-    skipped = sum(report.skipped.values())
+    skipped = report.skipped
     console.print(f"{out}: {report.written:,} of {report.records:,} records written in {seconds:.1f} s")
-    if skipped:
-        reasons = ", ".join(f"{count} {reason}" for reason, count in report.skipped.items())
-        console.print(f"[yellow]skipped {skipped}: {reasons}[/]")
-        for example in report.examples:
+    if skipped.total:
+        console.print(f"[yellow]skipped {skipped.total}: {skipped.describe()}[/]")
+        for example in skipped.examples:
             console.print(f"  {example}", markup=False)
     emit_json(
         {
             "out": str(out),
             "records": report.records,
             "written": report.written,
-            "skipped": report.skipped,
-            "examples": report.examples,
+            "skipped": skipped.counts,
+            "examples": skipped.examples,
             "seconds": round(seconds, 2),
         }
     )
@@ -120,8 +129,11 @@ def check(
     max_seq_len: int = typer.Option(768, "--max-seq-len", min=1, help="Length limit the rows are trained at."),
     limit: int = typer.Option(None, "--limit", min=1, help="Check only the first N rows of each file."),
 ) -> None:
-    """Validate every row (JSON, roles, markers vs images, image decoding, token length); exit 1 if any is bad."""
-    from mmv.synth.check import check_file
+    """Validate every row as training reads it (JSON, turns, markers vs images, images, with --tokenizer the
+    rendered template and lengths); exit 1 if any is bad."""
+    from rich.markup import escape
+
+    from mmv.data.check import check_file
 
     missing = [str(f) for f in files if not f.is_file()]
     if missing:
@@ -138,9 +150,14 @@ def check(
             reports.append(check_file(path, tok, max_seq_len, limit, on_rows=lambda k, t=task: bar.advance(t, k)))
     console.print(check_table(reports, max_seq_len))
     for report in reports:
-        for example in report.examples:
-            console.print(f"[red]{report.path.name}[/] {example}", soft_wrap=True, highlight=False)
-    bad = sum(r.bad for r in reports)
+        for example in report.problems.examples:
+            console.print(f"[red]{escape(example)}[/]", soft_wrap=True, highlight=False)
+    if tok is None:
+        console.print(
+            "[yellow]no --tokenizer: the checks on the rendered chat template (placeholder runs, lengths against "
+            "--max-seq-len) were skipped[/]"
+        )
+    bad = sum(r.problems.total for r in reports)
     console.print(f"[bold red]{bad} problem(s) found[/]" if bad else "[bold green]all rows are usable[/]")
     emit_json({"files": [r.summary() for r in reports], "bad": bad, "ok": bad == 0})
     if bad:
@@ -150,7 +167,7 @@ def check(
 def check_table(reports: list, max_seq_len: int):
     from rich.table import Table
 
-    from mmv.synth.check import PROBLEMS
+    from mmv.data.check import PROBLEMS
 
     table = Table(title="dataset check", title_justify="left")
     table.add_column("")
@@ -167,7 +184,7 @@ def check_table(reports: list, max_seq_len: int):
     add("text only", [f"{r.text_only:,}" for r in reports])
     add("multi-turn", [f"{r.multi_turn:,}" for r in reports])
     for kind in PROBLEMS:
-        add(f"bad: {kind}", [str(r.problems[kind]) for r in reports], bad=True)
+        add(f"bad: {kind}", [str(r.problems.counts[kind]) for r in reports], bad=True)
     stats = [r.length_stats() for r in reports]
     add("tokens min/mean/p95/max", [f"{s['min']}/{s['mean']:.0f}/{s['p95']}/{s['max']}" if s else "-" for s in stats])
     add(f"truncated at {max_seq_len}", [str(r.truncated) if r.lengths else "-" for r in reports])
@@ -183,7 +200,7 @@ def preview(
     columns: int = typer.Option(4, "--columns", min=1, max=16, help="Cells per line."),
 ) -> None:
     """A contact sheet: the first rows' images with their first question and answer."""
-    from mmv.synth.sheet import SheetLayout, contact_sheet
+    from mmv.data.sheet import SheetLayout, contact_sheet
 
     if not file.is_file():
         raise MmvError(f"no such file: {file}")
@@ -200,8 +217,8 @@ def rechunk(
     group_rows: int = typer.Option(1024, "--group-rows", min=16, help="Rows per row group of the copy."),
 ) -> None:
     """Copy a parquet file with small row groups, so training shuffles it across the whole file."""
+    from mmv.data.parquet import open_parquet
     from mmv.data.rechunk import rechunk as rewrite
-    from mmv.data.source import open_parquet
 
     if not file.is_file():
         raise MmvError(f"no such file: {file}")

@@ -41,6 +41,7 @@ def eval_command(
     from mmv.eval.runner import EvalConfig
     from mmv.eval.runner import evaluate as run_eval
     from mmv.eval.scoring import SCORING_METRICS
+    from mmv.fsio import refuse_input_as_output
     from mmv.loading import load_model
 
     paths = [*(data or []), *(files or [])]
@@ -53,12 +54,16 @@ def eval_command(
         raise MmvError(f"--metric must be one of {', '.join(SCORING_METRICS)}, not {metric!r}")
     if device not in DEVICES:
         raise MmvError(f"--device must be one of {', '.join(DEVICES)}, not {device!r}")
+    if out is not None:
+        refuse_input_as_output(out, paths)
     loaded = load_model(model, vision=vision, tokenizer=tokenizer, device=device, dtype=dtype, need_vision=False)
     for note in loaded.notes:
         console.print(f"[yellow]note:[/] {note}")
     config = EvalConfig(
         metric=metric, batch_size=batch_size, max_new_tokens=max_new_tokens, limit=limit, thinking=think
     )
+    from rich.markup import escape
+
     from mmv.cli.data import progress
 
     with progress() as bar:
@@ -67,7 +72,7 @@ def eval_command(
     summary = report.summary()
     console.print(report_table(summary))
     for example in report.skips.examples:
-        console.print(f"[yellow]skipped[/] {example}", markup=True, highlight=False)
+        console.print(f"[yellow]skipped[/] {escape(example)}", highlight=False)
     emit_json({"model": str(loaded.weights), "data": paths, "out": str(out) if out else None, **summary})
 
 

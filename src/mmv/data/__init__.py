@@ -1,1 +1,2 @@
-"""Datasets in the published parquet schema: row parsing, tokenisation with labels, streaming, batching."""
+"""Datasets in the published parquet schema: reading, one validator for every row, tokenisation with labels,
+streaming, batching; and the dataset tools (check, LLaVA conversion, contact sheet, writer, rechunk)."""

@@ -22,13 +22,8 @@ class Batch:
     rows: list[int] = field(default_factory=list)  # global row indices, for error reports and --show-sample
     # the global sample position just past this batch's chunk (over all ranks): the resume position after it
     next_sample: int = 0
-    # rows of this batch's positions that were skipped, as mmv.data.stats.Skipped (row, kind, reason)
+    # rows of this batch's positions that were skipped, as mmv.data.skips.Skipped (row, kind, reason)
     skipped: list[Any] = field(default_factory=list)
-
-    @property
-    def empty(self) -> bool:
-        """No usable sample: the positions were consumed (num_samples) but there is nothing to train on."""
-        return self.input_ids.numel() == 0
 
     @property
     def num_tokens(self) -> int:

@@ -23,7 +23,7 @@ PAD_SEGMENT = -1
 
 
 @dataclass
-class Prepared:
+class PreparedSample:
     """One usable sample: tokens, labels and its decoded images."""
 
     row: int  # global row number
@@ -49,7 +49,7 @@ def pack_rows(lengths: list[int], capacity: int) -> list[list[int]]:
 
 
 def collate(
-    samples: list[Prepared],
+    samples: list[PreparedSample],
     *,
     pack: bool,
     max_seq_len: int,
@@ -66,7 +66,7 @@ def collate(
     labels = torch.full((len(layout), width), IGNORE_INDEX, dtype=torch.long)
     segments = torch.full((len(layout), width), PAD_SEGMENT, dtype=torch.long) if pack else None
     positions = torch.zeros((len(layout), width), dtype=torch.long) if pack else None
-    order: list[Prepared] = []
+    order: list[PreparedSample] = []
     for r, row in enumerate(layout):
         column = 0
         for segment, index in enumerate(row):

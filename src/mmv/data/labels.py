@@ -65,6 +65,7 @@ class Sample:
     input_ids: list[int]
     labels: list[int]
     num_images: int
+    length: int  # tokens of the whole rendered conversation, before the cut at max_seq_len
 
 
 class LabelBuilder:
@@ -107,12 +108,14 @@ class LabelBuilder:
         system_prompt: str | None = None,
         drop_empty_think: bool = False,
     ) -> Sample:
-        """Raises BadRow("too_long") when an image run would not fit or nothing supervised is left, and
-        BadRow("schema") for a conversation without an assistant turn (nothing to learn from at any length)."""
-        if not any(turn.get("role") == "assistant" for turn in messages):
-            raise BadRow("schema", "the conversation has no assistant turn")
+        """`messages` as `mmv.data.rows.parse_row` returns them. Raises BadRow("markers") when the rendered text
+        does not hold one placeholder run per image, and BadRow("too_long") when an image run would not fit or
+        nothing supervised is left."""
         ids = encode(self.tokenizer, self.render(messages, system_prompt, drop_empty_think))
-        if ids.count(self.image_id) != num_images * self.tokens_per_image:  # e.g. a marker inside a system turn
+        length = len(ids)
+        # rows.check_markers refuses the known causes (a marker in a system turn, the placeholder typed as text);
+        # this is the rendered truth, whatever the template does with the turns
+        if ids.count(self.image_id) != num_images * self.tokens_per_image:
             raise BadRow(
                 "markers",
                 f"{ids.count(self.image_id) // self.tokens_per_image} image placeholder run(s) "
@@ -124,7 +127,7 @@ class LabelBuilder:
         labels = self.labels(ids)
         if all(label == IGNORE_INDEX for label in labels):
             raise BadRow("too_long", f"no assistant token falls within max_seq_len {self.max_seq_len}")
-        return Sample(ids, labels, num_images)
+        return Sample(ids, labels, num_images, length)
 
     def labels(self, ids: list[int]) -> list[int]:
         """The reference's span search: after each `<|im_start|>assistant\\n`, up to and including the next

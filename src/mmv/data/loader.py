@@ -7,9 +7,9 @@ yields exactly `num_batches(start_sample, batch_size)` batches, one per chunk, s
 
 - `Batch.num_samples` is the number of this rank's positions in the chunk (batch_size, less only in a short final
   chunk), `Batch.next_sample` is the global position just past the chunk: the resume position after this step.
-- Bad and too-long rows are skipped, so a Batch may hold fewer samples; they are listed in `Batch.skipped` and counted
-  in `TrainData.stats`. A chunk with nothing usable for this rank yields an empty Batch (`Batch.empty`: zero-size
-  tensors) that still carries num_samples and next_sample.
+- Bad and too-long rows (`mmv.data.validate`) are skipped, so a Batch may hold fewer samples; they are listed in
+  `Batch.skipped` and counted in `TrainData.skips`. A chunk with nothing usable for this rank yields an empty Batch
+  (zero-size tensors) that still carries num_samples and next_sample.
 
 Skipped positions before `start_sample` are never read: only the windows holding this rank's positions are.
 With `num_workers > 0`, DataLoader worker w builds batches w, w + k, w + 2k, ... and the DataLoader hands them out
@@ -27,11 +27,12 @@ import torch
 from torch.utils.data import DataLoader, IterableDataset
 
 from mmv.data.batch import Batch
-from mmv.data.collate import Prepared, collate
+from mmv.data.collate import PreparedSample, collate
 from mmv.data.labels import LabelBuilder, Preprocessing
-from mmv.data.rows import BadRow, parse_row
+from mmv.data.rows import BAD_KINDS, KINDS, BadRow
+from mmv.data.skips import BadRowGuard, Skipped, Skips
 from mmv.data.source import BlockReader, EpochPlan, ParquetSource, WindowRows
-from mmv.data.stats import BadRowGuard, DataStats, Skipped
+from mmv.data.validate import RowValidator
 from mmv.errors import MmvError
 
 
@@ -81,9 +82,12 @@ class BatchBuilder:
         self.spec = spec
         self.source = source
         self.tokenizer = load_tokenizer(spec.tokenizer_dir)
-        self.labels = LabelBuilder(self.tokenizer, spec.max_seq_len)
+        self.validator = RowValidator(
+            LabelBuilder(self.tokenizer, spec.max_seq_len),
+            Preprocessing.from_flags(spec.random_system_prompt, spec.drop_empty_think),
+            spec.seed,
+        )
         self.processor = ImageProcessor(spec.vision_dir) if spec.vision_dir else None
-        self.preprocessing = Preprocessing.from_flags(spec.random_system_prompt, spec.drop_empty_think)
         self.reader = BlockReader(source)
         self._plan: EpochPlan | None = None
         self._window: tuple[int, int, WindowRows] | None = None  # (epoch, window, rows as read)
@@ -97,7 +101,7 @@ class BatchBuilder:
 
     def build(self, epoch: int, positions: range, next_sample: int) -> Batch:
         plan = self.plan(epoch)
-        samples: list[Prepared] = []
+        samples: list[PreparedSample] = []
         skipped: list[Skipped] = []
         for position in positions:
             window, index, row = plan.row_at(position)
@@ -116,17 +120,9 @@ class BatchBuilder:
             skipped=skipped,
         )
 
-    def prepare(self, epoch: int, row: int, conversations: Any, image_bytes: Any) -> Prepared:
-        from mmv.images import open_image
-
-        messages, images = parse_row(conversations, image_bytes)
-        system, drop_think = self.preprocessing.choose(self.spec.seed, epoch, row, messages)
-        sample = self.labels.build(messages, len(images), system, drop_think)
-        try:
-            decoded = [open_image(data, name=f"#{k + 1}") for k, data in enumerate(images)]
-        except MmvError as exc:
-            raise BadRow("image", str(exc)) from None
-        return Prepared(row, sample.input_ids, sample.labels, decoded)
+    def prepare(self, epoch: int, row: int, conversations: Any, image_bytes: Any) -> PreparedSample:
+        valid = self.validator.validate(conversations, image_bytes, row, epoch)
+        return PreparedSample(row, valid.sample.input_ids, valid.sample.labels, valid.images)
 
     def _read(self, plan: EpochPlan, window: int) -> WindowRows:
         # positions only move forward, so one cached window is enough
@@ -147,7 +143,8 @@ class TrainData:
         self.rank, self.world_size = rank, world_size
         self.source = ParquetSource(spec.files)
         self.num_rows = self.source.num_rows
-        self.stats = DataStats()
+        self.rows_read = 0  # sample positions consumed (used or skipped) over every `batches` call
+        self.skips = Skips.of(KINDS)
         self._builder = BatchBuilder(spec, self.source)  # fails fast on a bad tokenizer or vision folder
 
     def num_batches(self, start_sample: int, batch_size: int) -> int:
@@ -163,21 +160,22 @@ class TrainData:
     def batches(self, epoch: int, start_sample: int, batch_size: int) -> Iterator[Batch]:
         if batch_size < 1:
             raise MmvError(f"batch size must be at least 1, got {batch_size}")
-        guard = BadRowGuard(self.spec.max_bad_fraction, self.rank_rows(batch_size), self.source.locate)
+        guard = BadRowGuard(self.spec.max_bad_fraction, self.rank_rows(batch_size))
         for batch in self._stream(epoch, start_sample, batch_size):
-            self.stats.rows += batch.num_samples
+            self.rows_read += batch.num_samples
             for skipped in batch.skipped:
-                self.stats.add(skipped)
-                guard.add(skipped)
+                where = self.source.locate(skipped.row)
+                self.skips.add(skipped.kind, where, skipped.reason)
+                guard.add(skipped.kind, where, skipped.reason)
             yield batch
 
-    def skipped_examples(self) -> list[str]:
-        """The first few skipped rows, named for the end-of-run report: 'row 5 of a.parquet (image: ...)'."""
-        return [f"{self.source.locate(s.row)} ({s.kind}: {s.reason})" for s in self.stats.examples]
+    def stats(self) -> dict[str, int]:
+        """{"rows": positions read, one count per kind, "bad": the kinds that mean broken data}; ranks sum these."""
+        return {"rows": self.rows_read, **self.skips.counts, "bad": self.skips.count(BAD_KINDS)}
 
     def render(self, batch: Batch, index: int) -> str:
         """Sample `index` of the batch as text: supervised spans marked, image runs collapsed (--show-sample)."""
-        from mmv.data.preview import render_sample
+        from mmv.data.show import render_sample
 
         return render_sample(self._builder.tokenizer, batch, index, self.source.locate)
 

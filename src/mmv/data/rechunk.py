@@ -11,8 +11,9 @@ import os
 from collections.abc import Callable
 from pathlib import Path
 
-from mmv.data.source import check_schema, open_parquet
+from mmv.data.parquet import first_line, open_dataset
 from mmv.errors import MmvError
+from mmv.fsio import refuse_input_as_output
 
 GROUP_ROWS = 1024  # rows per row group of the copy: ~20 MB of 256x256 JPEGs
 
@@ -27,10 +28,8 @@ def rechunk(
     import pyarrow.parquet as pq
 
     source, target = Path(source), Path(target)
-    if source.resolve() == target.resolve():
-        raise MmvError(f"rechunk needs a different target than its source {source}")
-    parquet = open_parquet(source)
-    check_schema(source, parquet.schema_arrow)
+    refuse_input_as_output(target, [source])
+    parquet = open_dataset(source)
     temporary = target.with_name(f".{target.name}.partial")
     copied = 0
     try:
@@ -45,7 +44,7 @@ def rechunk(
         os.replace(temporary, target)
     except (OSError, pa.ArrowException) as exc:
         temporary.unlink(missing_ok=True)
-        raise MmvError(f"cannot rewrite {source} into {target}: {str(exc).splitlines()[0]}") from None
+        raise MmvError(f"cannot rewrite {source} into {target}: {first_line(exc)}") from None
     except BaseException:
         temporary.unlink(missing_ok=True)
         raise

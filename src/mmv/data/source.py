@@ -19,16 +19,13 @@ from typing import TYPE_CHECKING, Any
 
 import numpy as np
 
+from mmv.data.parquet import COLUMNS, open_dataset, open_parquet
 from mmv.errors import MmvError
 
 if TYPE_CHECKING:
     import pyarrow as pa
     import pyarrow.parquet as pq
 
-COLUMNS = ("conversations", "image_bytes")
-EXPECTED = "conversations (JSON string or list) and image_bytes (binary or list of binary), optional image_names"
-# pyarrow's read buffer: streams a column chunk page by page instead of loading the whole row group.
-READ_BUFFER = 1 << 20
 READ_ROWS = 256  # rows per record batch of a streaming read
 COARSE_ROWS = 16384  # a row group this large spans many shuffle windows, so its rows stay close to file order
 
@@ -49,37 +46,6 @@ def resolve_files(patterns: list[str]) -> list[Path]:
     if not files:
         raise MmvError("no data files given; expected one or more parquet files or glob patterns")
     return files
-
-
-def open_parquet(path: Path) -> pq.ParquetFile:
-    import pyarrow as pa
-    import pyarrow.parquet as pq
-
-    try:
-        return pq.ParquetFile(str(path), buffer_size=READ_BUFFER, pre_buffer=False)
-    except (OSError, pa.ArrowException) as exc:
-        raise MmvError(f"{path} is not a readable parquet file ({str(exc).splitlines()[0]})") from None
-
-
-def check_schema(path: Path, schema: pa.Schema) -> None:
-    import pyarrow as pa
-
-    names = schema.names
-    if any(column not in names for column in COLUMNS):
-        raise MmvError(f"{path} has columns {', '.join(names) or '(none)'}; expected {EXPECTED}")
-
-    def is_binary(t: pa.DataType) -> bool:
-        return pa.types.is_binary(t) or pa.types.is_large_binary(t)
-
-    def is_list(t: pa.DataType) -> bool:
-        return pa.types.is_list(t) or pa.types.is_large_list(t)
-
-    conv = schema.field("conversations").type
-    if not (pa.types.is_string(conv) or pa.types.is_large_string(conv) or is_binary(conv) or is_list(conv)):
-        raise MmvError(f"{path}: column conversations is {conv}; expected {EXPECTED}")
-    image = schema.field("image_bytes").type
-    if not (is_binary(image) or pa.types.is_null(image) or (is_list(image) and is_binary(image.value_type))):
-        raise MmvError(f"{path}: column image_bytes is {image}; expected {EXPECTED}")
 
 
 @dataclass(frozen=True)
@@ -108,8 +74,7 @@ class ParquetSource:
         self.file_starts: list[int] = []
         total = 0
         for file_index, path in enumerate(self.files):
-            parquet = open_parquet(path)
-            check_schema(path, parquet.schema_arrow)
+            parquet = open_dataset(path)
             self.file_starts.append(total)
             metadata = parquet.metadata
             for group in range(metadata.num_row_groups):

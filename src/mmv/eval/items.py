@@ -1,25 +1,38 @@
 """Dataset rows -> evaluation items: the conversation up to its last user turn and the reply that follows it.
 
-Rows are streamed from the parquet files a batch at a time. A row that cannot be used (bad JSON, marker/image
-mismatch, an image that does not decode, no assistant reply after the last user turn) is counted by reason and
-skipped, never fatal.
+Rows are streamed from the parquet files a few at a time and judged by the validator training uses
+(`mmv.data.validate`, at the model's position limit), so a row training would skip is skipped here too, under the
+same kind. Two more reasons are eval's own: no_reference (no assistant reply follows the last user turn) and
+too_long when the prompt with the reference answer or with the new tokens would not fit the model's positions.
+Skipped rows are counted by kind and named, never fatal.
 """
 
 from __future__ import annotations
 
 from collections.abc import Iterator
-from dataclasses import dataclass, field
+from dataclasses import dataclass
 from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
-from mmv.data.rows import REQUIRED_COLUMNS, BadRow, parse_row
-from mmv.errors import MmvError
-from mmv.images import open_image
+from mmv.data.labels import LabelBuilder
+from mmv.data.parquet import iter_rows
+from mmv.data.rows import BadRow, marker_count
+from mmv.data.skips import Skips
+from mmv.data.validate import RowValidator
 
 if TYPE_CHECKING:
     from PIL import Image
+    from transformers import PreTrainedTokenizerFast
 
-READ_ROWS = 64
+
+@dataclass(frozen=True)
+class PromptFormat:
+    """How the prompts are rendered, and the room the model has for them."""
+
+    tokens_per_image: int = 64
+    positions: int = 32768  # the model's max_position_embeddings
+    max_new_tokens: int = 64
+    thinking: bool = False  # open the think block in the generation prompt
 
 
 @dataclass
@@ -29,21 +42,12 @@ class EvalItem:
     messages: list[dict[str, Any]]  # up to and including the last user turn
     reference: str  # the assistant's reply to it, think block removed
     images: list[Image.Image]  # every image the messages refer to, in order, decoded
+    prompt_ids: list[int]  # the messages rendered with the generation prompt, image runs expanded
+    answer_ids: list[int]  # the reference and the closing <|im_end|>
 
     @property
     def question(self) -> str:
         return self.messages[-1]["content"]
-
-
-@dataclass
-class Skips:
-    counts: dict[str, int] = field(default_factory=dict)
-    examples: list[str] = field(default_factory=list)
-
-    def add(self, file: str, row: int, kind: str, message: str) -> None:
-        self.counts[kind] = self.counts.get(kind, 0) + 1
-        if len(self.examples) < 5:
-            self.examples.append(f"row {row} of {Path(file).name}: {message}")
 
 
 def strip_think(text: str) -> str:
@@ -51,43 +55,46 @@ def strip_think(text: str) -> str:
     return text.split("</think>")[-1].strip()
 
 
-def to_item(file: str, row: int, conversations: Any, image_bytes: Any) -> EvalItem:
-    messages, images = parse_row(conversations, image_bytes)
-    last_user = max((i for i, m in enumerate(messages) if m["role"] == "user"), default=None)
-    if last_user is None or last_user + 1 >= len(messages) or messages[last_user + 1]["role"] != "assistant":
-        raise BadRow("no_reference", "no assistant reply follows the last user turn")
-    prompt = messages[: last_user + 1]
-    markers = sum(m["content"].count("<image>") for m in prompt)
-    try:
-        decoded = [open_image(data, name=f"#{k + 1}") for k, data in enumerate(images[:markers])]
-    except MmvError as exc:
-        raise BadRow("image", str(exc)) from None
-    return EvalItem(file, row, prompt, strip_think(messages[last_user + 1]["content"]), decoded)
+class ItemReader:
+    def __init__(self, tokenizer: PreTrainedTokenizerFast, prompt: PromptFormat) -> None:
+        self.tokenizer = tokenizer
+        self.prompt = prompt
+        self.validator = RowValidator(LabelBuilder(tokenizer, prompt.positions, prompt.tokens_per_image))
 
+    def item(self, file: str, row: int, conversations: Any, image_bytes: Any) -> EvalItem:
+        from mmv.tokenizer import encode, render_chat
 
-def iter_items(files: list[str | Path], skips: Skips, limit: int | None = None) -> Iterator[EvalItem]:
-    import pyarrow as pa
-    import pyarrow.parquet as pq
-
-    produced = 0
-    for file in files:
-        try:
-            parquet = pq.ParquetFile(str(file))
-        except (OSError, pa.ArrowException) as exc:
-            raise MmvError(f"{file} is not a readable parquet file ({str(exc).splitlines()[0]})") from None
-        if any(c not in parquet.schema_arrow.names for c in REQUIRED_COLUMNS):
-            raise MmvError(
-                f"{file} has columns {', '.join(parquet.schema_arrow.names)}; expected {', '.join(REQUIRED_COLUMNS)}"
+        valid = self.validator.validate(conversations, image_bytes)
+        messages = valid.messages
+        last_user = max((i for i, m in enumerate(messages) if m["role"] == "user"), default=None)
+        if last_user is None or last_user + 1 >= len(messages) or messages[last_user + 1]["role"] != "assistant":
+            raise BadRow("no_reference", "no assistant reply follows the last user turn")
+        prompt = messages[: last_user + 1]
+        reference = strip_think(messages[last_user + 1]["content"])
+        tok, spec = self.tokenizer, self.prompt
+        prompt_ids = encode(
+            tok, render_chat(tok, prompt, thinking=spec.thinking, tokens_per_image=spec.tokens_per_image)
+        )
+        answer_ids = [*encode(tok, reference), tok.eos_token_id]
+        room = len(prompt_ids) + max(len(answer_ids), spec.max_new_tokens)
+        if room > spec.positions:
+            raise BadRow(
+                "too_long",
+                f"the prompt ({len(prompt_ids)} tokens) with the answer or the new tokens exceeds the model's "
+                f"{spec.positions} positions",
             )
-        row = 0
-        for batch in parquet.iter_batches(batch_size=READ_ROWS, columns=list(REQUIRED_COLUMNS)):
-            columns = batch.to_pydict()
-            for conversations, image_bytes in zip(columns["conversations"], columns["image_bytes"], strict=True):
+        images = valid.images[: marker_count(prompt)]
+        return EvalItem(file, row, prompt, reference, images, prompt_ids, answer_ids)
+
+    def items(self, files: list[str | Path], skips: Skips, limit: int | None = None) -> Iterator[EvalItem]:
+        """The usable rows of `files` in order, at most `limit`; every other row is counted in `skips`."""
+        produced = 0
+        for file in files:
+            for row, (conversations, image_bytes) in enumerate(iter_rows(file)):
                 if limit is not None and produced >= limit:
                     return
                 try:
-                    yield to_item(str(file), row, conversations, image_bytes)
+                    yield self.item(str(file), row, conversations, image_bytes)
                     produced += 1
                 except BadRow as exc:
-                    skips.add(str(file), row, exc.kind, str(exc))
-                row += 1
+                    skips.add(exc.kind, f"row {row} of {Path(file).name}", str(exc))

@@ -16,7 +16,8 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import IO, TYPE_CHECKING, Any
 
-from mmv.eval.items import EvalItem, Skips, iter_items, strip_think
+from mmv.data.skips import Skips
+from mmv.eval.items import EvalItem, ItemReader, PromptFormat, strip_think
 from mmv.eval.scoring import SCORING_METRICS, is_correct
 from mmv.fsio import atomic_path
 
@@ -127,15 +128,10 @@ def evaluate_batch(loaded: LoadedModel, batch: list[EvalItem], config: EvalConfi
 
     from mmv.generate import generate
     from mmv.sampling import SamplingConfig
-    from mmv.tokenizer import encode, render_chat
 
     tok = loaded.tokenizer
-    tokens_per_image = loaded.model.config.image_token_len
-    prompts = [
-        encode(tok, render_chat(tok, item.messages, thinking=config.thinking, tokens_per_image=tokens_per_image))
-        for item in batch
-    ]
-    answers = [[*encode(tok, item.reference), tok.eos_token_id] for item in batch]
+    prompts = [item.prompt_ids for item in batch]
+    answers = [item.answer_ids for item in batch]
     with torch.inference_mode():
         embeds = encode_images(loaded, batch)
         result = generate(
@@ -178,9 +174,16 @@ def evaluate(
     if config.metric not in SCORING_METRICS:
         raise MmvError(f"unknown metric {config.metric!r}; expected one of {', '.join(SCORING_METRICS)}")
     report = EvalReport(config.metric)
+    model_config = loaded.model.config
+    reader = ItemReader(
+        loaded.tokenizer,
+        PromptFormat(
+            model_config.image_token_len, model_config.max_position_embeddings, config.max_new_tokens, config.thinking
+        ),
+    )
     start = time.perf_counter()
     with jsonl_sink(out) as sink:
-        for batch in batched(iter_items(files, report.skips, config.limit), config.batch_size):
+        for batch in batched(reader.items(files, report.skips, config.limit), config.batch_size):
             for record in evaluate_batch(loaded, batch, config):
                 report.evaluated += 1
                 report.correct += record["correct"]
@@ -193,7 +196,7 @@ def evaluate(
                 on_batch(len(batch))
         report.seconds = time.perf_counter() - start
         if report.evaluated == 0:
-            skipped = ", ".join(f"{n} {k}" for k, n in report.skips.counts.items()) or "no rows"
+            skipped = report.skips.describe() or "no rows"
             raise MmvError(f"nothing to evaluate in {', '.join(map(str, files))} ({skipped})")
     return report
 

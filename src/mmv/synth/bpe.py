@@ -134,7 +134,7 @@ def train_tokenizer(texts: Iterable[str], out_dir: str | Path, vocab_size: int =
         clean_up_tokenization_spaces=False,
         model_max_length=131072,
     )
-    from mmv.synth.writer import staged_folder
+    from mmv.fsio import staged_folder
 
     with staged_folder(out_dir) as staged:
         wrapped.save_pretrained(str(staged))

@@ -13,10 +13,10 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
+from mmv.data.writer import ParquetRows
 from mmv.synth import captions
 from mmv.synth.captions import QUESTION_KINDS, TEXT_ONLY, Turn
 from mmv.synth.scenes import Scene, draw, jpeg_bytes, random_scene
-from mmv.synth.writer import ParquetRows
 
 Row = tuple[list[dict[str, Any]], list[bytes]]
 SPLITS = ("pretrain", "sft", "eval")

@@ -10,7 +10,7 @@ import json
 from dataclasses import dataclass
 from pathlib import Path
 
-from mmv.synth.writer import staged_folder
+from mmv.fsio import staged_folder
 
 # SiglipImageProcessor at 256x256: rescale 1/255, mean = std = 0.5 (REFERENCE.md section 2), bicubic resize.
 PREPROCESSOR = {

@@ -292,8 +292,7 @@ def train(req: RunRequest, stage: str, plan: RunPlan, spec: Any, data: Any, ctx:
     finally:
         if sinks is not None:
             sinks.close()
-    examples = [f"{data.source.locate(e.row)} ({e.kind}: {e.reason})" for e in data.stats.examples]
-    gathered = gather_objects(ctx, (data.stats.as_dict(), examples))
+    gathered = gather_objects(ctx, (data.stats(), data.skips.examples))
     stats = sum_stats([counts for counts, _ in gathered])
     summary = summarise(req, stage, result, stats, ctx, interrupted is not None)
     if interrupted is not None:

@@ -2,41 +2,42 @@
 
 A LLaVA file is a JSON array (or JSON lines) of records `{"image": "a.jpg" | ["a.jpg", ...], "conversations":
 [{"from": "human" | "gpt" | "system", "value": "<image>\\n..."}]}`. Records are decoded one at a time (a JSON array
-is scanned incrementally, never loaded whole); images are read, optionally shrunk and re-encoded as JPEG. A record
-whose image is missing or corrupt, or whose markers do not match its images, is reported and skipped.
+is scanned incrementally, never loaded whole); images are read, optionally shrunk and re-encoded as JPEG. Each
+converted conversation passes the checks training makes (`mmv.data.rows.check_conversation`); a record that fails
+them, whose image is missing or corrupt, or whose image path leaves the image folder (`..`, an absolute path;
+allowed with `allow_outside`), is counted and skipped.
 """
 
 from __future__ import annotations
 
 import io
 import json
+import os
 import re
 from collections.abc import Callable, Iterator
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any, TextIO
 
+from mmv.data.rows import BadRow, check_conversation, check_unicode
+from mmv.data.skips import Skips
+from mmv.data.writer import ParquetRows
 from mmv.errors import MmvError
+from mmv.fsio import refuse_input_as_output
 from mmv.images import open_image
-from mmv.synth.writer import ParquetRows
 
 ROLES = {"human": "user", "user": "user", "gpt": "assistant", "assistant": "assistant", "system": "system"}
 CHUNK = 1 << 20  # characters read at a time while scanning a JSON array
 SEPARATORS = re.compile(r"[\s,]*")
-EXAMPLES = 8  # skipped records remembered for the report
+EXAMPLES = 8  # skipped records named in the report
+OUTSIDE = "outside image folder"
 
 
 @dataclass
 class Conversion:
     records: int = 0
     written: int = 0
-    skipped: dict[str, int] = field(default_factory=dict)  # reason -> count
-    examples: list[str] = field(default_factory=list)  # "record N: reason" for the first few skips
-
-    def skip(self, index: int, reason: str, message: str) -> None:
-        self.skipped[reason] = self.skipped.get(reason, 0) + 1
-        if len(self.examples) < EXAMPLES:
-            self.examples.append(f"record {index}: {message}")
+    skipped: Skips = field(default_factory=lambda: Skips(keep=EXAMPLES))  # "record N (reason: ...)"
 
 
 class SkipRecord(Exception):
@@ -67,6 +68,8 @@ def _array_items(handle: TextIO, path: Path) -> Iterator[Any]:
             return
         try:
             record, pos = decoder.raw_decode(buffer, pos)
+        except RecursionError:
+            raise MmvError(f"{path} holds a record nested too deeply to read") from None
         except ValueError:
             if done:
                 raise MmvError(f"{path} is not a valid JSON array of LLaVA records") from None
@@ -85,15 +88,16 @@ def _array_items(handle: TextIO, path: Path) -> Iterator[Any]:
 def _loads(line: str, path: Path, number: int) -> Any:
     try:
         return json.loads(line)
-    except ValueError:
-        raise MmvError(f"{path} line {number} is not valid JSON") from None
+    except (ValueError, RecursionError):
+        raise MmvError(f"{path} line {number} is not valid JSON (or nested too deeply to read)") from None
 
 
-def image_paths(record: Any) -> list[str]:
+def image_paths(record: Any) -> list[Any]:
+    """The record's image names (checked to be strings by `convert_record`)."""
     images = record.get("image") if isinstance(record, dict) else None
     if images is None:
         return []
-    return [images] if isinstance(images, str) else list(images)
+    return list(images) if isinstance(images, list) else [images]
 
 
 def messages_of(record: Any) -> list[dict[str, str]]:
@@ -110,6 +114,15 @@ def messages_of(record: Any) -> list[dict[str, str]]:
     return messages
 
 
+def image_path(image_dir: Path, name: str, allow_outside: bool) -> Path:
+    """`name` under `image_dir`; a name that leaves it (`..`, absolute) only with `allow_outside`. The test is on
+    the name, not the resolved path, so symbolic links inside the folder are followed like any file."""
+    inside = not os.path.isabs(name) and not os.path.normpath(name).startswith(os.pardir)
+    if not inside and not allow_outside:
+        raise SkipRecord(OUTSIDE, f"image {name} is outside {image_dir} (pass --allow-outside to read it)")
+    return image_dir / name
+
+
 def encode_image(path: Path, resize: int) -> bytes:
     try:
         image = open_image(path)
@@ -122,13 +135,21 @@ def encode_image(path: Path, resize: int) -> bytes:
     return buffer.getvalue()
 
 
-def convert_record(record: Any, image_dir: Path, resize: int) -> tuple[list[dict[str, str]], list[bytes]]:
-    messages = messages_of(record)
+def convert_record(
+    record: Any, image_dir: Path, resize: int, allow_outside: bool = False
+) -> tuple[list[dict[str, str]], list[bytes]]:
     paths = image_paths(record)
-    markers = sum(m["content"].count("<image>") for m in messages)
-    if markers != len(paths):
+    try:
+        if not all(isinstance(p, str) for p in paths):
+            raise BadRow("schema", "image must be a path or a list of paths")
+        check_unicode("\0".join(paths))
+        messages, markers = check_conversation(messages_of(record), len(paths))
+    except BadRow as exc:
+        raise SkipRecord(exc.kind, str(exc)) from None
+    if markers != len(paths):  # images without a marker: training would drop them unseen
         raise SkipRecord("markers", f"{markers} <image> marker(s) but {len(paths)} image(s)")
-    return messages, [encode_image(image_dir / p, resize) for p in paths]
+    files = [image_path(image_dir, p, allow_outside) for p in paths]
+    return messages, [encode_image(path, resize) for path in files]
 
 
 def convert(
@@ -137,6 +158,7 @@ def convert(
     out: str | Path,
     resize: int = 256,
     on_record: Callable[[], None] | None = None,
+    allow_outside: bool = False,
 ) -> Conversion:
     """Write `out` from a LLaVA JSON/JSONL file; the parquet appears only when complete."""
     json_path, image_dir = Path(json_path), Path(image_dir)
@@ -144,6 +166,7 @@ def convert(
         raise MmvError(f"LLaVA file {json_path} does not exist")
     if not image_dir.is_dir():
         raise MmvError(f"image folder {image_dir} does not exist")
+    refuse_input_as_output(out, [json_path])
     # a first pass over the text alone decides the column layout: a list of images only if some record needs it
     multi = any(len(image_paths(r)) > 1 for r in iter_records(json_path))
     report = Conversion()
@@ -151,18 +174,15 @@ def convert(
         for index, record in enumerate(iter_records(json_path)):
             report.records += 1
             try:
-                messages, images = convert_record(record, image_dir, resize)
+                messages, images = convert_record(record, image_dir, resize, allow_outside)
             except SkipRecord as exc:
-                report.skip(index, exc.reason, str(exc))
+                report.skipped.add(exc.reason, f"record {index}", str(exc))
             else:
                 rows.add(messages, images)
                 report.written += 1
             if on_record is not None:
                 on_record()
         if report.written == 0:
-            raise MmvError(f"no record of {json_path} could be converted ({_reasons(report)}); nothing written")
+            reasons = report.skipped.describe() or "the file holds no records"
+            raise MmvError(f"no record of {json_path} could be converted ({reasons}); nothing written")
     return report
-
-
-def _reasons(report: Conversion) -> str:
-    return ", ".join(f"{n} {reason}" for reason, n in report.skipped.items()) or "the file holds no records"

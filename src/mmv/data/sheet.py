@@ -1,11 +1,12 @@
 """A contact sheet of a dataset's first rows: each row's images with its first question and answer beneath.
 
 The quickest way to see that images and text belong together. Text-only rows show a grey box; rows that cannot be
-used show what is wrong, in red.
+used (by the checks that need no tokenizer, `mmv.data.validate`) show what is wrong, in red.
 """
 
 from __future__ import annotations
 
+import itertools
 import textwrap
 from dataclasses import dataclass
 from pathlib import Path
@@ -13,10 +14,11 @@ from typing import Any
 
 from PIL import Image, ImageDraw, ImageFont
 
-from mmv.data.rows import REQUIRED_COLUMNS, BadRow, parse_row
+from mmv.data.parquet import iter_rows
+from mmv.data.rows import BadRow
+from mmv.data.validate import RowValidator
 from mmv.errors import MmvError
-from mmv.fsio import atomic_path
-from mmv.images import open_image
+from mmv.fsio import atomic_path, refuse_input_as_output
 
 
 @dataclass(frozen=True)
@@ -36,12 +38,11 @@ def first_turn(messages: list[dict[str, Any]]) -> str:
     return f"Q: {question}\nA: {' '.join(reply.split())}"
 
 
-def _cell_images(images: list[bytes], thumb: int) -> Image.Image:
+def _cell_images(images: list[Image.Image], thumb: int) -> Image.Image:
     """Several images share the cell side by side."""
     cell = Image.new("RGB", (thumb, thumb), (245, 245, 245))
     width = thumb // max(1, len(images))
-    for k, data in enumerate(images):
-        picture = open_image(data, name=f"#{k + 1}")
+    for k, picture in enumerate(images):
         picture.thumbnail((width - 2, thumb))
         cell.paste(picture, (k * width + (width - picture.width) // 2, (thumb - picture.height) // 2))
     return cell
@@ -56,33 +57,21 @@ def _placeholder(thumb: int, text: str, colour: tuple[int, int, int]) -> Image.I
 def render_cell(index: int, conversations: Any, image_bytes: Any, layout: SheetLayout) -> tuple[Image.Image, str, bool]:
     """(picture, caption text, whether the row is usable)."""
     try:
-        messages, images = parse_row(conversations, image_bytes)
-        picture = (
-            _cell_images(images, layout.thumb) if images else _placeholder(layout.thumb, "text only", (150, 150, 150))
-        )
-        return picture, f"#{index} " + first_turn(messages), True
-    except (BadRow, MmvError) as exc:
+        valid = RowValidator().validate(conversations, image_bytes)
+    except BadRow as exc:
         return _placeholder(layout.thumb, f"row {index}: unusable", (190, 40, 40)), f"#{index} {exc}", False
+    images = valid.images
+    picture = _cell_images(images, layout.thumb) if images else _placeholder(layout.thumb, "text only", (150, 150, 150))
+    return picture, f"#{index} " + first_turn(valid.messages), True
 
 
 def contact_sheet(path: str | Path, out: str | Path, rows: int = 12, layout: SheetLayout | None = None) -> int:
     """Draw the first `rows` rows of a parquet file into a PNG at `out`; return how many rows were drawn."""
-    import pyarrow as pa
-    import pyarrow.parquet as pq
-
     layout = layout or SheetLayout()
-    try:
-        parquet = pq.ParquetFile(str(path))
-        batch = next(parquet.iter_batches(batch_size=rows, columns=list(REQUIRED_COLUMNS)), None)
-    except (OSError, pa.ArrowException, KeyError, ValueError) as exc:
-        raise MmvError(f"cannot read {path} as a dataset parquet ({str(exc).splitlines()[0]})") from None
-    if batch is None or batch.num_rows == 0:
+    refuse_input_as_output(out, [path])
+    cells = [render_cell(i, c, b, layout) for i, (c, b) in enumerate(itertools.islice(iter_rows(path), rows))]
+    if not cells:
         raise MmvError(f"{path} holds no rows")
-    columns = batch.to_pydict()
-    cells = [
-        render_cell(i, c, b, layout)
-        for i, (c, b) in enumerate(zip(columns["conversations"], columns["image_bytes"], strict=True))
-    ]
     font = ImageFont.load_default(size=layout.font_size)
     line_height = layout.font_size + 3
     cell_w, cell_h = layout.thumb, layout.thumb + layout.text_lines * line_height + layout.gap

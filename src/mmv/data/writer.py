@@ -7,36 +7,26 @@ placeholder image, as the published files do. The file appears under its name on
 
 from __future__ import annotations
 
-import contextlib
+import io
 import json
-import shutil
-import tempfile
-from collections.abc import Iterator
 from pathlib import Path
 from types import TracebackType
 from typing import Any
 
 import pyarrow as pa
 import pyarrow.parquet as pq
+from PIL import Image
 
-from mmv.fsio import atomic_path, fsync_tree, replace_dir
-from mmv.synth.scenes import placeholder_image
+from mmv.fsio import atomic_path
 
 ROW_GROUP_SIZE = 256  # rows per row group: small enough that a streaming reader holds little memory
 
 
-@contextlib.contextmanager
-def staged_folder(final: str | Path) -> Iterator[Path]:
-    """A temporary folder beside `final`, swapped in whole (fsynced) only if the block finishes."""
-    final = Path(final)
-    final.parent.mkdir(parents=True, exist_ok=True)
-    staged = Path(tempfile.mkdtemp(prefix=f".{final.name}.", suffix=".tmp", dir=final.parent))
-    try:
-        yield staged
-        fsync_tree(staged)
-        replace_dir(staged, final)
-    finally:
-        shutil.rmtree(staged, ignore_errors=True)
+def placeholder_image() -> bytes:
+    """The small black image the published dataset stores on text-only rows."""
+    buffer = io.BytesIO()
+    Image.new("RGB", (8, 8)).save(buffer, format="PNG")
+    return buffer.getvalue()
 
 
 def schema(multi_image: bool) -> pa.Schema:

@@ -1,0 +1,83 @@
+"""Opening a dataset parquet file, checking its columns, and reading its rows in file order.
+
+Every reader of the published schema goes through here: the training source (`mmv.data.source`, which streams
+blocks in a shuffled order), `mmv data check`, `mmv data preview`, `mmv data rechunk` and `mmv eval`. A file that
+cannot be opened, has the wrong columns or breaks while being read is one `MmvError` naming the file.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Iterator
+from pathlib import Path
+from typing import TYPE_CHECKING, Any
+
+from mmv.errors import MmvError
+
+if TYPE_CHECKING:
+    import pyarrow as pa
+    import pyarrow.parquet as pq
+
+COLUMNS = ("conversations", "image_bytes")
+EXPECTED = "conversations (JSON string or list) and image_bytes (binary or list of binary), optional image_names"
+# pyarrow's read buffer: streams a column chunk page by page instead of loading the whole row group.
+READ_BUFFER = 1 << 20
+ROWS_PER_READ = 64  # rows decoded to Python at a time by `iter_rows`
+
+
+def open_parquet(path: str | Path) -> pq.ParquetFile:
+    import pyarrow as pa
+    import pyarrow.parquet as pq
+
+    try:
+        return pq.ParquetFile(str(path), buffer_size=READ_BUFFER, pre_buffer=False)
+    except (OSError, pa.ArrowException) as exc:
+        raise MmvError(f"{path} is not a readable parquet file ({first_line(exc)})") from None
+
+
+def check_schema(path: str | Path, schema: pa.Schema) -> None:
+    import pyarrow as pa
+
+    names = schema.names
+    if any(column not in names for column in COLUMNS):
+        raise MmvError(f"{path} has columns {', '.join(names) or '(none)'}; expected {EXPECTED}")
+
+    def is_binary(t: pa.DataType) -> bool:
+        return pa.types.is_binary(t) or pa.types.is_large_binary(t)
+
+    def is_list(t: pa.DataType) -> bool:
+        return pa.types.is_list(t) or pa.types.is_large_list(t)
+
+    conv = schema.field("conversations").type
+    if not (pa.types.is_string(conv) or pa.types.is_large_string(conv) or is_binary(conv) or is_list(conv)):
+        raise MmvError(f"{path}: column conversations is {conv}; expected {EXPECTED}")
+    image = schema.field("image_bytes").type
+    if not (is_binary(image) or pa.types.is_null(image) or (is_list(image) and is_binary(image.value_type))):
+        raise MmvError(f"{path}: column image_bytes is {image}; expected {EXPECTED}")
+
+
+def open_dataset(path: str | Path) -> pq.ParquetFile:
+    """A parquet file whose columns are those of the published schema."""
+    parquet = open_parquet(path)
+    check_schema(path, parquet.schema_arrow)
+    return parquet
+
+
+def iter_rows(path: str | Path, parquet: pq.ParquetFile | None = None) -> Iterator[tuple[Any, Any]]:
+    """(conversations, image_bytes) of every row in file order, as Python values, a few rows decoded at a time."""
+    import pyarrow as pa
+
+    parquet = parquet if parquet is not None else open_dataset(path)
+    batches = parquet.iter_batches(batch_size=ROWS_PER_READ, columns=list(COLUMNS), use_threads=False)
+    while True:
+        try:
+            batch = next(batches, None)
+        except (OSError, pa.ArrowException) as exc:
+            raise MmvError(f"cannot read {path}: {first_line(exc)}") from None
+        if batch is None:
+            return
+        columns = batch.to_pydict()
+        yield from zip(columns[COLUMNS[0]], columns[COLUMNS[1]], strict=True)
+
+
+def first_line(exc: BaseException) -> str:
+    return str(exc).splitlines()[0] if str(exc) else type(exc).__name__

@@ -1,0 +1,62 @@
+"""The one verdict on a dataset row, shared by training, `mmv data check`, `mmv data preview` and `mmv eval`.
+
+A row is parsed and checked without a tokenizer (`mmv.data.rows`: json, unicode, schema, markers), rendered and
+labelled as training renders it when a `LabelBuilder` is given (placeholder runs as rendered, too_long), and its
+images are decoded (image). The first failing check raises `BadRow` and names the row's kind, so every tool skips
+the same rows for the same reason.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+from typing import TYPE_CHECKING, Any
+
+from mmv.data.labels import LabelBuilder, Preprocessing, Sample
+from mmv.data.rows import BadRow, parse_row
+from mmv.errors import MmvError
+
+if TYPE_CHECKING:
+    from PIL import Image
+
+
+@dataclass
+class ValidRow:
+    messages: list[dict[str, Any]]
+    images: list[Image.Image]  # decoded, in marker order; none for a text-only row
+    sample: Sample | None  # token ids and labels as training builds them; None without a LabelBuilder
+
+
+def decode_images(images: list[bytes]) -> list[Image.Image]:
+    from mmv.images import open_image
+
+    try:
+        return [open_image(data, name=f"#{k + 1}") for k, data in enumerate(images)]
+    except MmvError as exc:
+        raise BadRow("image", str(exc)) from None
+
+
+class RowValidator:
+    """`labels` None: only the checks that need no tokenizer. `preprocessing` (training's random system prompt and
+    empty-think dropping, seeded by seed, epoch and row) None: the row as it is stored."""
+
+    def __init__(
+        self, labels: LabelBuilder | None = None, preprocessing: Preprocessing | None = None, seed: int = 0
+    ) -> None:
+        self.labels = labels
+        self.preprocessing = preprocessing
+        self.seed = seed
+
+    @property
+    def renders(self) -> bool:
+        """Whether the checks that need the tokenizer run (rendered placeholder runs, length)."""
+        return self.labels is not None
+
+    def validate(self, conversations: Any, image_bytes: Any, row: int = 0, epoch: int = 0) -> ValidRow:
+        messages, images = parse_row(conversations, image_bytes)
+        sample = None
+        if self.labels is not None:
+            system, drop_think = None, False
+            if self.preprocessing is not None:
+                system, drop_think = self.preprocessing.choose(self.seed, epoch, row, messages)
+            sample = self.labels.build(messages, len(images), system, drop_think)
+        return ValidRow(messages, decode_images(images), sample)

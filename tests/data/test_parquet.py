@@ -1,0 +1,57 @@
+"""The one parquet reader: opening, the column check and the sequential row iterator, and what its errors say."""
+
+from __future__ import annotations
+
+import pyarrow as pa
+import pyarrow.parquet as pq
+import pytest
+
+from mmv.data.check import check_file
+from mmv.data.parquet import ROWS_PER_READ, iter_rows, open_dataset
+from mmv.errors import MmvError
+from tests.data.parquet_files import mixed_rows, write_parquet
+
+
+def corrupt_third_group(path):
+    """Overwrite the start of the third row group's first column chunk: the footer stays readable."""
+    offset = pq.ParquetFile(path).metadata.row_group(2).column(0).data_page_offset
+    data = bytearray(path.read_bytes())
+    data[offset + 20 : offset + 200] = b"\xff" * 180
+    path.write_bytes(bytes(data))
+    return path
+
+
+def test_rows_come_in_file_order_as_python_values(tmp_path):
+    rows = mixed_rows(150)
+    path = write_parquet(tmp_path / "a.parquet", rows, row_group_size=40)
+    assert list(iter_rows(path)) == [(r["conversations"], r["image_bytes"]) for r in rows]
+    assert list(iter_rows(path, open_dataset(path)))[149][0] == rows[149]["conversations"]
+
+
+def test_bad_files_are_one_error_naming_the_file(tmp_path):
+    junk = tmp_path / "junk.parquet"
+    junk.write_bytes(b"not parquet")
+    with pytest.raises(MmvError, match=f"{junk} is not a readable parquet file"):
+        open_dataset(junk)
+    wrong = tmp_path / "wrong.parquet"
+    pq.write_table(pa.table({"text": ["hi"], "image_bytes": [b"x"]}), wrong)
+    with pytest.raises(MmvError, match=f"{wrong} has columns text, image_bytes; expected conversations"):
+        list(iter_rows(wrong))
+    numbers = tmp_path / "numbers.parquet"
+    pq.write_table(pa.table({"conversations": [1], "image_bytes": [b"x"]}), numbers)
+    with pytest.raises(MmvError, match="column conversations is int64"):
+        open_dataset(numbers)
+
+
+def test_a_file_broken_in_the_middle_stops_after_the_rows_read(tmp_path):
+    rows = mixed_rows(3 * ROWS_PER_READ + 10)
+    path = corrupt_third_group(write_parquet(tmp_path / "broken.parquet", rows, row_group_size=ROWS_PER_READ))
+    read = []
+    with pytest.raises(MmvError, match=f"cannot read {path}: ") as caught:
+        read.extend(iter_rows(path))
+    assert "\n" not in str(caught.value)
+    assert read == [(r["conversations"], r["image_bytes"]) for r in rows[: 2 * ROWS_PER_READ]]
+
+    report = check_file(path)  # check counts the file as a problem and keeps what it saw
+    assert report.checked == 2 * ROWS_PER_READ and report.problems.counts["file"] == 1
+    assert report.problems.examples[0].startswith(f"broken.parquet after row {2 * ROWS_PER_READ} (file: cannot read")
