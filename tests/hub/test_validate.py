@@ -166,9 +166,15 @@ def test_a_modelscope_revision_that_is_not_a_commit_id_is_refused(fake_hub, vict
 
 
 def test_tree_pages_are_followed_on_the_same_server_only(fake_hub, victim):
+    from huggingface_hub import HfApi
+
     fake_hub.tree_page = 2  # the real Hub pages at 1,000 entries; the same protocol at 2
+    served = fake_hub.hf[("model", "jingyaogong/minimind-3v")].files
+    # huggingface_hub's own client reads the fake's pages as the Hub's: the Link format is the real one.
+    listed = HfApi(endpoint=fake_hub.url).list_repo_tree("jingyaogong/minimind-3v", recursive=True)
+    assert sorted(entry.path for entry in listed) == sorted(served)
     result = download("minimind-3v", options("hf", fake_hub))
-    assert result.files == 7 and sum("cursor" in str(r.query) for r in fake_hub.requests) >= 3
+    assert result.files == 7 and sum("cursor" in str(r.query) for r in fake_hub.requests) >= 6
 
     cache.remove("minimind-3v")
     fake_hub.lies[(None, "next")] = "http://attacker.example/api/models/x/tree/main?cursor=2"
