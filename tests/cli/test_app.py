@@ -5,6 +5,8 @@ from __future__ import annotations
 import subprocess
 import sys
 
+import pytest
+
 from mmv import __version__
 
 
@@ -32,3 +34,42 @@ def test_global_flags_anywhere():
     assert options.json and options.debug
     assert _lift_global_flags(["chat", "--", "--json"]) == ["chat", "--", "--json"]
     assert not options.json
+
+
+USAGE_ERRORS = [
+    (["chat", "x.jpg", "--max-new-tokens", "0"], "Invalid value for '--max-new-tokens'", "mmv chat"),
+    (["chat", "x.jpg", "--top-p", "2"], "Invalid value for '--top-p'", "mmv chat"),
+    (["pretrain", "--epochs", "x"], "Invalid value for '--epochs'", "mmv pretrain"),
+    (["--bogus"], "No such option: --bogus", "mmv"),
+    (["nosuch"], "No such command 'nosuch'", "mmv"),
+    (["cache", "rm"], "Missing argument 'NAME...'", "mmv cache rm"),
+    (["data", "check"], "Missing argument", "mmv data check"),
+    (["convert"], "Missing argument", "mmv convert"),
+]
+
+
+@pytest.mark.parametrize(("args", "message", "command"), USAGE_ERRORS, ids=[" ".join(a) for a, _, _ in USAGE_ERRORS])
+def test_every_usage_error_is_one_line_and_exit_2(cli, args, message, command):
+    result = cli(args)
+    assert result.exit_code == 2 and result.stdout == ""
+    assert result.stderr.startswith(f"error: {message}") and len(result.stderr.splitlines()) == 1
+    assert result.stderr.rstrip().endswith(f"(see `{command} --help`)")
+    assert not any(box in result.stderr for box in "╭│╰─") and "Usage:" not in result.stderr
+
+
+def test_usage_errors_of_the_installed_command_are_one_line():
+    """The real entry point (main, a non-terminal stderr), not only the in-process runner."""
+    done = subprocess.run(
+        [sys.executable, "-m", "mmv.cli.app", "chat", "x.jpg", "--top-p", "2"],
+        capture_output=True,
+        text=True,
+        timeout=120,
+    )
+    assert done.returncode == 2 and done.stdout == ""
+    assert done.stderr.startswith("error: Invalid value for '--top-p'") and len(done.stderr.splitlines()) == 1
+
+
+def test_no_arguments_still_prints_the_help(cli):
+    assert "Usage: mmv" in cli([]).stdout + cli([]).stderr
+    assert "Usage: mmv cache" in cli(["cache"]).stdout + cli(["cache"]).stderr
+    assert cli(["chat", "--help"]).exit_code == 0

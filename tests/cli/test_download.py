@@ -16,6 +16,7 @@ from tests.conftest import REFERENCE, TOKENIZER_DIR, fixture_cases
 from tests.hub.fake_hub import running
 
 ENCODER_REPO = ("model", "jingyaogong/siglip2-base-p32-256-ve")
+LAST_RESORT_S = 600  # only so that a broken build fails instead of hanging; the waits below are on events
 
 
 @pytest.fixture
@@ -108,22 +109,89 @@ def test_cache_list_and_rm(cli, fake_hub):
     ("args", "message"),
     [
         (["download", "gpt5"], "unknown download name 'gpt5'"),
+        (["download", "gpt5", "siglip2", "nope"], "unknown download names 'gpt5', 'nope': expected one of"),
         (["download", "hf:jingyaogong/nope"], "refused model repository jingyaogong/nope (401)"),
         (["download", "minimind-3v", "--revision", "nope"], "revision nope was not found"),
+        (["download", "minimind-3v", "--revision", "../main"], "invalid revision '../main' in --revision"),
+        (["download", "hf:jingyaogong/minimind-3v@a b"], "invalid revision 'a b'"),
         (["download", "llm", "--source", "ftp"], "unknown --source 'ftp'"),
         (["download", "siglip2", "--link"], "--link only makes sense with --to"),
+        (["download", "--bogus"], "No such option: --bogus (see `mmv download --help`)"),
+        (["cache", "rm"], "Missing argument 'NAME...' (see `mmv cache rm --help`)"),
+        (["cache", "rm", "siglip2", "llm"], "siglip2, llm are not in the cache"),
     ],
 )
 def test_errors_are_one_line_and_exit_2(cli, fake_hub, args, message):
     result = cli(args)
     assert result.exit_code == 2
+    assert result.stderr.startswith("error: ")  # no blank line or usage block before it
     assert message in result.stderr and "Traceback" not in result.stderr
-    assert len(result.stderr.strip().splitlines()) == 1
+    assert len(result.stderr.splitlines()) == 1
     assert cache.entries() == []
 
 
+def test_unknown_names_are_refused_before_anything_downloads(cli, fake_hub):
+    result = cli(["download", "siglip2", "gpt5"])
+    assert result.exit_code == 2 and fake_hub.requests == [] and cache.entries() == []
+
+
+def test_offline_names_every_missing_name_at_once(cli, fake_hub, monkeypatch):
+    assert cli(["download", "siglip2"]).exit_code == 0
+    monkeypatch.setenv("HF_HUB_OFFLINE", "1")
+    result = cli(["download", "siglip2", "llm", "dataset-sft"])
+    assert result.exit_code == 2 and result.stderr.count("\n") == 1
+    assert "error: llm, dataset-sft are not in the cache at" in result.stderr
+    assert "HF_HUB_OFFLINE is set; unset HF_HUB_OFFLINE to download them" in result.stderr
+
+
+def test_cache_rm_removes_nothing_unless_every_name_is_there(cli, fake_hub):
+    assert cli(["download", "siglip2"]).exit_code == 0
+    result = cli(["cache", "rm", "siglip2", "gpt5", "llm"])
+    assert result.exit_code == 2 and "gpt5, llm are not in the cache" in result.stderr
+    assert "nothing was removed" in result.stderr and cache.find("siglip2") is not None
+
+
+@pytest.mark.parametrize("where", ["home", "to"])
+def test_file_system_errors_are_a_sentence(cli, fake_hub, tmp_path, monkeypatch, where):
+    """What the OS said, on which file, and what to do: not a raw `OSError: [Errno ...]`."""
+    blocker = tmp_path / "a-file"
+    blocker.write_text("not a folder")
+    if where == "home":
+        monkeypatch.setenv("MMV_HOME", str(blocker))
+        args, doing, hint = ["download", "siglip2"], f"cannot write the download cache at {blocker}", "set MMV_HOME"
+    else:
+        args, doing, hint = ["download", "siglip2", "--to", str(blocker / "sub")], "cannot put", "another --to"
+    result = cli(args)
+    assert result.exit_code == 2 and len(result.stderr.splitlines()) == 1
+    assert result.stderr.startswith(f"error: {doing}") and "Not a directory (" in result.stderr
+    assert str(blocker) in result.stderr and hint in result.stderr
+    assert "Errno" not in result.stderr and "OSError" not in result.stderr and "NotADirectoryError" not in result.stderr
+
+
+def test_cache_list_suggests_the_name_that_resumes_a_partial_download(cli, fake_hub):
+    from mmv.errors import MmvError
+    from mmv.hub.fetch import FetchOptions, download
+
+    spec = "hf:jingyaogong/minimind-3v-pytorch/llm_768.pth"
+    fake_hub.drop["llm_768.pth"] = (50_000, 1)
+    with pytest.raises(MmvError, match="connection dropped"):
+        download(spec, FetchOptions(revision="v1", retries=0))
+
+    listed = cli(["cache", "list"])
+    assert f"`mmv download {spec} --revision v1` resumes it" in listed.stderr
+    assert "hf--" not in listed.stderr
+    partial = json.loads(cli(["cache", "list", "--json"]).stdout)["partial"]
+    assert partial == [{"name": spec, "revision": "v1", "bytes": 50_000}]
+
+    assert cli(["download", spec, "--revision", "v1"]).exit_code == 0
+    assert fake_hub.ranges("llm_768.pth")[-1] == "bytes=50000-"
+
+
 def test_killed_download_resumes_where_it_stopped(cli, fake_hub):
-    """A real `mmv download` process interrupted mid-file (Ctrl-C); the next run asks only for the missing bytes."""
+    """A real `mmv download` process interrupted mid-file (Ctrl-C); the next run asks only for the missing bytes.
+
+    Nothing here guesses how long a step takes: it waits for the server to reach the stall, then for the client to
+    have written those bytes (or to have died), so a slow, busy machine only makes it slower."""
     fake_hub.stall["model.safetensors"] = 300_000
     proc = subprocess.Popen(
         [sys.executable, "-m", "mmv.cli.app", "download", "siglip2"],
@@ -132,11 +200,16 @@ def test_killed_download_resumes_where_it_stopped(cli, fake_hub):
         env=os.environ.copy(),
     )
     staging = cache.staging_dir("siglip2")
-    deadline = time.monotonic() + 30
-    while time.monotonic() < deadline and _partial_bytes(staging) < 300_000:
+    give_up = time.monotonic() + LAST_RESORT_S
+    while not fake_hub.stalled.wait(timeout=1):
+        assert proc.poll() is None, proc.communicate()[1].decode()
+        assert time.monotonic() < give_up, "the client never reached the stalled file"
+    while _partial_bytes(staging) < 300_000:  # the bytes are on their way: the client writes each as it arrives
+        assert proc.poll() is None, proc.communicate()[1].decode()
+        assert time.monotonic() < give_up, f"only {_partial_bytes(staging)} bytes written"
         time.sleep(0.05)
     proc.send_signal(signal.SIGINT)
-    _, stderr = proc.communicate(timeout=30)
+    _, stderr = proc.communicate(timeout=LAST_RESORT_S)
     assert proc.returncode == 130, stderr.decode()
     assert cache.find("siglip2") is None and _partial_bytes(staging) == 300_000
 

@@ -5,13 +5,26 @@ Hub (what huggingface_hub 2.4 calls): `GET /api/{models,datasets}/<repo>[/revisi
 `GET|HEAD [/datasets]/<repo>/resolve/<rev>/<path>` with X-Repo-Commit, ETag, and for LFS files a 302 to a CDN URL
 carrying X-Linked-Etag / X-Linked-Size; bodies honour `Range`. Errors carry X-Error-Code like the real Hub
 (RepoNotFound as 401 without a token, RevisionNotFound, EntryNotFound, and "Invalid credentials" for a bad token).
-ModelScope: `/api/v1/models/<repo>/repo/files`, `/api/v1/datasets/<repo>/repo/tree` (paged) and
-`/api/v1/{models,datasets}/<repo>/repo?Revision=&FilePath=`.
+ModelScope (the shapes of the `modelscope` / `modelscope_hub` SDKs' requests and of the fields they read):
+`/api/v1/models/<repo>/repo/files`, `/api/v1/datasets/<repo>/repo/tree` (paged by PageNumber / PageSize), both in
+the envelope {"Code": 200, "Data": {"Files": [...]}, "Message", "RequestId", "Success"} with folders as "tree" and
+files as "blob" entries (Name, Path, Type, Size, Sha256, Revision, IsLFS, Mode, CommitMessage, CommittedDate), and
+`/api/v1/{models,datasets}/<repo>/repo?Revision=&FilePath=` for a file; errors use the same envelope with the
+server's numeric Code and `Success: false`.
 
 Faults for tests: `gone` lists a file but answers 404 for it; `drop[path] = (after_bytes, times)` closes the
 connection mid-body; `corrupt` flips a byte of the body (same length) so only a checksum can notice;
-`stall[path] = after_bytes` sends part of the body and hangs (until `release` is set) so a client can be killed
-mid-file. Every request is logged in `requests`.
+`stall[path] = after_bytes` sends part of the body and hangs until `release` is set (also when asked to resume
+at that offset), setting `stalled` once it hangs, so a client can be killed or time out mid-file;
+`hang` names API routes ("hf-info", "hf-tree", "ms-listing") that read the request and never answer (until
+`release`); `oversize[path] = (extra_bytes, declared)` streams junk past the end of the file, announced in
+Content-Length or not.
+Lies for tests: `lies[(path, field)] = value` replaces what the server says about one file (`path`) or the whole
+repository (`None`); fields: "path", "size", "sha256" (Hub `lfs.oid`, ModelScope `Sha256`), "oid" (Hub git blob
+id), "lfs" (the Hub's whole LFS object), "lfs.size", "commit" (Hub repository info `sha`, ModelScope `Revision`),
+"next" (the Hub tree's next-page link), "content-range" (of an answer to a resume); MISSING drops the field.
+`raw_listing` replaces the whole listing answer with these bytes. `tree_page` makes the Hub tree answer in pages
+of that many entries, linked by `Link: rel="next"` like the Hub. Every request is logged in `requests`.
 """
 
 from __future__ import annotations
@@ -20,6 +33,7 @@ import contextlib
 import hashlib
 import json
 import socket
+import sys
 import threading
 from collections.abc import Iterator
 from dataclasses import dataclass, field
@@ -31,6 +45,7 @@ from urllib.parse import parse_qs, unquote, urlsplit
 from tests.conftest import REFERENCE, TOKENIZER_DIR
 
 LFS_SUFFIXES = (".safetensors", ".pth", ".parquet", ".bin")
+MISSING = object()  # a lie that removes the field
 
 
 @dataclass
@@ -77,7 +92,14 @@ class FakeHub:
     corrupt: set[str] = field(default_factory=set)
     gone: set[str] = field(default_factory=set)  # listed, but the file request answers 404
     stall: dict[str, int] = field(default_factory=dict)  # path -> bytes sent before the body hangs until `release`
+    stalled: threading.Event = field(default_factory=threading.Event)  # set once a body hangs
+    hang: set[str] = field(default_factory=set)  # API routes that never answer: "hf-info", "hf-tree", "ms-listing"
+    oversize: dict[str, tuple[int, bool]] = field(default_factory=dict)  # path -> (junk bytes after it, announced)
+    sent: dict[str, int] = field(default_factory=dict)  # path -> body bytes the server managed to send, last request
     release: threading.Event = field(default_factory=threading.Event)
+    lies: dict[tuple[str | None, str], object] = field(default_factory=dict)  # (path or None, field) -> value
+    raw_listing: bytes | None = None  # answer every listing request with these bytes instead
+    tree_page: int | None = None  # entries per page of the Hub tree listing; None: one page
     requests: list[Request] = field(default_factory=list)
     url: str = ""
 
@@ -89,6 +111,12 @@ class FakeHub:
 
     def add(self, repo: Repo, modelscope: bool = False) -> None:
         (self.modelscope if modelscope else self.hf)[(repo.repo_type, repo.repo_id)] = repo
+
+    def lie(self, path: str | None, name: str, truth: object) -> object:
+        """What the listing says for `name` of `path`: the lie when there is one, else the truth."""
+        if (path, name) in self.lies:
+            return self.lies[(path, name)]
+        return self.lies.get((None, name), truth) if path is not None and name == "commit" else truth
 
     def ranges(self, path: str) -> list[str | None]:
         """The Range header of every GET that sent the body of `path` (for Hub LFS files: the CDN request, not the
@@ -167,21 +195,44 @@ class _Handler(BaseHTTPRequestHandler):
         repo_id = "/".join(parts[1:3])
         rest = parts[3:]
         if not rest or rest[0] == "revision":
+            if "hf-info" in self.hub.hang:
+                return self._hang()
             revision = "/".join(rest[1:]) if rest else "main"
             repo = self._hf_repo(repo_type, repo_id, revision)
             if repo is None:
                 return None
             blobs = query.get("blobs", ["false"])[0].lower() == "true"
             siblings = [self._sibling(p, d, blobs) for p, d in sorted(repo.files.items())]
-            return self._json({"id": repo_id, "sha": repo.commit, "private": repo.private, "siblings": siblings})
+            info = {"id": repo_id, "private": repo.private, "siblings": siblings}
+            _put(info, "sha", self.hub.lie(None, "commit", repo.commit))
+            return self._json(info)
         if rest[0] == "tree":
+            if "hf-tree" in self.hub.hang:
+                return self._hang()
             revision, sub = rest[1], "/".join(rest[2:])
             repo = self._hf_repo(repo_type, repo_id, revision)
             if repo is None:
                 return None
+            if self.hub.raw_listing is not None:
+                return self._send(200, self.hub.raw_listing, {"Content-Type": "application/json"})
             recursive = query.get("recursive", ["false"])[0].lower() == "true"
-            return self._json(self._tree(repo, sub, recursive))
+            entries = self._tree(repo, sub, recursive)
+            return self._tree_page(entries, int(query.get("cursor", ["0"])[0]))
         return self._error(404, "not found")
+
+    def _tree_page(self, entries: list[dict], start: int) -> None:
+        """One page of the tree; like the Hub, a `Link: <...&cursor=...>; rel="next"` header leads to the next."""
+        size = self.hub.tree_page or len(entries) or 1
+        headers = {"Content-Type": "application/json"}
+        if start + size < len(entries):
+            split = urlsplit(self.path)
+            query = {k: v for k, v in parse_qs(split.query).items() if k != "cursor"}
+            params = "&".join(f"{k}={v[0]}" for k, v in query.items())
+            truth = f"{self.hub.url}{split.path}?{params}&cursor={start + size}"
+            link = self.hub.lie(None, "next", truth)
+            if link is not MISSING:
+                headers["Link"] = f'<{link}>; rel="next"'
+        self._send(200, json.dumps(entries[start : start + size]).encode(), headers)
 
     @staticmethod
     def _sibling(path: str, data: bytes, blobs: bool) -> dict:
@@ -192,8 +243,7 @@ class _Handler(BaseHTTPRequestHandler):
                 entry["lfs"] = {"size": len(data), "sha256": hashlib.sha256(data).hexdigest(), "pointerSize": 134}
         return entry
 
-    @staticmethod
-    def _tree(repo: Repo, sub: str, recursive: bool) -> list[dict]:
+    def _tree(self, repo: Repo, sub: str, recursive: bool) -> list[dict]:
         prefix = f"{sub}/" if sub else ""
         out, dirs = [], set()
         for path, data in sorted(repo.files.items()):
@@ -209,9 +259,17 @@ class _Handler(BaseHTTPRequestHandler):
                     )
                 if not recursive:
                     continue
-            entry = {"type": "file", "oid": git_oid(data), "size": len(data), "path": path}
+            lie = self.hub.lie
+            size = lie(path, "size", len(data))
+            entry = {"type": "file"}
+            _put(entry, "oid", lie(path, "oid", git_oid(data)))
+            _put(entry, "size", size)
+            _put(entry, "path", lie(path, "path", path))
             if is_lfs(path):
-                entry["lfs"] = {"oid": hashlib.sha256(data).hexdigest(), "size": len(data), "pointerSize": 134}
+                lfs = {"pointerSize": 134}
+                _put(lfs, "oid", lie(path, "sha256", hashlib.sha256(data).hexdigest()))
+                _put(lfs, "size", lie(path, "lfs.size", size))
+                _put(entry, "lfs", lie(path, "lfs", lfs))
             out.append(entry)
         return out
 
@@ -256,23 +314,23 @@ class _Handler(BaseHTTPRequestHandler):
             return self._ms_error(404, 10010205, f"Model or revision not exist: {repo_id}@{revision}")
         tail = parts[4:]
         if tail in (["files"], ["tree"]):
-            entries = [
-                {
-                    "Name": p.rsplit("/", 1)[-1],
-                    "Path": p,
-                    "Type": "blob",
-                    "Size": len(d),
-                    "Sha256": hashlib.sha256(d).hexdigest(),
-                    "Revision": repo.commit,
-                    "IsLFS": is_lfs(p),
-                }
-                for p, d in sorted(repo.files.items())
-            ]
+            if "ms-listing" in self.hub.hang:
+                return self._hang()
+            if self.hub.raw_listing is not None:
+                return self._send(200, self.hub.raw_listing, {"Content-Type": "application/json"})
+            entries = self._ms_entries(repo)
             if tail == ["tree"]:
                 size = int(query.get("PageSize", ["100"])[0])
                 page = int(query.get("PageNumber", ["1"])[0])
                 entries = entries[(page - 1) * size : page * size]
-            return self._json({"Code": 200, "Data": {"Files": entries}, "Message": "success", "Success": True})
+            payload = {
+                "Code": 200,
+                "Data": {"Files": entries},
+                "Message": "success",
+                "RequestId": "fake",
+                "Success": True,
+            }
+            return self._json(payload)
         if not tail:
             path = query.get("FilePath", [""])[0]
             data = repo.files.get(path)
@@ -280,6 +338,25 @@ class _Handler(BaseHTTPRequestHandler):
                 return self._ms_error(404, 10010205, f"file not exist: {path}")
             return self._body(path, data, {"Accept-Ranges": "bytes"}, head)
         return self._error(404, "not found")
+
+    def _ms_entries(self, repo: Repo) -> list[dict]:
+        """The recursive listing as ModelScope gives it: folders as "tree" entries, files as "blob" entries, with
+        the fields the modelscope SDK reads (Path, Type, Size, Sha256, Revision) and some it does not."""
+        folders = sorted({p.rsplit("/", 1)[0] for p in repo.files if "/" in p})
+        entries: list[dict] = [
+            {"Name": f.rsplit("/", 1)[-1], "Path": f, "Type": "tree", "Size": 0, "Sha256": "", "Revision": repo.commit}
+            for f in folders
+        ]
+        lie = self.hub.lie
+        for path, data in sorted(repo.files.items()):
+            entry = {"Name": path.rsplit("/", 1)[-1], "Type": "blob", "IsLFS": is_lfs(path), "Mode": "33188"}
+            entry.update(CommitMessage="upload", CommittedDate=1700000000, CommitterName="fake")
+            _put(entry, "Path", lie(path, "path", path))
+            _put(entry, "Size", lie(path, "size", len(data)))
+            _put(entry, "Sha256", lie(path, "sha256", hashlib.sha256(data).hexdigest()))
+            _put(entry, "Revision", lie(path, "commit", repo.commit))
+            entries.append(entry)
+        return entries
 
     def _ms_error(self, status: int, code: int, message: str) -> None:
         self._json({"Code": code, "Message": message, "Success": False, "RequestId": "fake"}, status)
@@ -297,16 +374,15 @@ class _Handler(BaseHTTPRequestHandler):
             if start >= len(data):
                 return self._send(416, b"", {"Content-Range": f"bytes */{len(data)}"})
             status = 206
-            headers = {**headers, "Content-Range": f"bytes {start}-{len(data) - 1}/{len(data)}"}
+            truth = f"bytes {start}-{len(data) - 1}/{len(data)}"
+            headers = {**headers, "Content-Range": str(self.hub.lie(path, "content-range", truth))}
         body = data[start:]
         if head:
             return self._send(status, b"", {**headers, "Content-Length": str(len(body))}, declared=len(body))
-        if path in self.hub.stall and start < self.hub.stall[path]:
+        if path in self.hub.stall and start <= self.hub.stall[path]:
             self._send(status, body[: self.hub.stall[path] - start], headers, declared=len(body))
-            self.hub.release.wait(timeout=30)
-            self.close_connection = True
-            self.connection.shutdown(socket.SHUT_RDWR)
-            return None
+            self.hub.stalled.set()
+            return self._hang()
         after, times = self.hub.drop.get(path, (0, 0))
         if times > 0 and start < after:
             self.hub.drop[path] = (after, times - 1)
@@ -314,7 +390,42 @@ class _Handler(BaseHTTPRequestHandler):
             self.close_connection = True
             self.connection.shutdown(socket.SHUT_RDWR)
             return None
+        if path in self.hub.oversize:
+            return self._oversize(path, status, body, headers)
+        self.hub.sent[path] = len(body)
         return self._send(status, body, headers)
+
+    def _oversize(self, path: str, status: int, body: bytes, headers: dict[str, str]) -> None:
+        """The file, then junk: with a Content-Length that counts it, or none (the body ends when the server
+        closes), streamed a block at a time so a client that stops reading stops it."""
+        extra, declared = self.hub.oversize[path]
+        self.close_connection = True
+        self.hub.sent[path] = 0
+        self.send_response(status)
+        for key, value in headers.items():
+            self.send_header(key, value)
+        if declared:
+            self.send_header("Content-Length", str(len(body) + extra))
+        self.send_header("Connection", "close")
+        self.end_headers()
+        block = b"\0" * (1 << 16)
+        try:
+            self.wfile.write(body)
+            self.hub.sent[path] = len(body)
+            while self.hub.sent[path] < len(body) + extra:
+                self.wfile.write(block)
+                self.hub.sent[path] += len(block)
+        except OSError:
+            pass  # the client hung up: what it had to do
+        return None
+
+    def _hang(self) -> None:
+        """Keep the connection open and say nothing more until the test releases it."""
+        self.hub.release.wait()
+        self.close_connection = True
+        with contextlib.suppress(OSError):
+            self.connection.shutdown(socket.SHUT_RDWR)
+        return None
 
     def _json(self, payload: object, status: int = 200) -> None:
         self._send(status, json.dumps(payload).encode(), {"Content-Type": "application/json"})
@@ -335,6 +446,13 @@ class _Handler(BaseHTTPRequestHandler):
         if self.command != "HEAD" and body:
             self.wfile.write(body)
             self.wfile.flush()
+
+
+def _put(entry: dict, key: str, value: object) -> None:
+    if value is MISSING:
+        entry.pop(key, None)
+    else:
+        entry[key] = value
 
 
 @cache
@@ -380,10 +498,18 @@ def published_repos() -> list[tuple[Repo, Repo]]:
     return out
 
 
+class _Server(ThreadingHTTPServer):
+    daemon_threads = True
+
+    def handle_error(self, request, client_address) -> None:
+        # Clients that hang up mid-answer are what many tests do on purpose: not worth a traceback.
+        if not isinstance(sys.exc_info()[1], ConnectionError):
+            super().handle_error(request, client_address)
+
+
 def start(hub: FakeHub) -> tuple[ThreadingHTTPServer, threading.Thread]:
     handler = type("Handler", (_Handler,), {"hub": hub})
-    server = ThreadingHTTPServer(("127.0.0.1", 0), handler)
-    server.daemon_threads = True
+    server = _Server(("127.0.0.1", 0), handler)
     hub.url = f"http://127.0.0.1:{server.server_address[1]}"
     thread = threading.Thread(target=server.serve_forever, kwargs={"poll_interval": 0.05}, daemon=True)
     thread.start()

@@ -12,7 +12,7 @@ from mmv.errors import MmvError
 from mmv.hub import cache
 from mmv.hub.fetch import FetchOptions, download
 from mmv.hub.listing import Listing
-from mmv.hub.transfer import PARTS, RemoteFile
+from mmv.hub.transfer import RemoteFile, part_path
 from tests.hub.fake_hub import FakeHub, Repo
 
 SOURCES = ["hf", "modelscope"]
@@ -94,7 +94,11 @@ def test_interrupted_download_resumes_on_the_next_run(fake_hub, source):
         download("siglip2", options(source, fake_hub, retries=0))
     assert cache.find("siglip2") is None  # never half there
     assert cache.partial_downloads() == [
-        ("siglip2-p32-256", 200_000 + len(repo(fake_hub, source, "siglip2-base-p32-256-ve").files["config.json"]))
+        cache.Partial(
+            "siglip2-p32-256",
+            None,
+            200_000 + len(repo(fake_hub, source, "siglip2-base-p32-256-ve").files["config.json"]),
+        )
     ]
 
     fake_hub.drop.clear()
@@ -209,10 +213,13 @@ def test_disk_full_keeps_the_partial_file_and_caches_nothing(fake_hub):
     served = fake_hub.hf[("model", "jingyaogong/siglip2-base-p32-256-ve")].files[MODEL]
     import hashlib
 
-    parts = cache.staging_dir("siglip2") / PARTS
-    parts.mkdir(parents=True)
+    listed = RemoteFile(
+        MODEL, "(the key ignores the url when a hash is listed)", len(served), hashlib.sha256(served).hexdigest()
+    )
+    part = part_path(cache.staging_dir("siglip2"), listed)
+    part.parent.mkdir(parents=True)
     # Writes through this link hit the kernel's always-full device: a real ENOSPC without filling a disk.
-    (parts / f"{hashlib.sha256(served).hexdigest()}.part").symlink_to("/dev/full")
+    part.symlink_to("/dev/full")
     with pytest.raises(MmvError, match=r"disk is full while writing model.safetensors.*resumes once space is freed"):
         download("siglip2", options("hf", fake_hub))
     assert cache.find("siglip2") is None

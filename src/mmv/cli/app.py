@@ -3,14 +3,48 @@
 from __future__ import annotations
 
 import sys
+from typing import Any
 
 import typer
+from typer.core import TyperGroup
 
 from mmv import __version__
 from mmv.cli import cache, chat, convert, data, demo, download, eval, train
-from mmv.cli.common import options
+from mmv.cli.common import fail, options
+
+try:  # typer vendors click from 0.2x on; before that it used click itself
+    from typer._click import exceptions as click_errors
+except ImportError:  # pragma: no cover - older typer
+    from click import exceptions as click_errors  # type: ignore[no-redef]
+
+
+class OneLineUsageErrors(TyperGroup):
+    """Every usage error of every command (a bad option value, a missing argument, an unknown command or option)
+    becomes one line on stderr and exit code 2, instead of click's usage block. `mmv` alone still prints the help."""
+
+    def make_context(self, info_name: str | None, args: list[str], parent: Any = None, **extra: Any) -> Any:
+        try:
+            return super().make_context(info_name, args, parent=parent, **extra)
+        except click_errors.UsageError as exc:
+            _one_line(exc)
+
+    def invoke(self, ctx: Any) -> Any:
+        try:
+            return super().invoke(ctx)
+        except click_errors.UsageError as exc:
+            _one_line(exc)
+
+
+def _one_line(exc: Any) -> None:
+    if isinstance(exc, getattr(click_errors, "NoArgsIsHelpError", ())):
+        raise exc  # not an error: the help asked for by giving no arguments
+    message = " ".join(exc.format_message().split()).rstrip(".")
+    where = exc.ctx.command_path if exc.ctx is not None else "mmv"
+    fail(f"{message} (see `{where} --help`)", code=2)
+
 
 app = typer.Typer(
+    cls=OneLineUsageErrors,
     name="mmv",
     help="Train and run tiny MiniMind-V vision-language models: download, pretrain, sft, chat, convert.",
     no_args_is_help=True,

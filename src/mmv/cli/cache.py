@@ -2,9 +2,15 @@
 
 from __future__ import annotations
 
+from typing import TYPE_CHECKING
+
 import typer
 
 from mmv.cli.common import console, emit_json, handle_errors, options
+from mmv.errors import MmvError
+
+if TYPE_CHECKING:
+    from mmv.hub.cache import Partial
 
 app = typer.Typer(
     help="Show or remove downloaded names (the cache of `mmv download`).",
@@ -43,7 +49,7 @@ def list_cache() -> None:
                     }
                     for e in entries
                 ],
-                "partial": [{"name": name, "bytes": size} for name, size in partial],
+                "partial": [{"name": p.name, "revision": p.revision, "bytes": p.size} for p in partial],
             }
         )
         return
@@ -53,8 +59,29 @@ def list_cache() -> None:
     for e in entries:
         table.add_row(e.name, cache.human_size(e.size), str(e.files), e.manifest.get("source") or "-", str(e.path))
     Console(highlight=False).print(table)
-    for name, size in partial:
-        console.print(f"partial download of {name}: {cache.human_size(size)} kept; `mmv download {name}` resumes it")
+    for p in partial:
+        console.print(
+            f"partial download of {p.name}: {cache.human_size(p.size)} kept; `{_resume_command(p)}` resumes it",
+            markup=False,
+            soft_wrap=True,
+        )
+
+
+def _resume_command(partial: Partial) -> str:
+    """The `mmv download` line that continues a partial download: its name, and its revision when the name does
+    not already carry it."""
+    import shlex
+
+    from mmv.hub.registry import lookup
+
+    words = ["mmv", "download", partial.name]
+    try:
+        implied = lookup(partial.name).revision
+    except MmvError:
+        implied = None
+    if partial.revision and partial.revision != implied:
+        words += ["--revision", partial.revision]
+    return shlex.join(words)
 
 
 @app.command("rm")
@@ -65,6 +92,13 @@ def remove(
     """Delete cached names (and their partial downloads)."""
     from mmv.hub import cache
 
+    absent = cache.missing(names)
+    if absent:
+        shown = ", ".join(name.strip() for name in absent)
+        raise MmvError(
+            f"{shown} {'is' if len(absent) == 1 else 'are'} not in the cache at {cache.cache_root()}; nothing was "
+            "removed; `mmv cache list` shows what is"
+        )
     removed = []
     for name in names:
         path = cache.remove(name)

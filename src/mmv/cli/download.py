@@ -29,6 +29,8 @@ def _progress():
         TransferSpeedColumn(),
         TimeRemainingColumn(),
         console=console,
+        # Off a terminal the bars cannot redraw; they would only print a stray blank line (before an error, too).
+        disable=not console.is_terminal,
     )
 
 
@@ -47,7 +49,7 @@ def download(
 ) -> None:
     """Download into the cache (resumable, verified); other commands find the names there."""
     from mmv.hub.cache import human_size
-    from mmv.hub.fetch import SOURCES, FetchOptions, export
+    from mmv.hub.fetch import SOURCES, FetchOptions, check_names, export
     from mmv.hub.fetch import download as fetch_name
 
     if list_names:
@@ -59,6 +61,7 @@ def download(
     if link and to is None:
         raise MmvError("--link only makes sense with --to DIR")
     fetch_options = FetchOptions(source=source, endpoint=endpoint, token=token, revision=revision)
+    check_names(names, fetch_options)  # every unknown (or, offline, uncached) name in one error, before any download
     start = time.perf_counter()
     items = []
     with _progress() as progress:

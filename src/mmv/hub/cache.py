@@ -12,7 +12,8 @@ Layout (root = `$MMV_HOME`, else `platformdirs.user_cache_dir("mmv")`):
     <root>/minimind-3v-pytorch/      every native .pth checkpoint
     <root>/dataset-pretrain/pretrain_i2t.parquet, <root>/dataset-sft/sft_i2t.parquet, <root>/dataset/ (both)
     <root>/hf--OWNER--REPO[--FILE][@REV]/        `hf:` specs; `hf-dataset--...` for dataset repositories
-    <root>/.staging/<name>/          downloads in progress (same filesystem as the cache, kept for resume)
+    <root>/.staging/<name>/          downloads in progress (same filesystem as the cache, kept for resume);
+                                     its .mmv-manifest.json names what is being fetched, .parts/ holds partial files
 
 A name's directory is built in `.staging/`, verified file by file, then moved into place with one atomic rename,
 so readers never see a half-downloaded name. Anything that creates `<root>/<name>/` by other means (a test copying
@@ -21,18 +22,21 @@ fixtures, a user unpacking an archive) is trusted as complete.
 
 from __future__ import annotations
 
+import contextlib
+import errno
 import json
 import os
 import shutil
+from collections.abc import Iterator
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
 from mmv.errors import MmvError
 from mmv.fsio import atomic_write_text, replace_dir
-from mmv.hub.registry import canonical, is_spec
+from mmv.hub.registry import canonical, check_spec, is_spec
+from mmv.hub.validate import MANIFEST
 
-MANIFEST = ".mmv-manifest.json"
 STAGING = ".staging"
 
 
@@ -53,6 +57,7 @@ def dir_name(name: str) -> str:
         if not name or "/" in name or "\\" in name or name.startswith("."):
             raise MmvError(f"invalid cache name {name!r}: expected a name such as minimind-3v or hf:OWNER/REPO")
         return name
+    check_spec(name)
     kind, rest = name.split(":", 1)
     return f"{kind}--" + rest.replace("/", "--")
 
@@ -99,28 +104,38 @@ def entries() -> list[Entry]:
     if not root.is_dir():
         return []
     found = []
-    for path in sorted(root.iterdir()):
-        if not path.is_dir() or path.name.startswith("."):
-            continue
-        files = [p for p in path.rglob("*") if p.is_file() and p.name != MANIFEST]
-        manifest = read_manifest(path)
-        found.append(
-            Entry(manifest.get("name", path.name), path, sum(p.stat().st_size for p in files), len(files), manifest)
-        )
+    with os_errors(f"cannot read the download cache at {root}", "check its permissions, or set MMV_HOME"):
+        for path in sorted(root.iterdir()):
+            if not path.is_dir() or path.name.startswith("."):
+                continue
+            files = [p for p in path.rglob("*") if p.is_file() and p.name != MANIFEST]
+            manifest = read_manifest(path)
+            found.append(
+                Entry(manifest.get("name", path.name), path, sum(p.stat().st_size for p in files), len(files), manifest)
+            )
     return found
 
 
-def partial_downloads() -> list[tuple[str, int]]:
-    """(directory name, bytes kept) of every interrupted download that the next `mmv download` resumes."""
+@dataclass(frozen=True)
+class Partial:
+    name: str  # the download name as typed (from the staged manifest; the folder name when there is none)
+    revision: str | None  # the revision it was asked at, if any
+    size: int  # bytes kept
+
+
+def partial_downloads() -> list[Partial]:
+    """Every interrupted download that the next `mmv download` of the same name (and revision) resumes."""
     staging = cache_root() / STAGING
     if not staging.is_dir():
         return []
     found = []
-    for path in sorted(staging.iterdir()):
-        if path.is_dir():
-            size = sum(p.stat().st_size for p in path.rglob("*") if p.is_file())
-            if size:
-                found.append((path.name, size))
+    with os_errors(f"cannot read the download cache at {staging}", "check its permissions, or set MMV_HOME"):
+        for path in sorted(staging.iterdir()):
+            if path.is_dir():
+                size = sum(p.stat().st_size for p in path.rglob("*") if p.is_file() and p.name != MANIFEST)
+                if size:
+                    manifest = read_manifest(path)
+                    found.append(Partial(manifest.get("name") or path.name, manifest.get("revision"), size))
     return found
 
 
@@ -129,28 +144,57 @@ def staging_dir(name: str) -> Path:
     return cache_root() / STAGING / dir_name(name)
 
 
+def write_manifest(folder: Path, manifest: dict[str, Any]) -> None:
+    atomic_write_text(folder / MANIFEST, json.dumps(manifest, indent=1, sort_keys=True))
+
+
 def install(name: str, staged: Path, manifest: dict[str, Any]) -> Path:
     """Move a fully verified staging directory into place atomically; replaces an older copy of the same name."""
-    atomic_write_text(staged / MANIFEST, json.dumps(manifest, indent=1, sort_keys=True))
+    write_manifest(staged, manifest)
     final = path_of(name)
     final.parent.mkdir(parents=True, exist_ok=True)
     replace_dir(staged, final)
     return final
 
 
+def missing(names: list[str]) -> list[str]:
+    """The names (as typed) that are neither cached nor partly downloaded."""
+    return [name for name in names if not path_of(name).exists() and not staging_dir(name).exists()]
+
+
 def remove(name: str) -> Path:
     """Delete a cached name (and any partial download of it); MmvError if neither exists."""
     path = path_of(name)
     staged = staging_dir(name)
-    if not path.exists() and not staged.exists():
+    if missing([name]):
         raise MmvError(f"{canonical(name)} is not in the cache at {cache_root()}; `mmv cache list` shows what is")
-    if path.exists():
-        # Move aside before deleting so an interrupted rm never leaves a half-deleted name that looks complete.
-        doomed = path.with_name(f".rm-{path.name}-{os.getpid()}")
-        os.replace(path, doomed)
-        shutil.rmtree(doomed)
-    shutil.rmtree(staged, ignore_errors=True)
+    with os_errors(f"cannot remove {canonical(name)} from the cache", "check the permissions of that folder"):
+        if path.exists():
+            # Move aside before deleting so an interrupted rm never leaves a half-deleted name that looks complete.
+            doomed = path.with_name(f".rm-{path.name}-{os.getpid()}")
+            os.replace(path, doomed)
+            shutil.rmtree(doomed)
+        if staged.exists():
+            shutil.rmtree(staged)
     return path
+
+
+@contextlib.contextmanager
+def os_errors(doing: str, hint: str) -> Iterator[None]:
+    """Turn an OSError into one sentence: what failed, on which file, what the OS said, what to do about it."""
+    try:
+        yield
+    except OSError as exc:
+        if exc.errno in (errno.ENOSPC, errno.EDQUOT):
+            hint = "free some space, or set MMV_HOME to a larger disk"
+        raise MmvError(f"{doing}: {os_said(exc)}; {hint}") from exc
+
+
+def os_said(exc: OSError) -> str:
+    """What the OS said, and about which file: 'Permission denied (/x/y)'."""
+    said = exc.strerror or str(exc) or type(exc).__name__
+    files = " -> ".join(str(name) for name in (exc.filename, exc.filename2) if name is not None)
+    return f"{said} ({files})" if files else said
 
 
 def human_size(n: float | None) -> str:

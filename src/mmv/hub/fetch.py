@@ -16,11 +16,13 @@ from pathlib import Path
 from typing import Any
 
 from mmv.errors import MmvError
-from mmv.hub import cache
+from mmv.hub import cache, validate
 from mmv.hub.fetch_hf import HfSource
+from mmv.hub.limits import Timeouts
 from mmv.hub.listing import Listing
-from mmv.hub.registry import Artifact, lookup
-from mmv.hub.transfer import PARTS, Transfer, fetch
+from mmv.hub.registry import Artifact, lookup, lookup_all
+from mmv.hub.transfer import Transfer, fetch, part_path
+from mmv.hub.validate import MANIFEST, PARTS
 
 SOURCES = ("hf", "modelscope")
 
@@ -32,6 +34,7 @@ class FetchOptions:
     token: str | None = None  # None: HF_TOKEN (or the saved login) / MODELSCOPE_API_TOKEN
     revision: str | None = None  # branch, tag or commit; None: the default branch, or whatever is cached
     retries: int = 5  # resumes after a dropped connection before giving up
+    timeouts: Timeouts = field(default_factory=Timeouts)  # connect / read / give-up-after-silence limits
 
 
 @dataclass
@@ -52,65 +55,86 @@ def offline() -> bool:
 
 def make_source(options: FetchOptions) -> Any:
     if options.source == "hf":
-        return HfSource(options.endpoint, options.token)
+        return HfSource(options.endpoint, options.token, options.timeouts)
     if options.source == "modelscope":
         from mmv.hub.fetch_modelscope import ModelScopeSource
 
-        return ModelScopeSource(options.endpoint, options.token)
+        return ModelScopeSource(options.endpoint, options.token, options.timeouts)
     raise MmvError(f"unknown --source {options.source!r}: expected one of {', '.join(SOURCES)}")
+
+
+def check_names(names: list[str], options: FetchOptions) -> None:
+    """Refuse, in one sentence naming all of them, names that are unknown, or not cached while offline."""
+    artifacts = lookup_all(names)
+    if options.revision is not None:
+        validate.revision(options.revision, "--revision")
+    if offline():
+        absent = [a.name for a in artifacts if not _cached(a, options.revision or a.revision)]
+        if absent:
+            raise MmvError(
+                f"{', '.join(absent)} {'is' if len(absent) == 1 else 'are'} not in the cache at {cache.cache_root()} "
+                "and HF_HUB_OFFLINE is set; unset HF_HUB_OFFLINE to download" + (" it" if len(absent) == 1 else " them")
+            )
 
 
 def download(name: str, options: FetchOptions, progress: Any = None) -> FetchResult:
     """Make `name` present in the cache and return where it is. `progress` is a rich Progress or None."""
+    check_names([name], options)
     artifact = lookup(name)
     revision = options.revision or artifact.revision
-    existing = cache.find(artifact.name)
-    if existing is not None and _satisfies(cache.read_manifest(existing), revision):
+    existing = _cached(artifact, revision)
+    if existing is not None:
         return _result(artifact.name, existing, already_cached=True)
-    if offline():
-        raise MmvError(
-            f"{artifact.name} is not in the cache at {cache.cache_root()} and HF_HUB_OFFLINE is set; "
-            "unset HF_HUB_OFFLINE to download it"
-        )
     source = make_source(options)
     staging = cache.staging_dir(artifact.name)
     with _lock(staging):
         listings = [source.list(part, revision) for part in artifact.parts]
         _check_collisions(artifact, listings)
-        staging.mkdir(parents=True, exist_ok=True)
-        _check_space(listings, staging)
+        with _disk():
+            staging.mkdir(parents=True, exist_ok=True)
+            # Names the partial download for `mmv cache list` (replaced by the full manifest on install).
+            cache.write_manifest(staging, {"name": artifact.name, "revision": revision})
+            _check_space(listings, staging)
         downloaded = _fetch_all(source, listings, staging, options, progress)
-        _prune(staging, listings)
-        manifest = _manifest(artifact, revision, source, listings)
-        path = cache.install(artifact.name, staging, manifest)
+        with _disk():
+            _prune(staging, listings)
+            manifest = _manifest(artifact, revision, source, listings)
+            path = cache.install(artifact.name, staging, manifest)
     result = _result(artifact.name, path, already_cached=False)
     result.downloaded = downloaded
     return result
 
 
+def _cached(artifact: Artifact, revision: str | None) -> Path | None:
+    existing = cache.find(artifact.name)
+    return existing if existing is not None and _satisfies(cache.read_manifest(existing), revision) else None
+
+
 def export(path: Path, dest_root: Path, link: bool) -> Path:
     """Put a cached name at `<dest_root>/<name>` as a copy (default) or a symlink; never overwrites other files."""
     dest = dest_root / path.name
-    if dest.is_symlink() and dest.resolve() == path.resolve():
-        return dest
-    if dest.exists() or dest.is_symlink():
-        if not link and _same_files(path, dest):
+    with cache.os_errors(f"cannot put {path.name} at {dest}", "pick another --to directory"):
+        if dest.is_symlink() and dest.resolve() == path.resolve():
             return dest
-        raise MmvError(
-            f"{dest} already exists and differs from the cached {path.name}; remove it or pick another --to directory"
-        )
-    dest_root.mkdir(parents=True, exist_ok=True)
-    if link:
-        dest.symlink_to(path.resolve(), target_is_directory=True)
-        return dest
-    tmp = dest_root / f".{path.name}.tmp-{os.getpid()}"
-    shutil.rmtree(tmp, ignore_errors=True)
-    try:
-        shutil.copytree(path, tmp, ignore=shutil.ignore_patterns(cache.MANIFEST))
-        os.replace(tmp, dest)
-    except BaseException:
+        if dest.exists() or dest.is_symlink():
+            if not link and _same_files(path, dest):
+                return dest
+            raise MmvError(
+                f"{dest} already exists and differs from the cached {path.name}; remove it or pick another --to "
+                "directory"
+            )
+        dest_root.mkdir(parents=True, exist_ok=True)
+        if link:
+            dest.symlink_to(path.resolve(), target_is_directory=True)
+            return dest
+        tmp = dest_root / f".{path.name}.tmp-{os.getpid()}"
         shutil.rmtree(tmp, ignore_errors=True)
-        raise
+        try:
+            shutil.copytree(path, tmp, ignore=shutil.ignore_patterns(MANIFEST))
+            os.replace(tmp, dest)
+        except BaseException:
+            shutil.rmtree(tmp, ignore_errors=True)
+            raise
     return dest
 
 
@@ -133,14 +157,26 @@ def _fetch_all(source: Any, listings: list[Listing], staging: Path, options: Fet
                 headers=source.headers,
                 check=lambda response, remote, listing=listing: source.check(response, remote, listing),
                 retries=options.retries,
+                timeouts=options.timeouts,
                 on_bytes=(lambda n, task=task: progress.advance(task, n)) if progress is not None else None,
             )
-            fetch(transfer, remote, staging)
+            with _disk(remote.path):
+                fetch(transfer, remote, staging)
             received += transfer.received
     return received
 
 
+def _disk(file: str | None = None) -> contextlib.AbstractContextManager[None]:
+    """An OSError while writing the cache, as one sentence naming the file, what the OS said and what to do."""
+    what = f" {file} into" if file else ""
+    return cache.os_errors(
+        f"cannot write{what} the download cache at {cache.cache_root()}",
+        "make that folder writable, or set MMV_HOME to another one",
+    )
+
+
 def _check_collisions(artifact: Artifact, listings: list[Listing]) -> None:
+    """Two parts may not bring the same path, and no path may be both a file and a folder."""
     seen: dict[str, str] = {}
     for listing in listings:
         for remote in listing.files:
@@ -150,6 +186,15 @@ def _check_collisions(artifact: Artifact, listings: list[Listing]) -> None:
                     f"{listing.repo_id}; cannot put both in one folder"
                 )
             seen[remote.path] = listing.repo_id
+    for path in seen:
+        folder = path.rsplit("/", 1)[0] if "/" in path else None
+        while folder:
+            if folder in seen:
+                raise MmvError(
+                    f"{artifact.name}: {folder} is listed both as a file and as the folder of {path}; "
+                    "refusing to download from this listing"
+                )
+            folder = folder.rsplit("/", 1)[0] if "/" in folder else None
 
 
 def _check_space(listings: list[Listing], staging: Path) -> None:
@@ -157,9 +202,9 @@ def _check_space(listings: list[Listing], staging: Path) -> None:
     for listing in listings:
         for remote in listing.files:
             have = staging / remote.path
-            part = staging / PARTS / f"{remote.key}.part"
+            part = part_path(staging, remote)
             done = have.stat().st_size if have.is_file() else part.stat().st_size if part.is_file() else 0
-            need += max((remote.size or 0) - done, 0)
+            need += max(remote.size - done, 0)
     free = shutil.disk_usage(staging).free
     if need > free:
         raise MmvError(
@@ -171,7 +216,7 @@ def _check_space(listings: list[Listing], staging: Path) -> None:
 
 def _prune(staging: Path, listings: list[Listing]) -> None:
     """Drop leftovers (partial files, files of an older listing) so the installed folder holds exactly the listing."""
-    wanted = {remote.path for listing in listings for remote in listing.files}
+    wanted = {remote.path for listing in listings for remote in listing.files} | {MANIFEST}
     shutil.rmtree(staging / PARTS, ignore_errors=True)
     for path in sorted(staging.rglob("*"), reverse=True):
         rel = path.relative_to(staging).as_posix()
@@ -200,7 +245,7 @@ def _manifest(artifact: Artifact, revision: str | None, source: Any, listings: l
 
 def _result(name: str, path: Path, already_cached: bool) -> FetchResult:
     manifest = cache.read_manifest(path)
-    files = [p for p in path.rglob("*") if p.is_file() and p.name != cache.MANIFEST]
+    files = [p for p in path.rglob("*") if p.is_file() and p.name != MANIFEST]
     commits = {p.get("repo_id"): p.get("commit") for p in manifest.get("parts", [])}
     return FetchResult(
         name, path, len(files), sum(p.stat().st_size for p in files), 0, already_cached, manifest.get("source"), commits
@@ -212,7 +257,7 @@ def _same_files(a: Path, b: Path) -> bool:
         return {
             p.relative_to(root).as_posix(): p.stat().st_size
             for p in root.rglob("*")
-            if p.is_file() and p.name != cache.MANIFEST
+            if p.is_file() and p.name != MANIFEST
         }
 
     return b.is_dir() and listing(a) == listing(b)
@@ -221,9 +266,11 @@ def _same_files(a: Path, b: Path) -> bool:
 @contextlib.contextmanager
 def _lock(staging: Path) -> Iterator[None]:
     """One download of a name at a time: two would write the same partial files."""
-    staging.parent.mkdir(parents=True, exist_ok=True)
     lock_path = staging.with_name(staging.name + ".lock")
-    with open(lock_path, "a") as fh:
+    with _disk():
+        staging.parent.mkdir(parents=True, exist_ok=True)
+        handle = open(lock_path, "a")  # held for the whole download: the lock lives as long as this file is open
+    with handle as fh:
         try:
             import fcntl
         except ImportError:  # not POSIX: no advisory locks, proceed unguarded

@@ -1,8 +1,11 @@
-"""The Hugging Face Hub source: listing through huggingface_hub's API client, errors turned into one sentence.
+"""The Hugging Face Hub source: listing over huggingface_hub's HTTP session, errors turned into one sentence.
 
-The listing follows what `huggingface_hub.snapshot_download` does: `repo_info` pins the revision to a commit, then
-the recursive tree API gives every file's size, git blob id and, for LFS files, its sha256. Files are then fetched
-from `<endpoint>/<repo>/resolve/<commit>/<path>`, so a name never mixes files of two commits.
+The listing follows what `huggingface_hub.snapshot_download` does: the repository info pins the revision to a
+commit, then the recursive tree API (paged by `Link: rel="next"`) gives every file's size, git blob id and, for LFS
+files, its sha256. Files are then fetched from `<endpoint>/<repo>/resolve/<commit>/<path>`, so a name never mixes
+files of two commits. The requests are made here rather than through `HfApi.repo_info` / `list_repo_tree` because
+those cannot bound the tree listing's time (no timeout reaches it); the session, headers and error classification
+(`hf_raise_for_status`) are huggingface_hub's own. Every value of the answers is checked (mmv.hub.validate).
 `HF_ENDPOINT`, `HF_TOKEN` and `HF_HUB_OFFLINE` mean what they mean to huggingface_hub.
 """
 
@@ -12,14 +15,18 @@ import contextlib
 import os
 from collections.abc import Iterator
 from typing import Any
+from urllib.parse import quote, urlsplit
 
 from mmv import __version__
 from mmv.errors import MmvError
+from mmv.hub import validate
+from mmv.hub.limits import LISTING_FILES, Timeouts, get_metadata, read_small, silent
 from mmv.hub.listing import Listing, select
 from mmv.hub.registry import Part
 from mmv.hub.transfer import RemoteFile
 
 MIRROR_HINT = "use a mirror with --endpoint URL or HF_ENDPOINT (e.g. https://hf-mirror.com), or --source modelscope"
+COMMIT_LENGTH = (40, 40)  # the Hub names commits by their full git sha1
 
 
 def hf_endpoint(endpoint: str | None) -> str:
@@ -32,14 +39,13 @@ def hf_endpoint(endpoint: str | None) -> str:
 class HfSource:
     name = "hf"
 
-    def __init__(self, endpoint: str | None = None, token: str | None = None) -> None:
-        from huggingface_hub import HfApi
+    def __init__(self, endpoint: str | None = None, token: str | None = None, timeouts: Timeouts | None = None) -> None:
         from huggingface_hub.utils import build_hf_headers
 
         self.endpoint = hf_endpoint(endpoint)
-        self.token = token or None  # None: huggingface_hub falls back to HF_TOKEN, then the saved login
-        self.api = HfApi(endpoint=self.endpoint, token=self.token, library_name="mmv", library_version=__version__)
-        self.headers = build_hf_headers(token=self.token, library_name="mmv", library_version=__version__)
+        self.timeouts = timeouts or Timeouts()
+        # token None: huggingface_hub falls back to HF_TOKEN, then the saved login
+        self.headers = build_hf_headers(token=token or None, library_name="mmv", library_version=__version__)
 
     def session(self) -> Any:
         from huggingface_hub.utils import get_session
@@ -48,28 +54,70 @@ class HfSource:
 
     def list(self, part: Part, revision: str | None) -> Listing:
         from huggingface_hub import hf_hub_url
-        from huggingface_hub.hf_api import RepoFile
 
         rev = revision or "main"
-        with self.errors(part.repo_id, part.repo_type, rev):
-            info = self.api.repo_info(part.repo_id, repo_type=part.repo_type, revision=revision)
-            commit = info.sha
-            tree = list(
-                self.api.list_repo_tree(
-                    part.repo_id, recursive=True, revision=commit or revision, repo_type=part.repo_type
-                )
-            )
-        entries = {e.path: e for e in tree if isinstance(e, RepoFile)}
         describe = f"{part.repo_type} repository {part.repo_id} at revision {rev} on {self.endpoint}"
+        api = f"{self.endpoint}/api/{part.repo_type}s/{part.repo_id}"
+        with self.errors(part.repo_id, part.repo_type, rev):
+            info = self._json(f"{api}/revision/{quote(rev, safe='')}", {}, f"the repository info of {part.repo_id}")
+            if not isinstance(info, dict):
+                raise MmvError(f"{describe}: the repository info is not a JSON object; is --endpoint a Hub server?")
+            commit = validate.commit(info.get("sha"), COMMIT_LENGTH, describe)
+            tree = self._tree(f"{api}/tree/{commit}", part.repo_id, describe)
+        entries = {entry["path"]: entry for entry in tree}
         files = []
         for path in select(sorted(entries), part, describe):
             entry = entries[path]
-            url = hf_hub_url(
-                part.repo_id, path, repo_type=part.repo_type, revision=commit or rev, endpoint=self.endpoint
-            )
-            sha256 = entry.lfs.sha256 if entry.lfs is not None else None
-            files.append(RemoteFile(path, url, entry.size, sha256, None if sha256 else entry.blob_id))
+            size = validate.size(entry.get("size"), path, describe)
+            lfs = entry.get("lfs")
+            if lfs is not None:
+                if not isinstance(lfs, dict):
+                    raise MmvError(f"{describe} lists LFS details of {path} that are not an object")
+                if validate.size(lfs.get("size"), path, describe) != size:
+                    raise MmvError(f"{describe} lists two different sizes for {path}; refusing to download from it")
+                sha256 = validate.digest(lfs.get("oid"), 64, "LFS sha256", path, describe)
+                git_sha1 = None
+            else:
+                sha256 = None
+                git_sha1 = validate.digest(entry.get("oid"), 40, "git blob id", path, describe)
+            url = hf_hub_url(part.repo_id, path, repo_type=part.repo_type, revision=commit, endpoint=self.endpoint)
+            files.append(RemoteFile(path, url, size, sha256, git_sha1))
         return Listing(self.name, part.repo_id, part.repo_type, rev, commit, files)
+
+    def _tree(self, url: str, repo_id: str, describe: str) -> list[dict[str, Any]]:
+        """Every file entry of the recursive tree, following the Hub's `Link: rel="next"` pages on this server."""
+        files: list[dict[str, Any]] = []
+        params: dict[str, Any] | None = {"recursive": "true", "expand": "false"}
+        seen = 0
+        while url:
+            response = self._get(url, params, f"the file listing of {repo_id}")
+            page = _json_of(response, describe)
+            if not isinstance(page, list):
+                raise MmvError(f"{describe}: the file listing is not a JSON list; is --endpoint a Hub server?")
+            seen += len(page)
+            if seen > LISTING_FILES:
+                raise MmvError(f"{describe} lists more than {LISTING_FILES} entries; refusing to download from it")
+            for entry in page:
+                if not isinstance(entry, dict) or not isinstance(entry.get("path"), str):
+                    raise MmvError(f"{describe}: a listing entry has no path ({validate.shown(entry)})")
+                if entry.get("type") == "file":
+                    files.append(entry)
+            url = response.links.get("next", {}).get("url") or ""
+            params = None  # the next link carries its own query
+            if url and not _same_origin(url, self.endpoint):
+                # The token goes with every page: never to a server other than the one the user chose.
+                raise MmvError(f"{describe}: the next listing page points at another server ({validate.shown(url)})")
+        return files
+
+    def _json(self, url: str, params: dict[str, Any], what: str) -> Any:
+        return _json_of(self._get(url, params, what), what)
+
+    def _get(self, url: str, params: dict[str, Any] | None, what: str) -> Any:
+        from huggingface_hub.utils import hf_raise_for_status
+
+        response = get_metadata(self.session(), url, params, self.headers, self.timeouts, what)
+        hf_raise_for_status(response)
+        return response
 
     def check(self, response: Any, remote: RemoteFile, listing: Listing) -> None:
         """Raise the one-sentence error for a failed file request."""
@@ -77,9 +125,8 @@ class HfSource:
             return
         from huggingface_hub.utils import hf_raise_for_status
 
-        response.read()
         with self.errors(listing.repo_id, listing.repo_type, listing.revision, remote.path):
-            hf_raise_for_status(response)
+            hf_raise_for_status(read_small(response, f"the error answer for {remote.path}"))
 
     @contextlib.contextmanager
     def errors(self, repo_id: str, repo_type: str, revision: str, file: str | None = None) -> Iterator[None]:
@@ -118,14 +165,37 @@ class HfSource:
                     f"{self.endpoint} rejected the token (401 Unauthorized) for {where}: check --token "
                     "or HF_TOKEN, or leave the token out for public repositories"
                 ) from exc
-            server = f": {exc.server_message}" if getattr(exc, "server_message", None) else ""
+            message = validate.server_text(getattr(exc, "server_message", None))
+            server = f": {message}" if message else ""
             raise MmvError(f"{self.endpoint} answered HTTP {_status(exc)} for {where}{server}") from exc
         except OfflineModeIsEnabled as exc:
             raise MmvError(f"HF_HUB_OFFLINE is set, so {where} cannot be downloaded; unset it to go online") from exc
+        except httpx2.TimeoutException as exc:
+            raise MmvError(
+                f"{self.endpoint} {silent(exc, self.timeouts)} while listing {where}: check the network, "
+                f"or {MIRROR_HINT}"
+            ) from exc
         except httpx2.TransportError as exc:
             raise MmvError(
                 f"cannot reach {self.endpoint} ({type(exc).__name__}): check the network, or {MIRROR_HINT}"
             ) from exc
+        except httpx2.RequestError as exc:
+            raise MmvError(
+                f"{self.endpoint} sent an answer for {where} that cannot be read ({type(exc).__name__}); "
+                f"is --endpoint a Hub server? Or {MIRROR_HINT}"
+            ) from exc
+
+
+def _json_of(response: Any, describe: str) -> Any:
+    try:
+        return response.json()
+    except (ValueError, RecursionError) as exc:
+        raise MmvError(f"{describe}: the server's answer is not JSON; is --endpoint a Hub server?") from exc
+
+
+def _same_origin(url: str, endpoint: str) -> bool:
+    a, b = urlsplit(url), urlsplit(endpoint)
+    return (a.scheme, a.netloc) == (b.scheme, b.netloc)
 
 
 def _status(exc: Any) -> int | None:

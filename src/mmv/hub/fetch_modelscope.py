@@ -1,12 +1,16 @@
 """The ModelScope source: the same artifacts from the `gongjy/` mirrors, through ModelScope's public HTTP API.
 
-Endpoints (those the `modelscope` SDK calls; default endpoint https://www.modelscope.cn, or `https://$MODELSCOPE_DOMAIN`):
+Endpoints (those the `modelscope` / `modelscope_hub` SDKs call; default endpoint https://www.modelscope.cn, or
+`https://$MODELSCOPE_DOMAIN`):
 - model files:   GET /api/v1/models/<owner>/<name>/repo/files?Revision=<rev>&Recursive=True
 - dataset files: GET /api/v1/datasets/<owner>/<name>/repo/tree?Revision=<rev>&Root=/&Recursive=True
-                 &PageNumber=<n>&PageSize=<k>
-  both answer {"Code": 200, "Data": {"Files": [{"Path", "Type": "blob"|"tree", "Size", "Sha256", "Revision"}]}}
+                 &PageNumber=<n>&PageSize=<k>   (pages until one comes back short)
+  both answer {"Code": 200, "Data": {"Files": [{"Name", "Path", "Type": "blob"|"tree", "Size", "Sha256",
+  "Revision" (commit id), ...}]}, "Message", "RequestId", "Success": true}; errors carry the same envelope with
+  a non-200 Code, `Success: false` and a Message.
 - a file:        GET /api/v1/{models|datasets}/<owner>/<name>/repo?Revision=<rev>&FilePath=<path> (Range supported)
-The default revision is `master`. A token (--token or MODELSCOPE_API_TOKEN) is sent as a Bearer header.
+The default revision is `master`. A token (--token or MODELSCOPE_API_TOKEN) is sent as a Bearer header. Every
+value of a listing is checked (mmv.hub.validate) before it is used.
 """
 
 from __future__ import annotations
@@ -19,6 +23,8 @@ from urllib.parse import quote
 
 from mmv import __version__
 from mmv.errors import MmvError
+from mmv.hub import validate
+from mmv.hub.limits import LISTING_FILES, Timeouts, get_metadata, read_small, silent
 from mmv.hub.listing import Listing, select
 from mmv.hub.registry import Part
 from mmv.hub.transfer import RemoteFile
@@ -26,7 +32,7 @@ from mmv.hub.transfer import RemoteFile
 DEFAULT_ENDPOINT = "https://www.modelscope.cn"
 DEFAULT_REVISION = "master"
 PAGE_SIZE = 100
-TIMEOUT_S = 30.0
+COMMIT_LENGTH = (7, 64)  # git commit ids, possibly abbreviated (the SDK compares them by prefix)
 
 
 def modelscope_endpoint(endpoint: str | None) -> str:
@@ -39,8 +45,9 @@ def modelscope_endpoint(endpoint: str | None) -> str:
 class ModelScopeSource:
     name = "modelscope"
 
-    def __init__(self, endpoint: str | None = None, token: str | None = None) -> None:
+    def __init__(self, endpoint: str | None = None, token: str | None = None, timeouts: Timeouts | None = None) -> None:
         self.endpoint = modelscope_endpoint(endpoint)
+        self.timeouts = timeouts or Timeouts()
         token = token or os.environ.get("MODELSCOPE_API_TOKEN")
         self.headers = {"User-Agent": f"mmv/{__version__}"}
         if token:
@@ -51,7 +58,7 @@ class ModelScopeSource:
         import httpx2
 
         if self._session is None:
-            self._session = httpx2.Client(follow_redirects=True, timeout=TIMEOUT_S)
+            self._session = httpx2.Client(follow_redirects=True, timeout=self.timeouts.httpx())
         return self._session
 
     def list(self, part: Part, revision: str | None) -> Listing:
@@ -61,24 +68,33 @@ class ModelScopeSource:
         rev = revision or DEFAULT_REVISION
         kind = "datasets" if part.repo_type == "dataset" else "models"
         base = f"{self.endpoint}/api/v1/{kind}/{repo}"
-        entries = self._list_dataset(base, repo, rev) if kind == "datasets" else self._list_model(base, repo, rev)
-        blobs = {e["Path"]: e for e in entries if e.get("Type", "blob") != "tree"}
         describe = f"ModelScope {part.repo_type} repository {repo} at revision {rev}"
+        entries = self._list_dataset(base, repo, rev) if kind == "datasets" else self._list_model(base, repo, rev)
+        blobs = {}
+        for entry in entries:
+            if not isinstance(entry, dict) or not isinstance(entry.get("Path"), str):
+                raise MmvError(f"{describe}: a listing entry has no Path ({validate.shown(entry)})")
+            if entry.get("Type", "blob") != "tree":
+                blobs[entry["Path"]] = entry
         files = []
+        commits = set()
         for path in select(sorted(blobs), part, describe):
             entry = blobs[path]
             url = f"{base}/repo?Revision={quote(rev, safe='')}&FilePath={quote(path, safe='')}"
-            sha = entry.get("Sha256") or None
-            files.append(RemoteFile(path, url, entry.get("Size"), sha.lower() if sha else None))
-        commit = next((e.get("Revision") for e in blobs.values() if e.get("Revision")), None)
+            sha = entry.get("Sha256")
+            sha256 = validate.digest(sha, 64, "sha256", path, describe) if sha else None
+            files.append(RemoteFile(path, url, validate.size(entry.get("Size"), path, describe), sha256))
+            if entry.get("Revision"):
+                commits.add(validate.commit(entry["Revision"], COMMIT_LENGTH, describe))
+        # Each file names the commit it was listed at; one answer for the whole listing or none at all.
+        commit = commits.pop() if len(commits) == 1 else None
         return Listing(self.name, repo, part.repo_type, rev, commit, files)
 
-    def _list_model(self, base: str, repo: str, rev: str) -> list[dict[str, Any]]:
-        data = self._get_json(f"{base}/repo/files", {"Revision": rev, "Recursive": "True"}, repo, rev)
-        return list(data.get("Files") or [])
+    def _list_model(self, base: str, repo: str, rev: str) -> list[Any]:
+        return self._files(f"{base}/repo/files", {"Revision": rev, "Recursive": "True"}, repo, rev)
 
-    def _list_dataset(self, base: str, repo: str, rev: str) -> list[dict[str, Any]]:
-        entries: list[dict[str, Any]] = []
+    def _list_dataset(self, base: str, repo: str, rev: str) -> list[Any]:
+        entries: list[Any] = []
         page = 1
         while True:
             params = {
@@ -88,31 +104,48 @@ class ModelScopeSource:
                 "PageNumber": str(page),
                 "PageSize": str(PAGE_SIZE),
             }
-            batch = list(self._get_json(f"{base}/repo/tree", params, repo, rev).get("Files") or [])
+            batch = self._files(f"{base}/repo/tree", params, repo, rev)
             entries += batch
             if len(batch) < PAGE_SIZE:
                 return entries
+            if len(entries) > LISTING_FILES:
+                # A server that answers every page in full would otherwise be paged forever.
+                raise MmvError(f"ModelScope lists more than {LISTING_FILES} files in {repo}; refusing to download")
             page += 1
 
-    def _get_json(self, url: str, params: dict[str, str], repo: str, rev: str) -> dict[str, Any]:
+    def _files(self, url: str, params: dict[str, str], repo: str, rev: str) -> list[Any]:
+        data = self._get_json(url, params, repo, rev)
+        files = data.get("Files") if isinstance(data, dict) else None
+        if files is None:
+            return []
+        if not isinstance(files, list):
+            raise MmvError(f"{self.endpoint} answered the file listing of {repo} with Files that are not a list")
+        if len(files) > LISTING_FILES:
+            raise MmvError(f"ModelScope lists more than {LISTING_FILES} files in {repo}; refusing to download")
+        return files
+
+    def _get_json(self, url: str, params: dict[str, str], repo: str, rev: str) -> Any:
         with self.errors(repo, rev):
-            response = self.session().get(url, params=params, headers=self.headers)
+            response = get_metadata(self.session(), url, params, self.headers, self.timeouts, f"the listing of {repo}")
             self._raise(response, repo, rev, None)
             try:
                 body = response.json()
-            except ValueError as exc:
+            except (ValueError, RecursionError) as exc:
                 raise MmvError(
                     f"{self.endpoint} answered the file listing of {repo} with something that is not "
                     "JSON; is --endpoint a ModelScope server?"
                 ) from exc
+        if not isinstance(body, dict):
+            raise MmvError(f"{self.endpoint} answered the file listing of {repo} with JSON that is not an object")
         if body.get("Code") not in (200, None) or body.get("Success") is False:
-            raise MmvError(f"ModelScope could not list {repo} at revision {rev}: {body.get('Message') or body}")
+            message = validate.server_text(body.get("Message")) or "no message"
+            raise MmvError(f"ModelScope could not list {repo} at revision {rev}: {message}")
         return body.get("Data") or {}
 
     def check(self, response: Any, remote: RemoteFile, listing: Listing) -> None:
         if response.status_code >= 400:
-            response.read()
-            self._raise(response, listing.repo_id, listing.revision, remote.path)
+            answer = read_small(response, f"the error answer for {remote.path}")
+            self._raise(answer, listing.repo_id, listing.revision, remote.path)
 
     def _raise(self, response: Any, repo: str, rev: str, file: str | None) -> None:
         code = response.status_code
@@ -139,16 +172,26 @@ class ModelScopeSource:
 
         try:
             yield
+        except httpx2.TimeoutException as exc:
+            raise MmvError(
+                f"{self.endpoint} {silent(exc, self.timeouts)} while listing {repo}: check the network, "
+                "or try --source hf (with --endpoint for a mirror)"
+            ) from exc
         except httpx2.TransportError as exc:
             raise MmvError(
                 f"cannot reach {self.endpoint} ({type(exc).__name__}) to list {repo}: check the network, "
                 "or try --source hf (with --endpoint for a mirror)"
+            ) from exc
+        except httpx2.RequestError as exc:
+            raise MmvError(
+                f"{self.endpoint} sent an answer for {repo} that cannot be read ({type(exc).__name__}); "
+                "is --endpoint a ModelScope server?"
             ) from exc
 
 
 def _server_message(response: Any) -> str:
     try:
         body = response.json()
-    except ValueError:
+    except (ValueError, RecursionError):
         return ""
-    return str(body.get("Message") or "") if isinstance(body, dict) else ""
+    return validate.server_text(body.get("Message")) if isinstance(body, dict) else ""

@@ -6,6 +6,7 @@ import fnmatch
 from dataclasses import dataclass
 
 from mmv.errors import MmvError
+from mmv.hub import validate
 from mmv.hub.registry import Part
 from mmv.hub.transfer import RemoteFile
 
@@ -31,8 +32,5 @@ def select(paths: list[str], part: Part, describe: str) -> list[str]:
         for pattern in part.patterns:
             if not any(fnmatch.fnmatchcase(p, pattern) for p in paths):
                 raise MmvError(f"{pattern} was not found in {describe} (the repository has {len(paths)} files)")
-    for path in chosen:
-        # The listing comes from a server: a path that would land outside the cache folder is refused outright.
-        if path.startswith("/") or "\\" in path or any(piece in ("", ".", "..") for piece in path.split("/")):
-            raise MmvError(f"{describe} lists an unsafe file path {path!r}; refusing to download from it")
-    return chosen
+    # The listing comes from a server: a path that would land outside the name's folder is refused outright.
+    return [validate.file_path(path, describe) for path in chosen]

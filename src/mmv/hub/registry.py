@@ -10,6 +10,7 @@ import re
 from dataclasses import dataclass
 
 from mmv.errors import MmvError
+from mmv.hub import validate
 
 HF_OWNER = "jingyaogong"
 MODELSCOPE_OWNER = "gongjy"
@@ -98,6 +99,11 @@ _TABLE: tuple[Artifact, ...] = (
 ALIASES = {"siglip2": "siglip2-p32-256"}
 NAMES: dict[str, Artifact] = {a.name: a for a in _TABLE}
 
+_EXPECTED = (
+    f"one of {', '.join([*ALIASES, *NAMES])}, or hf:OWNER/REPO, hf:OWNER/REPO/FILE (either with @REVISION), "
+    "hf-dataset:OWNER/REPO"
+)
+
 # hf:OWNER/REPO[/FILE][@REV]
 _SPEC = re.compile(
     r"^(?P<kind>hf|hf-dataset):(?P<owner>[\w.-]+)/(?P<repo>[\w.-]+)(?:/(?P<file>[^@]+))?(?:@(?P<rev>.+))?$"
@@ -117,12 +123,8 @@ def lookup(name: str) -> Artifact:
         return NAMES[name]
     match = _SPEC.match(name)
     if not match:
-        known = ", ".join([*ALIASES, *NAMES])
-        # No square brackets in the message: the CLI prints errors as rich markup.
-        raise MmvError(
-            f"unknown download name {name!r}: expected one of {known}, or hf:OWNER/REPO, "
-            "hf:OWNER/REPO/FILE (either with @REVISION), hf-dataset:OWNER/REPO"
-        )
+        raise MmvError(f"unknown download name {name!r}: expected {_EXPECTED}")
+    _check_spec(name, match)
     repo_type = "dataset" if match["kind"] == "hf-dataset" else "model"
     file = match["file"].strip("/") if match["file"] else None
     part = Part(f"{match['owner']}/{match['repo']}", repo_type, (file,) if file else None, None)
@@ -131,5 +133,33 @@ def lookup(name: str) -> Artifact:
     )
 
 
+def lookup_all(names: list[str]) -> list[Artifact]:
+    """Every name's artifact; the names that are neither registry names nor specs are all named in one error."""
+    unknown = [name.strip() for name in names if canonical(name) not in NAMES and not is_spec(name)]
+    if unknown:
+        listed = ", ".join(repr(name) for name in unknown)
+        plural = "s" if len(unknown) > 1 else ""
+        raise MmvError(f"unknown download name{plural} {listed}: expected {_EXPECTED}")
+    return [lookup(name) for name in names]
+
+
 def is_spec(name: str) -> bool:
     return bool(_SPEC.match(canonical(name)))
+
+
+def check_spec(name: str) -> None:
+    """MmvError unless an `hf:` spec's owner, repository, file and revision are safe to use in URLs and paths."""
+    match = _SPEC.match(canonical(name))
+    if match:
+        _check_spec(name, match)
+
+
+def _check_spec(name: str, match: re.Match[str]) -> None:
+    for piece in (match["owner"], match["repo"]):
+        # '.' and '..' would be resolved away inside a URL and reach another API route.
+        if piece.startswith((".", "-")) or ".." in piece:
+            raise MmvError(f"invalid repository name {piece!r} in {name!r}: expected letters, digits, '-', '_', '.'")
+    if match["file"]:
+        validate.file_path(match["file"].strip("/"), f"the spec {name!r}")
+    if match["rev"] is not None:
+        validate.revision(match["rev"], repr(name))

@@ -1,7 +1,9 @@
 """One file over HTTP: resumable (Range), retried on dropped connections, verified before it reaches its final path.
 
-A file downloads into `<staging>/.parts/<key>.part`, where the key is its expected hash, so a partial file is only
-ever resumed against the same content. Only after the size and the hash match is it renamed to `<staging>/<path>`.
+A file downloads into `<staging>/.parts/<key>.part`, where the key is a hash of its expected content, so a partial
+file is only ever resumed against the same content (and its name is never a string the server chose). The body
+may not grow past the listed size, and a download gives up after `Timeouts.silence_s` without a byte. Only after
+the size and the hash match is the file renamed to `<staging>/<path>`.
 """
 
 from __future__ import annotations
@@ -12,17 +14,19 @@ import os
 import re
 import time
 from collections.abc import Callable
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
 from mmv.errors import MmvError
+from mmv.hub import validate
 from mmv.hub.cache import human_size
+from mmv.hub.limits import Timeouts
+from mmv.hub.validate import PARTS
 
 if TYPE_CHECKING:
     import httpx2
 
-PARTS = ".parts"
 CHUNK = 1 << 20
 _HEX64 = re.compile(r"^[0-9a-f]{64}$")
 _HEX40 = re.compile(r"^[0-9a-f]{40}$")
@@ -30,19 +34,17 @@ _HEX40 = re.compile(r"^[0-9a-f]{40}$")
 
 @dataclass(frozen=True)
 class RemoteFile:
-    path: str  # path inside the repository, and inside the cached directory
+    path: str  # path inside the repository, and inside the cached directory (checked: mmv.hub.validate)
     url: str
-    size: int | None  # bytes, when the listing says
+    size: int  # bytes, as the listing says; the body may not be longer
     sha256: str | None = None  # LFS / ModelScope content hash
     git_sha1: str | None = None  # git blob id of small (non-LFS) files: sha1("blob <size>\0" + content)
 
     @property
     def key(self) -> str:
-        """Names the partial file: tied to the expected content so a resume never mixes two versions."""
-        digest = self.sha256 or self.git_sha1
-        if digest:
-            return digest
-        return hashlib.sha256(f"{self.url}\n{self.size}".encode()).hexdigest()
+        """Names the partial file: a hash of the expected content (or, without one, of where it comes from)."""
+        identity = self.sha256 or self.git_sha1 or self.url
+        return hashlib.sha256(f"{identity}\n{self.size}".encode()).hexdigest()
 
 
 @dataclass
@@ -55,25 +57,43 @@ class Transfer:
     retries: int = 5  # resumes after a dropped connection before giving up (progress resets the count)
     backoff_s: float = 0.5  # first wait between retries; doubles each time
     on_bytes: Callable[[int], None] | None = None  # progress callback: bytes just written (negative on restart)
-    timeout_s: float = 60.0  # connect / read timeout of one request
+    timeouts: Timeouts = field(default_factory=Timeouts)
     received: int = 0  # bytes that came over the network so far (out: for the summary)
+    last_byte_at: float = 0.0  # time.monotonic() of the last byte received (or of the start)
+
+
+def part_path(staging: Path, remote: RemoteFile) -> Path:
+    """Where the partial download of `remote` lives in `staging`."""
+    return staging / PARTS / f"{remote.key}.part"
 
 
 def fetch(transfer: Transfer, remote: RemoteFile, staging: Path) -> Path:
     """Download `remote` into `staging`, resuming a partial file; returns its verified final path."""
-    final = staging / remote.path
+    final = _inside(staging, remote.path)
     if final.is_file():
         if _matches(final, remote):
             _count(transfer, final.stat().st_size)
             return final
         final.unlink()
-    part = staging / PARTS / f"{remote.key}.part"
+    part = part_path(staging, remote)
     part.parent.mkdir(parents=True, exist_ok=True)
     etag = _download(transfer, remote, part)
     _verify(part, remote, etag)
     final.parent.mkdir(parents=True, exist_ok=True)
     os.replace(part, final)
     return final
+
+
+def _inside(staging: Path, path: str) -> Path:
+    """`staging/path`, refused unless it stays inside `staging` (a second line of defence after the listing)."""
+    target = staging.joinpath(*validate.file_path(path, "the server").split("/"))
+    if not target.resolve().is_relative_to(staging.resolve()):
+        raise MmvError(f"{path} would be written outside {staging}; refusing to download it")
+    return target
+
+
+def _size(path: Path) -> int:
+    return path.stat().st_size if path.exists() else 0
 
 
 def _download(transfer: Transfer, remote: RemoteFile, part: Path) -> str | None:
@@ -83,43 +103,65 @@ def _download(transfer: Transfer, remote: RemoteFile, part: Path) -> str | None:
     attempts = transfer.retries
     wait = transfer.backoff_s
     etag = None
-    if part.exists() and remote.size is not None and part.stat().st_size > remote.size:
+    if _size(part) > remote.size:
         part.unlink()  # longer than the file: not ours, start over
-    _count(transfer, part.stat().st_size if part.exists() else 0)
+    _count(transfer, _size(part))
+    transfer.last_byte_at = time.monotonic()
     while True:
-        done = part.stat().st_size if part.exists() else 0
-        if remote.size is not None and done == remote.size:
+        done = _size(part)
+        if done == remote.size:
             return etag
+        left = transfer.timeouts.silence_s - (time.monotonic() - transfer.last_byte_at)
         try:
-            etag = _stream(transfer, remote, part, done)
-            return etag
+            return _stream(transfer, remote, part, done, left)
+        except _TooLong as exc:
+            part.unlink(missing_ok=True)
+            raise MmvError(
+                f"the server sent more than the {human_size(remote.size)} listed for {remote.path}; the download was "
+                "discarded and nothing was cached (the listing and the file disagree: try again later, or "
+                "another --endpoint / --source)"
+            ) from exc
         except (httpx2.TransportError, _ShortRead) as exc:
-            grown = (part.stat().st_size if part.exists() else 0) > done
-            if grown:
+            if _size(part) > done:
                 attempts, wait = transfer.retries, transfer.backoff_s  # progress was made: a fresh set of retries
-            if attempts <= 0:
-                have = part.stat().st_size if part.exists() else 0
-                raise MmvError(
-                    f"the connection dropped while downloading {remote.path} ({_reason(exc)}); "
-                    f"{human_size(have)} are kept and the same command resumes from there"
-                ) from exc
+            silent = time.monotonic() - transfer.last_byte_at
+            if attempts <= 0 or silent + wait >= transfer.timeouts.silence_s:
+                raise MmvError(_gave_up(remote, part, exc, silent)) from exc
             attempts -= 1
             time.sleep(wait)
             wait *= 2
+        except httpx2.RequestError as exc:
+            raise MmvError(
+                f"the server's answer for {remote.path} cannot be read ({_reason(exc)}); "
+                f"{human_size(_size(part))} are kept and the same command resumes from there"
+            ) from exc
+
+
+def _gave_up(remote: RemoteFile, part: Path, exc: BaseException, silent: float) -> str:
+    import httpx2
+
+    kept = f"{human_size(_size(part))} are kept and the same command resumes from there"
+    if isinstance(exc, httpx2.TimeoutException):
+        return f"no data arrived for {silent:.0f} s while downloading {remote.path} ({_reason(exc)}); {kept}"
+    return f"the connection dropped while downloading {remote.path} ({_reason(exc)}); {kept}"
 
 
 class _ShortRead(Exception):
     """The server closed the body before Content-Length bytes arrived."""
 
 
-def _stream(transfer: Transfer, remote: RemoteFile, part: Path, done: int) -> str | None:
+class _TooLong(Exception):
+    """The server sends (or announces) more bytes than the listing gave as the file's size."""
+
+
+def _stream(transfer: Transfer, remote: RemoteFile, part: Path, done: int, left_s: float) -> str | None:
     # identity: Range offsets and Content-Length must count the file's own bytes, not a compressed body
     headers = {**transfer.headers, "Accept-Encoding": "identity"}
     if done:
         headers["Range"] = f"bytes={done}-"
-    with transfer.session.stream(
-        "GET", remote.url, headers=headers, follow_redirects=True, timeout=transfer.timeout_s
-    ) as response:
+    timeout = transfer.timeouts.httpx(cap_s=left_s)
+    request = transfer.session.stream("GET", remote.url, headers=headers, follow_redirects=True, timeout=timeout)
+    with request as response:
         if response.status_code == 416 and done:
             # The server says our offset is past the end: the partial file is stale. Start over.
             part.unlink()
@@ -133,39 +175,58 @@ def _stream(transfer: Transfer, remote: RemoteFile, part: Path, done: int) -> st
         elif done and not response.headers.get("Content-Range", "").startswith(f"bytes {done}-"):
             raise MmvError(
                 f"the server answered a resume of {remote.path} with the wrong byte range "
-                f"({response.headers.get('Content-Range')!r}); delete the partial download with "
+                f"({validate.shown(response.headers.get('Content-Range'))}); delete the partial download with "
                 "`mmv cache rm` and try again"
             )
-        expected = int(response.headers["Content-Length"]) if "Content-Length" in response.headers else None
-        if expected is not None and response.headers.get("Content-Encoding", "identity") != "identity":
-            expected = None  # the length of a compressed body says nothing about the file
-        received = 0
-        with open(part, "ab", buffering=0) as fh:  # unbuffered: the file holds every byte received, even on kill -9
-            try:
-                for chunk in response.iter_bytes():  # as received, so a drop loses nothing already read
-                    fh.write(chunk)
-                    received += len(chunk)
-                    transfer.received += len(chunk)
-                    _count(transfer, len(chunk))
-                os.fsync(fh.fileno())
-            except OSError as exc:
-                if exc.errno in (errno.ENOSPC, errno.EDQUOT):
-                    raise MmvError(
-                        f"the disk is full while writing {remote.path} to {part.parent}; the partial file is kept "
-                        "and the same command resumes once space is freed (or set MMV_HOME to another disk)"
-                    ) from exc
-                raise
+        expected = _content_length(response)
+        if expected is not None and done + expected > remote.size:
+            raise _TooLong(f"announced {done + expected} bytes")
+        received = _write_body(transfer, remote, response, part, done)
         if expected is not None and received < expected:
             raise _ShortRead(f"got {received} of {expected} bytes")
         linked = response.headers.get("X-Linked-Etag") or response.headers.get("ETag")
         return linked.removeprefix("W/").strip('"') if linked else None
 
 
+def _content_length(response: Any) -> int | None:
+    """The body's announced length in file bytes, when it says one (a compressed body's length says nothing)."""
+    if response.headers.get("Content-Encoding", "identity") != "identity":
+        return None
+    try:
+        return int(response.headers["Content-Length"])
+    except (KeyError, ValueError):
+        return None
+
+
+def _write_body(transfer: Transfer, remote: RemoteFile, response: Any, part: Path, done: int) -> int:
+    """Append the body to `part` as it arrives, never past the listed size; returns the bytes written."""
+    received = 0
+    with open(part, "ab", buffering=0) as fh:  # unbuffered: the file holds every byte received, even on kill -9
+        try:
+            for chunk in response.iter_bytes():  # as received, so a drop loses nothing already read
+                if done + received + len(chunk) > remote.size:
+                    raise _TooLong(f"more than {remote.size} bytes")
+                fh.write(chunk)
+                received += len(chunk)
+                transfer.received += len(chunk)
+                transfer.last_byte_at = time.monotonic()
+                _count(transfer, len(chunk))
+            os.fsync(fh.fileno())
+        except OSError as exc:
+            if exc.errno in (errno.ENOSPC, errno.EDQUOT):
+                raise MmvError(
+                    f"the disk is full while writing {remote.path} to {part.parent}; the partial file is kept "
+                    "and the same command resumes once space is freed (or set MMV_HOME to another disk)"
+                ) from exc
+            raise
+    return received
+
+
 def _verify(part: Path, remote: RemoteFile, etag: str | None) -> None:
     """Size, then sha256 (or the git blob id); a mismatch deletes the download so nothing bad is ever kept."""
     size = part.stat().st_size
     problem = None
-    if remote.size is not None and size != remote.size:
+    if size != remote.size:
         problem = f"expected {remote.size} bytes, got {size}"
     else:
         kind, want = _expected_hash(remote, etag)
@@ -183,7 +244,7 @@ def _verify(part: Path, remote: RemoteFile, etag: str | None) -> None:
 
 def _matches(path: Path, remote: RemoteFile) -> bool:
     size = path.stat().st_size
-    if remote.size is not None and size != remote.size:
+    if size != remote.size:
         return False
     kind, want = _expected_hash(remote, None)
     return want is None or _hash_file(path, kind, size) == want
