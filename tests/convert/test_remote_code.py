@@ -92,6 +92,12 @@ def test_broken_rules_are_refused(source, message):
         read_section("m", source, OWNERS, EARLIER)
 
 
+def test_configuration_file_cannot_import_from_the_modeling_file():
+    source = f"{MARK}def f():\n    from mmv.model.llm import MiniMindLM\n    return MiniMindLM\n"
+    with pytest.raises(MmvError, match="modeling file only"):
+        read_section("mmv.config", source, OWNERS, EARLIER)
+
+
 def test_name_clashes_are_refused():
     with pytest.raises(MmvError, match="redefines VLMConfig"):
         owners_of({"a": "class VLMConfig: ...\n", "b": "VLMConfig = 1\n"})

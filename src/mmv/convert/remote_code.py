@@ -129,6 +129,9 @@ def read_section(module: str, source: str, owners: dict[str, str], earlier: set[
         raise MmvError(f"{module} is stitched into transformers folders but its first line is not {STITCHED_MARK!r}")
     tree = ast.parse(source)
     top_level = {id(node) for node in tree.body}
+    # a function-level import runs later, when the whole file is defined: any module of this file (or, from the
+    # modeling file, of the configuration file it imports) will do
+    in_reach = set(CONFIG_MODULES) if module in CONFIG_MODULES else set(owners.values())
     lines = source.splitlines()
     replacements: dict[int, tuple[int, str | None]] = {}
     imports: list[Imported] = []
@@ -143,7 +146,7 @@ def read_section(module: str, source: str, owners: dict[str, str], earlier: set[
             raise MmvError(f"{module}: `import mmv...` cannot be stitched; use `from mmv.x import name`")
         is_mmv = isinstance(node, ast.ImportFrom) and node.module is not None and node.module.split(".")[0] == "mmv"
         if is_mmv:
-            from_mmv |= checked_mmv_import(node, module, owners, earlier if at_top else set(owners.values()))
+            from_mmv |= checked_mmv_import(node, module, owners, earlier if at_top else in_reach)
         elif not at_top:
             continue  # a function-level import of another package stays where it is
         elif isinstance(node, ast.Import):
@@ -166,7 +169,10 @@ def checked_mmv_import(node: ast.ImportFrom, module: str, owners: dict[str, str]
                 "define there (is the module stitched, and does it define the name itself?)"
             )
         if node.module not in available:
-            raise MmvError(f"{module} imports {alias.name} at module level from {node.module}, stitched after it")
+            raise MmvError(
+                f"{module} imports {alias.name} from {node.module}, which is not defined yet where that import "
+                "runs (stitched after it, or into the modeling file only)"
+            )
     return {alias.name for alias in node.names}
 
 
