@@ -32,7 +32,6 @@ from mmv.data.batch import Batch
 from mmv.data.loader import DataSpec, TrainData
 from mmv.model.vision import load_encoder
 from mmv.model.vlm import MiniMindVLM
-from mmv.train.build import init_fresh
 from mmv.train.config import stage_config
 from mmv.train.distributed import DistContext
 from mmv.train.trainer import Trainer, resolve_dtype
@@ -255,7 +254,7 @@ def run_stage(stage: str, args: argparse.Namespace, work: Path, encoder_dir: Pat
     write_dataset(data_file, stage, args.rows, args.tokenizer)
     torch.manual_seed(0)
     model = MiniMindVLM(preset("minimind-3v"), load_encoder(encoder_dir))
-    init_fresh(model)
+    model.init_fresh_weights()
     encoder_params = sum(p.numel() for p in model.vision_encoder.parameters())
 
     def spec(pack: bool) -> DataSpec:

@@ -1,3 +1,4 @@
+# Stitched into exported transformers folders: see mmv/convert/remote_code.py for the rules this file follows.
 """Model configuration: one dataclass for the LLM + vision path, with named presets.
 
 Field names follow the reference `config.json` (REFERENCE.md sections 1-3) so a config round-trips through

@@ -1,3 +1,4 @@
+# Stitched into exported transformers folders: see mmv/convert/remote_code.py for the rules this file follows.
 """The one exception type the CLI turns into a one-line message and exit code 2."""
 
 

@@ -1,11 +1,14 @@
 """Run by test_transformers_folder in `python -I -S`: load mmv's transformers folders where mmv cannot be imported.
 
-argv: the site-packages folder to use (torch, transformers), a JSON list of jobs, the output .safetensors file.
-Each job names a folder and its fixture cases; the script records logits and greedy generations, then saves the
-model again with `save_pretrained` where the job says.
+argv: the package folders to import from, first wins (os.pathsep-separated: a transformers release installed apart,
+then the site-packages with torch), a JSON list of jobs, the output .safetensors file (its metadata names the
+transformers version that ran). Each job names a folder and its fixture cases; the script records logits, greedy
+generations, one cached step per name of the cache argument and which wrong calls were refused, then saves the model
+again with `save_pretrained` where the job says.
 """
 
 import json
+import os
 import sys
 
 
@@ -27,7 +30,7 @@ def mmv_importable() -> bool:
 
 
 def without_mmv() -> None:
-    sys.path.append(sys.argv[1])  # the packages without running their .pth hooks (mmv's editable install)
+    sys.path.extend(sys.argv[1].split(os.pathsep))  # without running their .pth hooks (mmv's editable install)
     if mmv_importable():
         for loaded in [m for m in sys.modules if m == "mmv" or m.startswith("mmv.")]:
             del sys.modules[loaded]
@@ -77,8 +80,54 @@ def run_job(job: dict, results: dict) -> None:
                 for p in prompts
             ]
         )
+    record_cache_names(model, cases["text_input_ids"], name, results)
+    record_refusals(model, cases["text_input_ids"], name, results)
     results[f"{name}.class_is_remote"] = torch.tensor(type(model).__module__.startswith("transformers_modules"))
     model.save_pretrained(job["resave"])  # transformers' own save of the loaded model: must stay mmv-readable
+
+
+def record_cache_names(model, ids, name: str, results: dict) -> None:
+    """A prefill and one cached step, the cache passed as `cache` (transformers >= 5.24) or as `past_key_values`."""
+    import torch
+    from transformers import DynamicCache
+
+    for key in ("cache", "past_key_values"):
+        cache = DynamicCache()
+        with torch.no_grad():
+            model(ids[:, :-1], **{key: cache})
+            results[f"{name}.step_logits.{key}"] = model(ids[:, -1:], **{key: cache}).logits[:, -1]
+
+
+def record_refusals(model, ids, name: str, results: dict) -> None:
+    """Calls the modeling code must refuse, each with the error that names what is wrong, instead of running on."""
+    import torch
+    from transformers import DynamicCache
+
+    length = ids.shape[1]
+    calls = {  # what -> (the call, a phrase of the error it must raise)
+        "unknown_forward_argument": (lambda: model(ids, not_an_argument=1), "not_an_argument"),
+        "unknown_generate_argument": (
+            lambda: model.generate(ids, max_new_tokens=1, not_an_argument=1),
+            "not_an_argument",
+        ),
+        "both_cache_names": (lambda: model(ids, cache=DynamicCache(), past_key_values=DynamicCache()), "not both"),
+        "static_cache": (
+            lambda: model.generate(ids, max_new_tokens=2, cache_implementation="static"),
+            "DynamicCache",
+        ),
+        "four_d_attention_mask": (
+            lambda: model(ids, attention_mask=torch.ones(1, 1, length, length)),
+            "2-D attention mask",
+        ),
+    }
+    for what, (call, phrase) in calls.items():
+        try:
+            with torch.no_grad():
+                call()
+            refused = False
+        except (TypeError, ValueError) as error:
+            refused = phrase in str(error)
+        results[f"{name}.refused.{what}"] = torch.tensor(refused)
 
 
 def main() -> None:
@@ -90,7 +139,13 @@ def main() -> None:
     results: dict = {}
     for job in json.loads(sys.argv[2]):
         run_job(job, results)
-    save_file({k: v.contiguous() for k, v in results.items()}, sys.argv[3])
+    import transformers
+
+    save_file(
+        {k: v.contiguous() for k, v in results.items()},
+        sys.argv[3],
+        metadata={"transformers": transformers.__version__},
+    )
 
 
 if __name__ == "__main__":

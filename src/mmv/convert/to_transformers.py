@@ -41,7 +41,7 @@ def write_transformers(source: Source, out: Path, dtype: torch.dtype, force: boo
         write_json(work / "config.json", folder_config(source, dtype))
         write_json(work / "generation_config.json", generation_config(source))
         tokenizer.save_pretrained(str(work))
-        for name, text in remote_code.generate(__version__).items():
+        for name, text in remote_code.modeling_sources(__version__).items():
             (work / name).write_text(text)
         if source.vision_dir is not None:
             copy_encoder(source.vision_dir, work / VISION_SUBFOLDER)

@@ -1,3 +1,4 @@
+# Stitched into exported transformers folders: see mmv/convert/remote_code.py for the rules this file follows.
 """A key/value cache allocated once per request: decoding writes into it in place, never concatenates."""
 
 from __future__ import annotations

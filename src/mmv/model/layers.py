@@ -1,3 +1,4 @@
+# Stitched into exported transformers folders: see mmv/convert/remote_code.py for the rules this file follows.
 """The layers every MiniMind block is built from: RMSNorm and the SwiGLU feed-forward (dense or as one expert)."""
 
 from __future__ import annotations

@@ -1,3 +1,4 @@
+# Stitched into exported transformers folders: see mmv/convert/remote_code.py for the rules this file follows.
 """The MiniMind language model: Qwen3-shaped decoder (GQA, q/k RMSNorm, RoPE, SwiGLU or MoE), tied embeddings.
 
 Parameter names equal the reference `.pth` keys (and transformers' Qwen3), so state dicts load with strict=True.

@@ -1,3 +1,4 @@
+# Stitched into exported transformers folders: see mmv/convert/remote_code.py for the rules this file follows.
 """The training objective, defined once: next-token cross-entropy over the supervised positions."""
 
 from __future__ import annotations

@@ -1,3 +1,4 @@
+# Stitched into exported transformers folders: see mmv/convert/remote_code.py for the rules this file follows.
 """Mixture-of-experts MLP: softmax router over all experts, top-k dispatch, renormalised weights, aux loss."""
 
 from __future__ import annotations

@@ -1,3 +1,4 @@
+# Stitched into exported transformers folders: see mmv/convert/remote_code.py for the rules this file follows.
 """The three vision projectors (REFERENCE.md section 2): encoder tokens -> 64 LLM embeddings per image.
 
 Each keeps its reference parameter layout under `mlp.*`, which is how a checkpoint's variant is recognised.

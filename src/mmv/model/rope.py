@@ -1,3 +1,4 @@
+# Stitched into exported transformers folders: see mmv/convert/remote_code.py for the rules this file follows.
 """Rotary position tables (half-split rotation), with optional YaRN scaling for long contexts."""
 
 from __future__ import annotations

@@ -1,3 +1,4 @@
+# Stitched into exported transformers folders: see mmv/convert/remote_code.py for the rules this file follows.
 """MiniMind-V: the MiniMind LLM with projected image features spliced over `<|image_pad|>` runs at prefill."""
 
 from __future__ import annotations
