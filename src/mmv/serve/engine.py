@@ -94,9 +94,9 @@ class Engine:
                 self._guarded(self._iterate, joining)
 
     def _iterate(self, joining: list[GenerationRequest]) -> None:
-        changed = self._drop_cancelled()
+        self._drop_cancelled()
         new_rows = [row for row in map(self._admit, joining) if row is not None]
-        if changed or new_rows or (self.batch is not None and self._full()):
+        if new_rows or self._stale():
             self._relayout(new_rows)
         if self.rows:
             self._step()
@@ -118,11 +118,11 @@ class Engine:
             free = self.settings.max_batch - len(self.rows)
             return [self.waiting.popleft() for _ in range(min(free, len(self.waiting)))]
 
-    def _drop_cancelled(self) -> bool:
+    def _drop_cancelled(self) -> None:
         for row in self.rows:
             if row.reason is None and row.request.cancelled.is_set():
                 row.reason = "cancelled"
-        return self._retire_finished()
+        self._retire_finished()
 
     def _admit(self, request: GenerationRequest) -> Sequence | None:
         """Prefill one request alone and choose its first token; None if it failed or is already done."""
@@ -160,8 +160,11 @@ class Engine:
         self.stats.prompt_tokens += len(row.tokens)
         self.stats.cached_tokens += row.reused
 
-    def _full(self) -> bool:
-        return self.batch.cache.length >= self.batch.cache.max_len
+    def _stale(self) -> bool:
+        """Rows left since the last layout (rows are only ever removed from it), or its cache is full."""
+        if self.batch is None:
+            return bool(self.rows)
+        return self.batch.ids.shape[0] != len(self.rows) or self.batch.cache.length >= self.batch.cache.max_len
 
     def _relayout(self, new_rows: list[Sequence]) -> None:
         """One batch over the running rows and the new ones, compacted, with room to grow."""
@@ -181,13 +184,12 @@ class Engine:
             row.accept(logits[index : index + 1])
         self._retire_finished()
 
-    def _retire_finished(self) -> bool:
-        done = [row for row in self.rows if row.reason is not None]
-        for row in done:
-            self.stats.completion_tokens += row.generated
-            self._remember(row)
+    def _retire_finished(self) -> None:
+        for row in self.rows:
+            if row.reason is not None:
+                self.stats.completion_tokens += row.generated
+                self._remember(row)
         self.rows = [row for row in self.rows if row.reason is None]
-        return bool(done)
 
     def _remember(self, row: Sequence) -> None:
         """Keep the request's keys/values for its conversation's next turn."""
