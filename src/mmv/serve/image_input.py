@@ -122,6 +122,8 @@ def _download(url: str, policy: ImagePolicy, label: str) -> bytes:
     except ApiError:
         raise
     except urllib.error.HTTPError as exc:
+        if 300 <= exc.code < 400:  # urllib answers a redirect to file: and the like with the 3xx itself
+            raise ApiError(f"{label}: a redirect away from http(s) was refused", code="image_download_failed") from None
         raise ApiError(f"{label}: downloading it failed with HTTP {exc.code}", code="image_download_failed") from None
     except (urllib.error.URLError, OSError, ValueError) as exc:
         reason = getattr(exc, "reason", exc)
