@@ -136,6 +136,7 @@ class ChatApi:
             top_p=parsed.top_p,
             repetition_penalty=parsed.repetition_penalty,
             seed=parsed.seed,
+            stop_on_eos=not parsed.ignore_eos,
         )
         generation = GenerationRequest(
             prompt, sampling, parsed.stop, emit=lambda event: loop.call_soon_threadsafe(events.put_nowait, event)

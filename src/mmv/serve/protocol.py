@@ -2,7 +2,8 @@
 
 Accepted: `model`, `messages` (content a string or a list of `text` / `image_url` parts), `temperature`, `top_p`,
 `max_tokens` / `max_completion_tokens`, `seed`, `stop`, `stream`, `stream_options.include_usage`, `n` (1 only),
-and three extensions: `thinking` (open MiniMind's `<think>` block), `top_k` and `repetition_penalty`.
+and four extensions: `thinking` (open MiniMind's `<think>` block), `top_k`, `repetition_penalty` and `ignore_eos`
+(decode the full `max_tokens`: for benchmarks).
 `IGNORED_FIELDS` are accepted and have no effect. Tools, `n > 1`, a structured `response_format` and audio are
 refused with a 400, as is a model name the server does not serve.
 """
@@ -80,6 +81,7 @@ class ChatRequest:
     stream: bool = False
     include_usage: bool = False  # stream_options.include_usage: a last chunk with the usage
     thinking: bool = False  # extension: open the <think> block (MiniMind's `open_thinking`)
+    ignore_eos: bool = False  # extension: keep decoding past eos up to max_tokens (benchmarks)
 
     @property
     def images(self) -> list[ImagePart]:
@@ -109,6 +111,7 @@ def parse_chat_request(body: Any, *, model_names: tuple[str, ...], max_tokens_li
     request.stop = _stops(body.get("stop"))
     request.stream = _flag(body, "stream")
     request.thinking = _flag(body, "thinking")
+    request.ignore_eos = _flag(body, "ignore_eos")
     options = body.get("stream_options")
     if options is not None:
         if not isinstance(options, dict):
