@@ -110,7 +110,7 @@ def one_client(client, uri: str, new_tokens: int, results: list, barrier: thread
     started = time.perf_counter()
     first, tokens = None, 0
     stream = client.chat.completions.create(
-        model="model",
+        model="minimind-3v",
         messages=[{"role": "user", "content": content}],
         temperature=0,
         max_tokens=new_tokens,
