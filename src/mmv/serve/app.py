@@ -138,9 +138,14 @@ class ChatApi:
             seed=parsed.seed,
             stop_on_eos=not parsed.ignore_eos,
         )
-        generation = GenerationRequest(
-            prompt, sampling, parsed.stop, emit=lambda event: loop.call_soon_threadsafe(events.put_nowait, event)
-        )
+
+        def emit(event: Event) -> None:
+            try:
+                loop.call_soon_threadsafe(events.put_nowait, event)
+            except RuntimeError:  # the event loop has closed (the server stopped): nobody is listening any more
+                generation.cancelled.set()
+
+        generation = GenerationRequest(prompt, sampling, parsed.stop, emit=emit)
         self.engine.submit(generation)
         return generation, events
 
