@@ -55,3 +55,54 @@ def test_rows_finishing_at_different_steps_leave_and_the_rest_decode_on():
         )
         assert isinstance(got[-1], Finished) and got[-1].completion_tokens == len(alone)
     assert engine.stats.requests == 3 and engine.busy_rows == 0
+
+
+def test_a_resent_image_is_encoded_once_and_its_history_reused():
+    from mmv.images import open_image
+    from mmv.loading import load_model
+    from mmv.serve.image_input import CheckedImage
+    from mmv.serve.prompt import PromptBuilder
+    from mmv.serve.protocol import parse_chat_request
+    from tests.conftest import IMAGES_DIR, REFERENCE
+
+    loaded = load_model(
+        REFERENCE / "p32" / "model.pth",
+        vision=REFERENCE / "p32" / "vision",
+        tokenizer=TOKENIZER_DIR,
+        device="cpu",
+        dtype="float32",
+    )
+    lock = threading.Lock()
+    engine = Engine(loaded.model, loaded.tokenizer, lock, EngineSettings())
+    builder = PromptBuilder(loaded, lock, max_new_tokens_limit=8)
+    photo = IMAGES_DIR / "image-01-golden-dog-balloons.jpg"
+    image = CheckedImage(open_image(photo), "digest-of-the-photo")
+    first = [
+        {
+            "role": "user",
+            "content": [{"type": "image_url", "image_url": {"url": "data:"}}, {"type": "text", "text": "Hi"}],
+        }
+    ]
+    turns = [first, [*first, {"role": "assistant", "content": "Hello"}, {"role": "user", "content": "More?"}]]
+    engine.start()
+    finished = []
+    for messages in turns:
+        request = parse_chat_request(
+            {"messages": messages, "max_tokens": 4, "temperature": 0}, model_names=("m",), max_tokens_limit=8
+        )
+        prompt = builder.build(request, [image])
+        events, done = [], threading.Event()
+
+        def emit(event, events=events, done=done):
+            events.append(event)
+            if not isinstance(event, TextDelta):
+                done.set()
+
+        sampling = SamplingConfig(max_new_tokens=prompt.max_new_tokens, temperature=0)
+        engine.submit(GenerationRequest(prompt, sampling, [], emit))
+        assert done.wait(60)
+        finished.append(events[-1])
+    engine.close(0)
+    assert engine.join(10)
+    assert engine.images.encoded == 1  # the second turn found the photo's features
+    assert finished[0].cached_tokens == 0 and finished[1].cached_tokens > 64
