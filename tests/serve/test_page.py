@@ -78,7 +78,7 @@ def test_a_person_chats_about_two_images_stops_a_reply_and_starts_over(server, p
 
     # turn 1: an image attached with the button, a question sent with Enter
     page.set_input_files("#file", str(PHOTOS[0]))
-    assert page.locator("#attachments img").count() == 1
+    page.wait_for_function("document.querySelectorAll('#attachments img').length === 1")  # read asynchronously
     page.fill("#prompt", "What is in this image?")
     page.press("#prompt", "Shift+Enter")  # a newline, not a send
     assert page.locator(".message").count() == 0
