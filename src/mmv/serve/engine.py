@@ -15,6 +15,7 @@ import traceback
 from collections import deque
 from collections.abc import Callable
 from dataclasses import dataclass
+from typing import TYPE_CHECKING, Any
 
 import torch
 
@@ -27,6 +28,9 @@ from mmv.serve.image_features import ImageFeatures
 from mmv.serve.prefix_pool import PrefixPool
 from mmv.serve.protocol import ApiError
 from mmv.serve.sequence import Failed, GenerationRequest, Sequence
+
+if TYPE_CHECKING:
+    from mmv.model.vlm import MiniMindVLM
 
 
 @dataclass
@@ -50,7 +54,11 @@ def shutting_down() -> ApiError:
 
 
 class Engine:
-    def __init__(self, model, tokenizer, tokenizer_lock: threading.Lock, settings: EngineSettings) -> None:
+    """Owns the model on its own thread; `submit` from any thread, replies come back through each request's `emit`."""
+
+    def __init__(
+        self, model: MiniMindVLM, tokenizer: Any, tokenizer_lock: threading.Lock, settings: EngineSettings
+    ) -> None:
         self.model, self.tokenizer, self.tokenizer_lock, self.settings = model, tokenizer, tokenizer_lock, settings
         config = model.config
         self.images = ImageFeatures(model, settings.image_cache)
