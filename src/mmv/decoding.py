@@ -4,7 +4,8 @@
 hides the pads and positions count real tokens only), splices the images in and returns the logits of each row's
 first new token. `Decoding.step` feeds one token per row and returns the logits of the next. A single unpadded
 prompt on CPU float32 steps through `FastDecoder`. With a `PrefixCache`, a prompt's longest common prefix with the
-previous request keeps its keys/values and only the rest is prefilled.
+previous request keeps its keys/values and only the rest is prefilled. `regroup` lays rows of earlier decodings out
+as one batch again, the way a server joins new requests to a running batch and lets finished ones leave.
 """
 
 from __future__ import annotations
@@ -126,3 +127,24 @@ def remember(
 ) -> None:
     """Keep a finished single-prompt request in `prefix`: its cache holds the prompt and the `fed` reply tokens."""
     prefix.cache, prefix.tokens, prefix.image_embeds = decoding.cache, prompt + fed, image_embeds
+
+
+def regroup(model: MiniMindVLM, rows: list[tuple[Decoding, int, list[int]]], room: int) -> Decoding:
+    """One batch over rows of earlier decodings: (decoding, row, the ids whose keys/values that row holds).
+
+    The rows are laid out as `prefill` would lay out those ids (left-padded to the longest, positions counting real
+    tokens only), so each keeps decoding exactly as before; every row gets room for `room` more tokens. A single row
+    steps through `FastDecoder` where `prefill` would use it.
+    """
+    ids, mask = left_pad([tokens for _, _, tokens in rows], model.config.pad_token_id)
+    device = model.rope_cos.device
+    ids, mask = ids.to(device), mask.to(device)
+    batch, width = ids.shape
+    cache = KVCache.gather([(d.cache, row, len(tokens)) for d, row, tokens in rows], width, width + room)
+    key_padding = None
+    if bool((mask == 0).any()):
+        key_padding = torch.ones((batch, width + room), dtype=torch.long, device=device)
+        key_padding[:, :width] = mask
+    logits = torch.stack([d.logits[row] for d, row, _ in rows])
+    fast = FastDecoder(model, cache) if FastDecoder.supports(model, batch) else None
+    return Decoding(model, cache, logits, ids, mask, key_padding, mask.sum(dim=-1, keepdim=True), 0, fast)

@@ -16,10 +16,11 @@ def test_help_and_version_do_not_import_torch():
         "try:\n    main()\nexcept SystemExit:\n    pass\n"
         "assert 'torch' not in sys.modules, 'torch was imported'\n"
         "assert 'transformers' not in sys.modules\n"
+        "assert 'starlette' not in sys.modules and 'uvicorn' not in sys.modules, 'the serve extra was imported'\n"
     )
     done = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, timeout=60)
     assert done.returncode == 0, done.stderr
-    assert "chat" in done.stdout and "download" in done.stdout
+    assert "chat" in done.stdout and "download" in done.stdout and "serve" in done.stdout
 
 
 def test_version(cli):

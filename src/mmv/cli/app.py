@@ -9,7 +9,7 @@ import typer
 from typer.core import TyperGroup
 
 from mmv import __version__
-from mmv.cli import cache, chat, convert, data, demo, download, eval, train
+from mmv.cli import cache, chat, convert, data, demo, download, eval, serve, train
 from mmv.cli.common import fail, options
 
 try:  # typer vendors click from 0.2x on; before that it used click itself
@@ -80,6 +80,7 @@ app.add_typer(data.app, name="data")
 app.command("eval")(eval.eval_command)
 app.command("demo")(demo.demo)
 app.add_typer(cache.app, name="cache")
+app.command("serve")(serve.serve)
 
 
 def _lift_global_flags(argv: list[str]) -> list[str]:

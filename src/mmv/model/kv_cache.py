@@ -49,3 +49,22 @@ class KVCache:
         for mine, theirs in zip(self.keys + self.values, other.keys + other.values, strict=True):
             mine.narrow(2, 0, num_tokens).copy_(theirs.narrow(2, 0, num_tokens))
         self.length = num_tokens
+
+    @classmethod
+    def gather(cls, sources: list[tuple[KVCache, int, int]], length: int, max_len: int) -> KVCache:
+        """A new cache whose row i holds the last `count` stored tokens of row `row` of `cache`, for each
+        (cache, row, count) in `sources`, right-aligned to end at `length`: the columns before a shorter row stay
+        zero (its left padding), and there is room up to `max_len`. The sources stay untouched."""
+        first = sources[0][0]
+        _, kv_heads, _, head_dim = first.keys[0].shape
+        merged = cls(
+            len(first.keys), len(sources), kv_heads, max_len, head_dim, first.keys[0].dtype, first.keys[0].device
+        )
+        merged.end_after(length)
+        for target, (cache, row, count) in enumerate(sources):
+            if count > length or count > cache.length:
+                raise ValueError(f"cannot move {count} tokens of a {cache.length}-token row into {length} columns")
+            for mine, theirs in zip(merged.keys + merged.values, cache.keys + cache.values, strict=True):
+                mine[target, :, length - count : length].copy_(theirs[row, :, cache.length - count : cache.length])
+        merged.length = length
+        return merged

@@ -1,0 +1,218 @@
+"""Continuous batching: one thread owns the model, and requests join and leave its batch between decode steps.
+
+Each iteration the engine lets go of rows whose client left, admits waiting requests up to `max_batch` (each one
+prefilled alone, reusing the longest matching history from the `PrefixPool`, its first token streamed at once),
+lays the rows out as one left-padded batch again when they changed (`regroup`), and runs one decode step for all.
+A row's tokens are what its request would get alone: its prefill is the solo prefill, and padding is masked.
+A finished request leaves its keys/values in the pool for the conversation's next turn.
+"""
+
+from __future__ import annotations
+
+import threading
+import time
+import traceback
+from collections import deque
+from collections.abc import Callable
+from dataclasses import dataclass
+from typing import TYPE_CHECKING, Any
+
+import torch
+
+from mmv.console import say
+from mmv.decoding import Decoding, prefill, regroup
+from mmv.model.kv_cache import KVCache
+from mmv.prefix_cache import PrefixCache
+from mmv.sampling import TokenSampler
+from mmv.serve.image_features import ImageFeatures
+from mmv.serve.prefix_pool import PrefixPool
+from mmv.serve.protocol import ApiError
+from mmv.serve.sequence import Failed, GenerationRequest, Sequence
+
+if TYPE_CHECKING:
+    from mmv.model.vlm import MiniMindVLM
+
+
+@dataclass
+class EngineSettings:
+    max_batch: int = 8  # rows decoded together; more requests wait for a free row
+    prefix_pool: int = 16  # finished conversations whose keys/values are kept for their next turn
+    image_cache: int = 64  # distinct images whose projected features are kept
+    grow: int = 128  # tokens of room added per row when the batch's cache fills up
+
+
+@dataclass
+class EngineStats:
+    requests: int = 0
+    prompt_tokens: int = 0
+    cached_tokens: int = 0
+    completion_tokens: int = 0
+
+
+def shutting_down() -> ApiError:
+    return ApiError("the server is shutting down", status=503, kind="server_error", code="shutting_down")
+
+
+class Engine:
+    """Owns the model on its own thread; `submit` from any thread, replies come back through each request's `emit`."""
+
+    def __init__(
+        self, model: MiniMindVLM, tokenizer: Any, tokenizer_lock: threading.Lock, settings: EngineSettings
+    ) -> None:
+        self.model, self.tokenizer, self.tokenizer_lock, self.settings = model, tokenizer, tokenizer_lock, settings
+        config = model.config
+        self.images = ImageFeatures(model, settings.image_cache)
+        self.prefixes = PrefixPool(settings.prefix_pool, config.image_token_id, config.image_token_len)
+        self.waiting: deque[GenerationRequest] = deque()
+        self.wakeup = threading.Condition()
+        self.rows: list[Sequence] = []
+        self.batch: Decoding | None = None
+        self.closing_at: float | None = None  # past this instant, rows still decoding are cancelled
+        self.stats = EngineStats()
+        self.thread = threading.Thread(target=self._run, name="mmv-engine", daemon=True)
+
+    def start(self) -> None:
+        self.thread.start()
+
+    def submit(self, request: GenerationRequest) -> None:
+        with self.wakeup:
+            if self.closing_at is not None:
+                raise shutting_down()
+            self.waiting.append(request)
+            self.wakeup.notify()
+
+    def close(self, grace_s: float) -> None:
+        """Take no more requests; let running ones finish for up to `grace_s`, then cancel them."""
+        with self.wakeup:
+            if self.closing_at is None:
+                self.closing_at = time.monotonic() + grace_s
+            self.wakeup.notify()
+
+    def join(self, timeout_s: float) -> bool:
+        self.thread.join(timeout_s)
+        return not self.thread.is_alive()
+
+    @property
+    def busy_rows(self) -> int:
+        return len(self.rows)
+
+    def _run(self) -> None:
+        with torch.inference_mode():
+            while (joining := self._next_requests()) is not None:
+                self._guarded(self._iterate, joining)
+
+    def _iterate(self, joining: list[GenerationRequest]) -> None:
+        self._drop_cancelled()
+        new_rows = [row for row in map(self._admit, joining) if row is not None]
+        if new_rows or self._stale():
+            self._relayout(new_rows)
+        if self.rows:
+            self._step()
+
+    def _next_requests(self) -> list[GenerationRequest] | None:
+        """Wait for work; return the requests to admit now, or None once closed with nothing left to do."""
+        with self.wakeup:
+            while not self.waiting and not self.rows and self.closing_at is None:
+                self.wakeup.wait()
+            if self.closing_at is not None:
+                for request in self.waiting:
+                    request.emit(Failed(shutting_down()))
+                self.waiting.clear()
+                if time.monotonic() > self.closing_at:
+                    for row in self.rows:
+                        row.fail(shutting_down())
+                if not any(row.reason is None for row in self.rows):
+                    return None
+            free = self.settings.max_batch - len(self.rows)
+            return [self.waiting.popleft() for _ in range(min(free, len(self.waiting)))]
+
+    def _drop_cancelled(self) -> None:
+        for row in self.rows:
+            if row.reason is None and row.request.cancelled.is_set():
+                row.reason = "cancelled"
+        self._retire_finished()
+
+    def _admit(self, request: GenerationRequest) -> Sequence | None:
+        """Prefill one request alone and choose its first token; None if it failed or is already done."""
+        if request.cancelled.is_set():
+            return None
+        try:
+            prompt = request.prompt
+            embeds = self.images.embeds(prompt.images)
+            prefix = self.prefixes.take(prompt.tokens, embeds)
+            decoding = prefill(self.model, [prompt.tokens], 0, image_embeds=embeds, prefix=prefix, fast_decode=False)
+            sampler = TokenSampler(request.sampling, decoding.ids, decoding.mask, self.model.config.vocab_size)
+            row = Sequence(
+                request,
+                sampler,
+                self.tokenizer,
+                self.tokenizer_lock,
+                self.model.config.eos_token_id,
+                embeds,
+                decoding.reused,
+            )
+            row.home = (decoding, 0)
+            self._count(row)
+            row.accept(decoding.logits)
+        except Exception as exc:  # one bad request must not stop the engine
+            say(traceback.format_exc())
+            request.emit(Failed(ApiError(f"internal error: {exc}", status=500, kind="server_error")))
+            return None
+        if row.reason is not None:
+            self._remember(row)
+            return None
+        return row
+
+    def _count(self, row: Sequence) -> None:
+        self.stats.requests += 1
+        self.stats.prompt_tokens += len(row.tokens)
+        self.stats.cached_tokens += row.reused
+
+    def _stale(self) -> bool:
+        """Rows left since the last layout (rows are only ever removed from it), or its cache is full."""
+        if self.batch is None:
+            return bool(self.rows)
+        return self.batch.ids.shape[0] != len(self.rows) or self.batch.cache.length >= self.batch.cache.max_len
+
+    def _relayout(self, new_rows: list[Sequence]) -> None:
+        """One batch over the running rows and the new ones, compacted, with room to grow."""
+        self.rows += new_rows
+        if not self.rows:
+            self.batch = None
+            return
+        room = min(max(row.remaining for row in self.rows), self.settings.grow)
+        self.batch = regroup(self.model, [(*row.home, row.tokens) for row in self.rows], room)
+        for index, row in enumerate(self.rows):
+            row.home = (self.batch, index)
+
+    def _step(self) -> None:
+        fed = torch.tensor([row.feed() for row in self.rows], device=self.batch.ids.device)
+        logits = self.batch.step(fed)
+        for index, row in enumerate(self.rows):
+            row.accept(logits[index : index + 1])
+        self._retire_finished()
+
+    def _retire_finished(self) -> None:
+        for row in self.rows:
+            if row.reason is not None:
+                self.stats.completion_tokens += row.generated
+                self._remember(row)
+        self.rows = [row for row in self.rows if row.reason is None]
+
+    def _remember(self, row: Sequence) -> None:
+        """Keep the request's keys/values for its conversation's next turn."""
+        decoding, index = row.home
+        count = len(row.tokens)
+        cache = KVCache.gather([(decoding.cache, index, count)], count, count)
+        self.prefixes.store(PrefixCache(cache=cache, tokens=list(row.tokens), image_embeds=row.image_embeds))
+
+    def _guarded(self, work: Callable[..., None], *args: object) -> None:
+        """A failing step fails the requests in the batch, not the server."""
+        try:
+            work(*args)
+        except Exception as exc:
+            say(traceback.format_exc())
+            for row in self.rows:
+                if row.reason is None:
+                    row.fail(ApiError(f"internal error: {exc}", status=500, kind="server_error"))
+            self.rows, self.batch = [], None
