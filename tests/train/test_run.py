@@ -280,7 +280,8 @@ def test_resume_where_there_is_no_run(tmp_path):
     lines = result.stderr.strip().splitlines()
     assert result.exit_code == 2 and len(lines) == 1 and "Errno" not in result.stderr
     assert (
-        lines[0] == f"error: {tmp_path / 'absent'} holds no run to resume (no config.json); start it without --resume"
+        lines[0]
+        == f"error: {tmp_path / 'absent'} holds no run to resume (no config.json); start a new run there instead"
     )
 
 

@@ -110,7 +110,7 @@ def plan_fresh(req: RunRequest) -> RunPlan:
 def resume_settings(req: RunRequest, stage: str) -> tuple[TrainConfig, dict[str, Any], dict[str, Any]]:
     """The saved run's config (with the options that may change applied), its data spec and its config.json."""
     if not (req.out / CONFIG_FILE).is_file():
-        raise MmvError(f"{req.out} holds no run to resume (no {CONFIG_FILE}); start it without --resume")
+        raise MmvError(f"{req.out} holds no run to resume (no {CONFIG_FILE}); start a new run there instead")
     saved = read_run_config(req.out)
     if saved["stage"] != stage:
         raise MmvError(f"{req.out} holds a {saved['stage']} run; resume it with `mmv {saved['stage']}`")
