@@ -30,11 +30,12 @@ import torch
 from mmv.config import VLMConfig, preset
 from mmv.data.batch import Batch
 from mmv.data.loader import DataSpec, TrainData
+from mmv.device import DTYPES, pick_dtype
 from mmv.model.vision import load_encoder
 from mmv.model.vlm import MiniMindVLM
 from mmv.train.config import stage_config
 from mmv.train.distributed import DistContext
-from mmv.train.trainer import Trainer, resolve_dtype
+from mmv.train.trainer import Trainer
 
 MODES = ("max-length", "longest", "packed")
 WORDS = (
@@ -331,7 +332,7 @@ def main() -> None:
     parser.add_argument("--batch-size", type=int, default=None, help="[default: the stage's, 16 / 4]")
     parser.add_argument("--rows", type=int, default=512, help="rows of each synthetic parquet")
     parser.add_argument("--device", default="cuda" if torch.cuda.is_available() else "cpu")
-    parser.add_argument("--dtype", default="auto", choices=["auto", "float32", "bfloat16", "float16"])
+    parser.add_argument("--dtype", default="auto", choices=DTYPES)
     parser.add_argument(
         "--tokenizer",
         default=str(Path(__file__).resolve().parents[2] / "shared" / "minimind_tokenizer"),
@@ -344,7 +345,7 @@ def main() -> None:
         torch.set_num_threads(args.threads)
     device = torch.device(args.device)
     ctx = DistContext(rank=0, world_size=1, local_rank=0, device=device)
-    compute = resolve_dtype(args.dtype, device)
+    compute = pick_dtype(args.dtype, device)
     peak = matmul_peak(device, compute)
     results = []
     with tempfile.TemporaryDirectory() as tmp:

@@ -32,16 +32,13 @@ def fixture_base_config(name: str):
 
 
 def load_fixture_model(name: str, weights: str = "model.pth"):
-    from mmv.checkpoint import load_weights, read_checkpoint
-    from mmv.model.vision import inspect_encoder, load_encoder
-    from mmv.model.vlm import MiniMindVLM
+    """The fixture VLM in float32 through the loader every command uses (the encoder beside it, no tokenizer)."""
+    from mmv.loading import gather
+    from mmv.loading.build import build_model
 
     folder = fixture_dir(name)
-    info = inspect_encoder(folder / "vision")
-    checkpoint = read_checkpoint(folder / weights, info.hidden_size, fixture_base_config(name))
-    model = MiniMindVLM(checkpoint.config, load_encoder(folder / "vision")).eval()
-    load_weights(model, checkpoint)
-    return model.float()
+    inputs = gather(folder / weights, base=fixture_base_config(name), need_tokenizer=False)
+    return build_model(inputs).eval()
 
 
 def fixture_cases(name: str) -> dict:

@@ -105,8 +105,9 @@ def test_clip_era_checkpoint_is_recognised():
 
 def test_ambiguous_width_without_encoder_is_refused():
     state = read_state_dict(REFERENCE / "p32" / "model.pth")
-    with pytest.raises(MmvError, match="--vision"):
+    with pytest.raises(MmvError, match="fits neither a p32-256 nor a p16-256 encoder") as failure:
         detect_variant(state)
+    assert failure.value.options == ("vision",)
 
 
 def test_pickles_with_code_are_never_run(tmp_path):
@@ -142,3 +143,72 @@ def test_safetensors_round_trip(tmp_path):
 def test_unknown_variant_is_refused():
     with pytest.raises(MmvError, match="unknown vision variant"):
         VLMConfig(vision_variant="p8-1024")
+
+
+def broken(tmp_path, change) -> str:
+    """The p32 fixture with one tensor changed by `change(state)`, saved as a .pth."""
+    state = read_state_dict(REFERENCE / "p32" / "model.pth")
+    change(state)
+    path = tmp_path / "broken.pth"
+    torch.save(state, path)
+    return path
+
+
+Q_NORM = "model.layers.0.self_attn.q_norm.weight"
+EMBED = "model.embed_tokens.weight"
+
+
+@pytest.mark.parametrize(
+    ("change", "message"),
+    [
+        (lambda s: s.update({Q_NORM: torch.zeros(0)}), rf"{Q_NORM} is empty \(shape \(0,\)\)"),
+        (lambda s: s.update({EMBED: s[EMBED].flatten()}), rf"{EMBED} has shape \(409600,\); expected a 2-D tensor"),
+        (lambda s: s.update({Q_NORM: torch.ones(24)}), "are not whole heads of q_norm.s 24"),
+        (
+            lambda s: s.update({"model.layers.1.self_attn.k_norm.weight": torch.ones(8)}),
+            r"k_norm.weight has shape \(8,\), expected \(16,\)",
+        ),
+        (
+            lambda s: s["model.layers.2.mlp.up_proj.weight"].__setitem__((3, 5), float("nan")),
+            "up_proj.weight holds NaN",
+        ),
+        (lambda s: s["model.norm.weight"].__setitem__(0, float("inf")), "model.norm.weight holds NaN or infinite"),
+        (lambda s: s.update({EMBED: s[EMBED].to(torch.int64)}), f"{EMBED} holds int64 values; weights are floating"),
+        (lambda s: s.update({"lm_head.weight": s["lm_head.weight"] > 0}), "lm_head.weight holds bool values"),
+    ],
+)
+def test_bad_tensors_are_refused_where_they_are_read(tmp_path, change, message):
+    path = broken(tmp_path, change)
+    with pytest.raises(MmvError, match=message) as failure:
+        read_checkpoint(path, encoder_hidden=32)
+    assert str(path) in str(failure.value)
+
+
+def folder_with_config(tmp_path, edit) -> object:
+    import json
+    import shutil
+
+    folder = tmp_path / "tf"
+    shutil.copytree(REFERENCE / "p32" / "hf-upstream", folder)
+    config = json.loads((folder / "config.json").read_text())
+    (folder / "config.json").write_text(json.dumps(edit(config)))
+    return folder
+
+
+@pytest.mark.parametrize(
+    ("edit", "message"),
+    [
+        (lambda c: [c], "holds a list, expected a JSON object"),
+        (lambda c: {**c, "num_attention_heads": "4"}, "num_attention_heads must be an integer, got '4'"),
+        (lambda c: {**c, "rope_theta": "1e6"}, "rope_theta must be a number, got '1e6'"),
+        (lambda c: {**c, "rope_scaling": [16]}, r"rope_scaling must be an object or null, got \[16\]"),
+        (lambda c: {**c, "image_ids": 12}, "image_ids must be a list, got 12"),
+        (lambda c: {**c, "num_key_value_heads": 0}, "num_key_value_heads must be at least 1, got 0"),
+        (lambda c: {**c, "use_moe": "false"}, "use_moe must be true or false"),
+    ],
+)
+def test_bad_folder_configs_are_refused_naming_the_file(tmp_path, edit, message):
+    folder = folder_with_config(tmp_path, edit)
+    with pytest.raises(MmvError, match=message) as failure:
+        read_checkpoint(folder)
+    assert str(folder / "config.json") in str(failure.value)

@@ -2,12 +2,12 @@
 
 Pickles are only ever opened with `weights_only=True`; folders are read as data (config.json + weights), their
 modeling code is never imported. Every size is read off the tensors, and the vision variant off `vision_proj.*`,
-so a mismatch fails with one sentence instead of mis-loading the way the reference's strict=False does.
+so a mismatch fails with one sentence instead of mis-loading the way the reference's strict=False does. What
+enters is checked here, once: only finite floating-point tensors, each of the shape its config implies.
 """
 
 from __future__ import annotations
 
-import json
 import pickle
 import re
 import zipfile
@@ -17,13 +17,14 @@ from typing import TYPE_CHECKING
 
 from mmv.config import VLMConfig
 from mmv.errors import MmvError
+from mmv.layout import CONFIG_FILE, WEIGHT_FILES, read_json_object, reading
 
 if TYPE_CHECKING:
     import torch
 
     from mmv.model.vlm import MiniMindVLM
 
-WEIGHT_FILES = ("model.safetensors", "pytorch_model.bin")
+FOLDER_MODEL_TYPES = ("minimind-v", "minimind", "mmv")
 
 
 @dataclass
@@ -35,7 +36,7 @@ class Checkpoint:
 
 
 def read_state_dict(path: str | Path) -> dict[str, torch.Tensor]:
-    """Tensors of a `.pth` / `.bin` (weights_only) or `.safetensors` file."""
+    """Tensors of a `.pth` / `.bin` (weights_only) or `.safetensors` file; all finite floating-point weights."""
     import torch
 
     path = Path(path)
@@ -61,7 +62,23 @@ def read_state_dict(path: str | Path) -> dict[str, torch.Tensor]:
         state = state["model"]  # an mmv resume checkpoint
     if not isinstance(state, dict) or not all(isinstance(v, torch.Tensor) for v in state.values()):
         raise MmvError(f"{path} is not a state dict of tensors")
+    with reading(path):
+        check_values(state)
     return state
+
+
+def check_values(state: dict[str, torch.Tensor]) -> None:
+    """Weights are non-empty, floating point and finite: an integer tensor in a float file or a NaN would load
+    and run, answering nothing."""
+    import torch
+
+    for key, tensor in state.items():
+        if not tensor.is_floating_point():
+            raise MmvError(f"{key} holds {str(tensor.dtype).removeprefix('torch.')} values; weights are floating point")
+        if tensor.numel() == 0:
+            raise MmvError(f"{key} is empty (shape {tuple(tensor.shape)})")
+        if not bool(torch.isfinite(tensor).all()):
+            raise MmvError(f"{key} holds NaN or infinite values")
 
 
 def detect_variant(state: dict[str, torch.Tensor], encoder_hidden: int | None = None) -> str | None:
@@ -91,37 +108,44 @@ def detect_variant(state: dict[str, torch.Tensor], encoder_hidden: int | None = 
         return "p32-256" if width == 768 else "p16-256"
     raise MmvError(
         f"the projector takes {width}-wide tokens, which fits neither a p32-256 nor a p16-256 encoder "
-        f"of hidden size {encoder_hidden or 768}; pass the matching --vision folder"
+        f"of hidden size {encoder_hidden or 768}; name the matching encoder folder",
+        option="vision",
     )
+
+
+def _tensor(state: dict[str, torch.Tensor], key: str, dims: int) -> torch.Tensor:
+    if key not in state:
+        raise MmvError(f"not a MiniMind checkpoint: it has no {key}")
+    tensor = state[key]
+    if tensor.dim() != dims:
+        raise MmvError(f"{key} has shape {tuple(tensor.shape)}; expected a {dims}-D tensor")
+    return tensor
 
 
 def infer_config(
     state: dict[str, torch.Tensor], base: VLMConfig | None = None, encoder_hidden: int | None = None
 ) -> VLMConfig:
     """Every size of the model read off its tensors; `base` supplies what tensors cannot tell (top-k, rope)."""
-    try:
-        embed = state["model.embed_tokens.weight"]
-        q_norm = state["model.layers.0.self_attn.q_norm.weight"]
-        head_dim = q_norm.shape[0]
-        layers = 1 + max(int(m.group(1)) for k in state if (m := re.match(r"model\.layers\.(\d+)\.", k)))
-        heads = state["model.layers.0.self_attn.q_proj.weight"].shape[0] // head_dim
-        kv_heads = state["model.layers.0.self_attn.k_proj.weight"].shape[0] // head_dim
-    except (KeyError, ValueError):
-        raise MmvError(
-            "not a MiniMind checkpoint: expected model.embed_tokens.weight and model.layers.N.self_attn.* keys"
-        ) from None
+    embed = _tensor(state, "model.embed_tokens.weight", 2)
+    head_dim = _tensor(state, "model.layers.0.self_attn.q_norm.weight", 1).shape[0]
+    q_rows = _tensor(state, "model.layers.0.self_attn.q_proj.weight", 2).shape[0]
+    k_rows = _tensor(state, "model.layers.0.self_attn.k_proj.weight", 2).shape[0]
+    if q_rows % head_dim or k_rows % head_dim:
+        raise MmvError(f"the q/k projections ({q_rows}, {k_rows} rows) are not whole heads of q_norm's {head_dim}")
+    layers = 1 + max(int(m.group(1)) for k in state if (m := re.match(r"model\.layers\.(\d+)\.", k)))
     experts = {int(m.group(1)) for k in state if (m := re.match(r"model\.layers\.0\.mlp\.experts\.(\d+)\.", k))}
     mlp = "model.layers.0.mlp.experts.0.gate_proj.weight" if experts else "model.layers.0.mlp.gate_proj.weight"
+    intermediate = _tensor(state, mlp, 2).shape[0]
     values = (base or VLMConfig()).to_dict()
     values.update(
         vocab_size=embed.shape[0],
         hidden_size=embed.shape[1],
         num_hidden_layers=layers,
-        num_attention_heads=heads,
-        num_key_value_heads=kv_heads,
+        num_attention_heads=q_rows // head_dim,
+        num_key_value_heads=k_rows // head_dim,
         head_dim=head_dim,
-        intermediate_size=state[mlp].shape[0],
-        moe_intermediate_size=state[mlp].shape[0],
+        intermediate_size=intermediate,
+        moe_intermediate_size=intermediate,
         use_moe=bool(experts),
         num_experts=len(experts) or values["num_experts"],
     )
@@ -132,6 +156,23 @@ def infer_config(
     return VLMConfig.from_dict(values)
 
 
+def expected_shapes(config: VLMConfig, text_only: bool) -> dict[str, tuple[int, ...]]:
+    """Every checkpoint key of the model `config` describes, with its shape (built on the meta device: no memory)."""
+    import torch
+
+    from mmv.model.vlm import MiniMindVLM
+
+    with torch.device("meta"):
+        state = MiniMindVLM(config).checkpoint_state_dict()
+    return {k: tuple(v.shape) for k, v in state.items() if not (text_only and k.startswith("vision_proj."))}
+
+
+def check_shapes(state: dict[str, torch.Tensor], expected: dict[str, tuple[int, ...]], source: Path) -> None:
+    for key, tensor in state.items():
+        if key in expected and tuple(tensor.shape) != expected[key]:
+            raise MmvError(f"{source}: {key} has shape {tuple(tensor.shape)}, expected {expected[key]}")
+
+
 def find_weights(folder: Path) -> Path:
     for name in WEIGHT_FILES:
         if (folder / name).is_file():
@@ -140,12 +181,10 @@ def find_weights(folder: Path) -> Path:
 
 
 def folder_config(folder: Path) -> dict:
-    path = folder / "config.json"
-    try:
-        config = json.loads(path.read_text())
-    except (OSError, ValueError) as exc:
-        raise MmvError(f"cannot read {path}: {exc}") from None
-    if config.get("model_type") not in ("minimind-v", "minimind", "mmv"):
+    """The config.json of a transformers folder, checked to describe a MiniMind model."""
+    path = folder / CONFIG_FILE
+    config = read_json_object(path)
+    if config.get("model_type") not in FOLDER_MODEL_TYPES:
         raise MmvError(f"{folder} is a {config.get('model_type')!r} folder; expected model_type 'minimind-v'")
     return config
 
@@ -155,13 +194,19 @@ def read_checkpoint(path: str | Path, encoder_hidden: int | None = None, base: V
     path = Path(path)
     if path.is_dir():
         raw = folder_config(path)
-        base = VLMConfig.from_dict({**(base.to_dict() if base else {}), **raw})
-        encoder_hidden = encoder_hidden or raw.get("image_hidden_size")
-        state = read_state_dict(find_weights(path))
+        with reading(path / CONFIG_FILE):
+            base = VLMConfig.from_dict({**(base.to_dict() if base else {}), **raw})
+        hidden = raw.get("image_hidden_size")
+        encoder_hidden = encoder_hidden or (hidden if isinstance(hidden, int) else None)
+        weights = find_weights(path)
     else:
-        state = read_state_dict(path)
-    config = infer_config(state, base, encoder_hidden)
-    return Checkpoint(state, config, text_only="vision_proj.mlp.0.weight" not in state, source=path)
+        weights = path
+    state = read_state_dict(weights)
+    with reading(weights):
+        config = infer_config(state, base, encoder_hidden)
+    text_only = "vision_proj.mlp.0.weight" not in state
+    check_shapes(state, expected_shapes(config, text_only), weights)
+    return Checkpoint(state, config, text_only, source=path)
 
 
 def check_keys(expected: set[str], found: set[str], source: Path, tied: bool) -> None:
@@ -184,10 +229,6 @@ def load_weights(model: MiniMindVLM, checkpoint: Checkpoint) -> None:
     if checkpoint.text_only:
         expected = {k for k in expected if not k.startswith("vision_proj.")}
     check_keys(expected, set(checkpoint.state_dict), checkpoint.source, model.config.tie_word_embeddings)
-    own = model.state_dict()
-    for key, tensor in checkpoint.state_dict.items():
-        if own[key].shape != tensor.shape:
-            raise MmvError(
-                f"{checkpoint.source}: {key} has shape {tuple(tensor.shape)}, expected {tuple(own[key].shape)}"
-            )
+    own = {k: tuple(v.shape) for k, v in model.state_dict().items()}
+    check_shapes(checkpoint.state_dict, own, checkpoint.source)
     model.load_state_dict(checkpoint.state_dict, strict=False)

@@ -19,6 +19,52 @@ VISION_VARIANTS = ("p32-256", "p16-256", "p16-naflex")
 DEFAULT_VARIANT = "p32-256"
 IMAGE_TOKEN = "<|image_pad|>"
 IMAGE_MARKER = "<image>"
+# sizes and counts that must be at least 1 (None ones are derived in __post_init__)
+POSITIVE_FIELDS = (
+    "hidden_size",
+    "num_hidden_layers",
+    "num_attention_heads",
+    "num_key_value_heads",
+    "head_dim",
+    "intermediate_size",
+    "vocab_size",
+    "max_position_embeddings",
+    "num_experts",
+    "num_experts_per_tok",
+    "moe_intermediate_size",
+    "image_hidden_size",
+    "image_token_len",
+)
+_TYPE_NAMES = {
+    "int": "an integer",
+    "float": "a number",
+    "bool": "true or false",
+    "str": "a string",
+    "dict": "an object",
+    "list": "a list",
+    "None": "null",
+}
+
+
+def _has_type(value: Any, name: str) -> bool:
+    """`name` is one alternative of a field annotation, e.g. int, float, bool, str, dict[...], list[...], None."""
+    base = name.split("[", 1)[0]
+    if base == "None":
+        return value is None
+    if base in ("int", "float") and isinstance(value, bool):
+        return False  # JSON true is not a number
+    expected = {"int": int, "float": (int, float), "bool": bool, "str": str, "dict": dict, "list": list}.get(base)
+    return expected is None or isinstance(value, expected)  # other types are not JSON's: nothing to check
+
+
+def check_field_types(instance: Any) -> None:
+    """Refuse a dataclass whose fields hold values of another JSON type than annotated (a hand-edited config)."""
+    for f in dataclasses.fields(instance):
+        value = getattr(instance, f.name)
+        alternatives = str(f.type).replace(" ", "").split("|")
+        if not any(_has_type(value, name) for name in alternatives):
+            wanted = " or ".join(_TYPE_NAMES[name.split("[", 1)[0]] for name in alternatives)
+            raise MmvError(f"{f.name} must be {wanted}, got {value!r}")
 
 
 @dataclass
@@ -54,18 +100,31 @@ class VLMConfig:
     image_ids: list[int] = field(default_factory=lambda: [12])
 
     def __post_init__(self) -> None:
+        check_field_types(self)
         if self.vision_variant not in VISION_VARIANTS:
             raise MmvError(
                 f"unknown vision variant {self.vision_variant!r}; expected one of {', '.join(VISION_VARIANTS)}"
             )
+        for name in POSITIVE_FIELDS:
+            value = getattr(self, name)
+            if value is not None and value < 1:
+                raise MmvError(f"{name} must be at least 1, got {value}")
+        if self.rms_norm_eps <= 0 or self.rope_theta <= 0:
+            raise MmvError(f"rms_norm_eps and rope_theta must be positive, got {self.rms_norm_eps}, {self.rope_theta}")
+        if not self.image_ids or not all(type(i) is int and i >= 0 for i in self.image_ids):
+            raise MmvError(f"image_ids must be a non-empty list of token ids, got {self.image_ids!r}")
         if self.head_dim is None:
             self.head_dim = self.hidden_size // self.num_attention_heads
+            if self.head_dim < 1:
+                raise MmvError(f"hidden_size {self.hidden_size} is smaller than num_attention_heads")
         if self.intermediate_size is None:
             self.intermediate_size = math.ceil(self.hidden_size * math.pi / 64) * 64
         if self.moe_intermediate_size is None:
             self.moe_intermediate_size = self.intermediate_size
         if self.num_attention_heads % self.num_key_value_heads:
             raise MmvError("num_attention_heads must be a multiple of num_key_value_heads")
+        if self.num_experts_per_tok > self.num_experts:
+            raise MmvError(f"num_experts_per_tok ({self.num_experts_per_tok}) exceeds num_experts ({self.num_experts})")
 
     @property
     def image_token_id(self) -> int:

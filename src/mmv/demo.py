@@ -18,6 +18,7 @@ from pathlib import Path
 from typing import Any
 
 from mmv.errors import MmvError
+from mmv.layout import VISION_SUBFOLDER
 
 SECONDS_PER_STEP = 0.16  # one optimizer step of the demo model at batch 16 on a 2-core laptop CPU
 PRETRAIN_SHARE = 0.4  # of the training steps; the rest is SFT
@@ -208,7 +209,7 @@ def _run(out: Path, config: DemoConfig, say: Callable[[str], None]) -> DemoResul
         out / "sft",
         data.files["sft"],
         out / "pretrain",
-        out / "pretrain" / "vision",
+        out / "pretrain" / VISION_SUBFOLDER,  # the encoder pretrain trained (--train-vision)
         data.tokenizer,
         sft_steps,
         config.sft_lr,

@@ -11,11 +11,10 @@ from typing import TYPE_CHECKING, Any
 
 from mmv.config import IMAGE_MARKER, IMAGE_TOKEN
 from mmv.errors import MmvError
+from mmv.layout import TOKENIZER_FILES
 
 if TYPE_CHECKING:
     from transformers import PreTrainedTokenizerFast
-
-TOKENIZER_FILES = ("tokenizer.json", "tokenizer_config.json")
 
 
 def load_tokenizer(folder: str | Path) -> PreTrainedTokenizerFast:
@@ -25,7 +24,11 @@ def load_tokenizer(folder: str | Path) -> PreTrainedTokenizerFast:
     missing = [name for name in TOKENIZER_FILES if not (folder / name).is_file()]
     if missing:
         raise MmvError(f"tokenizer folder {folder} lacks {', '.join(missing)}")
-    tokenizer = PreTrainedTokenizerFast.from_pretrained(str(folder))
+    try:
+        tokenizer = PreTrainedTokenizerFast.from_pretrained(str(folder))
+    except Exception as exc:  # tokenizers raises its own exception types for a malformed tokenizer.json
+        reason = str(exc).strip().splitlines()[0] if str(exc).strip() else type(exc).__name__
+        raise MmvError(f"cannot read the tokenizer in {folder}: {reason[:200]}") from None
     if tokenizer.convert_tokens_to_ids(IMAGE_TOKEN) is None or tokenizer.chat_template is None:
         raise MmvError(f"{folder} is not a MiniMind tokenizer: expected the {IMAGE_TOKEN} token and a chat template")
     return tokenizer

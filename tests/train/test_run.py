@@ -10,7 +10,7 @@ import torch
 from safetensors.torch import load_file
 
 from mmv.checkpoint import read_state_dict
-from tests.conftest import TOKENIZER_DIR, one_thread
+from tests.conftest import REFERENCE, TOKENIZER_DIR, one_thread
 from tests.train.helpers import (
     LLM_PTH,
     VISION_DIR,
@@ -221,3 +221,79 @@ def test_missing_extras_are_named(data, tmp_path, flag, module):
     result = run_cli([*base_args(data, tmp_path / "run"), "--init", str(VLM_PTH), "--max-steps", "1", flag])
     assert result.exit_code == 2 and f"pip install 'mmv[{module}]'" in result.stderr
     assert not (tmp_path / "run").exists()  # refused before anything was written
+
+
+def test_show_sample_takes_the_tokenizer_of_the_init_run(data, tmp_path, monkeypatch):
+    from tests.loading.helpers import make_run_dir
+
+    monkeypatch.setenv("MMV_HOME", str(tmp_path / "empty-cache"))
+    run = make_run_dir(tmp_path / "first")
+    result = run_cli(
+        ["sft", "--data", str(data), "--out", str(tmp_path / "next"), "--init", str(run), "--show-sample", "1"]
+    )
+    assert result.exit_code == 0, result.stderr
+    assert result.stderr.count("--- sample") == 1
+
+
+def test_every_missing_download_in_one_line(data, tmp_path, monkeypatch):
+    monkeypatch.setenv("MMV_HOME", str(tmp_path / "empty-cache"))
+    result = run_cli(["sft", "--data", str(data), "--out", str(tmp_path / "run")])
+    lines = result.stderr.strip().splitlines()
+    assert result.exit_code == 2 and len(lines) == 1 and "Traceback" not in result.stderr
+    assert lines[0].endswith(
+        "run `mmv download minimind-3v-pytorch siglip2-p32-256 llm` (option: --init, --vision DIR, --tokenizer DIR)"
+    )
+
+
+def hand_edited(run, change) -> None:
+    config = json.loads((run / "config.json").read_text())
+    (run / "config.json").write_text(json.dumps(change(config)))
+
+
+@pytest.mark.parametrize(
+    ("change", "message"),
+    [
+        (lambda c: c, "has no resume checkpoint yet"),  # the untouched config passes every check
+        (lambda c: [c], "holds a list, expected a JSON object"),
+        (lambda c: {k: v for k, v in c.items() if k != "data"}, "is not an mmv run config: it has no 'data' field"),
+        (lambda c: {**c, "train": "sft"}, "'train' must be an object, got 'sft'"),
+        (lambda c: {**c, "train": {**c["train"], "lr": "high"}}, "lr must be a number, got 'high'"),
+        (lambda c: {**c, "train": {**c["train"], "epochs": None}}, "epochs must be an integer, got None"),
+        (lambda c: {**c, "data": {**c["data"], "max_seq_len": "768"}}, "max_seq_len must be an integer, got '768'"),
+        (lambda c: {**c, "data": {k: v for k, v in c["data"].items() if k != "files"}}, "data lacks files"),
+        (lambda c: {**c, "data": {**c["data"], "shuffle": True}}, "data has unknown field 'shuffle'"),
+    ],
+)
+def test_a_hand_edited_run_config_is_one_sentence_on_resume(tmp_path, change, message):
+    from tests.loading.helpers import make_run_dir
+
+    run = make_run_dir(tmp_path / "run")
+    hand_edited(run, change)
+    result = run_cli(["sft", "--out", str(run), "--resume"])
+    lines = result.stderr.strip().splitlines()
+    assert result.exit_code == 2 and len(lines) == 1 and "Traceback" not in result.stderr, result.stderr
+    assert message in lines[0]
+
+
+def test_resume_where_there_is_no_run(tmp_path):
+    result = run_cli(["sft", "--out", str(tmp_path / "absent"), "--resume"])
+    lines = result.stderr.strip().splitlines()
+    assert result.exit_code == 2 and len(lines) == 1 and "Errno" not in result.stderr
+    assert (
+        lines[0]
+        == f"error: {tmp_path / 'absent'} holds no run to resume (no config.json); start a new run there instead"
+    )
+
+
+def test_a_bare_moe_init_trains_with_the_experts_per_token_given(data, tmp_path):
+    moe = REFERENCE / "p32-moe"
+    args = ["sft", "--data", str(data), "--init", str(moe / "model.pth"), "--vision", str(moe / "vision")]
+    args += ["--tokenizer", str(TOKENIZER_DIR), "--max-steps", "1", "--batch-size", "2"]
+    bare = run_cli(["--json", *args, "--out", str(tmp_path / "k1")])
+    assert bare.exit_code == 0, bare.stderr
+    assert "it runs with 1 (option: --experts-per-token K)" in bare.stderr
+    assert json.loads((tmp_path / "k1" / "config.json").read_text())["model"]["num_experts_per_tok"] == 1
+    given = run_cli(["--json", *args, "--out", str(tmp_path / "k2"), "--experts-per-token", "2"])
+    assert given.exit_code == 0 and "note:" not in given.stderr, given.stderr
+    config = json.loads((tmp_path / "k2" / "config.json").read_text())
+    assert config["model"]["num_experts_per_tok"] == 2 and config["train"]["experts_per_token"] == 2

@@ -11,7 +11,7 @@ import torch
 from mmv.data.batch import Batch
 from mmv.data.loader import DataSpec, TrainData
 from mmv.errors import MmvError
-from mmv.train.build import build_model
+from mmv.train.build import build_model, training_inputs
 from mmv.train.config import TrainConfig
 from mmv.train.distributed import DistContext
 from mmv.train.metrics import Sinks
@@ -55,7 +55,7 @@ def make_trainer(tmp_path, rows, **overrides) -> Trainer:
         **overrides,
     }
     cfg = TrainConfig(**values)
-    model = build_model(None, VISION_DIR, cfg)
+    model = build_model(training_inputs("none", str(VISION_DIR), str(TOKENIZER_DIR), cfg), cfg)
     run_dir = tmp_path / "run"
     run_dir.mkdir(exist_ok=True)
     sinks = Sinks(run_dir, {}, wandb=False, tensorboard=False)

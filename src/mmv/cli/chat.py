@@ -8,13 +8,11 @@ from pathlib import Path
 
 import typer
 
-from mmv.cli.common import console, emit_json, handle_errors, options
-
-DEVICES = ("auto", "cpu", "cuda", "mps")
-DTYPES = ("auto", "float32", "float16", "bfloat16")
+from mmv.cli.common import MODEL_FLAGS, console, emit_json, handle_errors, options, show_notes
+from mmv.device import DEVICE_HELP, DTYPE_HELP
 
 
-@handle_errors
+@handle_errors(flags=MODEL_FLAGS)
 def chat(
     images: list[Path] = typer.Argument(
         None, help="Images to talk about (placed in order at <image> markers, or before the prompt)."
@@ -39,21 +37,22 @@ def chat(
     repetition_penalty: float = typer.Option(1.0, min=0.01, help="Sign-aware penalty on tokens already seen."),
     seed: int = typer.Option(None, help="Seed for sampling (reproducible replies)."),
     think: bool = typer.Option(False, "--think", help="Open the <think> block instead of skipping it."),
-    device: str = typer.Option("auto", help="auto | cpu | cuda | mps"),
-    dtype: str = typer.Option("auto", help="auto | float32 | float16 | bfloat16"),
+    device: str = typer.Option("auto", help=DEVICE_HELP),
+    dtype: str = typer.Option("auto", help=DTYPE_HELP),
+    experts_per_token: int = typer.Option(
+        None, min=1, metavar="K", help="Experts each token of a MoE model routes to (a bare .pth does not record it)."
+    ),
 ) -> None:
     """Talk about one or more images with a MiniMind-V model."""
     from mmv.chat import ChatSession
     from mmv.cli.chat_repl import run_repl
-    from mmv.errors import MmvError
+    from mmv.device import check_device, check_dtype
     from mmv.images import open_image
     from mmv.loading import load_model
     from mmv.sampling import SamplingConfig
 
-    if device not in DEVICES:
-        raise MmvError(f"--device must be one of {', '.join(DEVICES)}, not {device!r}")
-    if dtype not in DTYPES:
-        raise MmvError(f"--dtype must be one of {', '.join(DTYPES)}, not {dtype!r}")
+    check_device(device)
+    check_dtype(dtype)
     opened = [(str(path), open_image(path)) for path in images or []]  # fail on bad images before loading
     interactive = prompt is None and sys.stdin.isatty()
     with console.status("loading model", spinner="dots") if interactive else nullcontext():
@@ -63,10 +62,10 @@ def chat(
             tokenizer=tokenizer,
             device=device,
             dtype=dtype,
+            experts_per_token=experts_per_token,
             need_vision=bool(opened) or interactive,
         )
-    for note in loaded.notes:
-        console.print(f"[yellow]note:[/] {note}")
+    show_notes(loaded.notes, MODEL_FLAGS)
     sampling = SamplingConfig(
         max_new_tokens=max_new_tokens,
         temperature=temperature,

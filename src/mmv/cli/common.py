@@ -25,6 +25,16 @@ class GlobalOptions:
 
 options = GlobalOptions()
 
+# The flags of the model-loading commands for the settings an error or a note can name (MmvError.options, see
+# mmv.errors): the core never spells a flag, each command says which of its own flags sets what.
+MODEL_FLAGS = {
+    "vision": "--vision DIR",
+    "tokenizer": "--tokenizer DIR",
+    "experts_per_token": "--experts-per-token K",
+    "device": "--device",
+    "dtype": "--dtype",
+}
+
 
 def emit_json(summary: dict[str, Any]) -> None:
     """The one-line summary for scripts (only with --json)."""
@@ -33,13 +43,33 @@ def emit_json(summary: dict[str, Any]) -> None:
         sys.stdout.flush()
 
 
+def with_flags(message: str, settings: tuple[str, ...], flags: dict[str, str]) -> str:
+    """`message` with the command's flags for `settings` appended: "... (option: --vision DIR)"."""
+    named = [flags[s] for s in settings if s in flags]
+    return f"{message} (option: {', '.join(named)})" if named else message
+
+
+def show_notes(notes: list[str], flags: dict[str, str]) -> None:
+    """Notes about a loaded model on stderr; a note naming a setting (mmv.loading.Note) gets the command's flag."""
+    for note in notes:
+        option = getattr(note, "option", None)
+        text = with_flags(str(note), (option,) if option else (), flags)
+        console.print(f"[yellow]note:[/] {escape(text)}", soft_wrap=True)
+
+
 def fail(message: str, code: int = 2) -> None:
     console.print(f"[bold red]error:[/] {escape(message)}", soft_wrap=True)
     raise SystemExit(code)
 
 
-def handle_errors(func: F) -> F:
-    """Turn MmvError (and friends) into one line on stderr and a non-zero exit, unless --debug."""
+def handle_errors(func: F | None = None, *, flags: dict[str, str] | None = None) -> Any:
+    """Turn MmvError (and friends) into one line on stderr and a non-zero exit, unless --debug.
+
+    `@handle_errors(flags={"vision": "--vision DIR", ...})` maps the settings an MmvError names (its `options`)
+    to the command's flags, appended to the message; plain `@handle_errors` adds none.
+    """
+    if func is None:
+        return lambda f: handle_errors(f, flags=flags)
 
     @wraps(func)
     def wrapper(*args: Any, **kwargs: Any) -> Any:
@@ -48,7 +78,7 @@ def handle_errors(func: F) -> F:
         except MmvError as exc:
             if options.debug:
                 raise
-            fail(str(exc), exc.exit_code)
+            fail(with_flags(str(exc), exc.options, flags or {}), exc.exit_code)
         except KeyboardInterrupt:
             if options.debug:
                 raise
@@ -60,4 +90,4 @@ def handle_errors(func: F) -> F:
             first_line = str(exc).splitlines()[0] if str(exc) else ""
             fail(f"{type(exc).__name__}: {first_line} (rerun with --debug for details)")
 
-    return wrapper  # type: ignore[return-value]
+    return wrapper

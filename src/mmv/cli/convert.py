@@ -6,10 +6,13 @@ from pathlib import Path
 
 import typer
 
-from mmv.cli.common import console, emit_json, handle_errors
+from mmv.cli.common import console, emit_json, handle_errors, show_notes
+
+# the settings a loading error can name (see mmv.errors) -> this command's flags
+FLAGS = {"vision": "--with-vision DIR", "tokenizer": "--tokenizer DIR", "experts_per_token": "--experts-per-token K"}
 
 
-@handle_errors
+@handle_errors(flags=FLAGS)
 def convert(
     src: str = typer.Argument(
         ...,
@@ -26,12 +29,25 @@ def convert(
     ),
     tokenizer: Path = typer.Option(None, help="Tokenizer folder (default: beside SRC, the run's, then the cache)."),
     force: bool = typer.Option(False, "--force", help="Replace an existing non-empty output."),
+    experts_per_token: int = typer.Option(
+        None, min=1, metavar="K", help="Experts each token of a MoE model routes to (a bare .pth does not record it)."
+    ),
 ) -> None:
     """Convert a checkpoint between the native .pth, a transformers folder and a native Qwen3 folder."""
     from mmv.convert import convert as run_convert
 
     with console.status(f"converting {src} to {to}", spinner="dots"):
-        result = run_convert(src, to, out, dtype=dtype, with_vision=with_vision, tokenizer=tokenizer, force=force)
+        result = run_convert(
+            src,
+            to,
+            out,
+            dtype=dtype,
+            with_vision=with_vision,
+            tokenizer=tokenizer,
+            force=force,
+            experts_per_token=experts_per_token,
+        )
+    show_notes(result.notes, FLAGS)
     summary = result.summary()
     what = f"{result.variant} " if result.variant else ""
     moe = "MoE " if result.use_moe else ""

@@ -6,12 +6,11 @@ from pathlib import Path
 
 import typer
 
-from mmv.cli.common import console, emit_json, handle_errors
+from mmv.cli.common import MODEL_FLAGS, console, emit_json, handle_errors, show_notes
+from mmv.device import DEVICE_HELP, DTYPE_HELP
 
-DEVICES = ("auto", "cpu", "cuda", "mps")
 
-
-@handle_errors
+@handle_errors(flags=MODEL_FLAGS)
 def eval_command(
     files: list[str] = typer.Argument(None, metavar="[FILE...]", help="More parquet files (after --data)."),
     model: str = typer.Option(
@@ -33,10 +32,14 @@ def eval_command(
     vision: Path = typer.Option(None, help="Vision encoder folder (default: beside the model, then the cache)."),
     tokenizer: Path = typer.Option(None, help="Tokenizer folder (default: beside the model, then the cache)."),
     think: bool = typer.Option(False, "--think", help="Open the <think> block in the generation prompt."),
-    device: str = typer.Option("auto", help="auto | cpu | cuda | mps"),
-    dtype: str = typer.Option("auto", help="auto | float32 | float16 | bfloat16"),
+    device: str = typer.Option("auto", help=DEVICE_HELP),
+    dtype: str = typer.Option("auto", help=DTYPE_HELP),
+    experts_per_token: int = typer.Option(
+        None, min=1, metavar="K", help="Experts each token of a MoE model routes to (a bare .pth does not record it)."
+    ),
 ) -> None:
     """Accuracy, answer loss and perplexity, and throughput of a model on held-out conversations."""
+    from mmv.device import check_device, check_dtype
     from mmv.errors import MmvError
     from mmv.eval.runner import EvalConfig
     from mmv.eval.runner import evaluate as run_eval
@@ -52,13 +55,20 @@ def eval_command(
         raise MmvError(f"no such data file: {', '.join(missing)}")
     if metric not in SCORING_METRICS:
         raise MmvError(f"--metric must be one of {', '.join(SCORING_METRICS)}, not {metric!r}")
-    if device not in DEVICES:
-        raise MmvError(f"--device must be one of {', '.join(DEVICES)}, not {device!r}")
+    check_device(device)
+    check_dtype(dtype)
     if out is not None:
         refuse_input_as_output(out, paths)
-    loaded = load_model(model, vision=vision, tokenizer=tokenizer, device=device, dtype=dtype, need_vision=False)
-    for note in loaded.notes:
-        console.print(f"[yellow]note:[/] {note}")
+    loaded = load_model(
+        model,
+        vision=vision,
+        tokenizer=tokenizer,
+        device=device,
+        dtype=dtype,
+        experts_per_token=experts_per_token,
+        need_vision=False,
+    )
+    show_notes(loaded.notes, MODEL_FLAGS)
     config = EvalConfig(
         metric=metric, batch_size=batch_size, max_new_tokens=max_new_tokens, limit=limit, thinking=think
     )

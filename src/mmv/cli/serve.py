@@ -7,14 +7,14 @@ from pathlib import Path
 
 import typer
 
-from mmv.cli.chat import DEVICES, DTYPES
-from mmv.cli.common import console, emit_json, handle_errors
+from mmv.cli.common import MODEL_FLAGS, console, emit_json, handle_errors, show_notes
+from mmv.device import DEVICE_HELP, DTYPE_HELP
 
 EXTRA_HINT = "mmv serve needs the serve extra: pip install 'mmv[serve]'"
 SHUTDOWN_GRACE_S = 3.0  # running requests get this long to finish after SIGTERM / Ctrl-C
 
 
-@handle_errors
+@handle_errors(flags=MODEL_FLAGS)
 def serve(
     model: str = typer.Option(
         ..., "--model", "-m", help="A .pth/.safetensors file, a transformers folder, a run directory or a cached name."
@@ -31,8 +31,11 @@ def serve(
     allow_image_urls: bool = typer.Option(
         False, "--allow-image-urls", help="Fetch http(s) image URLs (off: only data: URIs are read)."
     ),
-    device: str = typer.Option("auto", help="auto | cpu | cuda | mps"),
-    dtype: str = typer.Option("auto", help="auto | float32 | float16 | bfloat16"),
+    device: str = typer.Option("auto", help=DEVICE_HELP),
+    dtype: str = typer.Option("auto", help=DTYPE_HELP),
+    experts_per_token: int = typer.Option(
+        None, min=1, metavar="K", help="Experts each token of a MoE model routes to (a bare .pth does not record it)."
+    ),
 ) -> None:
     """Serve a model over the OpenAI chat API (/v1/chat/completions) and a web chat page (/)."""
     from mmv.errors import MmvError
@@ -45,21 +48,27 @@ def serve(
         if exc.name not in ("starlette", "uvicorn") and not str(exc.name).startswith(("starlette.", "uvicorn.")):
             raise
         raise MmvError(EXTRA_HINT) from None
+    from mmv.device import check_device, check_dtype
     from mmv.loading import load_model
 
-    if device not in DEVICES:
-        raise MmvError(f"--device must be one of {', '.join(DEVICES)}, not {device!r}")
-    if dtype not in DTYPES:
-        raise MmvError(f"--dtype must be one of {', '.join(DTYPES)}, not {dtype!r}")
+    check_device(device)
+    check_dtype(dtype)
     if not _is_loopback(host) and not api_key:
         console.print(
             f"[yellow]warning:[/] listening on {host} without --api-key: anyone who can reach this address can use "
             "the model"
         )
     with console.status("loading model", spinner="dots"):
-        loaded = load_model(model, vision=vision, tokenizer=tokenizer, device=device, dtype=dtype, need_vision=False)
-    for note in loaded.notes:
-        console.print(f"[yellow]note:[/] {note}")
+        loaded = load_model(
+            model,
+            vision=vision,
+            tokenizer=tokenizer,
+            device=device,
+            dtype=dtype,
+            experts_per_token=experts_per_token,
+            need_vision=False,
+        )
+    show_notes(loaded.notes, MODEL_FLAGS)
     if loaded.processor is None:
         console.print("[yellow]note:[/] no vision encoder found (pass --vision DIR): requests with images are refused")
     settings = ServeSettings(

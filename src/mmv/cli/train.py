@@ -10,10 +10,13 @@ from typing import Any
 
 import typer
 
-from mmv.cli.common import emit_json, handle_errors
+from mmv.cli.common import MODEL_FLAGS, emit_json, handle_errors, show_notes
 from mmv.config import PRESETS
 from mmv.console import say
-from mmv.train.config import DEVICES, DTYPES, STAGE_DEFAULTS, TrainConfig
+from mmv.device import DEVICE_HELP, DTYPE_HELP
+from mmv.train.config import STAGE_DEFAULTS, TrainConfig
+
+FLAGS = {**MODEL_FLAGS, "init": "--init"}  # the settings an error can name (see mmv.errors) -> flags
 
 
 def stage_default(stage: str, name: str) -> Any:
@@ -34,7 +37,7 @@ def _make(stage: str) -> Callable[..., None]:
     def default(name: str) -> str:
         return f"[default: {stage_default(stage, name)}]"
 
-    @handle_errors
+    @handle_errors(flags=FLAGS)
     def command(
         files: list[str] = typer.Argument(None, metavar="[FILE...]", help="More parquet files (after --data)."),
         data: list[str] = typer.Option(
@@ -53,8 +56,15 @@ def _make(stage: str) -> Callable[..., None]:
         preset: str = typer.Option(
             None, help=f"Model shape for --init none: {' | '.join(PRESETS)} {default('preset')}."
         ),
-        vision: str = typer.Option(None, help="Vision encoder folder [default: the cached siglip2-<variant>]."),
-        tokenizer: str = typer.Option(None, help="Tokenizer folder [default: the cached llm]."),
+        experts_per_token: int = typer.Option(
+            None, metavar="K", help="Experts each token of a MoE routes to [default: as --init records, else --preset]."
+        ),
+        vision: str = typer.Option(
+            None, help="Vision encoder folder [default: beside --init, its run's, else the cached siglip2-<variant>]."
+        ),
+        tokenizer: str = typer.Option(
+            None, help="Tokenizer folder [default: beside --init, its run's, else the cached llm]."
+        ),
         freeze: str = typer.Option(
             None, help=f"projector | ends (projector + first/last block) | none {default('freeze')}."
         ),
@@ -76,10 +86,8 @@ def _make(stage: str) -> Callable[..., None]:
             None, help=f"Seed of the data order, augmentation and fresh weights {default('seed')}."
         ),
         compile: bool = typer.Option(False, "--compile", help="torch.compile the model."),
-        dtype: str = typer.Option(
-            None, help=f"{' | '.join(DTYPES)} (auto = bf16 on CUDA, fp32 on CPU) {default('dtype')}."
-        ),
-        device: str = typer.Option(None, help=f"{' | '.join(DEVICES)} {default('device')}."),
+        dtype: str = typer.Option(None, help=f"{DTYPE_HELP} {default('dtype')}."),
+        device: str = typer.Option(None, help=f"{DEVICE_HELP} {default('device')}."),
         grad_checkpoint: bool = typer.Option(False, "--grad-checkpoint", help="Recompute blocks in backward."),
         num_workers: int = typer.Option(None, help=f"Data loading worker processes per rank {default('num_workers')}."),
         no_random_system_prompt: bool = typer.Option(
@@ -98,10 +106,10 @@ def _make(stage: str) -> Callable[..., None]:
     ) -> None:
         # Every option is named here once: a renamed parameter fails loudly instead of silently dropping a setting.
         options = {
-            "init": init, "preset": preset, "freeze": freeze, "epochs": epochs, "max_steps": max_steps,
-            "batch_size": batch_size, "accum": accum, "lr": lr, "warmup": warmup, "max_seq_len": max_seq_len,
-            "save_every": save_every, "keep": keep, "log_every": log_every, "seed": seed, "dtype": dtype,
-            "device": device, "num_workers": num_workers,
+            "init": init, "preset": preset, "experts_per_token": experts_per_token, "freeze": freeze,
+            "epochs": epochs, "max_steps": max_steps, "batch_size": batch_size, "accum": accum, "lr": lr,
+            "warmup": warmup, "max_seq_len": max_seq_len, "save_every": save_every, "keep": keep,
+            "log_every": log_every, "seed": seed, "dtype": dtype, "device": device, "num_workers": num_workers,
             # switches: only an explicit "on" counts as given (off is every default)
             "train_vision": train_vision or None, "pack": pack or None, "compile": compile or None,
             "grad_checkpoint": grad_checkpoint or None, "wandb": wandb or None, "tensorboard": tensorboard or None,
@@ -159,6 +167,7 @@ def _train(
         given=given,
         data_options=data_options,
         show_sample=show_sample or 0,
+        on_note=lambda note: show_notes([note], FLAGS),
     )
     rank = int(os.environ.get("RANK", "0"))
     if nproc and nproc > 1 and "WORLD_SIZE" not in os.environ and not show_sample:

@@ -34,6 +34,7 @@ class ConvertResult:
     files: list[Path] = field(default_factory=list)
     vision: Path | None = None  # the encoder folder copied into the output
     seconds: float = 0.0
+    notes: list[str] = field(default_factory=list)  # things the user should know about SRC (mmv.loading.Note)
 
     def summary(self) -> dict[str, Any]:
         return {
@@ -62,11 +63,12 @@ def convert(
     tokenizer: str | Path | None = None,
     force: bool = False,
     base: VLMConfig | None = None,
+    experts_per_token: int | None = None,
 ) -> ConvertResult:
     """Convert SRC to `to` at `out`. `dtype` None keeps the source's dtype (float16 for `pth`).
 
-    `base` supplies what a bare checkpoint cannot tell (experts per token, RoPE scaling); run directories and
-    transformers folders record it themselves.
+    `experts_per_token` and `base` supply what a bare checkpoint cannot tell (how many experts each token routes
+    to; RoPE scaling); run directories and transformers folders record it themselves.
     """
     import torch
 
@@ -80,7 +82,7 @@ def convert(
     out = Path(out).expanduser().absolute()
     check_target(out, force)  # before reading a large source
     target_dtype = parse_dtype(dtype)
-    source = read_source(src, tokenizer=tokenizer, vision=with_vision, base=base)
+    source = read_source(src, tokenizer=tokenizer, vision=with_vision, base=base, experts_per_token=experts_per_token)
     source.config = settle_tying(source.state_dict, source.config)
     target_dtype = target_dtype or (torch.float16 if to == "pth" else source.dtype)
     files = write(source, to, out, target_dtype, force)
@@ -96,6 +98,7 @@ def convert(
         files=files,
         vision=source.vision_dir if to == "transformers" else None,
         seconds=time.perf_counter() - started,
+        notes=source.notes,
     )
 
 

@@ -20,6 +20,7 @@ from mmv.convert.output import staged_dir
 from mmv.convert.sources import Source
 from mmv.convert.to_transformers import generation_config, write_json
 from mmv.convert.weights import cast, dtype_name, reference_order, stored_once
+from mmv.layout import WEIGHT_FILES
 
 
 def qwen3_class(config: VLMConfig) -> str:
@@ -93,7 +94,7 @@ def write_qwen3(source: Source, out: Path, dtype: torch.dtype, force: bool) -> l
     state = stored_once(reference_order(cast(llm, dtype), source.config, True), source.config)
     params = sum(v.numel() for v in state.values())
     with staged_dir(out, force) as work:
-        save_file(state, str(work / "model.safetensors"), metadata={"format": "pt"})
+        save_file(state, str(work / WEIGHT_FILES[0]), metadata={"format": "pt"})
         qwen3_config(source.config, dtype).save_pretrained(str(work))
         write_json(work / "generation_config.json", generation_config(source))
         tokenizer.save_pretrained(str(work))

@@ -18,11 +18,10 @@ from mmv import __version__
 from mmv.config import IMAGE_TOKEN
 from mmv.convert import model_card, remote_code
 from mmv.convert.output import staged_dir
-from mmv.convert.sources import VISION_SUBFOLDER, Source
+from mmv.convert.sources import Source
 from mmv.convert.weights import cast, dtype_name, reference_order, stored_once
 from mmv.errors import MmvError
-
-ENCODER_FILES = ("config.json", "model.safetensors", "preprocessor_config.json")
+from mmv.layout import CONFIG_FILE, ENCODER_FILES, VISION_SUBFOLDER, WEIGHT_FILES
 
 
 def write_transformers(source: Source, out: Path, dtype: torch.dtype, force: bool) -> list[Path]:
@@ -37,8 +36,8 @@ def write_transformers(source: Source, out: Path, dtype: torch.dtype, force: boo
     state = stored_once(reference_order(cast(source.state_dict, dtype), source.config, False), source.config)
     params = sum(v.numel() for v in state.values())
     with staged_dir(out, force) as work:
-        save_file(state, str(work / "model.safetensors"), metadata={"format": "pt"})
-        write_json(work / "config.json", folder_config(source, dtype))
+        save_file(state, str(work / WEIGHT_FILES[0]), metadata={"format": "pt"})
+        write_json(work / CONFIG_FILE, folder_config(source, dtype))
         write_json(work / "generation_config.json", generation_config(source))
         tokenizer.save_pretrained(str(work))
         for name, text in remote_code.modeling_sources(__version__).items():

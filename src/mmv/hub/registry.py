@@ -11,6 +11,7 @@ from dataclasses import dataclass
 
 from mmv.errors import MmvError
 from mmv.hub import validate
+from mmv.layout import ENCODER_FILES, TOKENIZER_FILES
 
 HF_OWNER = "jingyaogong"
 MODELSCOPE_OWNER = "gongjy"
@@ -42,33 +43,31 @@ def _part(repo: str, *patterns: str, repo_type: str = "model") -> Part:
     return Part(full, repo_type, tuple(patterns) or None, _mirror(full))
 
 
-_ENCODER_FILES = ("config.json", "model.safetensors", "preprocessor_config.json")
-_TOKENIZER_FILES = ("tokenizer.json", "tokenizer_config.json")
 _DATASET = "minimind-v_dataset"
 
 _TABLE: tuple[Artifact, ...] = (
     Artifact(
         "siglip2-p32-256",
         "SigLIP2 encoder, 256x256 / patch 32 (default variant)",
-        (_part("siglip2-base-p32-256-ve", *_ENCODER_FILES),),
+        (_part("siglip2-base-p32-256-ve", *ENCODER_FILES),),
         379_000_000,
     ),
     Artifact(
         "siglip2-p16-256",
         "SigLIP2 encoder, 256x256 / patch 16",
-        (_part("siglip2-base-p16-256-ve", *_ENCODER_FILES),),
+        (_part("siglip2-base-p16-256-ve", *ENCODER_FILES),),
         372_000_000,
     ),
     Artifact(
         "siglip2-p16-naflex",
         "SigLIP2 NaFlex encoder, patch 16, up to 256 patches",
-        (_part("siglip2-base-p16-ve", *_ENCODER_FILES),),
+        (_part("siglip2-base-p16-ve", *ENCODER_FILES),),
         372_000_000,
     ),
     Artifact(
         "llm",
         "text-only MiniMind LLM (llm_768.pth) and the tokenizer",
-        (_part("minimind-3v-pytorch", "llm_768.pth"), _part("minimind-3v", *_TOKENIZER_FILES)),
+        (_part("minimind-3v-pytorch", "llm_768.pth"), _part("minimind-3v", *TOKENIZER_FILES)),
         129_000_000,
     ),
     Artifact("minimind-3v", "MiniMind-3V transformers folder (dense)", (_part("minimind-3v"),), 130_000_000),

@@ -1,7 +1,9 @@
-"""Resolving what a run starts from (--init, --vision, --tokenizer) and building the model to train.
+"""What a run starts from (--init, --vision, --tokenizer) and the model it trains, through mmv.loading.
 
-Names go through the download cache (imported lazily: it is optional at this point), paths are taken as they are.
-A text-only `llm_768.pth` starts a VLM with a freshly initialised projector; `none` is a random model of --preset.
+`--init` is `llm`, `pretrain`, `none` or any model reference `mmv chat` takes; its encoder and tokenizer are
+found the same way (given > beside it > recorded by its run > the cache). A text-only `llm_768.pth` starts a VLM
+with a freshly initialised projector; `none` is a random model of --preset. Paths are made absolute, so a run
+directory does not depend on the working directory.
 """
 
 from __future__ import annotations
@@ -10,105 +12,50 @@ from pathlib import Path
 
 import torch
 
-from mmv.checkpoint import Checkpoint, load_weights, read_checkpoint
 from mmv.config import preset
-from mmv.errors import MmvError
-from mmv.model.vision import EncoderInfo, inspect_encoder, load_encoder
+from mmv.loading.build import build_model as build
+from mmv.loading.folders import find_tokenizer, missing_tokenizer
+from mmv.loading.inputs import ModelInputs, gather
+from mmv.loading.resolve import INIT_NAMES, NotDownloaded, resolve_init
 from mmv.model.vlm import MiniMindVLM
 from mmv.train.config import TrainConfig
-from mmv.train.rundir import is_run_dir, read_run_config
-
-# --init names -> (cache name, file inside it)
-INIT_NAMES = {"llm": ("llm", "llm_768.pth"), "pretrain": ("minimind-3v-pytorch", "pretrain_vlm_768.pth")}
 
 
-def cache_dir(name: str, what: str) -> Path:
-    """A cached download, or a one-line error telling how to get it (or which option names a local copy)."""
-    try:
-        from mmv.hub.cache import resolve
-    except ImportError:
-        raise MmvError(f"no {what} given and this mmv has no download cache; pass it explicitly") from None
-    return resolve(name)
+def absolute(path: str | None) -> str | None:
+    return str(Path(path).expanduser().resolve()) if path else None
 
 
-def resolve_init(init: str) -> Path | None:
-    """--init -> the weights to start from (file or transformers folder); None for `none`."""
-    if init == "none":
-        return None
-    if init in INIT_NAMES:
-        name, file = INIT_NAMES[init]
-        path = cache_dir(name, f"--init {init} weights") / file
-        if not path.is_file():
-            raise MmvError(f"the cached {name} has no {file}; run `mmv download {name}` again")
-        return path
+def absolute_init(init: str) -> str:
+    """A path given to --init made absolute; the names (llm, pretrain, none, a download name) as they are."""
     path = Path(init).expanduser()
-    if path.is_dir() and is_run_dir(path):
-        return path / read_run_config(path)["weights"]
-    if path.is_dir() or path.suffix in (".pth", ".safetensors", ".bin", ".pt"):
-        if not path.exists():
-            raise MmvError(f"--init {init} does not exist")
-        return path.resolve()
-    raise MmvError(
-        f"--init {init!r} is neither llm, pretrain, none, a weights file (.pth/.safetensors), "
-        "a run directory nor a transformers folder"
+    return str(path.resolve()) if init not in (*INIT_NAMES, "none") and path.exists() else init
+
+
+def training_inputs(init: str, vision: str | None, tokenizer: str | None, cfg: TrainConfig) -> ModelInputs:
+    """The starting weights, encoder and tokenizer; --preset supplies what the weights cannot tell."""
+    return gather(
+        absolute_init(init),
+        resolve=resolve_init,
+        vision=absolute(vision),
+        tokenizer=absolute(tokenizer),
+        base=preset(cfg.preset),
+        experts_per_token=cfg.experts_per_token,
     )
 
 
-def resolve_vision(vision: str | None, variant: str) -> Path:
-    if vision:
-        path = Path(vision).expanduser()
-        if not path.is_dir():
-            raise MmvError(f"--vision {vision} is not a folder")
-        return path.resolve()
-    return cache_dir(f"siglip2-{variant}", "--vision folder")
+def preview_tokenizer(init: str, tokenizer: str | None) -> Path:
+    """The tokenizer training would use, without the weights (--show-sample needs nothing else)."""
+    try:
+        sources = None if tokenizer else resolve_init(absolute_init(init))
+    except NotDownloaded:
+        sources = None  # the weights are not needed to preview; the cached tokenizer may still be there
+    found = find_tokenizer(sources, absolute(tokenizer))
+    if found is None:
+        raise NotDownloaded([missing_tokenizer()], beside=sources is not None)
+    return found
 
 
-def resolve_tokenizer(tokenizer: str | None) -> Path:
-    if tokenizer:
-        path = Path(tokenizer).expanduser()
-        if not path.is_dir():
-            raise MmvError(f"--tokenizer {tokenizer} is not a folder")
-        return path.resolve()
-    return cache_dir("llm", "--tokenizer folder")
-
-
-def read_init(path: Path | None, encoder: EncoderInfo, cfg: TrainConfig) -> Checkpoint | None:
-    """The starting checkpoint, checked against the encoder's variant."""
-    if path is None:
-        return None
-    checkpoint = read_checkpoint(path, encoder.hidden_size, preset(cfg.preset))
-    if checkpoint.text_only:
-        checkpoint.config = checkpoint.config.replace(
-            vision_variant=encoder.variant, image_hidden_size=encoder.hidden_size
-        )
-    elif checkpoint.config.vision_variant != encoder.variant:
-        raise MmvError(
-            f"{path} has a {checkpoint.config.vision_variant} projector but the encoder is "
-            f"{encoder.variant}; pass the matching --vision folder"
-        )
-    return checkpoint
-
-
-def init_variant(path: Path | None, cfg: TrainConfig) -> str:
-    """The vision variant the starting weights imply, to pick the default encoder from the cache."""
-    if path is None:
-        return preset(cfg.preset).vision_variant
-    checkpoint = read_checkpoint(path, None, preset(cfg.preset))
-    return preset(cfg.preset).vision_variant if checkpoint.text_only else checkpoint.config.vision_variant
-
-
-def build_model(init_path: Path | None, vision_dir: Path, cfg: TrainConfig) -> MiniMindVLM:
-    """The model in float32 with the encoder attached; fresh parameters are drawn from --seed."""
-    encoder_info = inspect_encoder(vision_dir)
-    checkpoint = read_init(init_path, encoder_info, cfg)
-    if checkpoint is None:
-        config = preset(cfg.preset, vision_variant=encoder_info.variant, image_hidden_size=encoder_info.hidden_size)
-    else:
-        config = checkpoint.config
+def build_model(inputs: ModelInputs, cfg: TrainConfig) -> MiniMindVLM:
+    """The model in float32 on the CPU with the encoder attached; fresh parameters are drawn from --seed."""
     torch.manual_seed(cfg.seed)
-    model = MiniMindVLM(config, load_encoder(vision_dir))
-    if checkpoint is None:
-        model.init_fresh_weights()
-    else:
-        load_weights(model, checkpoint)
-    return model.float()
+    return build(inputs, "cpu", "float32")

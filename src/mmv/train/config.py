@@ -6,11 +6,11 @@ import dataclasses
 from dataclasses import dataclass
 from typing import Any
 
+from mmv.config import check_field_types
+from mmv.device import check_device, check_dtype
 from mmv.errors import MmvError
 
 FREEZE_MODES = ("projector", "ends", "none")
-DTYPES = ("auto", "float32", "bfloat16", "float16")
-DEVICES = ("auto", "cpu", "cuda")
 
 
 @dataclass
@@ -18,6 +18,7 @@ class TrainConfig:
     stage: str = "sft"  # "pretrain" or "sft": names the weights file and picks the defaults below
     init: str = "pretrain"  # llm | pretrain | none | a .pth/.safetensors path, a run directory or a transformers folder
     preset: str = "minimind-3v"  # model shape for --init none (and what a bare .pth cannot tell, e.g. top-k)
+    experts_per_token: int | None = None  # experts per token of a MoE; None: what --init records, else --preset's
     freeze: str = "ends"  # projector | ends (projector + first and last block) | none (whole LLM + projector)
     train_vision: bool = False  # also train the encoder (the reference never does; needed from scratch)
     epochs: int = 2
@@ -35,22 +36,21 @@ class TrainConfig:
     log_every: int = 10  # optimizer steps per metrics.jsonl line
     seed: int = 42
     compile: bool = False  # torch.compile the model
-    dtype: str = "auto"  # compute dtype: auto = bfloat16 autocast on CUDA (float16 + scaler without bf16), fp32 on CPU
-    device: str = "auto"  # auto = CUDA when available
+    dtype: str = "auto"  # compute dtype: auto = bfloat16 autocast on CUDA (float16 + scaler without bf16), else fp32
+    device: str = "auto"  # auto = CUDA, else Apple MPS, else the CPU
     grad_checkpoint: bool = False  # recompute each block in backward: less activation memory, ~30% more compute
     num_workers: int = 0  # DataLoader workers per rank for decoding and tokenising
     wandb: bool = False
     tensorboard: bool = False
 
     def __post_init__(self) -> None:
+        check_field_types(self)
         if self.stage not in STAGE_DEFAULTS:
             raise MmvError(f"unknown stage {self.stage!r}; expected pretrain or sft")
         if self.freeze not in FREEZE_MODES:
             raise MmvError(f"unknown --freeze {self.freeze!r}; expected one of {', '.join(FREEZE_MODES)}")
-        if self.dtype not in DTYPES:
-            raise MmvError(f"unknown --dtype {self.dtype!r}; expected one of {', '.join(DTYPES)}")
-        if self.device not in DEVICES:
-            raise MmvError(f"unknown --device {self.device!r}; expected one of {', '.join(DEVICES)}")
+        check_dtype(self.dtype)
+        check_device(self.device)
         positive = {
             "epochs": self.epochs,
             "batch-size": self.batch_size,
@@ -63,8 +63,10 @@ class TrainConfig:
         for name, value in positive.items():
             if value < 1:
                 raise MmvError(f"--{name} must be at least 1, got {value}")
-        if self.max_steps is not None and self.max_steps < 1:
-            raise MmvError(f"--max-steps must be at least 1, got {self.max_steps}")
+        for name in ("max_steps", "experts_per_token"):
+            value = getattr(self, name)
+            if value is not None and value < 1:
+                raise MmvError(f"--{name.replace('_', '-')} must be at least 1, got {value}")
         if self.lr <= 0 or self.warmup < 0:
             raise MmvError("--lr must be positive and --warmup non-negative")
 

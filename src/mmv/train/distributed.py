@@ -14,6 +14,7 @@ from typing import Any
 import torch
 import torch.distributed as dist
 
+from mmv.device import pick_device
 from mmv.errors import MmvError
 
 
@@ -33,20 +34,14 @@ class DistContext:
         return self.world_size > 1
 
 
-def pick_device(preference: str, local_rank: int) -> torch.device:
-    if preference == "cuda" and not torch.cuda.is_available():
-        raise MmvError("--device cuda was given but torch sees no CUDA device")
-    if preference == "cuda" or (preference == "auto" and torch.cuda.is_available()):
-        return torch.device("cuda", local_rank % max(torch.cuda.device_count(), 1))
-    return torch.device("cpu")
-
-
 def setup(preference: str = "auto") -> DistContext:
     """Join the process group when launched by torchrun; a plain process is rank 0 of 1."""
     world = int(os.environ.get("WORLD_SIZE", "1"))
     rank = int(os.environ.get("RANK", "0"))
     local_rank = int(os.environ.get("LOCAL_RANK", "0"))
     device = pick_device(preference, local_rank)
+    if world > 1 and device.type == "mps":
+        raise MmvError("several processes cannot share the mps device (gloo exchanges CPU tensors)", option="device")
     if world > 1 and not dist.is_initialized():
         if device.type == "cuda":
             torch.cuda.set_device(device)

@@ -7,26 +7,23 @@ from __future__ import annotations
 
 import dataclasses
 import glob
+from collections.abc import Callable
 from dataclasses import dataclass, field
 from pathlib import Path
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
+from mmv.config import check_field_types
 from mmv.console import say
 from mmv.errors import MmvError
+from mmv.layout import CONFIG_FILE
 from mmv.train.config import TrainConfig, weights_name
 from mmv.train.distributed import DistContext, gather_objects, setup, teardown
 from mmv.train.metrics import check_extras
-from mmv.train.rundir import (
-    CONFIG_FILE,
-    METRICS_FILE,
-    VISION_DIR,
-    is_run_dir,
-    read_run_config,
-    run_config,
-    truncate_metrics,
-    write_json,
-)
+from mmv.train.rundir import METRICS_FILE, read_run_config, run_config, truncate_metrics, write_json
 from mmv.train.state import ResumeState, checkpoint_paths, latest_resume
+
+if TYPE_CHECKING:
+    from mmv.loading import ModelInputs, Note
 
 # options a resumed run may change: they steer reporting and speed, not what is computed
 # (batch_size and accum too: they say how the global batch is split, e.g. to keep it when the world size changes)
@@ -56,13 +53,14 @@ class RunRequest:
     given: dict[str, Any] = field(default_factory=dict)  # TrainConfig fields set on the command line
     data_options: dict[str, Any] = field(default_factory=dict)  # DataSpec flags (random_system_prompt, ...)
     show_sample: int = 0
+    on_note: Callable[[Note], None] = say  # shows what the user should know about the model (rank 0 only)
 
 
 @dataclass
 class RunPlan:
-    cfg: TrainConfig
+    cfg: TrainConfig  # init resolved: "none" or an absolute path
     data_spec: dict[str, Any]
-    init: str  # resolved: "none" or an absolute path
+    inputs: ModelInputs  # the starting weights read, the encoder and tokenizer found
     vision_dir: str
     tokenizer_dir: str
     resume: ResumeState | None
@@ -90,39 +88,33 @@ def check_fresh(req: RunRequest) -> list[str]:
 
 
 def plan_fresh(req: RunRequest) -> RunPlan:
-    from mmv.train.build import init_variant, resolve_init, resolve_tokenizer, resolve_vision
+    from mmv.train.build import training_inputs
 
     files = check_fresh(req)
-    init_path = resolve_init(req.cfg.init)
-    vision, tokenizer = req.vision, req.tokenizer
-    if init_path is not None and is_run_dir(init_path.parent) and not (vision and tokenizer):
-        # continuing from a run: its encoder (the trained one with --train-vision) and tokenizer by default
-        previous = read_run_config(init_path.parent)
-        trained = init_path.parent / VISION_DIR
-        vision = vision or str(trained if trained.is_dir() else previous["vision_dir"])
-        tokenizer = tokenizer or previous["tokenizer_dir"]
-    vision_dir = resolve_vision(vision, init_variant(init_path, req.cfg) if not vision else "")
-    tokenizer_dir = resolve_tokenizer(tokenizer)
-    cfg = dataclasses.replace(req.cfg, init=str(init_path) if init_path else "none")
+    inputs = training_inputs(req.cfg.init, req.vision, req.tokenizer, req.cfg)
+    cfg = dataclasses.replace(req.cfg, init=str(inputs.sources.weights) if inputs.sources else "none")
+    vision_dir, tokenizer_dir = str(inputs.vision_dir), str(inputs.tokenizer_dir)
     spec = {
         "files": files,
-        "tokenizer_dir": str(tokenizer_dir),
-        "vision_dir": str(vision_dir),
+        "tokenizer_dir": tokenizer_dir,
+        "vision_dir": vision_dir,
         "max_seq_len": cfg.max_seq_len,
         "seed": cfg.seed,
         "pack": cfg.pack,
         "num_workers": cfg.num_workers,
         **req.data_options,
     }
-    return RunPlan(cfg, spec, cfg.init, str(vision_dir), str(tokenizer_dir), None)
+    return RunPlan(cfg, spec, inputs, vision_dir, tokenizer_dir, None)
 
 
 def resume_settings(req: RunRequest, stage: str) -> tuple[TrainConfig, dict[str, Any], dict[str, Any]]:
     """The saved run's config (with the options that may change applied), its data spec and its config.json."""
+    if not (req.out / CONFIG_FILE).is_file():
+        raise MmvError(f"{req.out} holds no run to resume (no {CONFIG_FILE}); start a new run there instead")
     saved = read_run_config(req.out)
-    if saved.get("stage") != stage:
-        raise MmvError(f"{req.out} holds a {saved.get('stage')} run; resume it with `mmv {saved.get('stage')}`")
-    cfg = TrainConfig.from_dict(saved["train"])
+    if saved["stage"] != stage:
+        raise MmvError(f"{req.out} holds a {saved['stage']} run; resume it with `mmv {saved['stage']}`")
+    cfg, spec = saved_settings(req.out, saved)
     for key, value in req.given.items():
         if key not in RESUME_MUTABLE and key != "init" and value != getattr(cfg, key):
             mutable = ", ".join(f"--{k.replace('_', '-')}" for k in RESUME_MUTABLE)
@@ -132,7 +124,7 @@ def resume_settings(req: RunRequest, stage: str) -> tuple[TrainConfig, dict[str,
             )
     cfg = dataclasses.replace(cfg, **{k: v for k, v in req.given.items() if k in RESUME_MUTABLE})
     check_extras(cfg.wandb, cfg.tensorboard)
-    spec = {**saved["data"], "num_workers": cfg.num_workers}
+    spec = {**spec, "num_workers": cfg.num_workers}
     if req.data and absolute_data(req.data) != spec["files"]:
         raise MmvError(f"--data differs from the files the run in {req.out} trains on; leave --data out to resume")
     if not checkpoint_paths(req.out):
@@ -143,10 +135,35 @@ def resume_settings(req: RunRequest, stage: str) -> tuple[TrainConfig, dict[str,
     return cfg, spec, saved
 
 
+def saved_settings(run_dir: Path, saved: dict[str, Any]) -> tuple[TrainConfig, dict[str, Any]]:
+    """The training settings and data spec a run recorded, checked field by field (config.json may be edited).
+
+    Training settings a run does not record (it predates them) take their defaults."""
+    from mmv.data.loader import DataSpec
+    from mmv.layout import reading
+
+    with reading(run_dir / CONFIG_FILE):
+        cfg = TrainConfig.from_dict(saved["train"])
+        known = {f.name for f in dataclasses.fields(DataSpec)}
+        unknown = sorted(set(saved["data"]) - known)
+        if unknown:
+            raise MmvError(f"data has unknown field {unknown[0]!r}")
+        try:
+            spec = DataSpec(**saved["data"])
+        except TypeError:
+            absent = sorted(f.name for f in dataclasses.fields(DataSpec) if f.name not in saved["data"])
+            raise MmvError(f"data lacks {', '.join(absent)}") from None
+        check_field_types(spec)
+    return cfg, dataclasses.asdict(spec)
+
+
 def plan_resume(req: RunRequest, stage: str) -> RunPlan:
+    from mmv.train.build import training_inputs
+
     cfg, spec, saved = resume_settings(req, stage)
+    inputs = training_inputs(cfg.init, saved["vision_dir"], saved["tokenizer_dir"], cfg)
     state = latest_resume(req.out)
-    return RunPlan(cfg, spec, cfg.init, saved["vision_dir"], saved["tokenizer_dir"], state)
+    return RunPlan(cfg, spec, inputs, saved["vision_dir"], saved["tokenizer_dir"], state)
 
 
 def check_request(req: RunRequest, stage: str) -> None:
@@ -232,12 +249,12 @@ def run(req: RunRequest, stage: str) -> dict[str, Any]:
 def show_training_samples(req: RunRequest) -> dict[str, Any]:
     """--show-sample: the data as the model will see it; needs only the tokenizer (and --vision if given)."""
     from mmv.data.loader import DataSpec, TrainData
-    from mmv.train.build import resolve_tokenizer
+    from mmv.train.build import preview_tokenizer
 
     cfg = req.cfg
     spec = DataSpec(
         files=absolute_data(req.data),
-        tokenizer_dir=str(resolve_tokenizer(req.tokenizer)),
+        tokenizer_dir=str(preview_tokenizer(cfg.init, req.tokenizer)),
         vision_dir=req.vision,
         max_seq_len=cfg.max_seq_len,
         seed=cfg.seed,
@@ -254,7 +271,7 @@ def train(req: RunRequest, stage: str, plan: RunPlan, spec: Any, data: Any, ctx:
     from mmv.train.trainer import Interrupted, Trainer
 
     cfg = plan.cfg
-    model = build_model(None if plan.init == "none" else Path(plan.init), Path(plan.vision_dir), cfg)
+    model = build_model(plan.inputs, cfg)
     name = weights_name(stage, model.config.hidden_size, model.config.use_moe)
     config = run_config(
         stage,
@@ -276,6 +293,8 @@ def train(req: RunRequest, stage: str, plan: RunPlan, spec: Any, data: Any, ctx:
         sinks = Sinks(req.out, config, cfg.wandb, cfg.tensorboard)
     trainer = Trainer(cfg, model, data, ctx, req.out, name, plan.vision_dir, plan.resume, sinks)
     if ctx.is_main:
+        for note in plan.inputs.notes:
+            req.on_note(note)
         describe(model, trainer, plan, data.num_rows, ctx)
         warn_coarse_files(data.source)
         if plan.resume is not None:

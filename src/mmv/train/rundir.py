@@ -21,14 +21,13 @@ import torch
 from mmv import __version__
 from mmv.errors import MmvError
 from mmv.fsio import atomic_write, fsync_tree, replace_dir
+from mmv.layout import CONFIG_FILE, PREPROCESSOR_FILE, VISION_SUBFOLDER, read_json_object
 from mmv.train.state import write_error
 
 if TYPE_CHECKING:
     from mmv.model.vlm import MiniMindVLM
 
-CONFIG_FILE = "config.json"
 METRICS_FILE = "metrics.jsonl"
-VISION_DIR = "vision"  # the trained encoder, with --train-vision
 
 
 def write_json(path: Path, data: dict[str, Any]) -> None:
@@ -57,14 +56,29 @@ def run_config(
     }
 
 
+# what every run config holds, with the JSON types a reader relies on
+RUN_CONFIG_FIELDS: dict[str, tuple[type, ...]] = {
+    "stage": (str,),
+    "model": (dict,),
+    "train": (dict,),
+    "data": (dict,),
+    "vision_dir": (str, type(None)),
+    "tokenizer_dir": (str,),
+    "weights": (str,),
+}
+JSON_NAMES = {str: "a string", dict: "an object", type(None): "null"}
+
+
 def read_run_config(run_dir: Path) -> dict[str, Any]:
+    """RUN_DIR/config.json, checked to hold every field with its type (it may have been edited by hand)."""
     path = run_dir / CONFIG_FILE
-    try:
-        config = json.loads(path.read_text())
-    except (OSError, ValueError) as exc:
-        raise MmvError(f"cannot read {path}: {exc}") from None
-    if not isinstance(config, dict) or "weights" not in config or "model" not in config:
-        raise MmvError(f"{path} is not an mmv run config (expected 'model' and 'weights' fields)")
+    config = read_json_object(path)
+    for name, types in RUN_CONFIG_FIELDS.items():
+        if name not in config:
+            raise MmvError(f"{path} is not an mmv run config: it has no {name!r} field")
+        if not isinstance(config[name], types):
+            wanted = " or ".join(JSON_NAMES[t] for t in types)
+            raise MmvError(f"{path}: {name!r} must be {wanted}, got {config[name]!r}")
     return config
 
 
@@ -100,12 +114,12 @@ def save_weights(run_dir: Path, name: str, model: MiniMindVLM) -> Path:
 
 def save_vision(run_dir: Path, encoder: torch.nn.Module, source_dir: str) -> Path:
     """The trained encoder as RUN_DIR/vision (save_pretrained + the source's processor config), swapped in whole."""
-    final = run_dir / VISION_DIR
-    staged = run_dir / f".{VISION_DIR}.tmp-{os.getpid()}"
+    final = run_dir / VISION_SUBFOLDER
+    staged = run_dir / f".{VISION_SUBFOLDER}.tmp-{os.getpid()}"
     shutil.rmtree(staged, ignore_errors=True)
     try:
         encoder.save_pretrained(str(staged), safe_serialization=True)
-        shutil.copy2(Path(source_dir) / "preprocessor_config.json", staged / "preprocessor_config.json")
+        shutil.copy2(Path(source_dir) / PREPROCESSOR_FILE, staged / PREPROCESSOR_FILE)
         fsync_tree(staged)
         replace_dir(staged, final)
     except OSError as exc:

@@ -24,6 +24,7 @@ import torch.nn.functional as F
 from torch import nn
 
 from mmv.data.batch import Batch
+from mmv.device import pick_dtype
 from mmv.errors import MmvError
 from mmv.model.loss import IGNORE_INDEX, shifted_cross_entropy
 from mmv.model.vlm import MiniMindVLM
@@ -80,15 +81,6 @@ class StepPlan:
     slots: int  # global token slots (tokens + padding)
     stop: bool  # some rank was asked to stop
     skipped: int  # global rows the loader skipped in these batches
-
-
-def resolve_dtype(name: str, device: torch.device) -> torch.dtype:
-    """auto: bfloat16 autocast on CUDA (float16 where bf16 is missing), float32 on CPU."""
-    if name == "auto":
-        if device.type != "cuda":
-            return torch.float32
-        return torch.bfloat16 if torch.cuda.is_bf16_supported() else torch.float16
-    return {"float32": torch.float32, "bfloat16": torch.bfloat16, "float16": torch.float16}[name]
 
 
 def supervised_count(batch: Batch) -> int:
@@ -218,7 +210,7 @@ class Trainer:
         self.names = apply_freeze(model, cfg.freeze, cfg.train_vision)
         named = dict(model.named_parameters())
         self.params = [named[n] for n in self.names]
-        self.dtype = resolve_dtype(cfg.dtype, ctx.device)
+        self.dtype = pick_dtype(cfg.dtype, ctx.device)
         self.optimizer = make_optimizer(self.params, cfg)
         self.scaler = torch.amp.GradScaler(ctx.device.type, enabled=self.dtype == torch.float16)
         if cfg.grad_checkpoint:

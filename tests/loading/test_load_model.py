@@ -55,10 +55,11 @@ def test_missing_encoder_names_the_download(tmp_path, monkeypatch):
         load_model(REFERENCE / "p32" / "hf-upstream")
 
 
-def test_missing_tokenizer_names_the_flag(tmp_path, monkeypatch):
+def test_missing_tokenizer_names_the_setting(tmp_path, monkeypatch):
     monkeypatch.setenv("MMV_HOME", str(tmp_path))
-    with pytest.raises(MmvError, match="--tokenizer"):
+    with pytest.raises(MmvError, match=r"no tokenizer found.*mmv download llm") as failure:
         load_model(REFERENCE / "p32" / "model.pth", vision=REFERENCE / "p32" / "vision")
+    assert failure.value.options == ("tokenizer",) and "--" not in str(failure.value)
 
 
 def test_text_only_chat_needs_no_encoder(tmp_path, monkeypatch):

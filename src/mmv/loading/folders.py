@@ -1,0 +1,59 @@
+"""Where the encoder and tokenizer of a model are: given > beside the model > recorded by its run > the cache.
+
+Beside the model means its folder: the `vision/` subfolder of a transformers folder or run directory (a run's
+trained encoder), the tokenizer files of a transformers folder or of the cached `llm` name. The cached encoder is
+the one of the checkpoint's vision variant.
+"""
+
+from __future__ import annotations
+
+from pathlib import Path
+
+from mmv.hub.cache import find
+from mmv.layout import CONFIG_FILE, TOKENIZER_FILES, VISION_SUBFOLDER
+from mmv.loading.resolve import Missing, ModelSources
+
+TOKENIZER_NAMES = ("llm", "minimind-3v")  # cached names that hold a tokenizer; the first is the one to download
+
+
+def encoder_name(variant: str) -> str:
+    """The download name of an encoder of `variant`."""
+    return f"siglip2-{variant}"
+
+
+def given(folder: str | Path | None) -> Path | None:
+    return Path(folder).expanduser() if folder else None
+
+
+def encoder_near(sources: ModelSources | None) -> Path | None:
+    """The encoder beside the model (its `vision/`), else the one its run recorded; None when neither exists."""
+    if sources is None:
+        return None
+    for candidate in (sources.home / VISION_SUBFOLDER, sources.recorded_folder("vision_dir")):
+        if candidate is not None and (candidate / CONFIG_FILE).is_file():
+            return candidate
+    return None
+
+
+def cached_encoder(variant: str) -> Path | None:
+    return find(encoder_name(variant))
+
+
+def missing_encoder(variant: str) -> Missing:
+    return Missing(encoder_name(variant), f"{variant} vision encoder", "vision")
+
+
+def find_tokenizer(sources: ModelSources | None, explicit: str | Path | None) -> Path | None:
+    """The tokenizer folder: given, beside the model, recorded by its run, then cached; None when none exists."""
+    if explicit:
+        return given(explicit)
+    candidates = [] if sources is None else [sources.home, sources.recorded_folder("tokenizer_dir")]
+    candidates += [find(name) for name in TOKENIZER_NAMES]
+    for candidate in candidates:
+        if candidate is not None and (candidate / TOKENIZER_FILES[0]).is_file():
+            return candidate
+    return None
+
+
+def missing_tokenizer() -> Missing:
+    return Missing(TOKENIZER_NAMES[0], "tokenizer", "tokenizer")

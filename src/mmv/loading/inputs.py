@@ -1,0 +1,138 @@
+"""Everything a model is made of, found, read and checked before anything is built.
+
+`gather` resolves a reference (mmv.loading.resolve), reads its checkpoint (mmv.checkpoint), finds the encoder
+and tokenizer (mmv.loading.folders) and checks that they fit; `mmv chat`, `mmv eval`, `mmv convert` and
+`mmv pretrain` / `mmv sft --init` all start here.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Callable
+from dataclasses import dataclass, field
+from pathlib import Path
+
+from mmv.checkpoint import Checkpoint, read_checkpoint
+from mmv.config import VLMConfig
+from mmv.errors import MmvError
+from mmv.loading.folders import (
+    TOKENIZER_NAMES,
+    cached_encoder,
+    encoder_near,
+    find_tokenizer,
+    given,
+    missing_encoder,
+    missing_tokenizer,
+)
+from mmv.loading.resolve import Missing, ModelSources, NotDownloaded, resolve_model
+from mmv.model.vision import EncoderInfo, inspect_encoder
+
+
+class Note(str):
+    """Something the user should know about a loaded model; `option` names the setting that changes it."""
+
+    option: str | None
+
+    def __new__(cls, text: str, option: str | None = None) -> Note:
+        note = super().__new__(cls, text)
+        note.option = option
+        return note
+
+
+@dataclass
+class ModelInputs:
+    sources: ModelSources | None  # None: a fresh model
+    checkpoint: Checkpoint | None  # None: a fresh model, drawn at random
+    config: VLMConfig  # the model to build (a text-only checkpoint's or a fresh one's fitted to the encoder)
+    vision_dir: Path | None
+    tokenizer_dir: Path | None
+    notes: list[Note] = field(default_factory=list)
+
+    @property
+    def name(self) -> str:
+        return self.sources.weights.name if self.sources else "the fresh model"
+
+
+def gather(
+    ref: str | Path,
+    *,
+    resolve: Callable[[str], ModelSources | None] = resolve_model,
+    vision: str | Path | None = None,
+    tokenizer: str | Path | None = None,
+    base: VLMConfig | None = None,
+    experts_per_token: int | None = None,
+    need_vision: bool = True,
+    need_tokenizer: bool = True,
+    cached_encoder_ok: bool = True,
+) -> ModelInputs:
+    """Resolve `ref` and find its parts; every missing download is named in one NotDownloaded.
+
+    `base` supplies what a bare checkpoint cannot tell (experts per token, RoPE scaling) and the shape of a fresh
+    model; a run directory or transformers folder overrides it with what it records, `experts_per_token` overrides
+    both. `need_*=False` tolerates a missing encoder / tokenizer (None); `cached_encoder_ok=False` takes the
+    encoder only when given or beside the model.
+    """
+    missing: list[Missing] = []
+    try:
+        sources = resolve(str(ref))
+    except NotDownloaded as exc:
+        sources, missing = None, list(exc.missing)
+    base = base or VLMConfig()
+    vision_dir = given(vision) or encoder_near(sources)
+    encoder = inspect_encoder(vision_dir) if vision_dir else None
+    checkpoint = None
+    if sources is not None:
+        hidden = encoder.hidden_size if encoder else None
+        checkpoint = read_checkpoint(sources.weights, hidden, sources.recorded_model(base))
+    config = checkpoint.config if checkpoint else base
+    if encoder is None and cached_encoder_ok:
+        vision_dir = cached_encoder(config.vision_variant)
+        encoder = inspect_encoder(vision_dir) if vision_dir else None
+        if encoder is None and need_vision:
+            missing.append(missing_encoder(config.vision_variant))
+    tokenizer_dir = find_tokenizer(sources, tokenizer)
+    if tokenizer_dir is None and need_tokenizer and not any(m.name in TOKENIZER_NAMES for m in missing):
+        missing.append(missing_tokenizer())
+    inputs = ModelInputs(sources, checkpoint, config, vision_dir, tokenizer_dir)
+    if encoder is not None:
+        fit_encoder(inputs, encoder)  # a wrong folder is refused before anything is asked to be downloaded
+    if missing:
+        raise NotDownloaded(missing, beside=sources is not None)
+    set_experts_per_token(inputs, experts_per_token)
+    return inputs
+
+
+def fit_encoder(inputs: ModelInputs, encoder: EncoderInfo) -> None:
+    """A trained projector must match the encoder's variant and width; a fresh one is made for the encoder."""
+    config = inputs.config
+    if inputs.checkpoint is None or inputs.checkpoint.text_only:
+        inputs.config = config.replace(vision_variant=encoder.variant, image_hidden_size=encoder.hidden_size)
+    elif (encoder.variant, encoder.hidden_size) != (config.vision_variant, config.image_hidden_size):
+        raise MmvError(
+            f"{inputs.vision_dir} holds a {encoder.variant} encoder of width {encoder.hidden_size}, but "
+            f"{inputs.name} was trained for a {config.vision_variant} encoder of width {config.image_hidden_size}",
+            option="vision",
+        )
+
+
+def set_experts_per_token(inputs: ModelInputs, k: int | None) -> None:
+    """How many experts each token routes to: given > recorded by a run or folder > `base` (a note says so)."""
+    config = inputs.config
+    if k is None:
+        if config.use_moe and inputs.sources is not None and not inputs.sources.records_config:
+            inputs.notes.append(
+                Note(
+                    f"{inputs.name} does not record how many experts each token routes to; it runs with "
+                    f"{config.num_experts_per_tok}",
+                    option="experts_per_token",
+                )
+            )
+        return
+    if not config.use_moe:
+        inputs.notes.append(Note(f"{inputs.name} is a dense model: experts per token ({k}) does not apply"))
+        return
+    if not 1 <= k <= config.num_experts:
+        raise MmvError(
+            f"{k} experts per token does not fit {inputs.name}, which has {config.num_experts} experts",
+            option="experts_per_token",
+        )
+    inputs.config = config.replace(num_experts_per_tok=k)

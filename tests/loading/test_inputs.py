@@ -1,0 +1,106 @@
+"""The encoder and tokenizer order (given > beside > recorded > cache), experts per token, the one fit check."""
+
+from __future__ import annotations
+
+import json
+import shutil
+
+import pytest
+
+from mmv.errors import MmvError
+from mmv.loading import gather
+from tests.conftest import REFERENCE, TOKENIZER_DIR
+from tests.loading.helpers import make_run_dir
+
+MOE = REFERENCE / "p32-moe"
+
+
+@pytest.fixture
+def cache(tmp_path, monkeypatch):
+    """A download cache holding the p32 encoder and the llm tokenizer."""
+    home = tmp_path / "cache"
+    shutil.copytree(REFERENCE / "p32" / "vision", home / "siglip2-p32-256")
+    (home / "llm").mkdir()
+    for name in ("tokenizer.json", "tokenizer_config.json"):
+        shutil.copy(TOKENIZER_DIR / name, home / "llm" / name)
+    monkeypatch.setenv("MMV_HOME", str(home))
+    return home
+
+
+def test_encoder_order_given_beside_recorded_cache(tmp_path, cache):
+    run = make_run_dir(tmp_path / "run")
+    recorded = MOE / "vision"
+    assert gather(run).vision_dir == recorded
+    shutil.copytree(REFERENCE / "p32" / "vision", run / "vision")  # the run's trained encoder
+    assert gather(run).vision_dir == run / "vision"
+    given = tmp_path / "given"
+    shutil.copytree(REFERENCE / "p32" / "vision", given)
+    assert gather(run, vision=given).vision_dir == given
+    bare = tmp_path / "bare"
+    bare.mkdir()
+    shutil.copy(MOE / "model.pth", bare / "model.pth")
+    assert gather(bare / "model.pth", vision=recorded).vision_dir == recorded
+    folder = tmp_path / "tf"
+    shutil.copytree(REFERENCE / "p32" / "hf-upstream", folder)
+    assert gather(folder).vision_dir == cache / "siglip2-p32-256"
+
+
+def test_tokenizer_order_given_beside_recorded_cache(tmp_path, cache):
+    other = tmp_path / "other-tokenizer"
+    shutil.copytree(TOKENIZER_DIR, other)
+    run = make_run_dir(tmp_path / "run", tokenizer=other)
+    assert gather(run).tokenizer_dir == other
+    for name in ("tokenizer.json", "tokenizer_config.json"):
+        shutil.copy(TOKENIZER_DIR / name, run / name)
+    assert gather(run).tokenizer_dir == run
+    assert gather(run, tokenizer=TOKENIZER_DIR).tokenizer_dir == TOKENIZER_DIR
+    shutil.rmtree(other)
+    (run / "tokenizer.json").unlink()
+    assert gather(run).tokenizer_dir == cache / "llm"
+
+
+def test_a_bare_moe_file_says_how_many_experts_it_routes_to(cache):
+    inputs = gather(MOE / "model.pth")
+    assert inputs.config.num_experts_per_tok == 1
+    [note] = inputs.notes
+    assert note == "model.pth does not record how many experts each token routes to; it runs with 1"
+    assert note.option == "experts_per_token"
+    inputs = gather(MOE / "model.pth", experts_per_token=2)
+    assert inputs.config.num_experts_per_tok == 2 and inputs.notes == []
+
+
+def test_experts_per_token_overrides_what_a_run_records(tmp_path, cache):
+    run = make_run_dir(tmp_path / "run")
+    assert gather(run, experts_per_token=3).config.num_experts_per_tok == 3
+    with pytest.raises(MmvError, match=r"5 experts per token does not fit sft_vlm_64\.pth, which has 4") as failure:
+        gather(run, experts_per_token=5)
+    assert failure.value.options == ("experts_per_token",)
+    dense = gather(REFERENCE / "p32" / "model.pth", experts_per_token=2)
+    assert not dense.config.use_moe and dense.notes == [
+        "model.pth is a dense model: experts per token (2) does not apply"
+    ]
+
+
+def test_a_projector_refuses_another_encoder_in_one_sentence(cache):
+    with pytest.raises(MmvError) as failure:
+        gather(REFERENCE / "p32" / "model.pth", vision=REFERENCE / "naflex-merge4" / "vision")
+    assert str(failure.value) == (
+        f"{REFERENCE / 'naflex-merge4' / 'vision'} holds a p16-naflex encoder of width 32, but model.pth was "
+        "trained for a p32-256 encoder of width 32"
+    )
+    assert failure.value.options == ("vision",)
+
+
+def test_a_text_only_model_takes_the_encoder_it_is_given(cache):
+    inputs = gather(REFERENCE / "p32" / "llm.pth", vision=REFERENCE / "naflex-merge4" / "vision")
+    assert inputs.config.vision_variant == "p16-naflex" and inputs.config.image_hidden_size == 32
+    assert inputs.checkpoint.text_only and inputs.notes == []  # the projector is fresh: only a loaded model says so
+
+
+def test_a_hand_edited_run_model_config_is_refused(tmp_path, cache):
+    run = make_run_dir(tmp_path / "run")
+    config = json.loads((run / "config.json").read_text())
+    config["model"]["num_experts_per_tok"] = "2"
+    (run / "config.json").write_text(json.dumps(config))
+    with pytest.raises(MmvError, match=r"config.json: num_experts_per_tok must be an integer, got '2'"):
+        gather(run / "sft_vlm_64.pth")
