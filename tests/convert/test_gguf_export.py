@@ -133,10 +133,8 @@ def test_p16_256_gets_an_lfm2_mmproj(exports):
 
 @pytest.mark.parametrize(("name", "phrase"), [("p32", "p32-256's projector"), ("naflex-merge4", "p16-naflex")])
 def test_variants_without_a_projector_type_export_the_language_model_and_say_why(tmp_path, name, phrase):
-    result = run_cli(
-        ["convert", str(REFERENCE / name / "model.pth"), "--to", "gguf", "--out", str(tmp_path / "g")]
-        + ["--tokenizer", str(TOKENIZER_DIR), "--json"]
-    )
+    source, out = str(REFERENCE / name / "model.pth"), str(tmp_path / "g")
+    result = run_cli(["convert", source, "--to", "gguf", "--out", out, "--tokenizer", str(TOKENIZER_DIR), "--json"])
     assert result.exit_code == 0, result.stderr
     summary = json.loads(result.stdout)
     assert phrase in summary["note"] and "not exported" in summary["note"]

@@ -6,20 +6,35 @@ from mmv import __version__
 from mmv.config import VLMConfig
 from mmv.convert.model_card import describe
 
-# measured by tests/convert/test_gguf_llama_cpp.py against llama-cpp-python 0.3.36 (llama.cpp 0c1e570)
-AGREEMENT = """- Text, `f32`, F32 KV cache, flash attention off (`-ctk f32 -ctv f32 -fa off`): greedy tokens equal
-  mmv's for 64 of 64 steps on dense and MoE test models; logits within 1e-4.
-- `f16` and `q8_0`: TODO
-- llama.cpp's defaults (F16 KV cache, flash attention on where available) round the cache: TODO"""
+# each llama.cpp figure below is asserted as a bound by tests/convert/test_gguf_llama_cpp.py
+AGREEMENT = """Measured against mmv with llama.cpp 0c1e570 (llama-cpp-python 0.3.36) on small random test models, 64
+greedy steps (equal steps before the first different token; largest logit error):
 
-MMPROJ_DIFFERENCES = """The image side (`mmproj-{name}.gguf`, llama.cpp projector type `lfm2`) has MiniMind's structure, but
-llama.cpp runs it with three differences, so image answers are close to mmv's, not equal:
-- its projector GELU is the tanh approximation (MiniMind's is exact): TODO figure;
-- it resizes images itself (keeping the aspect ratio, bilinear, tiling large images) where MiniMind squashes
-  them to 256x256 (bicubic): give it 256x256 images, e.g.
-  `python -c "from PIL import Image; Image.open('in.jpg').convert('RGB').resize((256, 256), Image.BICUBIC).save('in.png')"`;
-- llama-mtmd-cli and llama-server write `<|image_start|>` and `<|image_end|>` around the image, which MiniMind's
-  tokenizer splits into pieces the model never saw in training: TODO figure."""
+| file | KV cache | dense | MoE (4 experts, top-2) |
+|---|---|---|---|
+| `f32` | F32, flash attention off | 64 of 64, 5.7e-6 | 64 of 64, 1.1e-5 |
+| `f32` | llama.cpp default (F16, flash attention auto) | 64 of 64, 0.020 | 38 of 64, 0.023 |
+| `f16` | F32, flash attention off | 64 of 64, 0.011 | 43 of 64, 2.19 |
+| `q8_0` | F32, flash attention off | 10 of 64, 0.30 | 3 of 64, 5.6 |
+
+`f32` with an F32 cache is exact (image prompts too, with mmv's image features passed as embeddings). `f16`
+and `q8_0` round the activations inside every matrix product as well as the weights (a float16 checkpoint's
+`f16` file: 64 of 64, 0.0088). Random weights keep their top logits close together, the hardest case for rounding;
+a mixture of experts also flips near-tied router choices (mmv itself, on the weights rounded to float16, is
+2.19 off)."""
+
+MMPROJ_DIFFERENCES = """The image side (`mmproj-{name}.gguf`, llama.cpp projector type `lfm2`) has MiniMind's
+structure, but llama.cpp runs it with three differences:
+- its projector GELU is the tanh approximation (MiniMind's is exact): on a 256x256 photo the image embeddings
+  are within 3.0e-4 of mmv's (4.6e-4 for the f16 mmproj), and in MiniMind's own prompt the answer is greedy-equal
+  for 64 of 64 steps;
+- it resizes images itself (keeping the aspect ratio, bilinear, up to 256 tokens: a 640x640 photo becomes 256
+  image tokens where MiniMind uses 64) where MiniMind squashes them to 256x256 (bicubic). Give it 256x256 images,
+  which it leaves as they are (with Pillow: `Image.open(path).convert("RGB").resize((256, 256), Image.BICUBIC)`);
+- llama-mtmd-cli and llama-server write `<|image_start|>` and `<|image_end|>` around the image, text MiniMind's
+  tokenizer splits into pieces (9 tokens for the first) the model never saw in training: with them the greedy
+  answer equalled mmv's for 18 of 64 steps. Through llama-cpp-python's low-level API the image embeddings can be
+  placed in MiniMind's own prompt instead."""
 
 
 def card(
@@ -53,9 +68,8 @@ def card(
         f"llama-server -m {name}.gguf{mmproj} -ctk f32 -ctv f32 -fa off --port 8080  # OpenAI-compatible API",
     ]
     if with_mmproj:
-        lines.append(
-            f'llama-mtmd-cli -m {name}.gguf{mmproj} -ctk f32 -ctv f32 -fa off --image photo.png -p "Describe the image."'
-        )
+        lines.append(f"llama-mtmd-cli -m {name}.gguf{mmproj} -ctk f32 -ctv f32 -fa off --image photo.png \\")
+        lines.append('    -p "Describe the image."')
     lines += [
         "```",
         "",

@@ -10,6 +10,7 @@ its split is exactly GPT-2's (the tests compare both tokenizers on varied text).
 from __future__ import annotations
 
 import json
+import math
 from collections.abc import Iterator
 from pathlib import Path
 from typing import TYPE_CHECKING, Any
@@ -81,8 +82,9 @@ def add_hparams(writer: gguf.GGUFWriter, config: VLMConfig, outtype: str, name: 
         writer.add_rope_scaling_orig_ctx_len(rope["original_max_position_embeddings"])
         writer.add_rope_scaling_yarn_beta_fast(rope["beta_fast"])
         writer.add_rope_scaling_yarn_beta_slow(rope["beta_slow"])
-        # llama.cpp cancels YaRN's own magnitude term; this factor scales cos and sin as mmv's attention_factor does
-        writer.add_rope_scaling_attn_factors(rope["attention_factor"])
+        # llama.cpp scales cos and sin by YaRN's 1 + 0.1 ln(factor) and then by this key; mmv (like the reference)
+        # scales them by attention_factor alone, so the key cancels llama.cpp's term
+        writer.add_rope_scaling_attn_factors(rope["attention_factor"] / (1 + 0.1 * math.log(rope["factor"])))
     if config.use_moe:
         writer.add_expert_count(config.num_experts)
         writer.add_expert_used_count(config.num_experts_per_tok)
