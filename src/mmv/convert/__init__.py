@@ -138,7 +138,8 @@ def write(source: Source, to: str, out: Path, dtype: torch.dtype, force: bool, o
     if to == "gguf":
         from mmv.convert.to_gguf import write_gguf
 
-        return write_gguf(source, out, outtype or "f32", force)
+        assert outtype is not None  # convert() settles the default
+        return write_gguf(source, out, outtype, force)
     if to == "pth":
         from mmv.convert.to_pth import write_pth
 

@@ -11,7 +11,7 @@ from __future__ import annotations
 
 import json
 from pathlib import Path
-from typing import TYPE_CHECKING
+from typing import TYPE_CHECKING, Any
 
 from mmv.convert.gguf_tensors import add_tensor, file_type
 from mmv.errors import MmvError
@@ -47,7 +47,7 @@ def image_side_note(source: Source) -> str | None:
             "no SigLIP encoder folder was found beside the source, so the image side (mmproj) is not exported; "
             "pass --with-vision DIR to include it"
         )
-    act = encoder_config(source.vision_dir).get("hidden_act")
+    act = encoder_config(source.vision_dir).get("hidden_act", "gelu_pytorch_tanh")  # SigLIP's default
     if act != "gelu_pytorch_tanh":
         return f"llama.cpp's SigLIP runs the tanh GELU but this encoder uses {act!r}, so the image side is not exported"
     return None
@@ -67,11 +67,11 @@ def write_mmproj(path: Path, source: Source, outtype: str) -> None:
     if source.vision_dir is None or image_side_note(source) is not None:
         raise MmvError(image_side_note(source) or "no vision encoder folder to export")
     encoder = load_encoder(source.vision_dir)
-    # the image side is small and its patch convolution cannot be quantised: q8_0 keeps it in f16
+    # the image side is small: under q8_0 it stays f16
     outtype = "f32" if outtype == "f32" else "f16"
     writer = gguf.GGUFWriter(str(path), gguf.MODEL_ARCH_NAMES[gguf.MODEL_ARCH.MMPROJ])
     writer.add_type(gguf.GGUFType.MMPROJ)
-    add_vision_hparams(writer, source, outtype, path.stem)
+    add_vision_hparams(writer, encoder.config, source.config.hidden_size, source.vision_dir, outtype, path.stem)
     names = gguf.get_tensor_name_map(gguf.MODEL_ARCH.MMPROJ, encoder.config.num_hidden_layers)
     for key, tensor in encoder.state_dict().items():
         if key.startswith("head."):  # the pooling head: MiniMind uses last_hidden_state
@@ -87,26 +87,34 @@ def write_mmproj(path: Path, source: Source, outtype: str) -> None:
     writer.close()
 
 
-def add_vision_hparams(writer: gguf.GGUFWriter, source: Source, outtype: str, name: str) -> None:
-    assert source.vision_dir is not None  # checked by write_mmproj
-    config = encoder_config(source.vision_dir)
-    processor = json.loads((source.vision_dir / "preprocessor_config.json").read_text())
+def add_vision_hparams(
+    writer: gguf.GGUFWriter, config: Any, projection_dim: int, folder: Path, outtype: str, name: str
+) -> None:
+    """`config`: the loaded encoder's SiglipVisionConfig (transformers fills what config.json leaves out)."""
     writer.add_name(name)
     writer.add_file_type(file_type(outtype))
     writer.add_clip_has_vision_encoder(True)
     writer.add_clip_projector_type(PROJECTOR_TYPE)
-    writer.add_vision_projection_dim(source.config.hidden_size)
-    writer.add_vision_image_size(config["image_size"])
-    writer.add_vision_patch_size(config["patch_size"])
-    writer.add_vision_embedding_length(config["hidden_size"])
-    writer.add_vision_feed_forward_length(config["intermediate_size"])
-    writer.add_vision_block_count(config["num_hidden_layers"])
-    writer.add_vision_head_count(config["num_attention_heads"])
-    writer.add_vision_attention_layernorm_eps(config.get("layer_norm_eps", 1e-6))
-    writer.add_vision_image_mean(processor.get("image_mean", [0.5, 0.5, 0.5]))
-    writer.add_vision_image_std(processor.get("image_std", [0.5, 0.5, 0.5]))
+    writer.add_vision_projection_dim(projection_dim)
+    writer.add_vision_image_size(config.image_size)
+    writer.add_vision_patch_size(config.patch_size)
+    writer.add_vision_embedding_length(config.hidden_size)
+    writer.add_vision_feed_forward_length(config.intermediate_size)
+    writer.add_vision_block_count(config.num_hidden_layers)
+    writer.add_vision_head_count(config.num_attention_heads)
+    writer.add_vision_attention_layernorm_eps(config.layer_norm_eps)
+    mean, std = normalisation(folder)
+    writer.add_vision_image_mean(mean)
+    writer.add_vision_image_std(std)
     writer.add_vision_projector_scale_factor(MERGE)
     writer.add_vision_use_gelu(True)  # SigLIP's gelu_pytorch_tanh
+
+
+def normalisation(folder: Path) -> tuple[list[float], list[float]]:
+    """The processor's mean and std; MiniMind's encoders use 0.5 and 0.5 (REFERENCE.md section 2)."""
+    path = folder / "preprocessor_config.json"
+    processor = json.loads(path.read_text()) if path.is_file() else {}
+    return processor.get("image_mean", [0.5] * 3), processor.get("image_std", [0.5] * 3)
 
 
 def mmproj_name(names: gguf.TensorNameMap, key: str) -> str:
