@@ -112,7 +112,7 @@ def test_legacy_clip_checkpoint_is_refused(tmp_path):
 
 
 def test_bad_arguments_are_refused(tmp_path):
-    assert_refused(run_cli(["convert", MODEL, "--to", "gguf", "--out", str(tmp_path / "x")]), "unknown target")
+    assert_refused(run_cli(["convert", MODEL, "--to", "onnx", "--out", str(tmp_path / "x")]), "unknown target")
     assert_refused(
         run_cli(["convert", MODEL, "--to", "pth", "--out", str(tmp_path / "x"), "--dtype", "int8"]), "unknown dtype"
     )

@@ -19,13 +19,18 @@ def convert(
         help="A .pth / .safetensors file, a run directory, a transformers folder or a "
         "downloaded name (e.g. minimind-3v).",
     ),
-    to: str = typer.Option(..., "--to", help="transformers | pth | qwen3"),
-    out: Path = typer.Option(..., "--out", "-o", help="The folder (transformers, qwen3) or file (pth) to write."),
+    to: str = typer.Option(
+        ..., "--to", help="transformers | pth | qwen3 | gguf (llama.cpp: NAME.gguf, mmproj-NAME.gguf, README.md)"
+    ),
+    out: Path = typer.Option(..., "--out", "-o", help="The folder (transformers, qwen3, gguf) or file (pth) to write."),
     dtype: str = typer.Option(None, help="float32 | float16 | bfloat16 (default: the source's; float16 for pth)."),
     with_vision: Path = typer.Option(
         None,
         "--with-vision",
         help="Also store this SigLIP encoder folder (default: the one beside SRC or recorded by its run).",
+    ),
+    outtype: str = typer.Option(
+        None, help="gguf only: f32 | f16 | q8_0 (default: f16 for a float16 source, else f32)."
     ),
     tokenizer: Path = typer.Option(None, help="Tokenizer folder (default: beside SRC, the run's, then the cache)."),
     force: bool = typer.Option(False, "--force", help="Replace an existing non-empty output."),
@@ -33,7 +38,7 @@ def convert(
         None, min=1, metavar="K", help="Experts each token of a MoE model routes to (a bare .pth does not record it)."
     ),
 ) -> None:
-    """Convert a checkpoint between the native .pth, a transformers folder and a native Qwen3 folder."""
+    """Convert a checkpoint between the native .pth, a transformers folder, a native Qwen3 folder and GGUF."""
     from mmv.convert import convert as run_convert
 
     with console.status(f"converting {src} to {to}", spinner="dots"):
@@ -46,6 +51,7 @@ def convert(
             tokenizer=tokenizer,
             force=force,
             experts_per_token=experts_per_token,
+            outtype=outtype,
         )
     show_notes(result.notes, FLAGS)
     summary = result.summary()
@@ -57,4 +63,6 @@ def convert(
         f"{summary['bytes'] / 1e6:.1f} MB) in {result.seconds:.1f}s",
         soft_wrap=True,
     )
+    if result.note:
+        console.print(f"note: {result.note}", soft_wrap=True)
     emit_json(summary)

@@ -1,6 +1,7 @@
-"""`mmv convert`: native `.pth` <-> transformers folder, and the language model as a native Qwen3 folder.
+"""`mmv convert`: native `.pth` <-> transformers folder, the language model as a native Qwen3 folder, and GGUF.
 
-`convert()` reads any SRC (sources.py) and hands it to one writer (to_pth.py, to_transformers.py, to_qwen3.py);
+`convert()` reads any SRC (sources.py) and hands it to one writer (to_pth.py, to_transformers.py, to_qwen3.py,
+to_gguf.py);
 every writer stages its output beside the target and renames it into place at the end (output.py).
 """
 
@@ -19,7 +20,7 @@ if TYPE_CHECKING:
 
     from mmv.convert.sources import Source
 
-TARGETS = ("transformers", "pth", "qwen3")
+TARGETS = ("transformers", "pth", "qwen3", "gguf")
 
 
 @dataclass
@@ -35,6 +36,7 @@ class ConvertResult:
     vision: Path | None = None  # the encoder folder copied into the output
     seconds: float = 0.0
     notes: list[str] = field(default_factory=list)  # things the user should know about SRC (mmv.loading.Note)
+    note: str | None = None  # what the output leaves out and why (gguf: an image side llama.cpp cannot express)
 
     def summary(self) -> dict[str, Any]:
         return {
@@ -50,6 +52,7 @@ class ConvertResult:
             "files": len(self.files),
             "bytes": sum(f.stat().st_size for f in self.files),
             "seconds": round(self.seconds, 3),
+            "note": self.note,
         }
 
 
@@ -64,9 +67,11 @@ def convert(
     force: bool = False,
     base: VLMConfig | None = None,
     experts_per_token: int | None = None,
+    outtype: str | None = None,
 ) -> ConvertResult:
     """Convert SRC to `to` at `out`. `dtype` None keeps the source's dtype (float16 for `pth`).
 
+    `outtype` (f32 | f16 | q8_0) is the GGUF encoding, `gguf` only; None keeps the source's precision.
     `experts_per_token` and `base` supply what a bare checkpoint cannot tell (how many experts each token routes
     to; RoPE scaling); run directories and transformers folders record it themselves.
     """
@@ -76,8 +81,7 @@ def convert(
     from mmv.convert.sources import read_source
     from mmv.convert.weights import dtype_name, parse_dtype, settle_tying
 
-    if to not in TARGETS:
-        raise MmvError(f"unknown target {to!r}; expected one of {', '.join(TARGETS)}")
+    check_options(to, dtype, outtype)
     started = time.perf_counter()
     out = Path(out).expanduser().absolute()
     check_target(out, force)  # before reading a large source
@@ -85,21 +89,42 @@ def convert(
     source = read_source(src, tokenizer=tokenizer, vision=with_vision, base=base, experts_per_token=experts_per_token)
     source.config = settle_tying(source.state_dict, source.config)
     target_dtype = target_dtype or (torch.float16 if to == "pth" else source.dtype)
-    files = write(source, to, out, target_dtype, force)
-    llm_only = to == "qwen3"
+    note = None
+    if to == "gguf":
+        from mmv.convert.gguf_tensors import default_outtype
+        from mmv.convert.gguf_vision import image_side_note
+
+        outtype, note = outtype or default_outtype(source.dtype), image_side_note(source)
+    files = write(source, to, out, target_dtype, force, outtype)
+    llm_only = to == "qwen3" or (to == "gguf" and note is not None)
+    with_vision = to == "transformers" or (to == "gguf" and not llm_only and not source.text_only)
     return ConvertResult(
         source=source.origin,
         out=out,
         to=to,
-        dtype=dtype_name(target_dtype),
+        dtype=outtype if to == "gguf" else dtype_name(target_dtype),
         variant=None if source.text_only or llm_only else source.config.vision_variant,
         use_moe=source.config.use_moe,
         params=count_params(source, llm_only),
         files=files,
-        vision=source.vision_dir if to == "transformers" else None,
+        vision=source.vision_dir if with_vision else None,
         seconds=time.perf_counter() - started,
         notes=source.notes,
+        note=note,
     )
+
+
+def check_options(to: str, dtype: str | None, outtype: str | None) -> None:
+    from mmv.convert.gguf_tensors import OUTTYPES
+
+    if to not in TARGETS:
+        raise MmvError(f"unknown target {to!r}; expected one of {', '.join(TARGETS)}")
+    if to == "gguf" and dtype is not None:
+        raise MmvError("--dtype does not apply to --to gguf; choose its encoding with --outtype f32|f16|q8_0")
+    if to != "gguf" and outtype is not None:
+        raise MmvError(f"--outtype applies to --to gguf only; use --dtype for --to {to}")
+    if outtype is not None and outtype not in OUTTYPES:
+        raise MmvError(f"unknown --outtype {outtype!r}; expected one of {', '.join(OUTTYPES)}")
 
 
 def count_params(source: Source, llm_only: bool) -> int:
@@ -111,7 +136,12 @@ def count_params(source: Source, llm_only: bool) -> int:
     )
 
 
-def write(source: Source, to: str, out: Path, dtype: torch.dtype, force: bool) -> list[Path]:
+def write(source: Source, to: str, out: Path, dtype: torch.dtype, force: bool, outtype: str | None) -> list[Path]:
+    if to == "gguf":
+        from mmv.convert.to_gguf import write_gguf
+
+        assert outtype is not None  # convert() settles the default
+        return write_gguf(source, out, outtype, force)
     if to == "pth":
         from mmv.convert.to_pth import write_pth
 
