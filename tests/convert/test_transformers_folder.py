@@ -28,7 +28,7 @@ from tests.conftest import (
     pixel_inputs,
 )
 from tests.convert.conftest import greedy
-from tests.convert.transformers_range import declared_range, installed_release, oldest_supported
+from tests.dependency_range import declared_range, installed_release, oldest_supported
 
 ATOL = 1e-4  # against the reference's own float32 outputs (fixtures/README.md)
 YARN = {
@@ -46,7 +46,7 @@ def isolated(request, tf_folders, tmp_path_factory) -> dict:
     """Logits and generations of every folder (and one with YaRN), computed in a process that cannot import mmv.
 
     Run twice: on the installed transformers (the newest release pyproject.toml allows, in CI) and on the oldest
-    release it allows, installed apart (transformers_range.py).
+    release it allows, installed apart (tests/dependency_range.py).
     """
     from mmv.config import VLMConfig
     from mmv.convert import convert
@@ -54,7 +54,7 @@ def isolated(request, tf_folders, tmp_path_factory) -> dict:
     purelib = sysconfig.get_paths()["purelib"]
     if request.param == "oldest":
         version = oldest_supported("transformers")
-        site = [str(installed_release(version)), purelib]
+        site = [str(installed_release("transformers", version)), purelib]
     else:
         version, site = transformers.__version__, [purelib]
     work = tmp_path_factory.mktemp(f"isolated-{request.param}")

@@ -1,6 +1,6 @@
 """A real HTTP server on 127.0.0.1 speaking the parts of the Hugging Face Hub and ModelScope APIs that downloads use.
 
-Hub (what huggingface_hub 2.4 calls): `GET /api/{models,datasets}/<repo>[/revision/<rev>]` (repo info, `sha` and
+Hub (what huggingface_hub 1.0 to 2.4 call): `GET /api/{models,datasets}/<repo>[/revision/<rev>]` (repo info, `sha` and
 `siblings`), `GET /api/.../tree/<rev>[/<path>]?recursive=` (file sizes, git oids, LFS sha256), and
 `GET|HEAD [/datasets]/<repo>/resolve/<rev>/<path>` with X-Repo-Commit, ETag, and for LFS files a 302 to a CDN URL
 carrying X-Linked-Etag / X-Linked-Size; bodies honour `Range`. Errors carry X-Error-Code like the real Hub

@@ -20,6 +20,7 @@ from urllib.parse import quote, urlsplit
 from mmv import __version__
 from mmv.errors import MmvError
 from mmv.hub import validate
+from mmv.hub.httplib import library
 from mmv.hub.limits import LISTING_FILES, Timeouts, get_metadata, read_small, silent
 from mmv.hub.listing import Listing, select
 from mmv.hub.registry import Part
@@ -130,7 +131,6 @@ class HfSource:
 
     @contextlib.contextmanager
     def errors(self, repo_id: str, repo_type: str, revision: str, file: str | None = None) -> Iterator[None]:
-        import httpx2
         from huggingface_hub.errors import (
             GatedRepoError,
             HfHubHTTPError,
@@ -141,6 +141,7 @@ class HfSource:
         )
 
         where = f"{repo_type} repository {repo_id}"
+        http = library()
         try:
             yield
         except GatedRepoError as exc:
@@ -170,16 +171,16 @@ class HfSource:
             raise MmvError(f"{self.endpoint} answered HTTP {_status(exc)} for {where}{server}") from exc
         except OfflineModeIsEnabled as exc:
             raise MmvError(f"HF_HUB_OFFLINE is set, so {where} cannot be downloaded; unset it to go online") from exc
-        except httpx2.TimeoutException as exc:
+        except http.TimeoutException as exc:
             raise MmvError(
                 f"{self.endpoint} {silent(exc, self.timeouts)} while listing {where}: check the network, "
                 f"or {MIRROR_HINT}"
             ) from exc
-        except httpx2.TransportError as exc:
+        except http.TransportError as exc:
             raise MmvError(
                 f"cannot reach {self.endpoint} ({type(exc).__name__}): check the network, or {MIRROR_HINT}"
             ) from exc
-        except httpx2.RequestError as exc:
+        except http.RequestError as exc:
             raise MmvError(
                 f"{self.endpoint} sent an answer for {where} that cannot be read ({type(exc).__name__}); "
                 f"is --endpoint a Hub server? Or {MIRROR_HINT}"

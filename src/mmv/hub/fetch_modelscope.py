@@ -24,6 +24,7 @@ from urllib.parse import quote
 from mmv import __version__
 from mmv.errors import MmvError
 from mmv.hub import validate
+from mmv.hub.httplib import library
 from mmv.hub.limits import LISTING_FILES, Timeouts, get_metadata, read_small, silent
 from mmv.hub.listing import Listing, select
 from mmv.hub.registry import Part
@@ -55,10 +56,9 @@ class ModelScopeSource:
         self._session: Any = None
 
     def session(self) -> Any:
-        import httpx2
-
         if self._session is None:
-            self._session = httpx2.Client(follow_redirects=True, timeout=self.timeouts.httpx())
+            # The library huggingface_hub uses: the one whose exceptions mmv.hub catches and whose Timeouts it passes.
+            self._session = library().Client(follow_redirects=True, timeout=self.timeouts.httpx())
         return self._session
 
     def list(self, part: Part, revision: str | None) -> Listing:
@@ -168,21 +168,20 @@ class ModelScopeSource:
 
     @contextlib.contextmanager
     def errors(self, repo: str, rev: str) -> Iterator[None]:
-        import httpx2
-
+        http = library()
         try:
             yield
-        except httpx2.TimeoutException as exc:
+        except http.TimeoutException as exc:
             raise MmvError(
                 f"{self.endpoint} {silent(exc, self.timeouts)} while listing {repo}: check the network, "
                 "or try --source hf (with --endpoint for a mirror)"
             ) from exc
-        except httpx2.TransportError as exc:
+        except http.TransportError as exc:
             raise MmvError(
                 f"cannot reach {self.endpoint} ({type(exc).__name__}) to list {repo}: check the network, "
                 "or try --source hf (with --endpoint for a mirror)"
             ) from exc
-        except httpx2.RequestError as exc:
+        except http.RequestError as exc:
             raise MmvError(
                 f"{self.endpoint} sent an answer for {repo} that cannot be read ({type(exc).__name__}); "
                 "is --endpoint a ModelScope server?"

@@ -8,13 +8,11 @@ included), and a metadata answer (repository info, a listing page) is read into 
 from __future__ import annotations
 
 from dataclasses import dataclass
-from typing import TYPE_CHECKING, Any
+from typing import Any
 
 from mmv.errors import MmvError
 from mmv.hub.cache import human_size
-
-if TYPE_CHECKING:
-    import httpx2
+from mmv.hub.httplib import library
 
 LISTING_BYTES = 32 << 20  # one metadata answer; a real listing page of 1,000 files is well under 1 MB
 LISTING_FILES = 100_000  # entries one listing may hold across all its pages (the published repos have < 20)
@@ -26,38 +24,34 @@ class Timeouts:
     read_s: float = 15.0  # the longest silence within one answer (its headers or its body) before that request fails
     silence_s: float = 30.0  # a file download gives up after this long without a new byte, retries included
 
-    def httpx(self, cap_s: float | None = None) -> httpx2.Timeout:
-        """The per-request timeouts, each cut to `cap_s` when that is shorter (the time a download has left)."""
-        import httpx2
+    def httpx(self, cap_s: float | None = None) -> Any:
+        """The per-request timeouts (a Timeout of mmv.hub.httplib's library), each cut to `cap_s` when that is
+        shorter (the time a download has left)."""
 
         def cut(seconds: float) -> float:
             return seconds if cap_s is None else max(min(seconds, cap_s), 0.001)
 
-        return httpx2.Timeout(cut(self.read_s), connect=cut(self.connect_s))
+        return library().Timeout(cut(self.read_s), connect=cut(self.connect_s))
 
 
 def silent(exc: BaseException, timeouts: Timeouts) -> str:
     """How a timeout reads in an error: which limit ran out, and after how long."""
-    import httpx2
-
-    if isinstance(exc, httpx2.ConnectTimeout):
+    if isinstance(exc, library().ConnectTimeout):
         return f"did not accept a connection within {timeouts.connect_s:g} s"
     return f"sent nothing for {timeouts.read_s:g} s ({type(exc).__name__})"
 
 
 def get_metadata(
     session: Any, url: str, params: dict[str, Any] | None, headers: dict[str, str], timeouts: Timeouts, what: str
-) -> httpx2.Response:
+) -> Any:
     """GET a metadata answer and read it whole (see read_small); `what` names it in errors."""
     with session.stream("GET", url, params=params, headers=headers, timeout=timeouts.httpx()) as response:
         return read_small(response, what)
 
 
-def read_small(response: httpx2.Response, what: str) -> httpx2.Response:
+def read_small(response: Any, what: str) -> Any:
     """Read a streamed answer whole, but never more than LISTING_BYTES (decoded). Returns a plain, fully read
-    Response (status, headers, body) that error classifiers and `.json()` can inspect."""
-    import httpx2
-
+    Response of the same library (status, headers, body) that error classifiers and `.json()` can inspect."""
     body = bytearray()
     for chunk in response.iter_bytes():
         body += chunk
@@ -72,4 +66,4 @@ def read_small(response: httpx2.Response, what: str) -> httpx2.Response:
         for key, value in response.headers.multi_items()
         if key.lower() not in ("content-encoding", "content-length", "transfer-encoding")
     ]
-    return httpx2.Response(response.status_code, headers=kept, content=bytes(body), request=response.request)
+    return library().Response(response.status_code, headers=kept, content=bytes(body), request=response.request)

@@ -16,16 +16,14 @@ import time
 from collections.abc import Callable
 from dataclasses import dataclass, field
 from pathlib import Path
-from typing import TYPE_CHECKING, Any
+from typing import Any
 
 from mmv.errors import MmvError
 from mmv.hub import validate
 from mmv.hub.cache import human_size
+from mmv.hub.httplib import library
 from mmv.hub.limits import Timeouts
 from mmv.hub.validate import PARTS
-
-if TYPE_CHECKING:
-    import httpx2
 
 CHUNK = 1 << 20
 _HEX64 = re.compile(r"^[0-9a-f]{64}$")
@@ -51,7 +49,7 @@ class RemoteFile:
 class Transfer:
     """How one file is fetched; the source supplies the session, headers and its own HTTP error messages."""
 
-    session: httpx2.Client
+    session: Any  # a client of mmv.hub.httplib's library
     headers: dict[str, str]
     check: Callable[[Any, RemoteFile], None]  # raises MmvError for an HTTP error response (status >= 400)
     retries: int = 5  # resumes after a dropped connection before giving up (progress resets the count)
@@ -98,8 +96,7 @@ def _size(path: Path) -> int:
 
 def _download(transfer: Transfer, remote: RemoteFile, part: Path) -> str | None:
     """Stream the missing bytes into `part`; returns the server's content hash header, if any."""
-    import httpx2
-
+    http = library()
     attempts = transfer.retries
     wait = transfer.backoff_s
     etag = None
@@ -121,7 +118,7 @@ def _download(transfer: Transfer, remote: RemoteFile, part: Path) -> str | None:
                 "discarded and nothing was cached (the listing and the file disagree: try again later, or "
                 "another --endpoint / --source)"
             ) from exc
-        except (httpx2.TransportError, _ShortRead) as exc:
+        except (http.TransportError, _ShortRead) as exc:
             if _size(part) > done:
                 attempts, wait = transfer.retries, transfer.backoff_s  # progress was made: a fresh set of retries
             silent = time.monotonic() - transfer.last_byte_at
@@ -130,7 +127,7 @@ def _download(transfer: Transfer, remote: RemoteFile, part: Path) -> str | None:
             attempts -= 1
             time.sleep(wait)
             wait *= 2
-        except httpx2.RequestError as exc:
+        except http.RequestError as exc:
             raise MmvError(
                 f"the server's answer for {remote.path} cannot be read ({_reason(exc)}); "
                 f"{human_size(_size(part))} are kept and the same command resumes from there"
@@ -138,10 +135,8 @@ def _download(transfer: Transfer, remote: RemoteFile, part: Path) -> str | None:
 
 
 def _gave_up(remote: RemoteFile, part: Path, exc: BaseException, silent: float) -> str:
-    import httpx2
-
     kept = f"{human_size(_size(part))} are kept and the same command resumes from there"
-    if isinstance(exc, httpx2.TimeoutException):
+    if isinstance(exc, library().TimeoutException):
         return f"no data arrived for {silent:.0f} s while downloading {remote.path} ({_reason(exc)}); {kept}"
     return f"the connection dropped while downloading {remote.path} ({_reason(exc)}); {kept}"
 

@@ -1,8 +1,9 @@
-"""The transformers range pyproject.toml declares, and its oldest release installed apart for the isolated tests.
+"""The dependency ranges pyproject.toml declares, and the oldest release of one installed apart for isolated tests.
 
-The oldest release goes into its own `pip install --target` folder (transformers and exactly what that release
-requires; torch comes from the running environment), kept under the user's cache folder between runs and fetched
-through pip's cache, so only the first run on a machine downloads it.
+A release goes into its own `pip install --target` folder (the package and exactly what that release requires;
+whatever else a test needs, such as torch, comes from the running environment), kept under the user's cache folder
+between runs and fetched through pip's cache, so only the first run on a machine downloads it. The transformers
+folder tests (tests/convert) and the huggingface_hub 1.x downloads (tests/hub/test_httplib.py) use it.
 """
 
 from __future__ import annotations
@@ -19,7 +20,7 @@ import pytest
 from packaging.requirements import Requirement
 from packaging.specifiers import SpecifierSet
 
-PYPROJECT = Path(__file__).resolve().parents[2] / "pyproject.toml"
+PYPROJECT = Path(__file__).resolve().parents[1] / "pyproject.toml"
 INSTALL_TIMEOUT_S = 600
 
 
@@ -44,10 +45,10 @@ def cache_root() -> Path:
     return Path(os.environ.get("XDG_CACHE_HOME") or Path.home() / ".cache") / "mmv-tests"
 
 
-def installed_release(version: str) -> Path:
-    """A folder holding transformers==version and its requirements, installed on first use."""
+def installed_release(package: str, version: str) -> Path:
+    """A folder holding package==version and its requirements, installed on first use."""
     python = f"py{sys.version_info.major}{sys.version_info.minor}"
-    target = cache_root() / f"transformers-{version}-{python}"
+    target = cache_root() / f"{package}-{version}-{python}"
     if target.is_dir():
         return target
     target.parent.mkdir(parents=True, exist_ok=True)
@@ -55,18 +56,18 @@ def installed_release(version: str) -> Path:
     command = [
         *(sys.executable, "-m", "pip", "install", "--quiet", "--disable-pip-version-check", "--no-warn-conflicts"),
         "--no-compile",  # the isolated process compiles the few modules it imports, once
-        *("--timeout", "30", "--target", str(staging), f"transformers=={version}"),
+        *("--timeout", "30", "--target", str(staging), f"{package}=={version}"),
     ]
     try:
         done = subprocess.run(command, capture_output=True, text=True, timeout=INSTALL_TIMEOUT_S)
     except subprocess.TimeoutExpired:
         shutil.rmtree(staging, ignore_errors=True)
-        pytest.fail(f"pip did not install transformers=={version} within {INSTALL_TIMEOUT_S}s: is PyPI reachable?")
+        pytest.fail(f"pip did not install {package}=={version} within {INSTALL_TIMEOUT_S}s: is PyPI reachable?")
     if done.returncode != 0:
         shutil.rmtree(staging, ignore_errors=True)
         pytest.fail(
-            f"cannot install transformers=={version}, the oldest release pyproject.toml supports, which the "
-            f"isolated-process tests run against (it needs PyPI or pip's cache): {done.stderr.strip()[-1500:]}"
+            f"cannot install {package}=={version}, which the isolated-process tests run against (the oldest "
+            f"release pyproject.toml supports; it needs PyPI or pip's cache): {done.stderr.strip()[-1500:]}"
         )
     try:
         staging.rename(target)  # complete or absent, even with two test runs at once
