@@ -41,6 +41,7 @@ def chat(
     think: bool = typer.Option(False, "--think", help="Open the <think> block instead of skipping it."),
     device: str = typer.Option("auto", help="auto | cpu | cuda | mps"),
     dtype: str = typer.Option("auto", help="auto | float32 | float16 | bfloat16"),
+    quantize: str = typer.Option(None, help="int8: CPU inference with int8 weights, quantized at load."),
 ) -> None:
     """Talk about one or more images with a MiniMind-V model."""
     from mmv.chat import ChatSession
@@ -49,7 +50,9 @@ def chat(
     from mmv.generate import SamplingConfig
     from mmv.images import open_image
     from mmv.loading import load_model
+    from mmv.quant import check_scheme, quantize_model
 
+    check_scheme(quantize)
     if device not in DEVICES:
         raise MmvError(f"--device must be one of {', '.join(DEVICES)}, not {device!r}")
     if dtype not in DTYPES:
@@ -65,6 +68,8 @@ def chat(
             dtype=dtype,
             need_vision=bool(opened) or interactive,
         )
+        if quantize:
+            quantize_model(loaded.model, quantize)
     for note in loaded.notes:
         console.print(f"[yellow]note:[/] {note}")
     sampling = SamplingConfig(

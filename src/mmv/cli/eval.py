@@ -35,6 +35,7 @@ def eval_command(
     think: bool = typer.Option(False, "--think", help="Open the <think> block in the generation prompt."),
     device: str = typer.Option("auto", help="auto | cpu | cuda | mps"),
     dtype: str = typer.Option("auto", help="auto | float32 | float16 | bfloat16"),
+    quantize: str = typer.Option(None, help="int8: CPU inference with int8 weights, quantized at load."),
 ) -> None:
     """Accuracy, answer loss and perplexity, and throughput of a model on held-out conversations."""
     from mmv.errors import MmvError
@@ -42,7 +43,9 @@ def eval_command(
     from mmv.eval.runner import evaluate as run_eval
     from mmv.eval.scoring import METRICS
     from mmv.loading import load_model
+    from mmv.quant import check_scheme, quantize_model
 
+    check_scheme(quantize)
     paths = [*(data or []), *(files or [])]
     if not paths:
         raise MmvError("no --data given: expected one or more parquet files")
@@ -54,6 +57,8 @@ def eval_command(
     if device not in DEVICES:
         raise MmvError(f"--device must be one of {', '.join(DEVICES)}, not {device!r}")
     loaded = load_model(model, vision=vision, tokenizer=tokenizer, device=device, dtype=dtype, need_vision=False)
+    if quantize:
+        quantize_model(loaded.model, quantize)
     for note in loaded.notes:
         console.print(f"[yellow]note:[/] {note}")
     config = EvalConfig(
