@@ -62,7 +62,7 @@ class _Float32Product:
 
 def product_of(layer: nn.Module) -> Product:
     """A float32 `nn.Linear` reads its weight in place; any other layer here is a quantized `Product`."""
-    return _Float32Product(layer.weight) if isinstance(layer, nn.Linear) else layer  # type: ignore[return-value]
+    return _Float32Product(layer.weight) if isinstance(layer, nn.Linear) else layer
 
 
 @dataclass
@@ -106,14 +106,13 @@ class FastDecoder:
         self.rope_cos, self.rope_sin = model.rope_cos, model.rope_sin
         self.embeddings = model.model.embed_tokens.weight
         self.final_norm = model.model.norm.weight
-        self.lm_head = product_of(model.lm_head)
+        self.lm_head, self.vocab = product_of(model.lm_head), config.vocab_size
         self.top_k, self.norm_topk_prob = config.num_experts_per_tok, config.norm_topk_prob
         self.layers = [self._weights_of(block, layer) for layer, block in enumerate(model.model.layers)]
         self._allocate(
             config.hidden_size,
             config.moe_intermediate_size if config.use_moe else config.intermediate_size,
             config.num_experts,
-            config.vocab_size,
         )
 
     def _weights_of(self, block: Block, layer: int) -> _LayerWeights:
@@ -141,7 +140,7 @@ class FastDecoder:
             values=self.cache.values[layer][0],
         )
 
-    def _allocate(self, hidden: int, intermediate: int, num_experts: int, vocab: int) -> None:
+    def _allocate(self, hidden: int, intermediate: int, num_experts: int) -> None:
         rows, head_dim = self.heads + self.kv_heads, self.head_dim
         self.x = torch.empty(hidden)
         self.normed = torch.empty(hidden)
@@ -161,7 +160,6 @@ class FastDecoder:
         self.gate = torch.empty(intermediate)
         self.up = torch.empty(intermediate)
         self.router_logits = torch.empty(num_experts)
-        self.vocab = vocab
 
     def _rms_scale(self) -> float:
         """1 / RMS(x), computed once as a float so that the products after the norm can apply it for free."""
