@@ -13,9 +13,11 @@ at batch 1 (a decode step) and at a prefill width, each candidate computes y = x
 
 A decode step streams every weight from memory once, so each candidate cycles through enough copies of its
 matrix (its own storage format) to overflow the last-level cache: the times are those of weights read from RAM,
-as in a real step. Relative error: |y - y64| / |y64| against float64, with N(0, 0.02) weights and N(0, 1) inputs.
+as in a real step. The candidates take turns, round after round, so a busy machine slows them alike; each
+reports its median round. `step` adds up one forward's products (every layer's, and the head). Relative error:
+|y - y64| / |y64| against float64, with N(0, 0.02) weights and N(0, 1) inputs.
 
-Usage: python benchmarks/int8_kernels.py [--preset minimind-3v] [--prefill 90] [--threads N] [--seconds 0.3] [--json]
+Usage: python benchmarks/int8_kernels.py [--preset minimind-3v] [--prefill 90] [--threads N] [--seconds 0.5] [--json]
 """
 
 from __future__ import annotations
@@ -34,6 +36,9 @@ import torch
 import torch.nn.functional as F
 
 from mmv.config import preset
+
+Kernel = Callable[[torch.Tensor], torch.Tensor]
+Builder = Callable[[], Kernel]  # makes one copy of a kernel with its own weights
 
 STREAM_BYTES = 256 * 2**20  # per candidate and shape: well past any CPU's last-level cache
 MAX_COPIES = 512
@@ -65,30 +70,21 @@ def quantized_tensor(weight: torch.Tensor) -> torch.Tensor:
         return torch._make_per_channel_quantized_tensor(values, scales.double(), zero, 0)
 
 
-def with_engine(engine: str, make: Callable[[], Callable[[torch.Tensor], torch.Tensor]]):
-    """Build a kernel under `engine` and keep that engine selected whenever it runs."""
+def with_engine(engine: str, make: Builder) -> Builder:
+    """Prepack under `engine`; a call then runs that engine's kernel whatever engine is selected."""
 
-    def build():
+    def build() -> Kernel:
         previous = torch.backends.quantized.engine
         torch.backends.quantized.engine = engine
         try:
-            run = make()
+            return make()
         finally:
             torch.backends.quantized.engine = previous
-
-        def call(x: torch.Tensor) -> torch.Tensor:
-            torch.backends.quantized.engine = engine
-            try:
-                return run(x)
-            finally:
-                torch.backends.quantized.engine = previous
-
-        return call
 
     return build
 
 
-def candidates(weight: torch.Tensor) -> dict[str, Callable[[], Callable[[torch.Tensor], torch.Tensor]]]:
+def candidates(weight: torch.Tensor) -> dict[str, Builder]:
     """name -> builder of one copy of the kernel; each copy holds its own weights in its own format."""
 
     def float32():
@@ -138,78 +134,78 @@ def storage_bytes(name: str, n: int, k: int) -> int:
     return n * k + 4 * n  # int8 values and a float32 scale per output channel
 
 
-def copies_needed(
-    build: Callable[[], Callable[[torch.Tensor], torch.Tensor]], x: torch.Tensor, size: int, seconds: float
-) -> int:
-    """Enough copies to stream from RAM; fewer for a kernel so slow that three rounds would not fit the budget
-    (it is bound by arithmetic, so its weights' place in the caches hardly matters)."""
+def copies_needed(build: Builder, x: torch.Tensor, size: int, seconds: float) -> int:
+    """Enough copies to stream from RAM; fewer for a kernel so slow that one pass would take a tenth of the
+    budget (it is bound by arithmetic, so where its weights sit in the caches hardly matters)."""
     call = build()
     call(x)
     start = time.perf_counter()
     call(x)
     once = time.perf_counter() - start
-    return max(1, min(MAX_COPIES, math.ceil(STREAM_BYTES / size), int(seconds / 3 / once)))
+    return max(1, min(MAX_COPIES, math.ceil(STREAM_BYTES / size), int(seconds / 10 / once)))
 
 
-def time_kernel(calls: list[Callable[[torch.Tensor], torch.Tensor]], x: torch.Tensor, seconds: float) -> float:
-    """Median seconds per call, cycling through the copies so that every call reads its weights from RAM."""
-    for call in calls[: min(len(calls), 4)]:
-        call(x)
-    rounds, deadline = [], time.perf_counter() + seconds
-    while time.perf_counter() < deadline or len(rounds) < 3:
-        start = time.perf_counter()
-        for call in calls:
-            call(x)
-        rounds.append((time.perf_counter() - start) / len(calls))
-    return statistics.median(rounds)
-
-
-def relative_error(
-    build: Callable[[], Callable[[torch.Tensor], torch.Tensor]], weight: torch.Tensor, x: torch.Tensor
-) -> float:
+def relative_error(build: Builder, weight: torch.Tensor, x: torch.Tensor) -> float:
     exact = x.double() @ weight.double().t()
     got = build()(x).double()[: x.shape[0]]
     return float((got - exact).norm() / exact.norm())
 
 
 def measure_shape(name: str, n: int, k: int, rows: int, seconds: float) -> list[dict]:
+    """Every candidate at one shape, in rounds that visit them in turn (so a busy machine slows all alike)."""
     generator = torch.Generator().manual_seed(0)
     weight = torch.randn(n, k, generator=generator) * 0.02
     x = torch.randn(rows, k, generator=generator)
-    results = []
+    results, timed = [], {}
     for kernel, build in candidates(weight).items():
-        size = storage_bytes(kernel, n, k)
+        base = {"shape": name, "n": n, "k": k, "rows": rows, "kernel": kernel}
         try:
             error = relative_error(build, weight, x)
-            copies = [build() for _ in range(copies_needed(build, x, size, seconds))]
-            per_call = time_kernel(copies, x, seconds)
+            copies = [build() for _ in range(copies_needed(build, x, storage_bytes(kernel, n, k), seconds))]
         except RuntimeError as exc:  # a kernel this build or CPU does not offer at this shape
-            results.append({"shape": name, "rows": rows, "kernel": kernel, "error": str(exc).splitlines()[0]})
+            results.append({**base, "error": str(exc).splitlines()[0]})
             continue
-        finally:
-            copies = None
+        timed[kernel] = (base, error, copies, [])
+    deadline = time.perf_counter() + seconds * len(timed)
+    while time.perf_counter() < deadline or min(len(t[3]) for t in timed.values()) < 3:
+        for _, _, copies, rounds in timed.values():
+            start = time.perf_counter()
+            for call in copies:
+                call(x)
+            rounds.append((time.perf_counter() - start) / len(copies))
+    for kernel, (base, error, _, rounds) in timed.items():
+        per_call = statistics.median(rounds)
         results.append(
             {
-                "shape": name,
-                "n": n,
-                "k": k,
-                "rows": rows,
-                "kernel": kernel,
+                **base,
                 "us": round(per_call * 1e6, 1),
-                "weight_gb_per_s": round(size / per_call / 1e9, 2),
+                "weight_gb_per_s": round(storage_bytes(kernel, n, k) / per_call / 1e9, 2),
                 "relative_error": float(f"{error:.2e}"),
             }
         )
     return results
 
 
-def print_table(results: list[dict]) -> None:
+def step_estimates(results: list[dict], preset_name: str) -> dict[tuple[int, str], float]:
+    """(rows, kernel) -> microseconds of every product of one forward step (all layers and the head)."""
+    c = preset(preset_name)
+    per_layer = {"q_proj / o_proj": 2, "k_proj / v_proj": 2, "gate_proj / up_proj": 2, "down_proj": 1}
+    times: dict[tuple[int, str], float] = {}
+    for r in results:
+        if "us" in r:
+            count = 1 if r["shape"] == "lm_head" else per_layer[r["shape"]] * c.num_hidden_layers
+            key = (r["rows"], r["kernel"])
+            times[key] = times.get(key, 0.0) + count * r["us"]
+    return times
+
+
+def print_table(results: list[dict], steps: dict[tuple[int, str], float]) -> None:
     for rows in sorted({r["rows"] for r in results}):
-        print(f"\nbatch {rows} (us per call; weight GB/s; relative error)")
+        print(f"\nbatch {rows}: us per call (weight GB/s; relative error); step = all products of one forward")
         kernels = list(dict.fromkeys(r["kernel"] for r in results))
         shapes = list(dict.fromkeys(r["shape"] for r in results))
-        print("| kernel | " + " | ".join(shapes) + " |")
-        print("|---|" + "---|" * len(shapes))
+        print("| kernel | " + " | ".join(shapes) + " | step |")
+        print("|---|" + "---|" * (len(shapes) + 1))
         for kernel in kernels:
             cells = []
             for shape in shapes:
@@ -217,6 +213,8 @@ def print_table(results: list[dict]) -> None:
                 cells.append(
                     "n/a" if "us" not in r else f"{r['us']:.0f} ({r['weight_gb_per_s']:.1f}; {r['relative_error']:.0e})"
                 )
+            step = steps.get((rows, kernel))
+            cells.append("n/a" if step is None else f"{step / 1000:.2f} ms")
             print(f"| {kernel} | " + " | ".join(cells) + " |")
 
 
@@ -225,7 +223,7 @@ def main() -> None:
     parser.add_argument("--preset", default="minimind-3v")
     parser.add_argument("--prefill", type=int, default=90, help="rows of the prefill shape (0 = batch 1 only)")
     parser.add_argument("--threads", type=int, default=0, help="torch threads (0 = torch default)")
-    parser.add_argument("--seconds", type=float, default=0.3, help="timing budget per kernel and shape")
+    parser.add_argument("--seconds", type=float, default=0.5, help="timing budget per kernel and shape")
     parser.add_argument("--json", action="store_true", help="one JSON object instead of tables")
     args = parser.parse_args()
     if args.threads:
@@ -243,12 +241,14 @@ def main() -> None:
         "cpu_capability": torch.backends.cpu.get_cpu_capability(),
         "torch": torch.__version__,
     }
+    steps = step_estimates(results, args.preset)
     if args.json:
-        json.dump({**header, "results": results}, sys.stdout)
+        step_ms = [{"rows": rows, "kernel": kernel, "ms": round(us / 1000, 3)} for (rows, kernel), us in steps.items()]
+        json.dump({**header, "results": results, "steps": step_ms}, sys.stdout)
         sys.stdout.write("\n")
         return
     print(json.dumps(header))
-    print_table(results)
+    print_table(results, steps)
 
 
 if __name__ == "__main__":

@@ -2,16 +2,17 @@
 
 The kernel is `torch.ops.quantized.linear_dynamic` (torch.ao's dynamic quantization, on fbgemm): weights are
 rounded once to int8 with one scale per output channel (symmetric, -127..127) and prepacked; each call quantizes
-its input per tensor to unsigned 7 bits and multiplies int8 by int8 into int32. A quarter of float32's bytes per
-weight, and on this CPU the fastest int8 product at both decode and prefill shapes: `torch._weight_int8pack_mm`
-(weight-only) is vectorised for AVX-512 only and ran 5-10x slower than float32 on AVX2, `torch._int_mm` slower
-still (benchmarks/int8_kernels.py measures them all; rerun it where the choice is in doubt). Everything that
-depends on the kernel stays in this module, behind `quantize_linear`.
+its input per tensor to unsigned 7 bits and multiplies int8 by int8 into int32. It reads a quarter of float32's
+bytes, and it was the fastest int8 product at both decode and prefill shapes (benchmarks/int8_kernels.py, AMD
+EPYC with AVX2, 1 thread, minimind-3v's products per step at batch 1 / 90 rows): float32 21 / 161 ms, this kernel
+9.7 / 75 ms, `torch._weight_int8pack_mm` (weight-only; its CPU kernel is vectorised for AVX-512 only) 93 / 5540
+ms, `torch._int_mm` 2150 / 6911 ms. Rerun that script where the choice is in doubt: everything that depends on the
+kernel stays in this module, behind `quantize_linear`.
 
 7 bits, not 8 (`reduce_range`, as torch.ao's own module): AVX2's unsigned x signed byte multiply-add sums two
 products into a saturating int16, which 255 * 127 * 2 would overflow. torch.ao is deprecated in favour of torchao,
-whose eager int8 CPU path dequantizes per call (slower than float32 without `torch.compile`); tests check that the
-ops used here still exist in the pinned torch.
+whose eager int8 weight-only CPU path was slower than float32 when measured elsewhere (it needs `torch.compile`);
+tests check that the ops used here still exist in the pinned torch.
 """
 
 from __future__ import annotations
@@ -23,7 +24,7 @@ from torch import nn
 
 from mmv.errors import MmvError
 
-# fbgemm on every x86 CPU: the "x86" engine would pick it too for linear layers, onednn was slower at batch 1
+# fbgemm on every x86 CPU: the "x86" engine picks it too for linear layers; onednn took twice as long at batch 1
 ENGINE = "fbgemm"
 # input activations use 7 bits: see the module docstring
 REDUCE_RANGE = True
