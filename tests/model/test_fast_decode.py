@@ -9,6 +9,7 @@ from mmv.config import preset
 from mmv.generate import generate
 from mmv.model.fast_decode import FastDecoder
 from mmv.model.vlm import MiniMindVLM
+from mmv.quant import quantize_model
 from mmv.sampling import SamplingConfig
 from tests.conftest import fixture_cases, load_fixture_model, pixel_inputs
 
@@ -53,7 +54,21 @@ def random_model(**overrides) -> MiniMindVLM:
     ids=["gqa", "mha", "mqa-wide-heads", "yarn", "untied", "moe-top2", "moe-top1-unnormalised"],
 )
 def test_every_step_equals_the_module_path(overrides):
-    model = random_model(**overrides)
+    assert_steps_equal_the_module_path(random_model(**overrides))
+
+
+@pytest.mark.parametrize(
+    "overrides",
+    [{}, {"tie_word_embeddings": False}, {"use_moe": True, "num_experts": 4, "num_experts_per_tok": 2}],
+    ids=["gqa", "untied", "moe-top2"],
+)
+def test_an_int8_model_steps_through_its_own_kernel_as_its_modules_do(overrides):
+    # the norm's scale goes in after the int8 product here, before it through the modules: the same to float
+    # rounding, since the kernel quantizes its input per tensor (scale-invariant)
+    assert_steps_equal_the_module_path(quantize_model(random_model(**overrides)))
+
+
+def assert_steps_equal_the_module_path(model: MiniMindVLM) -> None:
     prompt = torch.randint(3, model.config.vocab_size, (1, 9), generator=torch.Generator().manual_seed(1))
     fed = torch.randint(3, model.config.vocab_size, (12,), generator=torch.Generator().manual_seed(2)).tolist()
     with torch.inference_mode():

@@ -10,6 +10,7 @@ import typer
 
 from mmv.cli.common import MODEL_FLAGS, console, emit_json, handle_errors, options, show_notes
 from mmv.device import DEVICE_HELP, DTYPE_HELP
+from mmv.quant import QUANTIZE_HELP
 
 
 @handle_errors(flags=MODEL_FLAGS)
@@ -42,6 +43,7 @@ def chat(
     experts_per_token: int = typer.Option(
         None, min=1, metavar="K", help="Experts each token of a MoE model routes to (a bare .pth does not record it)."
     ),
+    quantize: str = typer.Option(None, metavar="int8", help=QUANTIZE_HELP),
 ) -> None:
     """Talk about one or more images with a MiniMind-V model."""
     from mmv.chat import ChatSession
@@ -64,6 +66,7 @@ def chat(
             dtype=dtype,
             experts_per_token=experts_per_token,
             need_vision=bool(opened) or interactive,
+            quantize=quantize,
         )
     show_notes(loaded.notes, MODEL_FLAGS)
     sampling = SamplingConfig(

@@ -8,6 +8,7 @@ import typer
 
 from mmv.cli.common import MODEL_FLAGS, console, emit_json, handle_errors, show_notes
 from mmv.device import DEVICE_HELP, DTYPE_HELP
+from mmv.quant import QUANTIZE_HELP
 
 
 @handle_errors(flags=MODEL_FLAGS)
@@ -37,6 +38,7 @@ def eval_command(
     experts_per_token: int = typer.Option(
         None, min=1, metavar="K", help="Experts each token of a MoE model routes to (a bare .pth does not record it)."
     ),
+    quantize: str = typer.Option(None, metavar="int8", help=QUANTIZE_HELP),
 ) -> None:
     """Accuracy, answer loss and perplexity, and throughput of a model on held-out conversations."""
     from mmv.device import check_device, check_dtype
@@ -67,6 +69,7 @@ def eval_command(
         dtype=dtype,
         experts_per_token=experts_per_token,
         need_vision=False,
+        quantize=quantize,
     )
     show_notes(loaded.notes, MODEL_FLAGS)
     config = EvalConfig(

@@ -9,6 +9,7 @@ import typer
 
 from mmv.cli.common import MODEL_FLAGS, console, emit_json, handle_errors, show_notes
 from mmv.device import DEVICE_HELP, DTYPE_HELP
+from mmv.quant import QUANTIZE_HELP
 
 EXTRA_HINT = "mmv serve needs the serve extra: pip install 'mmv[serve]'"
 SHUTDOWN_GRACE_S = 3.0  # running requests get this long to finish after SIGTERM / Ctrl-C
@@ -36,6 +37,7 @@ def serve(
     experts_per_token: int = typer.Option(
         None, min=1, metavar="K", help="Experts each token of a MoE model routes to (a bare .pth does not record it)."
     ),
+    quantize: str = typer.Option(None, metavar="int8", help=QUANTIZE_HELP),
 ) -> None:
     """Serve a model over the OpenAI chat API (/v1/chat/completions) and a web chat page (/)."""
     from mmv.errors import MmvError
@@ -67,6 +69,7 @@ def serve(
             dtype=dtype,
             experts_per_token=experts_per_token,
             need_vision=False,
+            quantize=quantize,
         )
     show_notes(loaded.notes, MODEL_FLAGS)
     if loaded.processor is None:

@@ -58,18 +58,26 @@ def load_model(
     experts_per_token: int | None = None,
     base: VLMConfig | None = None,
     need_vision: bool = True,
+    quantize: str | None = None,
 ) -> LoadedModel:
     """Load weights, encoder, processor and tokenizer; `need_vision=False` tolerates a missing encoder.
 
     `experts_per_token` sets how many experts each token of a MoE model routes to (a bare `.pth` does not record
-    it); `base` supplies anything else a bare checkpoint cannot tell (RoPE scaling).
+    it); `base` supplies anything else a bare checkpoint cannot tell (RoPE scaling). `quantize` ("int8") swaps the
+    model's matrices for quantized ones right after loading (mmv.quant); it runs on the CPU in float32, which
+    "auto" then means.
     """
     from mmv.device import check_dtype, pick_device
     from mmv.errors import MmvError
     from mmv.loading.build import build_model
     from mmv.model.vision import ImageProcessor
+    from mmv.quant import check_scheme, quantize_model
     from mmv.tokenizer import load_tokenizer
 
+    check_scheme(quantize)
+    if quantize is not None:
+        device = "cpu" if device == "auto" else device
+        dtype = "float32" if dtype == "auto" else dtype
     target = pick_device(device)
     check_dtype(dtype)
     inputs = gather(
@@ -91,8 +99,11 @@ def load_model(
                 "images are not understood until it is trained"
             )
         )
+    model = build_model(inputs, target, dtype).eval()
+    if quantize is not None:
+        quantize_model(model, quantize)
     return LoadedModel(
-        model=build_model(inputs, target, dtype).eval(),
+        model=model,
         tokenizer=tok,
         processor=processor,
         weights=inputs.sources.weights,

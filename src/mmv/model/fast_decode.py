@@ -15,32 +15,67 @@ A mixture-of-experts layer routes as `MoEFeedForward` does and runs only the cho
 residual with its routing weight as `alpha`. It reads the model's parameters in place (no copies) and shares the KV
 cache with the module path: the prefill fills the cache through the modules, and this step appends to it. Float32
 on CPU only; batches, half precision and other devices keep the module path.
+
+Every matrix-vector product goes through a `Product`: a float32 `nn.Linear` is wrapped to run `addmv` on its
+weight; a quantized layer (`mmv.quant`) is a `Product` itself and runs its own kernel, so the int8 step is this
+same step.
 """
 
 from __future__ import annotations
 
 import math
 from dataclasses import dataclass
+from typing import Protocol
 
 import torch
 import torch.nn.functional as F
+from torch import nn
 
 from mmv.model.kv_cache import KVCache
 from mmv.model.llm import Block, MiniMindLM
 from mmv.model.moe import MoEFeedForward
 
 
+class Product(Protocol):
+    """One weight matrix W of the step, multiplied by a vector."""
+
+    def write(self, out: torch.Tensor, vector: torch.Tensor, alpha: float) -> None:
+        """out = alpha * W @ vector (out's old contents ignored)."""
+
+    def add_to(self, out: torch.Tensor, vector: torch.Tensor, alpha: float) -> None:
+        """out += alpha * W @ vector."""
+
+
+class _Float32Product:
+    __slots__ = ("weight",)
+
+    def __init__(self, weight: torch.Tensor) -> None:
+        self.weight = weight
+
+    def write(self, out: torch.Tensor, vector: torch.Tensor, alpha: float) -> None:
+        # beta=0: the output buffer is only a destination, its old contents are ignored
+        torch.addmv(out, self.weight, vector, beta=0, alpha=alpha, out=out)
+
+    def add_to(self, out: torch.Tensor, vector: torch.Tensor, alpha: float) -> None:
+        out.addmv_(self.weight, vector, alpha=alpha)
+
+
+def product_of(layer: nn.Module) -> Product:
+    """A float32 `nn.Linear` reads its weight in place; any other layer here is a quantized `Product`."""
+    return _Float32Product(layer.weight) if isinstance(layer, nn.Linear) else layer
+
+
 @dataclass
 class _LayerWeights:
     input_norm: torch.Tensor
-    q: torch.Tensor
-    k: torch.Tensor
-    v: torch.Tensor
+    q: Product
+    k: Product
+    v: Product
     qk_norm: torch.Tensor  # [heads + kv_heads, head_dim]: q rows, then k rows, scales folded in
-    o: torch.Tensor
+    o: Product
     post_norm: torch.Tensor
-    experts: list[tuple[torch.Tensor, torch.Tensor, torch.Tensor]]  # (gate, up, down); a dense MLP is one expert
-    router: torch.Tensor | None  # MoE only: [num_experts, hidden]
+    experts: list[tuple[Product, Product, Product]]  # (gate, up, down); a dense MLP is one expert
+    router: Product | None  # MoE only: [num_experts, hidden]
     keys: torch.Tensor  # the cache's [kv_heads, max_len, head_dim] for this layer
     values: torch.Tensor
 
@@ -50,7 +85,8 @@ class FastDecoder:
 
     @staticmethod
     def supports(model: MiniMindLM, batch: int) -> bool:
-        weight = model.lm_head.weight
+        # the embedding stays float32 in a quantized model too: it tells the model's dtype and device
+        weight = model.model.embed_tokens.weight
         return (
             batch == 1
             and weight.device.type == "cpu"
@@ -70,7 +106,7 @@ class FastDecoder:
         self.rope_cos, self.rope_sin = model.rope_cos, model.rope_sin
         self.embeddings = model.model.embed_tokens.weight
         self.final_norm = model.model.norm.weight
-        self.lm_head = model.lm_head.weight
+        self.lm_head, self.vocab = product_of(model.lm_head), config.vocab_size
         self.top_k, self.norm_topk_prob = config.num_experts_per_tok, config.norm_topk_prob
         self.layers = [self._weights_of(block, layer) for layer, block in enumerate(model.model.layers)]
         self._allocate(
@@ -92,14 +128,14 @@ class FastDecoder:
         )
         return _LayerWeights(
             input_norm=block.input_layernorm.weight,
-            q=attention.q_proj.weight,
-            k=attention.k_proj.weight,
-            v=attention.v_proj.weight,
+            q=product_of(attention.q_proj),
+            k=product_of(attention.k_proj),
+            v=product_of(attention.v_proj),
             qk_norm=qk_norm,
-            o=attention.o_proj.weight,
+            o=product_of(attention.o_proj),
             post_norm=block.post_attention_layernorm.weight,
-            experts=[(ffn.gate_proj.weight, ffn.up_proj.weight, ffn.down_proj.weight) for ffn in ffns],
-            router=mlp.gate.weight if isinstance(mlp, MoEFeedForward) else None,
+            experts=[(product_of(f.gate_proj), product_of(f.up_proj), product_of(f.down_proj)) for f in ffns],
+            router=product_of(mlp.gate) if isinstance(mlp, MoEFeedForward) else None,
             keys=self.cache.keys[layer][0],
             values=self.cache.values[layer][0],
         )
@@ -142,15 +178,16 @@ class FastDecoder:
             self._feed_forward(layer)
         self.cache.advance(1)
         torch.mul(self.x, self.final_norm, out=self.normed)
-        return torch.mv(self.lm_head, self.normed).mul_(self._rms_scale())[None]
+        logits = torch.empty(self.vocab)  # new each step: the caller keeps it
+        self.lm_head.write(logits, self.normed, self._rms_scale())
+        return logits[None]
 
     def _attention(self, w: _LayerWeights, position: int, cos: torch.Tensor, sin: torch.Tensor) -> None:
         scale = self._rms_scale()
         torch.mul(self.x, w.input_norm, out=self.normed)
-        # beta=0: the output buffer is only a destination, its old contents are ignored
-        torch.addmv(self.q, w.q, self.normed, beta=0, alpha=scale, out=self.q)
-        torch.addmv(self.k, w.k, self.normed, beta=0, alpha=scale, out=self.k)
-        torch.addmv(self.v, w.v, self.normed, beta=0, alpha=scale, out=self.v)
+        w.q.write(self.q, self.normed, scale)
+        w.k.write(self.k, self.normed, scale)
+        w.v.write(self.v, self.normed, scale)
         torch.sum(self.qk_rows * self.qk_rows, -1, keepdim=True, out=self.sum_squares)
         self.sum_squares.add_(self.head_dim * self.eps).rsqrt_()
         self.qk_rows.mul_(self.sum_squares).mul_(w.qk_norm)
@@ -161,7 +198,7 @@ class FastDecoder:
         length = position + 1
         scores = torch.bmm(self.rotated_q, w.keys[:, :length].transpose(1, 2)).softmax(-1)
         torch.bmm(scores, w.values[:, :length], out=self.attended_groups)
-        self.x.addmv_(w.o, self.attended)
+        w.o.add_to(self.x, self.attended, 1.0)
 
     def _feed_forward(self, w: _LayerWeights) -> None:
         scale = self._rms_scale()
@@ -169,16 +206,16 @@ class FastDecoder:
         if w.router is None:
             self._expert(*w.experts[0], scale, 1.0)
             return
-        torch.addmv(self.router_logits, w.router, self.normed, beta=0, alpha=scale, out=self.router_logits)
+        w.router.write(self.router_logits, self.normed, scale)
         weights, chosen = torch.topk(self.router_logits.softmax(-1), self.top_k, sorted=False)
         if self.norm_topk_prob:
             weights = weights / (weights.sum() + 1e-20)
         for weight, index in zip(weights.tolist(), chosen.tolist(), strict=True):
             self._expert(*w.experts[index], scale, weight)
 
-    def _expert(self, gate: torch.Tensor, up: torch.Tensor, down: torch.Tensor, scale: float, weight: float) -> None:
+    def _expert(self, gate: Product, up: Product, down: Product, scale: float, weight: float) -> None:
         """x += weight * down(silu(gate(h)) * up(h)), with h = the normed x (its scale given apart)."""
-        torch.addmv(self.gate, gate, self.normed, beta=0, alpha=scale, out=self.gate)
-        torch.addmv(self.up, up, self.normed, beta=0, alpha=scale, out=self.up)
+        gate.write(self.gate, self.normed, scale)
+        up.write(self.up, self.normed, scale)
         F.silu(self.gate, inplace=True).mul_(self.up)
-        self.x.addmv_(down, self.gate, alpha=weight)
+        down.add_to(self.x, self.gate, weight)
