@@ -8,7 +8,7 @@ from pathlib import Path
 
 import typer
 
-from mmv.cli.common import MODEL_FLAGS, console, emit_json, handle_errors, options, show_notes
+from mmv.cli.common import MODEL_FLAGS, THREADS_HELP, console, emit_json, handle_errors, options, show_notes
 from mmv.device import DEVICE_HELP, DTYPE_HELP
 from mmv.quant import QUANTIZE_HELP
 
@@ -44,6 +44,7 @@ def chat(
         None, min=1, metavar="K", help="Experts each token of a MoE model routes to (a bare .pth does not record it)."
     ),
     quantize: str = typer.Option(None, metavar="int8", help=QUANTIZE_HELP),
+    threads: int = typer.Option(None, "--threads", min=1, metavar="N", help=THREADS_HELP),
 ) -> None:
     """Talk about one or more images with a MiniMind-V model."""
     from mmv.chat import ChatSession
@@ -52,6 +53,7 @@ def chat(
     from mmv.images import open_image
     from mmv.loading import load_model
     from mmv.sampling import SamplingConfig
+    from mmv.threads import model_weights, set_threads
 
     check_device(device)
     check_dtype(dtype)
@@ -69,6 +71,7 @@ def chat(
             quantize=quantize,
         )
     show_notes(loaded.notes, MODEL_FLAGS)
+    threads = set_threads(threads, weights=model_weights(loaded.model))
     sampling = SamplingConfig(
         max_new_tokens=max_new_tokens,
         temperature=temperature,
@@ -94,6 +97,7 @@ def chat(
             "ttft_ms": round(reply.ttft_ms, 2),
             "vision_ms": round(reply.vision_ms, 2),
             "decode_tokens_per_s": round(reply.decode_tokens_per_s, 2),
+            "threads": threads,
             "stopped": reply.stopped,
         }
     )

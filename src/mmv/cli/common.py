@@ -25,6 +25,9 @@ class GlobalOptions:
 
 options = GlobalOptions()
 
+THREADS_HELP = "CPU threads for torch [default: $MMV_THREADS, else the idle cores; one for a small model]."
+TRAIN_THREADS_HELP = "CPU threads per process [default: $MMV_THREADS, else the idle cores, shared by --nproc]."
+
 # The flags of the model-loading commands for the settings an error or a note can name (MmvError.options, see
 # mmv.errors): the core never spells a flag, each command says which of its own flags sets what.
 MODEL_FLAGS = {
@@ -34,6 +37,7 @@ MODEL_FLAGS = {
     "device": "--device",
     "dtype": "--dtype",
     "quantize": "--quantize",
+    "threads": "--threads",
 }
 
 

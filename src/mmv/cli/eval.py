@@ -6,7 +6,7 @@ from pathlib import Path
 
 import typer
 
-from mmv.cli.common import MODEL_FLAGS, console, emit_json, handle_errors, show_notes
+from mmv.cli.common import MODEL_FLAGS, THREADS_HELP, console, emit_json, handle_errors, show_notes
 from mmv.device import DEVICE_HELP, DTYPE_HELP
 from mmv.quant import QUANTIZE_HELP
 
@@ -39,6 +39,7 @@ def eval_command(
         None, min=1, metavar="K", help="Experts each token of a MoE model routes to (a bare .pth does not record it)."
     ),
     quantize: str = typer.Option(None, metavar="int8", help=QUANTIZE_HELP),
+    threads: int = typer.Option(None, "--threads", min=1, metavar="N", help=THREADS_HELP),
 ) -> None:
     """Accuracy, answer loss and perplexity, and throughput of a model on held-out conversations."""
     from mmv.device import check_device, check_dtype
@@ -48,6 +49,7 @@ def eval_command(
     from mmv.eval.scoring import SCORING_METRICS
     from mmv.fsio import refuse_input_as_output
     from mmv.loading import load_model
+    from mmv.threads import model_weights, set_threads
 
     paths = [*(data or []), *(files or [])]
     if not paths:
@@ -72,6 +74,7 @@ def eval_command(
         quantize=quantize,
     )
     show_notes(loaded.notes, MODEL_FLAGS)
+    threads = set_threads(threads, weights=model_weights(loaded.model))
     config = EvalConfig(
         metric=metric, batch_size=batch_size, max_new_tokens=max_new_tokens, limit=limit, thinking=think
     )
@@ -86,7 +89,9 @@ def eval_command(
     console.print(report_table(summary))
     for example in report.skips.examples:
         console.print(f"[yellow]skipped[/] {escape(example)}", highlight=False)
-    emit_json({"model": str(loaded.weights), "data": paths, "out": str(out) if out else None, **summary})
+    emit_json(
+        {"model": str(loaded.weights), "data": paths, "out": str(out) if out else None, **summary, "threads": threads}
+    )
 
 
 def report_table(summary: dict):

@@ -7,7 +7,7 @@ from pathlib import Path
 
 import typer
 
-from mmv.cli.common import MODEL_FLAGS, console, emit_json, handle_errors, show_notes
+from mmv.cli.common import MODEL_FLAGS, THREADS_HELP, console, emit_json, handle_errors, show_notes
 from mmv.device import DEVICE_HELP, DTYPE_HELP
 from mmv.quant import QUANTIZE_HELP
 
@@ -38,6 +38,7 @@ def serve(
         None, min=1, metavar="K", help="Experts each token of a MoE model routes to (a bare .pth does not record it)."
     ),
     quantize: str = typer.Option(None, metavar="int8", help=QUANTIZE_HELP),
+    threads: int = typer.Option(None, "--threads", min=1, metavar="N", help=THREADS_HELP),
 ) -> None:
     """Serve a model over the OpenAI chat API (/v1/chat/completions) and a web chat page (/)."""
     from mmv.errors import MmvError
@@ -52,6 +53,7 @@ def serve(
         raise MmvError(EXTRA_HINT) from None
     from mmv.device import check_device, check_dtype
     from mmv.loading import load_model
+    from mmv.threads import model_weights, set_threads
 
     check_device(device)
     check_dtype(dtype)
@@ -72,6 +74,7 @@ def serve(
             quantize=quantize,
         )
     show_notes(loaded.notes, MODEL_FLAGS)
+    threads = set_threads(threads, weights=model_weights(loaded.model))
     if loaded.processor is None:
         console.print("[yellow]note:[/] no vision encoder found (pass --vision DIR): requests with images are refused")
     settings = ServeSettings(
@@ -97,7 +100,7 @@ def serve(
         on_ready=ready,
     )
     console.print(f"stopped after {summary.requests} requests")
-    emit_json({"model": settings.model_name, **vars(summary)})
+    emit_json({"model": settings.model_name, **vars(summary), "threads": threads})
 
 
 def served_name(ref: str) -> str:

@@ -10,7 +10,7 @@ from typing import Any
 
 import typer
 
-from mmv.cli.common import MODEL_FLAGS, emit_json, handle_errors, show_notes
+from mmv.cli.common import MODEL_FLAGS, TRAIN_THREADS_HELP, emit_json, handle_errors, show_notes
 from mmv.config import PRESETS
 from mmv.console import say
 from mmv.device import DEVICE_HELP, DTYPE_HELP
@@ -98,6 +98,7 @@ def _make(stage: str) -> Callable[..., None]:
         ),
         resume: bool = typer.Option(False, "--resume", help="Continue the run in --out where it stopped."),
         nproc: int = typer.Option(None, help="Launch N processes with torchrun (DDP) on this machine."),
+        threads: int = typer.Option(None, "--threads", min=1, metavar="N", help=TRAIN_THREADS_HELP),
         show_sample: int = typer.Option(None, metavar="N", help="Print N rendered training samples and exit."),
         wandb: bool = typer.Option(False, "--wandb", help="Log to Weights & Biases (pip install 'mmv[wandb]')."),
         tensorboard: bool = typer.Option(
@@ -127,6 +128,7 @@ def _make(stage: str) -> Callable[..., None]:
             nproc,
             show_sample,
             data_options,
+            threads,
         )
 
     command.__doc__ = stage_help(stage)
@@ -149,8 +151,10 @@ def _train(
     nproc: int | None,
     show_sample: int | None,
     data_options: dict[str, Any],
+    threads: int | None,
 ) -> None:
     from mmv.errors import MmvError
+    from mmv.threads import requested_threads, set_threads
     from mmv.train.config import stage_config
     from mmv.train.run import RunRequest, check_request, run
 
@@ -174,7 +178,9 @@ def _train(
         from mmv.train.distributed import launch
 
         check_request(request, stage)
+        requested_threads(threads)  # a bad MMV_THREADS is refused once, not by every worker
         raise SystemExit(launch(nproc, sys.argv[1:]))
+    threads = set_threads(threads, processes=int(os.environ.get("LOCAL_WORLD_SIZE", "1")))
     from mmv.train.trainer import Interrupted
 
     try:
@@ -195,7 +201,7 @@ def _train(
         if not show_sample:
             loss = f"{summary['loss']:.4f}" if summary["loss"] is not None else "n/a"
             say(f"done: {summary['weights']} (step {summary['step']}, loss {loss})")
-        emit_json(summary)
+        emit_json({**summary, "threads": threads})
     if int(os.environ.get("WORLD_SIZE", "1")) > 1:
         # A finished torchrun worker leaves without interpreter shutdown: about one run in fifteen, torch's gloo
         # threads were torn down during it and aborted the process ("terminate called without an active
