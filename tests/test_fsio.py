@@ -122,7 +122,7 @@ def test_a_crash_at_any_rename_of_a_folder_replace_loses_nothing(tmp_path, monke
         assert seen(final) is None if (n == 2 and not exchange) else seen(final) in ("old", "new")
         monkeypatch.undo()
         gone(monkeypatch)
-        restored = recover(final)
+        restored = recover(final).restored
         assert seen(final) == ("new" if n is None else "old")
         assert len(restored) == (n == 2 and not exchange)
         assert [p.name for p in case.iterdir()] == ["model"]
@@ -152,7 +152,10 @@ def test_temporaries_of_a_live_writer_are_left_alone(tmp_path):
         path.write_text("half")
     atomic_write_text(final, "{}")
     assert sorted(p.name for p in tmp_path.iterdir()) == sorted(["out.json", mine.name, other.name])
-    assert sweep(tmp_path) == [] and sorted(p.name for p in tmp_path.iterdir()) == sorted(["out.json", mine.name])
+    assert sweep(tmp_path).lines(tmp_path) == [
+        f"removed 1 temporary that an interrupted write left in {tmp_path} ({other.name})"
+    ]
+    assert sorted(p.name for p in tmp_path.iterdir()) == sorted(["out.json", mine.name])
 
 
 def test_sweep_puts_back_what_a_crash_moved_aside(tmp_path):
@@ -161,8 +164,12 @@ def test_sweep_puts_back_what_a_crash_moved_aside(tmp_path):
     folder_with(tmp_path / f".vision.tmp-{pid}-efgh5678", "half")
     (tmp_path / f".model.pth.tmp-{pid}-ijkl9012").write_bytes(b"half")
     (tmp_path / ".hidden").write_text("not ours")
-    lines = sweep(tmp_path)
-    assert len(lines) == 1 and "put back" in lines[0] and str(tmp_path / "vision") in lines[0]
+    lines = sweep(tmp_path).lines(tmp_path)
+    assert lines == [
+        f"put back {tmp_path / 'vision'}, which an interrupted replace had moved aside to .vision.old-{pid}-abcd1234",
+        f"removed 2 temporaries that an interrupted write left in {tmp_path} (.model.pth.tmp-{pid}-ijkl9012, "
+        f".vision.tmp-{pid}-efgh5678)",
+    ]
     assert seen(tmp_path / "vision") == "old"
     assert sorted(p.name for p in tmp_path.iterdir()) == [".hidden", "vision"]
 

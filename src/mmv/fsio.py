@@ -21,6 +21,7 @@ import sys
 import tempfile
 from collections.abc import Callable, Iterator
 from contextlib import contextmanager
+from dataclasses import dataclass, field
 from pathlib import Path
 from typing import IO
 
@@ -193,24 +194,55 @@ def leftovers(folder: Path, name: str | None = None) -> list[tuple[Path, str]]:
     return sorted(found, key=lambda item: item[0].lstat().st_mtime_ns, reverse=True)
 
 
-def recover(final: Path) -> list[str]:
+@dataclass
+class Recovery:
+    """What cleaning up after interrupted writes did."""
+
+    restored: list[tuple[Path, str]] = field(default_factory=list)  # (target put back, the name it was moved to)
+    removed: list[Path] = field(default_factory=list)  # the temporaries deleted
+
+    def add(self, other: Recovery) -> Recovery:
+        self.restored += other.restored
+        self.removed += other.removed
+        return self
+
+    def lines(self, where: Path) -> list[str]:
+        """One sentence per target put back, and one for all the temporaries removed (named from `where`, the
+        folder they were cleaned from)."""
+        said = [
+            f"put back {final}, which an interrupted replace had moved aside to {aside}"
+            for final, aside in self.restored
+        ]
+        if self.removed:
+            names = sorted(str(p.relative_to(where)) if p.is_relative_to(where) else str(p) for p in self.removed)
+            shown = ", ".join(names[:3]) + (f" and {len(names) - 3} more" if len(names) > 3 else "")
+            entries = "temporary" if len(names) == 1 else "temporaries"
+            said.append(f"removed {len(names)} {entries} that an interrupted write left in {where} ({shown})")
+        return said
+
+
+def recover(final: Path) -> Recovery:
     """Undo what an interrupted write of `final` left beside it: an old folder moved aside is put back where
-    `final` is missing, every temporary is removed. Returns one sentence per folder put back."""
-    restored = []
+    `final` is missing (the newest, if several), every other temporary is removed."""
+    done = Recovery()
     for path, kind in leftovers(final.parent, final.name):
         if kind == "old" and not (final.exists() or final.is_symlink()):
             os.replace(path, final)
             fsync_dir(final.parent)
-            restored.append(f"put back {final}, which an interrupted replace had moved aside to {path.name}")
+            done.restored.append((final, path.name))
         else:
             remove_entry(path)
-    return restored
+            done.removed.append(path)
+    return done
 
 
-def sweep(folder: Path) -> list[str]:
+def sweep(folder: Path) -> Recovery:
     """`recover` every name in `folder` that left temporaries behind."""
     names = dict.fromkeys(LEFTOVER.fullmatch(path.name)["name"] for path, _ in leftovers(folder))
-    return [line for name in names for line in recover(folder / name)]
+    done = Recovery()
+    for name in names:
+        done.add(recover(folder / name))
+    return done
 
 
 def remove_entry(path: Path) -> None:

@@ -100,5 +100,10 @@ def test_the_next_start_cleans_what_a_killed_run_left(data, tmp_path):
     assert refused.exit_code == 2 and contents(run_dir) == before
     resumed = run_cli(sft(data, run_dir, "--resume"))
     assert resumed.exit_code == 0, resumed.stderr
+    cleaned = [line for line in resumed.stderr.splitlines() if "interrupted" in line]
+    assert cleaned == [
+        f"removed 4 temporaries that an interrupted write left in {run_dir} (.save.json.tmp-{dead}-abcd1234, "
+        f".sft_vlm_64.pth.tmp-{dead}-abcd1234, .vision.tmp-{dead}-abcd1234 and 1 more)"
+    ]
     hidden = sorted(p.name for p in run_dir.rglob(".*"))
     assert hidden == [kept.name]

@@ -30,7 +30,7 @@ def settle_target(out: Path, force: bool) -> None:
     """Repair what an interrupted conversion left (before the checks: an output put back is refused again
     without --force), then check the target."""
     if out.parent.is_dir():
-        for line in recover(out):
+        for line in recover(out).lines(out.parent):
             say(line)
     check_target(out, force)
 

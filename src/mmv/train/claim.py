@@ -48,11 +48,11 @@ def owning(out: Path, ctx: DistContext) -> AbstractContextManager[object]:
 
 
 def tidy(run_dir: Path) -> None:
-    """Remove what an interrupted run left in `run_dir`; an encoder folder a crash moved aside is put back (and
-    said so) until the next save replaces it."""
-    for folder in (run_dir, run_dir / CHECKPOINT_DIR):
-        for line in sweep(folder):
-            say(line)
+    """Remove what an interrupted run left in `run_dir` (said in one line); an encoder folder a crash moved aside
+    is put back (and said so) until the next save replaces it."""
+    done = sweep(run_dir).add(sweep(run_dir / CHECKPOINT_DIR))
+    for line in done.lines(run_dir):
+        say(line)
 
 
 def repair_save(trainer: Trainer, run_dir: Path, step: int) -> None:
