@@ -262,6 +262,10 @@ def hand_edited(run, change) -> None:
         (lambda c: {**c, "data": {**c["data"], "max_seq_len": "768"}}, "max_seq_len must be an integer, got '768'"),
         (lambda c: {**c, "data": {k: v for k, v in c["data"].items() if k != "files"}}, "data lacks files"),
         (lambda c: {**c, "data": {**c["data"], "shuffle": True}}, "data has unknown field 'shuffle'"),
+        (lambda c: {**c, "train": {**c["train"], "learning_rate": 1.0}}, "train has unknown field 'learning_rate'"),
+        (lambda c: {**c, "stage": "finetune"}, "'stage' must be pretrain or sft, got 'finetune'"),
+        (lambda c: {**c, "weights": "../other/model.pth"}, "'weights' must name a .pth file in the run directory"),
+        (lambda c: {**c, "weights": "sft_vlm_64.bin"}, "'weights' must name a .pth file in the run directory"),
     ],
 )
 def test_a_hand_edited_run_config_is_one_sentence_on_resume(tmp_path, change, message):

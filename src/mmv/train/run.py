@@ -147,11 +147,11 @@ def saved_settings(run_dir: Path, saved: dict[str, Any]) -> tuple[TrainConfig, d
     from mmv.layout import reading
 
     with reading(run_dir / CONFIG_FILE):
+        for section, fields in (("train", TrainConfig), ("data", DataSpec)):
+            unknown = sorted(set(saved[section]) - {f.name for f in dataclasses.fields(fields)})
+            if unknown:  # a misspelt hand edit would otherwise be ignored
+                raise MmvError(f"{section} has unknown field {unknown[0]!r}")
         cfg = TrainConfig.from_dict(saved["train"])
-        known = {f.name for f in dataclasses.fields(DataSpec)}
-        unknown = sorted(set(saved["data"]) - known)
-        if unknown:
-            raise MmvError(f"data has unknown field {unknown[0]!r}")
         try:
             spec = DataSpec(**saved["data"])
         except TypeError:

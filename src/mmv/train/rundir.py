@@ -23,6 +23,7 @@ from mmv import __version__
 from mmv.errors import MmvError
 from mmv.fsio import atomic_write, staged_folder
 from mmv.layout import CONFIG_FILE, PREPROCESSOR_FILE, VISION_SUBFOLDER, read_json_object
+from mmv.train.config import STAGE_DEFAULTS
 from mmv.train.saves import SaveRecord, write_record
 from mmv.train.state import write_error
 
@@ -81,6 +82,11 @@ def read_run_config(run_dir: Path) -> dict[str, Any]:
         if not isinstance(config[name], types):
             wanted = " or ".join(JSON_NAMES[t] for t in types)
             raise MmvError(f"{path}: {name!r} must be {wanted}, got {config[name]!r}")
+    if config["stage"] not in STAGE_DEFAULTS:
+        raise MmvError(f"{path}: 'stage' must be {' or '.join(STAGE_DEFAULTS)}, got {config['stage']!r}")
+    weights = config["weights"]
+    if Path(weights).name != weights or not weights.endswith(".pth"):  # a reader opens RUN_DIR/weights
+        raise MmvError(f"{path}: 'weights' must name a .pth file in the run directory, got {weights!r}")
     return config
 
 
