@@ -9,6 +9,7 @@ from mmv.data.rechunk import rechunk
 from mmv.data.source import ParquetSource
 from mmv.errors import MmvError
 from tests.data.parquet_files import image_row, mixed_rows, write_parquet
+from tests.faults import Crash, crash_at_rename, dead_pid
 
 
 def test_rechunk_keeps_rows_and_schema_in_small_groups(tmp_path):
@@ -35,3 +36,16 @@ def test_rechunk_refuses_bad_input_and_leaves_no_partial_file(tmp_path):
     with pytest.raises(MmvError, match="cannot rewrite"):
         rechunk(source, tmp_path / "missing-dir" / "out.parquet")
     assert sorted(p.name for p in tmp_path.iterdir()) == ["a.parquet", "junk.parquet"]
+
+
+def test_a_crash_at_the_rename_keeps_the_old_target_and_the_next_run_cleans_up(tmp_path, monkeypatch):
+    source = write_parquet(tmp_path / "a.parquet", mixed_rows(5))
+    target = tmp_path / "fine.parquet"
+    target.write_bytes(b"the earlier copy")
+    with pytest.raises(Crash), crash_at_rename(monkeypatch, 1):
+        rechunk(source, target, group_rows=2)
+    assert target.read_bytes() == b"the earlier copy"
+    (tmp_path / f".fine.parquet.tmp-{dead_pid()}-abcd1234").write_bytes(b"half")  # what a kill -9 leaves
+    assert rechunk(source, target, group_rows=2) == 5
+    assert pq.read_table(target).equals(pq.read_table(source))
+    assert sorted(p.name for p in tmp_path.iterdir()) == ["a.parquet", "fine.parquet"]

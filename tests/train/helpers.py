@@ -8,6 +8,7 @@ import json
 import os
 import subprocess
 import sys
+import time
 from pathlib import Path
 from typing import Any
 
@@ -108,3 +109,18 @@ def run_cli(args: list[str]) -> Any:
     from mmv.cli.app import _lift_global_flags, app
 
     return CliRunner().invoke(app, _lift_global_flags(list(args)), catch_exceptions=False)
+
+
+def wait_for_step(run: Path, step: int, process, timeout: float = 180) -> None:
+    """Until metrics.jsonl shows `step` (the process must still be running then)."""
+    deadline = time.monotonic() + timeout
+    while time.monotonic() < deadline:
+        assert process.poll() is None, f"the run ended early: {process.communicate()[1][-2000:]}"
+        try:
+            lines = (run / "metrics.jsonl").read_text().splitlines()
+        except FileNotFoundError:
+            lines = []
+        if any(line.startswith(f'{{"step": {step},') for line in lines):
+            return
+        time.sleep(0.02)
+    raise AssertionError(f"no step {step} within {timeout}s")

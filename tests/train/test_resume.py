@@ -1,9 +1,11 @@
 """Exact resume with real subprocesses: Ctrl-C (SIGINT) and SIGKILL mid-run, then --resume, give the same loss
-sequence and the same final weights, bit for bit, as a run that was never interrupted."""
+sequence and the same final weights, bit for bit, as a run that was never interrupted; a second Ctrl-C never costs
+a checkpoint."""
 
 from __future__ import annotations
 
 import signal
+import subprocess
 import time
 from pathlib import Path
 
@@ -12,7 +14,20 @@ import torch
 
 from mmv.train.state import checkpoint_paths, load_resume
 from tests.conftest import TOKENIZER_DIR
-from tests.train.helpers import VISION_DIR, VLM_PTH, caption_row, mmv, read_metrics, start, text_row, write_parquet
+from tests.faults import killer
+from tests.train.helpers import (
+    VISION_DIR,
+    VLM_PTH,
+    base_args,
+    caption_row,
+    env,
+    mmv,
+    read_metrics,
+    start,
+    text_row,
+    wait_for_step,
+    write_parquet,
+)
 
 
 def args(data: Path, out: Path) -> list[str]:
@@ -46,21 +61,6 @@ def args(data: Path, out: Path) -> list[str]:
         "--seed",
         "7",
     ]
-
-
-def wait_for_step(run: Path, step: int, process, timeout: float = 180) -> None:
-    """Until metrics.jsonl shows `step` (the process must still be running then)."""
-    deadline = time.monotonic() + timeout
-    while time.monotonic() < deadline:
-        assert process.poll() is None, f"the run ended early: {process.communicate()[1][-2000:]}"
-        try:
-            lines = (run / "metrics.jsonl").read_text().splitlines()
-        except FileNotFoundError:
-            lines = []
-        if any(line.startswith(f'{{"step": {step},') for line in lines):
-            return
-        time.sleep(0.02)
-    raise AssertionError(f"no step {step} within {timeout}s")
 
 
 @pytest.mark.slow
@@ -105,3 +105,66 @@ def test_sigint_then_sigkill_then_resume_is_bit_identical(tmp_path):
     weights = torch.load(run / "sft_vlm_64.pth", weights_only=True)
     weights_ref = torch.load(tmp_path / "reference" / "sft_vlm_64.pth", weights_only=True)
     assert all(torch.equal(weights[k], weights_ref[k]) for k in weights_ref)
+
+
+def ctrl_c_args(data: Path, out: Path) -> list[str]:
+    args = [*base_args(data, out), "--init", str(VLM_PTH), "--batch-size", "2", "--epochs", "100"]
+    return [*args, "--save-every", "2", "--keep", "2", "--log-every", "1"]
+
+
+def stopped_with_a_whole_save(process, run: Path, err: str) -> str:
+    """Exit 130, one line about the interruption, and every file of the last save complete and readable."""
+    from mmv.loading import load_model
+    from mmv.train.saves import read_record
+
+    assert process.returncode == 130, err
+    lines = err.strip().splitlines()
+    assert lines[-1].startswith("interrupted"), err
+    assert not [line for line in lines[:-1] if "interrupt" in line], err
+    for bad in ("Traceback", "could not write", "Aborted", "terminate called"):
+        assert bad not in err, err
+    checkpoint = load_resume(checkpoint_paths(run)[-1])
+    record = read_record(run)
+    assert record.finished and record.step <= checkpoint.progress.step
+    assert load_model(run, need_vision=True).model is not None
+    return lines[-1]
+
+
+@pytest.mark.slow
+def test_two_ctrl_c_at_any_delay_never_cost_a_checkpoint(tmp_path):
+    """The second Ctrl-C anywhere: mid-step (the run stops at once), or inside the write (held until it ends)."""
+    data = write_parquet(tmp_path / "data.parquet", [caption_row(i) for i in range(16)])
+    delays = (0.0, 0.01, 0.05, 0.2)
+    runs = [tmp_path / f"run-{delay}" for delay in delays]
+    processes = [start(ctrl_c_args(data, run)) for run in runs]
+    for process, run, delay in zip(processes, runs, delays, strict=True):
+        wait_for_step(run, 3, process)
+        process.send_signal(signal.SIGINT)
+        time.sleep(delay)
+        process.send_signal(signal.SIGINT)
+    for process, run in zip(processes, runs, strict=True):
+        _, err = process.communicate(timeout=240)
+        stopped_with_a_whole_save(process, run, err)
+
+
+@pytest.mark.slow
+def test_a_second_ctrl_c_during_the_save_stops_right_after_it(tmp_path):
+    """A slow disk widens the save; the second Ctrl-C comes while save.json marks it unfinished."""
+    data = write_parquet(tmp_path / "data.parquet", [caption_row(i) for i in range(16)])
+    run = tmp_path / "run"
+    slow_disk = killer("slow", 0.3, ctrl_c_args(data, run))
+    process = subprocess.Popen(slow_disk, env=env(), stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True)
+    wait_for_step(run, 3, process)
+    process.send_signal(signal.SIGINT)
+    deadline = time.monotonic() + 60
+    while '"finished": false' not in (run / "save.json").read_text():
+        assert time.monotonic() < deadline and process.poll() is None
+        time.sleep(0.005)
+    process.send_signal(signal.SIGINT)
+    _, err = process.communicate(timeout=120)
+    line = stopped_with_a_whole_save(process, run, err)
+    step = load_resume(checkpoint_paths(run)[-1]).progress.step
+    assert line == (
+        f"interrupted again while saving: stopped once it was written: resume checkpoint "
+        f"{run / 'checkpoints' / f'step-{step:08d}.pt'}; continue with `mmv sft --out {run} --resume`"
+    )

@@ -262,6 +262,10 @@ def hand_edited(run, change) -> None:
         (lambda c: {**c, "data": {**c["data"], "max_seq_len": "768"}}, "max_seq_len must be an integer, got '768'"),
         (lambda c: {**c, "data": {k: v for k, v in c["data"].items() if k != "files"}}, "data lacks files"),
         (lambda c: {**c, "data": {**c["data"], "shuffle": True}}, "data has unknown field 'shuffle'"),
+        (lambda c: {**c, "train": {**c["train"], "learning_rate": 1.0}}, "train has unknown field 'learning_rate'"),
+        (lambda c: {**c, "stage": "finetune"}, "'stage' must be pretrain or sft, got 'finetune'"),
+        (lambda c: {**c, "weights": "../other/model.pth"}, "'weights' must name a .pth file in the run directory"),
+        (lambda c: {**c, "weights": "sft_vlm_64.bin"}, "'weights' must name a .pth file in the run directory"),
     ],
 )
 def test_a_hand_edited_run_config_is_one_sentence_on_resume(tmp_path, change, message):
@@ -297,3 +301,50 @@ def test_a_bare_moe_init_trains_with_the_experts_per_token_given(data, tmp_path)
     assert given.exit_code == 0 and "note:" not in given.stderr, given.stderr
     config = json.loads((tmp_path / "k2" / "config.json").read_text())
     assert config["model"]["num_experts_per_tok"] == 2 and config["train"]["experts_per_token"] == 2
+
+
+# --- training on nothing: exit 2, one sentence, no weights ---------------------------------------------------
+
+
+def test_a_parquet_without_rows_is_refused_before_anything_is_written(tmp_path):
+    import pyarrow as pa
+    import pyarrow.parquet as pq
+
+    empty = tmp_path / "empty.parquet"
+    pq.write_table(pa.Table.from_pylist([caption_row(0)]).slice(0, 0), str(empty))
+    result = run_cli([*base_args(empty, tmp_path / "run"), "--init", str(VLM_PTH)])
+    lines = result.stderr.strip().splitlines()
+    assert result.exit_code == 2 and len(lines) == 1, result.stderr
+    assert lines[0] == f"error: the training data holds no rows ({empty}): nothing to train on"
+    assert not (tmp_path / "run").exists()
+
+
+def test_every_row_too_long_trains_nothing_and_writes_no_weights(data, tmp_path):
+    run = tmp_path / "run"
+    result = run_cli([*base_args(data, run), "--init", str(VLM_PTH), "--max-seq-len", "8", "--epochs", "1"])
+    last = result.stderr.strip().splitlines()[-1]
+    assert result.exit_code == 2 and "Traceback" not in result.stderr, result.stderr
+    assert last.startswith("error: nothing to train on: all 12 rows read were skipped (too_long 12), e.g. row ")
+    assert last.endswith("beyond max_seq_len 8); no weights were written")
+    assert not list(run.glob("*.pth")) and not list(run.glob("*.safetensors")) and not (run / "checkpoints").exists()
+    assert not (run / "save.json").exists()
+
+
+def test_every_row_skipped_for_any_reason_is_nothing_to_train_on(tmp_path):
+    """The class: rows dropped as broken (with the bad-row limit lifted) count the same as rows too long."""
+    from mmv.errors import MmvError
+    from mmv.train.config import stage_config
+    from mmv.train.run import RunRequest, run
+
+    rows = [{**caption_row(i), "image_bytes": b"not an image"} for i in range(4)]
+    request = RunRequest(
+        cfg=stage_config("sft", init=str(VLM_PTH), batch_size=2, epochs=1),
+        out=tmp_path / "run",
+        data=[str(write_parquet(tmp_path / "bad.parquet", rows))],
+        vision=str(VISION_DIR),
+        tokenizer=str(TOKENIZER_DIR),
+        data_options={"max_bad_fraction": 1.0},
+    )
+    with pytest.raises(MmvError, match=r"^nothing to train on: all 4 rows read were skipped \(image 4\), e\.g\. row"):
+        run(request, "sft")
+    assert not list((tmp_path / "run").glob("sft_vlm_*"))

@@ -3,7 +3,9 @@ the reference loss, empty and text-only batches, non-finite losses."""
 
 from __future__ import annotations
 
+import os
 import re
+import signal
 
 import pytest
 import torch
@@ -15,8 +17,9 @@ from mmv.train.build import build_model, training_inputs
 from mmv.train.config import TrainConfig
 from mmv.train.distributed import DistContext
 from mmv.train.metrics import Sinks
+from mmv.train.saves import read_record
 from mmv.train.state import checkpoint_paths, load_resume
-from mmv.train.trainer import Trainer, summed_loss
+from mmv.train.trainer import Interrupted, Trainer, summed_loss
 from tests.conftest import TOKENIZER_DIR, fixture_cases, load_fixture_model, one_thread
 from tests.train.helpers import VISION_DIR, caption_row, read_metrics, text_row, write_parquet
 
@@ -176,3 +179,36 @@ def test_an_empty_micro_batch_counts_its_samples_but_adds_no_loss(tmp_path):
     loss, step_aux, _, _ = trainer.step([batch, empty], plan)
     assert loss == pytest.approx(float(ce) / plan.supervised, abs=1e-6)
     assert float(aux) > 0 and step_aux == pytest.approx(float(aux) / 2, rel=1e-5)  # the stand-in adds none
+
+
+def test_a_second_ctrl_c_inside_the_checkpoint_writer_waits_for_the_write(tmp_path, monkeypatch):
+    """Two Ctrl-C while torch's C++ serialiser writes the checkpoint: an exception raised in its write callback
+    would abort the process or leave a misleading write error; the run stops once every file is complete."""
+    trainer = make_trainer(tmp_path, [caption_row(i) for i in range(16)], batch_size=2, save_every=2)
+    real_save = torch.save
+    interrupted = []
+
+    class Interrupting:
+        def __init__(self, inner):
+            self.inner = inner
+
+        def write(self, data):
+            if not interrupted:
+                interrupted.append(True)
+                os.kill(os.getpid(), signal.SIGINT)
+                os.kill(os.getpid(), signal.SIGINT)
+            return self.inner.write(data)
+
+        def flush(self):
+            self.inner.flush()
+
+    monkeypatch.setattr(torch, "save", lambda obj, f, *a, **k: real_save(obj, Interrupting(f), *a, **k))
+    with pytest.raises(Interrupted) as stopped:
+        trainer.fit()
+    assert interrupted and stopped.value.held
+    checkpoint = stopped.value.result.checkpoint
+    assert checkpoint == checkpoint_paths(trainer.run_dir)[-1] and load_resume(checkpoint).progress.step == 2
+    record = read_record(trainer.run_dir)
+    assert (record.step, record.finished) == (2, True)
+    assert torch.load(trainer.run_dir / "sft_vlm_64.pth", weights_only=True)
+    assert signal.getsignal(signal.SIGINT) is signal.default_int_handler  # the handlers are put back

@@ -176,10 +176,12 @@ def _train(
     rank = int(os.environ.get("RANK", "0"))
     if nproc and nproc > 1 and "WORLD_SIZE" not in os.environ and not show_sample:
         from mmv.train.distributed import launch
+        from mmv.train.lock import held_for_workers
 
-        check_request(request, stage)
         requested_threads(threads)  # a bad MMV_THREADS is refused once, not by every worker
-        raise SystemExit(launch(nproc, sys.argv[1:]))
+        with held_for_workers(request.out):
+            check_request(request, stage)
+            raise SystemExit(launch(nproc, sys.argv[1:]))
     threads = set_threads(threads, processes=int(os.environ.get("LOCAL_WORLD_SIZE", "1")))
     from mmv.train.trainer import Interrupted
 
@@ -191,11 +193,13 @@ def _train(
         raise SystemExit(2) from None  # every rank meets the same error; rank 0 reports it
     except Interrupted as exc:
         if rank == 0:
-            say(
-                f"interrupted: resume checkpoint {exc.result.checkpoint}; continue with "
-                f"`mmv {stage} --out {out} --resume`"
-            )
+            how = "interrupted again while saving: stopped once it was written" if exc.held else "interrupted"
+            say(f"{how}: resume checkpoint {exc.result.checkpoint}; continue with `mmv {stage} --out {out} --resume`")
             emit_json(exc.summary)
+        raise SystemExit(130) from None
+    except KeyboardInterrupt:
+        if rank == 0:
+            say(f"interrupted: stopped at once{last_checkpoint(request.out, stage)}")
         raise SystemExit(130) from None
     if rank == 0:
         if not show_sample:
@@ -210,3 +214,13 @@ def _train(
         sys.stdout.flush()
         sys.stderr.flush()
         os._exit(0)
+
+
+def last_checkpoint(run_dir: Path, stage: str) -> str:
+    """Where a run stopped at once can continue from: its newest resume checkpoint, untouched by the stop."""
+    from mmv.train.state import checkpoint_paths
+
+    paths = checkpoint_paths(run_dir)
+    if not paths:
+        return ", before any checkpoint was written"
+    return f"; resume checkpoint {paths[-1]} is intact, continue with `mmv {stage} --out {run_dir} --resume`"

@@ -77,14 +77,14 @@ def convert(
     """
     import torch
 
-    from mmv.convert.output import check_target
+    from mmv.convert.output import settle_target
     from mmv.convert.sources import read_source
     from mmv.convert.weights import dtype_name, parse_dtype, settle_tying
 
     check_options(to, dtype, outtype)
     started = time.perf_counter()
     out = Path(out).expanduser().absolute()
-    check_target(out, force)  # before reading a large source
+    settle_target(out, force)  # before reading a large source
     target_dtype = parse_dtype(dtype)
     source = read_source(src, tokenizer=tokenizer, vision=with_vision, base=base, experts_per_token=experts_per_token)
     source.config = settle_tying(source.state_dict, source.config)

@@ -7,13 +7,12 @@ same rows in row groups of ~1000 shuffle across the whole file. The copy streams
 
 from __future__ import annotations
 
-import os
 from collections.abc import Callable
 from pathlib import Path
 
 from mmv.data.parquet import first_line, open_dataset
 from mmv.errors import MmvError
-from mmv.fsio import refuse_input_as_output
+from mmv.fsio import atomic_path, refuse_input_as_output
 
 GROUP_ROWS = 1024  # rows per row group of the copy: ~20 MB of 256x256 JPEGs
 
@@ -30,22 +29,16 @@ def rechunk(
     source, target = Path(source), Path(target)
     refuse_input_as_output(target, [source])
     parquet = open_dataset(source)
-    temporary = target.with_name(f".{target.name}.partial")
+    if not target.parent.is_dir():
+        raise MmvError(f"cannot rewrite {source} into {target}: the folder {target.parent} does not exist")
     copied = 0
     try:
-        with pq.ParquetWriter(str(temporary), parquet.schema_arrow) as writer:
+        with atomic_path(target) as temporary, pq.ParquetWriter(str(temporary), parquet.schema_arrow) as writer:
             for batch in parquet.iter_batches(batch_size=group_rows, use_threads=False):
                 writer.write_table(pa.Table.from_batches([batch]), row_group_size=group_rows)
                 copied += batch.num_rows
                 if progress is not None:
                     progress(copied)
-        with open(temporary, "rb") as handle:
-            os.fsync(handle.fileno())
-        os.replace(temporary, target)
     except (OSError, pa.ArrowException) as exc:
-        temporary.unlink(missing_ok=True)
         raise MmvError(f"cannot rewrite {source} into {target}: {first_line(exc)}") from None
-    except BaseException:
-        temporary.unlink(missing_ok=True)
-        raise
     return copied

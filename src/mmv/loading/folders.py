@@ -9,6 +9,7 @@ from __future__ import annotations
 
 from pathlib import Path
 
+from mmv.errors import MmvError
 from mmv.hub.cache import find
 from mmv.layout import CONFIG_FILE, TOKENIZER_FILES, VISION_SUBFOLDER
 from mmv.loading.resolve import Missing, ModelSources
@@ -26,9 +27,21 @@ def given(folder: str | Path | None) -> Path | None:
 
 
 def encoder_near(sources: ModelSources | None) -> Path | None:
-    """The encoder beside the model (its `vision/`), else the one its run recorded; None when neither exists."""
+    """The encoder beside the model (its `vision/`), else the one its run recorded; None when neither exists.
+
+    A run that trained its encoder must have it: the one it started from would silently not match its weights."""
     if sources is None:
         return None
+    run = sources.run
+    if run is not None and run.config["train"].get("train_vision"):
+        trained = run.folder / VISION_SUBFOLDER
+        if not (trained / CONFIG_FILE).is_file():
+            raise MmvError(
+                f"{run.folder} trained its encoder, but {trained} is missing; the one it started from would not "
+                "match its weights",
+                option="vision",
+            )
+        return trained
     for candidate in (sources.home / VISION_SUBFOLDER, sources.recorded_folder("vision_dir")):
         if candidate is not None and (candidate / CONFIG_FILE).is_file():
             return candidate

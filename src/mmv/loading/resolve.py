@@ -83,9 +83,16 @@ class ModelSources:
 
 
 def run_of(folder: Path) -> RunRecord | None:
+    """The run `folder` holds, if it is a run directory; refused when the files of its last save may disagree (an
+    interrupted save: the weights and `vision/` of different steps), rather than silently mixed."""
     from mmv.train.rundir import is_run_dir, read_run_config
+    from mmv.train.saves import check_saved
 
-    return RunRecord(folder, read_run_config(folder)) if is_run_dir(folder) else None
+    if not is_run_dir(folder):
+        return None
+    config = read_run_config(folder)
+    check_saved(folder, config["stage"])
+    return RunRecord(folder, config)
 
 
 def looks_like_path(ref: str) -> bool:

@@ -1,6 +1,8 @@
 """One training run end to end: resolve inputs, build data and model, train, write the run directory, summarise.
 
 A resumed run takes its settings from RUN_DIR/config.json; only options that do not change the maths may differ.
+A run owns its directory while it runs (mmv.train.lock): it starts in a new or empty folder (or over an earlier
+start that saved nothing), or continues the run there with --resume; any other folder is refused untouched.
 """
 
 from __future__ import annotations
@@ -16,6 +18,7 @@ from mmv.config import check_field_types
 from mmv.console import say
 from mmv.errors import MmvError
 from mmv.layout import CONFIG_FILE
+from mmv.train.claim import owning, refuse_foreign, repair_save, tidy
 from mmv.train.config import TrainConfig, weights_name
 from mmv.train.distributed import DistContext, gather_objects, setup, teardown
 from mmv.train.metrics import check_extras
@@ -81,6 +84,7 @@ def absolute_data(files: list[str]) -> list[str]:
 
 def check_fresh(req: RunRequest) -> list[str]:
     """A new run may start over a directory whose earlier start saved nothing yet, never over saved work."""
+    refuse_foreign(req.out)
     if checkpoint_paths(req.out) or list(req.out.glob("*_vlm_*.pth")):
         raise MmvError(f"{req.out} already holds a run; pass --resume to continue it or choose another --out")
     check_extras(req.cfg.wandb, req.cfg.tensorboard)
@@ -143,11 +147,11 @@ def saved_settings(run_dir: Path, saved: dict[str, Any]) -> tuple[TrainConfig, d
     from mmv.layout import reading
 
     with reading(run_dir / CONFIG_FILE):
+        for section, fields in (("train", TrainConfig), ("data", DataSpec)):
+            unknown = sorted(set(saved[section]) - {f.name for f in dataclasses.fields(fields)})
+            if unknown:  # a misspelt hand edit would otherwise be ignored
+                raise MmvError(f"{section} has unknown field {unknown[0]!r}")
         cfg = TrainConfig.from_dict(saved["train"])
-        known = {f.name for f in dataclasses.fields(DataSpec)}
-        unknown = sorted(set(saved["data"]) - known)
-        if unknown:
-            raise MmvError(f"data has unknown field {unknown[0]!r}")
         try:
             spec = DataSpec(**saved["data"])
         except TypeError:
@@ -238,12 +242,20 @@ def run(req: RunRequest, stage: str) -> dict[str, Any]:
         return show_training_samples(req)
     ctx = setup(req.cfg.device)
     try:
-        plan = plan_resume(req, stage) if req.resume else plan_fresh(req)
-        spec = DataSpec(**plan.data_spec)
-        data = TrainData(spec, ctx.rank, ctx.world_size)
-        return train(req, stage, plan, spec, data, ctx)
+        with owning(req.out, ctx):
+            plan = plan_resume(req, stage) if req.resume else plan_fresh(req)
+            spec = DataSpec(**plan.data_spec)
+            data = TrainData(spec, ctx.rank, ctx.world_size)
+            refuse_no_rows(data)
+            return train(req, stage, plan, spec, data, ctx)
     finally:
         teardown(ctx)
+
+
+def refuse_no_rows(data: Any) -> None:
+    if data.num_rows == 0:
+        files = ", ".join(str(f) for f in data.source.files)
+        raise MmvError(f"the training data holds no rows ({files}): nothing to train on")
 
 
 def show_training_samples(req: RunRequest) -> dict[str, Any]:
@@ -268,7 +280,7 @@ def show_training_samples(req: RunRequest) -> dict[str, Any]:
 def train(req: RunRequest, stage: str, plan: RunPlan, spec: Any, data: Any, ctx: DistContext) -> dict[str, Any]:
     from mmv.train.build import build_model
     from mmv.train.metrics import Sinks
-    from mmv.train.trainer import Interrupted, Trainer
+    from mmv.train.trainer import Interrupted, NothingTrained, Trainer
 
     cfg = plan.cfg
     model = build_model(plan.inputs, cfg)
@@ -284,7 +296,7 @@ def train(req: RunRequest, stage: str, plan: RunPlan, spec: Any, data: Any, ctx:
     )
     sinks = None
     if ctx.is_main:
-        req.out.mkdir(parents=True, exist_ok=True)
+        tidy(req.out)
         if plan.resume is None:
             write_json(req.out / CONFIG_FILE, config)
             (req.out / METRICS_FILE).unlink(missing_ok=True)  # left by an earlier start that saved nothing
@@ -293,6 +305,8 @@ def train(req: RunRequest, stage: str, plan: RunPlan, spec: Any, data: Any, ctx:
         sinks = Sinks(req.out, config, cfg.wandb, cfg.tensorboard)
     trainer = Trainer(cfg, model, data, ctx, req.out, name, plan.vision_dir, plan.resume, sinks)
     if ctx.is_main:
+        if plan.resume is not None:
+            repair_save(trainer, req.out, plan.resume.progress.step)
         for note in plan.inputs.notes:
             req.on_note(note)
         describe(model, trainer, plan, data.num_rows, ctx)
@@ -308,6 +322,8 @@ def train(req: RunRequest, stage: str, plan: RunPlan, spec: Any, data: Any, ctx:
         result = trainer.fit()
     except Interrupted as exc:
         interrupted, result = exc, exc.result
+    except NothingTrained:
+        raise nothing_trained(data, ctx) from None
     finally:
         if sinks is not None:
             sinks.close()
@@ -320,6 +336,18 @@ def train(req: RunRequest, stage: str, plan: RunPlan, spec: Any, data: Any, ctx:
     if ctx.is_main:
         report_skipped(stats, [e for _, rank_examples in gathered for e in rank_examples])
     return summary
+
+
+def nothing_trained(data: Any, ctx: DistContext) -> MmvError:
+    """Every row was skipped: one sentence with the counts and an example (all ranks call this together)."""
+    gathered = gather_objects(ctx, (data.stats(), data.skips.examples))
+    stats = sum_stats([counts for counts, _ in gathered])
+    skipped = ", ".join(f"{k} {v}" for k, v in stats.items() if k not in ("rows", "bad") and v)
+    example = next((e for _, rank_examples in gathered for e in rank_examples), None)
+    return MmvError(
+        f"nothing to train on: all {stats.get('rows', 0)} rows read were skipped ({skipped})"
+        f"{f', e.g. {example}' if example else ''}; no weights were written"
+    )
 
 
 def report_skipped(stats: dict[str, int], examples: list[str]) -> None:

@@ -6,12 +6,13 @@ RUN_DIR/metrics.jsonl         one line per logged step
 RUN_DIR/<stage>_vlm_<H>[_moe].pth and .safetensors   reference-compatible float16 weights
 RUN_DIR/checkpoints/step-N.pt resume checkpoints (state.py)
 RUN_DIR/vision/               the trained encoder, with --train-vision only
+RUN_DIR/save.json             which step the weights (and vision/) hold, and whether their save finished (saves.py)
+RUN_DIR/.mmv-run.lock         held while a run owns the directory (lock.py)
 """
 
 from __future__ import annotations
 
 import json
-import os
 import shutil
 from pathlib import Path
 from typing import TYPE_CHECKING, Any
@@ -20,8 +21,10 @@ import torch
 
 from mmv import __version__
 from mmv.errors import MmvError
-from mmv.fsio import atomic_write, fsync_tree, replace_dir
+from mmv.fsio import atomic_write, staged_folder
 from mmv.layout import CONFIG_FILE, PREPROCESSOR_FILE, VISION_SUBFOLDER, read_json_object
+from mmv.train.config import STAGE_DEFAULTS
+from mmv.train.saves import SaveRecord, write_record
 from mmv.train.state import write_error
 
 if TYPE_CHECKING:
@@ -79,6 +82,11 @@ def read_run_config(run_dir: Path) -> dict[str, Any]:
         if not isinstance(config[name], types):
             wanted = " or ".join(JSON_NAMES[t] for t in types)
             raise MmvError(f"{path}: {name!r} must be {wanted}, got {config[name]!r}")
+    if config["stage"] not in STAGE_DEFAULTS:
+        raise MmvError(f"{path}: 'stage' must be {' or '.join(STAGE_DEFAULTS)}, got {config['stage']!r}")
+    weights = config["weights"]
+    if Path(weights).name != weights or not weights.endswith(".pth"):  # a reader opens RUN_DIR/weights
+        raise MmvError(f"{path}: 'weights' must name a .pth file in the run directory, got {weights!r}")
     return config
 
 
@@ -115,17 +123,28 @@ def save_weights(run_dir: Path, name: str, model: MiniMindVLM) -> Path:
 def save_vision(run_dir: Path, encoder: torch.nn.Module, source_dir: str) -> Path:
     """The trained encoder as RUN_DIR/vision (save_pretrained + the source's processor config), swapped in whole."""
     final = run_dir / VISION_SUBFOLDER
-    staged = run_dir / f".{VISION_SUBFOLDER}.tmp-{os.getpid()}"
-    shutil.rmtree(staged, ignore_errors=True)
     try:
-        encoder.save_pretrained(str(staged), safe_serialization=True)
-        shutil.copy2(Path(source_dir) / PREPROCESSOR_FILE, staged / PREPROCESSOR_FILE)
-        fsync_tree(staged)
-        replace_dir(staged, final)
+        with staged_folder(final) as staged:
+            encoder.save_pretrained(str(staged), safe_serialization=True)
+            shutil.copy2(Path(source_dir) / PREPROCESSOR_FILE, staged / PREPROCESSOR_FILE)
     except OSError as exc:
-        shutil.rmtree(staged, ignore_errors=True)
         raise MmvError(f"could not write the trained encoder to {final}: {exc}") from None
     return final
+
+
+def save_model_files(run_dir: Path, name: str, model: MiniMindVLM, step: int, vision_source: str | None = None) -> Path:
+    """The weights of `step` (and the trained encoder, given its source folder) as one save: save.json is marked
+    unfinished before the first file is replaced and finished after the last (see saves.py)."""
+    encoder = model.vision_encoder if vision_source is not None else None
+    parts = (name, str(Path(name).with_suffix(".safetensors")))
+    if encoder is not None:
+        parts += (VISION_SUBFOLDER,)
+    write_record(run_dir, SaveRecord(step, parts, finished=False))
+    pth = save_weights(run_dir, name, model)
+    if encoder is not None and vision_source is not None:
+        save_vision(run_dir, encoder, vision_source)
+    write_record(run_dir, SaveRecord(step, parts, finished=True))
+    return pth
 
 
 def truncate_metrics(run_dir: Path, last_step: int) -> None:

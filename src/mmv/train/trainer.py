@@ -12,7 +12,6 @@ import dataclasses
 import inspect
 import itertools
 import math
-import signal
 import time
 from collections.abc import Iterator
 from dataclasses import dataclass, field
@@ -32,9 +31,10 @@ from mmv.train.config import TrainConfig
 from mmv.train.distributed import DistContext, gather_rows
 from mmv.train.freeze import apply_freeze
 from mmv.train.metrics import ProgressView, Sinks, Window, human_duration
-from mmv.train.rundir import save_vision, save_weights
+from mmv.train.rundir import save_model_files
 from mmv.train.schedule import lr_at
 from mmv.train.state import Progress, ResumeState, capture_rng, restore_rng, save_resume
+from mmv.train.stop import StopSignal
 
 COMPILE_LENGTH_MULTIPLE = 64  # --compile: sequence lengths rounded up to this
 ESTIMATE_AFTER = 5  # steps after the first (warm-up, compilation) that time the per-epoch estimate
@@ -51,10 +51,18 @@ class DataSource(Protocol):
 class Interrupted(Exception):
     """Ctrl-C (or SIGTERM) stopped the run at a step boundary after writing a resume checkpoint."""
 
-    def __init__(self, result: FitResult) -> None:
+    def __init__(self, result: FitResult, held: bool = False) -> None:
         super().__init__("interrupted")
         self.result = result
+        self.held = held  # a second Ctrl-C came while the checkpoint was written: the run stopped right after it
         self.summary: dict[str, Any] = {}  # filled in by the caller that summarises the run
+
+
+class NothingTrained(MmvError):
+    """The data ran out without one optimizer step (every row skipped): nothing was learnt, nothing is saved."""
+
+    def __init__(self) -> None:
+        super().__init__("nothing to train on: no row of the data was usable, so no weights were written")
 
 
 @dataclass
@@ -165,32 +173,6 @@ def planned_steps(p: Progress, num_rows: int, epochs: int, global_batch: int, ma
     return min(steps, max_steps) if max_steps else steps
 
 
-class StopSignal:
-    """SIGINT / SIGTERM set a flag the loop reads at step boundaries. A second Ctrl-C in a single process aborts at
-    once (the last checkpoint stays intact); under torchrun repeats are expected (the launcher forwards the
-    terminal's signal) and ignored."""
-
-    def __init__(self, distributed: bool) -> None:
-        self.distributed = distributed
-        self.requested = False
-        self.previous: dict[int, Any] = {}
-
-    def handle(self, signum: int, frame: Any) -> None:
-        if self.requested and not self.distributed and signum == signal.SIGINT:
-            raise KeyboardInterrupt
-        self.requested = True
-
-    def __enter__(self) -> StopSignal:
-        with contextlib.suppress(ValueError):  # not the main thread: no handlers, Ctrl-C behaves as usual
-            for sig in (signal.SIGINT, signal.SIGTERM):
-                self.previous[sig] = signal.signal(sig, self.handle)
-        return self
-
-    def __exit__(self, *exc: Any) -> None:
-        for sig, handler in self.previous.items():
-            signal.signal(sig, handler)
-
-
 class Trainer:
     def __init__(
         self,
@@ -224,6 +206,8 @@ class Trainer:
         self.progress = self.start(resume)
         self.last_checkpoint: Path | None = None
         self.weights_path: Path | None = None
+        self.saved_step: int | None = None  # the step the files on disk hold, once this run saved
+        self.stop = StopSignal(ctx.distributed)
         self.result = FitResult(progress=self.progress)
         self.view: ProgressView | None = None
         self.window, self.started = Window(), time.perf_counter()
@@ -264,14 +248,23 @@ class Trainer:
         )
 
     def save(self) -> None:
-        """Rank 0 writes the resume checkpoint and the weights; the other ranks wait so none exits mid-write."""
-        if self.ctx.is_main:
-            self.last_checkpoint = save_resume(self.run_dir, self.resume_state(), self.cfg.keep)
-            self.weights_path = save_weights(self.run_dir, self.weights_name, self.model)
-            if self.cfg.train_vision and self.vision_source and self.model.vision_encoder is not None:
-                save_vision(self.run_dir, self.model.vision_encoder, self.vision_source)
-        if self.ctx.distributed:
-            torch.distributed.barrier()
+        """Rank 0 writes the resume checkpoint, then the weights (and encoder) of the same step; the other ranks
+        wait so none exits mid-write. A second Ctrl-C meanwhile stops the run once every file is complete."""
+        if self.saved_step != self.progress.step:  # a stop right after a periodic save has nothing new to write
+            with self.stop.writing_files():
+                if self.ctx.is_main:
+                    self.last_checkpoint = save_resume(self.run_dir, self.resume_state(), self.cfg.keep)
+                    self.save_model_files()
+                if self.ctx.distributed:
+                    torch.distributed.barrier()
+            self.saved_step = self.progress.step
+        if self.stop.held:
+            raise Interrupted(self.finish_result(), held=True)
+
+    def save_model_files(self) -> None:
+        """The weights (and the trained encoder) of the current step, as one save (rank 0 only)."""
+        vision = self.vision_source if self.cfg.train_vision else None
+        self.weights_path = save_model_files(self.run_dir, self.weights_name, self.model, self.progress.step, vision)
 
     def finished(self) -> bool:
         p, cfg = self.progress, self.cfg
@@ -380,10 +373,12 @@ class Trainer:
         if self.model.vision_encoder is not None and not cfg.train_vision:
             self.model.vision_encoder.eval()
         try:
-            with StopSignal(self.ctx.distributed) as stop:
+            with self.stop:
                 while not self.finished():
-                    self.run_epoch(stop)
-            self.save()
+                    self.run_epoch(self.stop)
+                if self.progress.step == 0:
+                    raise NothingTrained()
+                self.save()
         finally:
             if self.view is not None:
                 self.view.close()
