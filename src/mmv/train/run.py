@@ -174,6 +174,15 @@ def check_request(req: RunRequest, stage: str) -> None:
         check_fresh(req)
 
 
+def build_features_before_launch(req: RunRequest, stage: str) -> None:
+    """A launcher builds a missing feature cache once, before any worker starts (the workers only open it)."""
+    from mmv.train.features import with_feature_cache
+
+    cfg = resume_settings(req, stage)[0] if req.resume else req.cfg
+    if cfg.uses_feature_cache:
+        with_feature_cache(plan_resume(req, stage) if req.resume else plan_fresh(req), may_build=True)
+
+
 def show_samples(data: Any, count: int, batch_size: int) -> None:
     shown = 0
     for batch in data.batches(0, 0, batch_size):
@@ -233,12 +242,14 @@ def sum_stats(per_rank: list[dict[str, int]]) -> dict[str, int]:
 def run(req: RunRequest, stage: str) -> dict[str, Any]:
     """Train; return the JSON summary. Raises `Interrupted` (carrying the summary) after Ctrl-C."""
     from mmv.data.loader import DataSpec, TrainData
+    from mmv.train.features import with_feature_cache
 
     if req.show_sample:
         return show_training_samples(req)
     ctx = setup(req.cfg.device)
     try:
         plan = plan_resume(req, stage) if req.resume else plan_fresh(req)
+        plan = with_feature_cache(plan, may_build=not ctx.distributed)
         spec = DataSpec(**plan.data_spec)
         data = TrainData(spec, ctx.rank, ctx.world_size)
         return train(req, stage, plan, spec, data, ctx)
