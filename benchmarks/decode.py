@@ -1,10 +1,10 @@
 """Decode speed of `mmv chat` against the machine's memory-bandwidth ceiling.
 
-A preset (minimind-3v by default) with random weights and a full-size random p32-256 SigLIP encoder, batch 1, one
-image: time to first token (encoder + prefill), decode tokens/s over N new tokens, and peak RSS. A decode step must
-read every LLM weight it uses once, so the ceiling is 1 / (time of bare matrix-vector products over matrices of the
-same shapes; for a mixture of experts, the router and top-k experts of each layer). Usage:
-python benchmarks/decode.py [--preset minimind-3v] [--new-tokens 256] [--device cpu] [--dtype float32]
+A preset (minimind-3v by default) with random weights and a full-size random p32-256 SigLIP encoder, --batch prompts
+(1) of one image each: time to first token (encoder + prefill), decode tokens/s over N new tokens, and peak RSS. A
+decode step must read every LLM weight it uses once, so the ceiling is 1 / (time of bare matrix-vector products over
+matrices of the same shapes; for a mixture of experts, the router and top-k experts of each layer). Usage:
+python benchmarks/decode.py [--preset minimind-3v] [--new-tokens 256] [--batch 1] [--device cpu] [--dtype float32]
 [--threads N] [--path fast|modules|concat] [--count-ops]
 """
 
@@ -28,13 +28,13 @@ from mmv.model.vlm import MiniMindVLM
 from mmv.sampling import SamplingConfig
 
 
-def full_size_encoder() -> torch.nn.Module:
+def full_size_encoder(layers: int = 12) -> torch.nn.Module:
     from transformers import SiglipVisionConfig, SiglipVisionModel
 
     config = SiglipVisionConfig(
         hidden_size=768,
         intermediate_size=3072,
-        num_hidden_layers=12,
+        num_hidden_layers=layers,
         num_attention_heads=12,
         image_size=256,
         patch_size=32,
@@ -128,6 +128,8 @@ def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("--preset", default="minimind-3v", help="minimind-3v or minimind-3v-moe")
     parser.add_argument("--new-tokens", type=int, default=256)
+    parser.add_argument("--encoder-layers", type=int, default=12, help="fewer for a quick check (12: full size)")
+    parser.add_argument("--batch", type=int, default=1, help="prompts decoded together, one image each")
     parser.add_argument("--device", default="cpu")
     parser.add_argument("--dtype", default="float32", choices=["float32", "bfloat16", "float16"])
     parser.add_argument("--threads", type=int, default=0, help="torch threads (0 = torch default)")
@@ -146,12 +148,19 @@ def main() -> None:
     dtype = getattr(torch, args.dtype)
     torch.manual_seed(0)
 
-    model = MiniMindVLM(preset(args.preset), full_size_encoder()).to(args.device, dtype).eval()
-    pixels = {"pixel_values": torch.randn(1, 3, 256, 256, dtype=dtype, device=args.device)}
+    model = (
+        MiniMindVLM(preset(args.preset, image_hidden_size=768), full_size_encoder(args.encoder_layers))
+        .to(args.device, dtype)
+        .eval()
+    )
+    if args.batch > 1 and args.path == "concat":
+        parser.error("--path concat decodes one prompt at a time (--batch 1)")
+    pixels = {"pixel_values": torch.randn(args.batch, 3, 256, 256, dtype=dtype, device=args.device)}
     prompt = [1, 872, 198] + [12] * 64 + [198, 2001, 2, 198, 1, 1078, 198, 25, 198, 198, 26, 198, 198]
+    prompts = [prompt] * args.batch
     # random weights rarely emit eos, but make sure every run decodes the full length
     sampling = SamplingConfig(max_new_tokens=args.new_tokens, stop_on_eos=False)
-    generate(model, [prompt], SamplingConfig(max_new_tokens=8, stop_on_eos=False), pixel_inputs=pixels)  # warm-up
+    generate(model, prompts, SamplingConfig(max_new_tokens=8, stop_on_eos=False), pixel_inputs=pixels)  # warm-up
 
     # the ceiling is measured right before and after every run, so a busy machine skews both alike
     runs, ceilings = [], []
@@ -160,11 +169,11 @@ def main() -> None:
         if args.path == "concat":
             runs.append(concatenating_decode(model, prompt, pixels, args.new_tokens))
         else:
-            runs.append(generate(model, [prompt], sampling, pixel_inputs=pixels, fast_decode=args.path == "fast"))
+            runs.append(generate(model, prompts, sampling, pixel_inputs=pixels, fast_decode=args.path == "fast"))
         after, _ = matvec_ceiling(model, dtype, args.device)
         ceilings.append((before + after) / 2)
     ceiling = statistics.median(ceilings)
-    path = "modules" if args.path == "fast" and not FastDecoder.supports(model, batch=1) else args.path
+    path = "modules" if args.path == "fast" and not FastDecoder.supports(model, batch=args.batch) else args.path
     decode = statistics.median(r.decode_tokens_per_s for r in runs)
     fraction = statistics.median(r.decode_tokens_per_s / c for r, c in zip(runs, ceilings, strict=True))
     result = {
@@ -176,10 +185,12 @@ def main() -> None:
         "cpu": platform.processor() or platform.machine(),
         "llm_weight_mb": round(weight_bytes / 2**20, 1),
         "new_tokens": args.new_tokens,
+        "batch": args.batch,
         "path": path,
         "ttft_ms": round(statistics.median(r.ttft_ms for r in runs), 1),
         "vision_ms": round(statistics.median(r.vision_ms for r in runs), 1),
-        "decode_tokens_per_s": round(decode, 1),
+        "decode_tokens_per_s": round(decode, 1),  # per sequence: decode steps per second
+        "total_decode_tokens_per_s": round(decode * args.batch, 1),
         "ceiling_tokens_per_s": round(ceiling, 1),
         "fraction_of_ceiling": round(fraction, 3),
         "peak_rss_mb": round(resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 1024, 1),

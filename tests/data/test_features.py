@@ -121,3 +121,29 @@ def test_mismatch_names_what_differs(tmp_path):
     assert "other data than a.parquet" in mismatch(path, KEY, other_data, "enc")
     assert "another vision encoder than enc" in mismatch(path, KEY, other_encoder, "enc")
     assert "1 data file(s), not the 2 given (a.parquet, b.parquet)" in mismatch(path, KEY, two_files, "enc")
+
+
+def test_writing_and_reading_hold_one_record_not_the_file(tmp_path):
+    """Streaming: 32 MiB of features pass through the writer and are read back in any order while Python's heap
+    (numpy's buffers included) never holds more than a few records: the writer keeps 8 bytes a row, the reader
+    memory-maps the file."""
+    import tracemalloc
+
+    rows, record = 512, (64, 256)  # 64 KiB of float32 per record
+    key = CacheKey((DataDigest("a.parquet", "0" * 64, rows),), "e" * 64)
+    path = tmp_path / "big.features"
+    tracemalloc.start()
+    try:
+        with FeatureWriter(path, key, "float32") as writer:
+            for row in range(rows):
+                writer.add_row(np.full((1, *record), row, dtype=np.float32))
+        written = tracemalloc.get_traced_memory()[1]
+        tracemalloc.reset_peak()
+        cache = FeatureCache(path)
+        for row in (rows - 1, 0, rows // 2):
+            assert float(cache.features(row, 0)[0, 0]) == row
+        read = tracemalloc.get_traced_memory()[1]
+    finally:
+        tracemalloc.stop()
+    assert path.stat().st_size > rows * 64 * 256 * 4
+    assert written < 1 << 20 and read < 1 << 20, (written, read)
