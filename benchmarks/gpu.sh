@@ -73,13 +73,13 @@ step 120 tests $python -m pytest -q -m gpu -p no:cacheprovider "${tests[@]}" tes
 train=($python benchmarks/train.py --device "$device" --dtype "$dtype" "${train_size[@]}")
 step 90 train-stage-batch "${train[@]}" --features images cache --modes longest packed "${stage_rows[@]}" \
     > "$OUT/train_stage_batch.jsonl"
-step 140 train-fill "${train[@]}" --features images cache --modes longest "${fill[@]}" > "$OUT/train_fill.jsonl"
-step 80 train-compile "${train[@]}" --stages sft --features cache --modes longest "${fill[@]}" "${compile[@]}" \
+step 130 train-fill "${train[@]}" --features images cache --modes longest "${fill[@]}" > "$OUT/train_fill.jsonl"
+step 100 train-compile "${train[@]}" --stages sft --features cache --modes longest "${fill[@]}" "${compile[@]}" \
     > "$OUT/train_compile.jsonl"
 
 # 3. decoding in bfloat16 through the modules (the fast path is the CPU's): batch 1 and 8
 for batch in 1 8; do
-    step 35 "decode-batch-$batch" $python benchmarks/decode.py --device "$device" --dtype "$dtype" --batch "$batch" \
+    step 30 "decode-batch-$batch" $python benchmarks/decode.py --device "$device" --dtype "$dtype" --batch "$batch" \
         --path modules "${decode_size[@]}" >> "$OUT/decode.jsonl"
 done
 echo "gpu.sh: done ($(date -u +%FT%TZ)); files: $(ls "$OUT" | tr '\n' ' ')"

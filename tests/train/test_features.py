@@ -183,8 +183,7 @@ def test_a_resumed_run_whose_cache_changed_is_refused(tmp_path):
 
 
 def test_processes_of_a_distributed_run_do_not_build_the_cache(data, tmp_path):
-    from mmv.train.features import with_feature_cache
-    from mmv.train.run import RunRequest, plan_fresh
+    from mmv.train.run import RunRequest, plan_fresh, with_feature_cache
 
     cfg = TrainConfig(init=str(VLM_PTH), feature_cache=str(tmp_path / "missing.features"))
     request = RunRequest(

@@ -174,10 +174,20 @@ def check_request(req: RunRequest, stage: str) -> None:
         check_fresh(req)
 
 
+def with_feature_cache(plan: RunPlan, may_build: bool) -> RunPlan:
+    """The plan reading features from its cache (`mmv.train.features`) and building no encoder; as it is when the
+    run uses no cache."""
+    from mmv.train.features import ready_feature_cache
+
+    if not plan.cfg.uses_feature_cache:
+        return plan
+    path = ready_feature_cache(plan.data_spec, plan.cfg, plan.vision_dir, may_build)
+    spec = {**plan.data_spec, "feature_cache": str(path)}
+    return dataclasses.replace(plan, data_spec=spec, inputs=dataclasses.replace(plan.inputs, vision_dir=None))
+
+
 def build_features_before_launch(req: RunRequest, stage: str) -> None:
     """A launcher builds a missing feature cache once, before any worker starts (the workers only open it)."""
-    from mmv.train.features import with_feature_cache
-
     cfg = resume_settings(req, stage)[0] if req.resume else req.cfg
     if cfg.uses_feature_cache:
         with_feature_cache(plan_resume(req, stage) if req.resume else plan_fresh(req), may_build=True)
@@ -242,7 +252,6 @@ def sum_stats(per_rank: list[dict[str, int]]) -> dict[str, int]:
 def run(req: RunRequest, stage: str) -> dict[str, Any]:
     """Train; return the JSON summary. Raises `Interrupted` (carrying the summary) after Ctrl-C."""
     from mmv.data.loader import DataSpec, TrainData
-    from mmv.train.features import with_feature_cache
 
     if req.show_sample:
         return show_training_samples(req)
