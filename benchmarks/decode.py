@@ -1,9 +1,9 @@
 """Decode speed of `mmv chat` against the machine's memory-bandwidth ceiling, in float32 and int8.
 
-A preset (minimind-3v by default) with random weights and a full-size random p32-256 SigLIP encoder, batch 1, one
-image: time to first token (encoder + prefill), decode tokens/s over N new tokens, and peak RSS. A decode step must
-read every LLM weight it uses once, so the ceiling is 1 / (time of bare matrix-vector products over matrices of the
-same shapes; for a mixture of experts, the router and top-k experts of each layer).
+A preset (minimind-3v by default) with random weights and a full-size random p32-256 SigLIP encoder, --batch prompts
+(1) of one image each: time to first token (encoder + prefill), decode tokens/s over N new tokens, and peak RSS. A
+decode step must read every LLM weight it uses once, so the ceiling is 1 / (time of bare matrix-vector products over
+matrices of the same shapes; for a mixture of experts, the router and top-k experts of each layer).
 
 `--quantize int8` also times an int8 copy of the same model (`mmv.quant.quantize_model`), run for run alternating
 with float32 so that a busy machine slows both alike, against two ceilings: the bare int8 kernel over the int8
@@ -11,7 +11,7 @@ matrices, and the float32 ceiling's memory bandwidth applied to the int8 bytes (
 Then it measures the peak RSS of a chat session in a fresh process per precision: the model saved to a temporary
 folder, loaded by `mmv.loading.load_model` as `mmv chat` does, quantized, and asked two questions about an image
 (needs a tokenizer: `--tokenizer`, default ../shared/minimind_tokenizer). Usage:
-python benchmarks/decode.py [--preset minimind-3v] [--new-tokens 256] [--device cpu] [--dtype float32]
+python benchmarks/decode.py [--preset minimind-3v] [--new-tokens 256] [--batch 1] [--device cpu] [--dtype float32]
 [--threads N] [--path fast|modules|concat] [--count-ops] [--quantize int8 [--skip-memory]]
 """
 
@@ -45,13 +45,13 @@ from mmv.sampling import SamplingConfig
 DEFAULT_TOKENIZER = Path(__file__).resolve().parents[2] / "shared" / "minimind_tokenizer"
 
 
-def full_size_encoder() -> torch.nn.Module:
+def full_size_encoder(layers: int = 12) -> torch.nn.Module:
     from transformers import SiglipVisionConfig, SiglipVisionModel
 
     config = SiglipVisionConfig(
         hidden_size=768,
         intermediate_size=3072,
-        num_hidden_layers=12,
+        num_hidden_layers=layers,
         num_attention_heads=12,
         image_size=256,
         patch_size=32,
@@ -158,7 +158,8 @@ def timed_run(model: MiniMindVLM, args: argparse.Namespace, prompt: list[int], p
         return concatenating_decode(model, prompt, pixels, args.new_tokens)
     # random weights rarely emit eos, but make sure every run decodes the full length
     sampling = SamplingConfig(max_new_tokens=args.new_tokens, stop_on_eos=False)
-    return generate(model, [prompt], sampling, pixel_inputs=pixels, fast_decode=args.path == "fast")
+    prompts = [prompt] * args.batch
+    return generate(model, prompts, sampling, pixel_inputs=pixels, fast_decode=args.path == "fast")
 
 
 def summary(runs: list[GenerationResult], ceilings: list[float]) -> dict:
@@ -178,6 +179,8 @@ def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("--preset", default="minimind-3v", help="minimind-3v or minimind-3v-moe")
     parser.add_argument("--new-tokens", type=int, default=256)
+    parser.add_argument("--encoder-layers", type=int, default=12, help="fewer for a quick check (12: full size)")
+    parser.add_argument("--batch", type=int, default=1, help="prompts decoded together, one image each")
     parser.add_argument("--device", default="cpu")
     parser.add_argument("--dtype", default="float32", choices=["float32", "bfloat16", "float16"])
     parser.add_argument("--threads", type=int, default=0, help="torch threads (0 = torch default)")
@@ -205,16 +208,23 @@ def main() -> None:
     dtype = getattr(torch, args.dtype)
     torch.manual_seed(0)
 
-    model = MiniMindVLM(preset(args.preset), full_size_encoder()).to(args.device, dtype).eval()
+    if args.batch > 1 and args.path == "concat":
+        parser.error("--path concat decodes one prompt at a time (--batch 1)")
+    model = (
+        MiniMindVLM(preset(args.preset, image_hidden_size=768), full_size_encoder(args.encoder_layers))
+        .to(args.device, dtype)
+        .eval()
+    )
     models = {args.dtype: model}
     if args.quantize:
         start = time.perf_counter()
         models["int8"] = quantize_model(copy.deepcopy(model), args.quantize)
         quantize_s = time.perf_counter() - start
-    pixels = {"pixel_values": torch.randn(1, 3, 256, 256, dtype=dtype, device=args.device)}
+    pixels = {"pixel_values": torch.randn(args.batch, 3, 256, 256, dtype=dtype, device=args.device)}
     prompt = [1, 872, 198] + [12] * 64 + [198, 2001, 2, 198, 1, 1078, 198, 25, 198, 198, 26, 198, 198]
     for each in models.values():  # warm-up
-        generate(each, [prompt], SamplingConfig(max_new_tokens=8, stop_on_eos=False), pixel_inputs=pixels)
+        warm = SamplingConfig(max_new_tokens=8, stop_on_eos=False)
+        generate(each, [prompt] * args.batch, warm, pixel_inputs=pixels)
 
     # the ceiling is measured right before and after every run, so a busy machine skews both alike
     runs = {name: [] for name in models}
@@ -226,7 +236,7 @@ def main() -> None:
             runs[name].append(timed_run(each, args, prompt, pixels))
             after, _ = matvec_ceiling(each, dtype, args.device)
             ceilings[name].append((before + after) / 2)
-    path = "modules" if args.path == "fast" and not FastDecoder.supports(model, batch=1) else args.path
+    path = "modules" if args.path == "fast" and not FastDecoder.supports(model, batch=args.batch) else args.path
     result = {
         "benchmark": "decode",
         "preset": args.preset,
@@ -236,8 +246,13 @@ def main() -> None:
         "cpu": platform.processor() or platform.machine(),
         "llm_weight_mb": round(weight_bytes[args.dtype] / 2**20, 1),
         "new_tokens": args.new_tokens,
+        "batch": args.batch,
         "path": path,
         **summary(runs[args.dtype], ceilings[args.dtype]),
+        # per sequence above (decode steps per second); all rows together here
+        "total_decode_tokens_per_s": round(
+            statistics.median(r.decode_tokens_per_s for r in runs[args.dtype]) * args.batch, 1
+        ),
     }
     if args.quantize:
         result["int8"] = int8_summary(runs, ceilings, weight_bytes, args.dtype)

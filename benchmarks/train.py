@@ -9,8 +9,14 @@ steps, so the figures are the trainer's (forward, backward, AdamW); the loader's
 Useful tokens are non-padding tokens. MFU = the model FLOPs those tokens need (forward + the backward that the
 freeze mode requires; padding is not model work) / time / the machine's measured matmul peak in the compute dtype.
 
-Usage: python benchmarks/train.py [--stages pretrain sft] [--steps 3] [--warmup 1] [--batch-size N]
-       [--device cpu|cuda] [--dtype float32|bfloat16] [--rows 512] [--tokenizer DIR] [--threads N] [--compile]
+Each stage runs twice (--features): with the images decoded, processed and encoded every step (the encoder's
+forward counts as model work), and with a feature cache built first (`mmv data cache-features`; the model has no
+encoder, the loader decodes no JPEG). The projected epoch time is the published dataset's rows at the measured
+samples/s. On CUDA the peak memory of a step at the max length is measured beside the start-of-run estimate.
+
+Usage: python benchmarks/train.py [--stages pretrain sft] [--features images cache] [--modes ...] [--steps 3]
+       [--warmup 1] [--batch-size N | --fill-memory 0.5] [--device cpu|cuda] [--dtype float32|bfloat16]
+       [--rows 512] [--tokenizer DIR] [--threads N] [--compile] [--preset minimind-3v] [--encoder-layers 12]
 """
 
 from __future__ import annotations
@@ -29,51 +35,25 @@ import torch
 
 from mmv.config import VLMConfig, preset
 from mmv.data.batch import Batch
+from mmv.data.feature_build import build_feature_cache
 from mmv.data.loader import DataSpec, TrainData
 from mmv.device import DTYPES, pick_dtype
 from mmv.model.vision import load_encoder
 from mmv.model.vlm import MiniMindVLM
 from mmv.train.config import stage_config
 from mmv.train.distributed import DistContext
+from mmv.train.memory import estimate
 from mmv.train.trainer import Trainer
 
 MODES = ("max-length", "longest", "packed")
+# the synthetic conversations' vocabulary: English and Chinese words, as the published data mixes both
 WORDS = (
-    "the",
-    "picture",
-    "shows",
-    "a",
-    "small",
-    "red",
-    "house",
-    "beside",
-    "large",
-    "green",
-    "tree",
-    "under",
-    "bright",
-    "blue",
-    "sky",
-    "with",
-    "white",
-    "clouds",
-    "and",
-    "two",
-    "people",
-    "walking",
-    "along",
-    "road",
-    "图中",
-    "一只",
-    "猫",
-    "坐在",
-    "窗台",
-    "上",
-    "阳光",
-    "照进",
-    "房间",
-)
+    "the picture shows a small red house beside large green tree under bright blue sky with white clouds and two "
+    "people walking along road 图中 一只 猫 坐在 窗台 上 阳光 照进 房间"
+).split()
 ENCODER_TOKENS = 64  # p32-256: an 8x8 grid per image
+REAL_ROWS = {"pretrain": 1_270_000, "sft": 2_900_000}  # the published datasets' rows, for the projected epoch time
+REFERENCE_EPOCH_H = {"sft": 2.0}  # the reference's claim: one SFT epoch in about 2 hours on one RTX 3090
 
 
 def sample_length(rng: random.Random) -> int:
@@ -130,12 +110,13 @@ def write_dataset(path: Path, stage: str, rows: int, tokenizer_dir: str, seed: i
     pq.write_table(table, str(path), row_group_size=256)
 
 
-def full_size_encoder(folder: Path) -> Path:
+def full_size_encoder(folder: Path, layers: int = 12) -> Path:
     from mmv.synth.encoder import TinyEncoderConfig, make_encoder
 
-    return make_encoder(
-        folder, TinyEncoderConfig(hidden_size=768, intermediate_size=3072, num_hidden_layers=12, num_attention_heads=12)
+    config = TinyEncoderConfig(
+        hidden_size=768, intermediate_size=3072, num_hidden_layers=layers, num_attention_heads=12
     )
+    return make_encoder(folder, config)
 
 
 def matmul_peak(device: torch.device, dtype: torch.dtype) -> float:
@@ -188,6 +169,7 @@ def pad_to(batch: Batch, length: int) -> Batch:
         input_ids=pad(batch.input_ids, (0, extra), value=0),
         labels=pad(batch.labels, (0, extra), value=-100),
         pixel_inputs=batch.pixel_inputs,
+        image_features=batch.image_features,
         num_images=batch.num_images,
         num_samples=batch.num_samples,
         rows=batch.rows,
@@ -241,46 +223,87 @@ def figures(trainer: Trainer, batches: list[Batch], times: list[float], freeze: 
     }
 
 
-def run_stage(stage: str, args: argparse.Namespace, work: Path, encoder_dir: Path, ctx: DistContext) -> list[dict]:
-    cfg = stage_config(
-        stage,
-        init="none",
-        preset="minimind-3v",
-        dtype=args.dtype,
-        device=ctx.device.type,
-        compile=args.compile,
-        batch_size=args.batch_size,
-    )
-    data_file = work / f"{stage}.parquet"
-    write_dataset(data_file, stage, args.rows, args.tokenizer)
+def fill_batch_size(stage: str, model: MiniMindVLM, device: torch.device, fraction: float, dtype: torch.dtype) -> int:
+    """The largest power of two whose start-of-run memory estimate (the one `mmv sft` prints) fits `fraction` of the
+    GPU's memory: a batch that fills the GPU without risking an out-of-memory error in a short session."""
+    max_seq_len = stage_config(stage).max_seq_len
+    total = sum(p.numel() for p in model.parameters())
+    trainable = sum(p.numel() for name, p in model.named_parameters() if not name.startswith("vision_encoder."))
+    budget = fraction * torch.cuda.get_device_properties(device).total_memory
+    batch = 1
+    while estimate(model.config, total, trainable, batch * 2, max_seq_len, dtype.itemsize, False).total <= budget:
+        batch *= 2
+    return batch
+
+
+def build_model(name: str, encoder_dir: Path, cached: bool) -> MiniMindVLM:
+    """The preset with random weights; reading a feature cache, it has no encoder at all (as `--cache-features`)."""
     torch.manual_seed(0)
-    model = MiniMindVLM(preset("minimind-3v"), load_encoder(encoder_dir))
+    model = MiniMindVLM(preset(name, image_hidden_size=768), None if cached else load_encoder(encoder_dir))
     model.init_fresh_weights()
-    encoder_params = sum(p.numel() for p in model.vision_encoder.parameters())
+    return model
+
+
+def peak_step_memory(trainer: Trainer, batch: Batch) -> int | None:
+    """Peak GPU memory of one more step on a batch padded to the max length (what the start-of-run estimate
+    assumes), with the optimizer state already there; None off CUDA."""
+    device = trainer.ctx.device
+    if device.type != "cuda":
+        return None
+    torch.cuda.reset_peak_memory_stats(device)
+    timed_step(trainer, batch)
+    return torch.cuda.max_memory_allocated(device)
+
+
+def run_features(
+    stage: str,
+    features: str,
+    batch_size: int | None,
+    args: argparse.Namespace,
+    data_file: Path,
+    encoder_dir: Path,
+    ctx: DistContext,
+) -> list[dict]:
+    """Every mode of one stage, the images decoded and encoded each step, or their features read from a cache."""
+    cached = features == "cache"
+    model = build_model(args.preset, encoder_dir, cached)
+    cfg = stage_config(
+        stage, init="none", preset=args.preset, dtype=args.dtype, device=ctx.device.type, compile=args.compile,
+        batch_size=batch_size,
+    )  # fmt: skip
+    cache_seconds, cache_file = 0.0, None
+    if cached:
+        built = build_feature_cache([data_file], encoder_dir, dtype=args.cache_dtype, device=ctx.device.type)
+        cache_seconds, cache_file = built.seconds, str(built.path)
+    encoder_params = 0 if cached else sum(p.numel() for p in model.vision_encoder.parameters())
 
     def spec(pack: bool) -> DataSpec:
         return DataSpec(
-            files=[str(data_file)],
-            tokenizer_dir=args.tokenizer,
-            vision_dir=str(encoder_dir),
-            max_seq_len=cfg.max_seq_len,
-            random_system_prompt=False,
-            pack=pack,
-        )
+            files=[str(data_file)], tokenizer_dir=args.tokenizer, vision_dir=str(encoder_dir),
+            max_seq_len=cfg.max_seq_len, random_system_prompt=False, pack=pack, feature_cache=cache_file,
+        )  # fmt: skip
 
-    trainer = Trainer(cfg, model, TrainData(spec(False)), ctx, work / f"run-{stage}", f"{stage}_bench.pth")
-    loaded = {
-        mode: load_batches(spec(mode == "packed"), mode, args.warmup + args.steps, cfg.batch_size) for mode in MODES
-    }
-    times: dict[str, list[float]] = {mode: [] for mode in MODES}
+    trainer = Trainer(cfg, model, TrainData(spec(False)), ctx, data_file.parent / f"run-{stage}-{features}", "b.pth")
+    count = args.warmup + args.steps
+    loaded = {mode: load_batches(spec(mode == "packed"), mode, count, cfg.batch_size) for mode in args.modes}
+    for mode, (batches, _) in loaded.items():
+        if len(batches) < count:
+            sys.exit(f"--rows {args.rows} gives {len(batches)} {mode} batches of {cfg.batch_size}; {count} are needed")
+    times: dict[str, list[float]] = {mode: [] for mode in args.modes}
     # modes take turns step by step, so a busy machine slows them alike
-    for index in range(args.warmup + args.steps):
-        for mode in MODES:
+    for index in range(count):
+        for mode in args.modes:
             seconds = timed_step(trainer, loaded[mode][0][index])
             if index >= args.warmup:
                 times[mode].append(seconds)
+    peak = peak_step_memory(trainer, load_batches(spec(False), "max-length", 1, cfg.batch_size)[0][0])
+    total = sum(p.numel() for p in model.parameters())
+    trainable = sum(p.numel() for p in trainer.params)
+    estimated = estimate(
+        model.config, total, trainable, cfg.batch_size, cfg.max_seq_len, trainer.dtype.itemsize, cfg.grad_checkpoint
+    ).total
     results = []
-    for mode in MODES:
+    for mode in args.modes:
         batches, loader_rate = loaded[mode]
         f = figures(trainer, batches[args.warmup :], times[mode], cfg.freeze, encoder_params)
         results.append(
@@ -288,6 +311,10 @@ def run_stage(stage: str, args: argparse.Namespace, work: Path, encoder_dir: Pat
                 "benchmark": "train",
                 "stage": stage,
                 "mode": mode,
+                "features": features,
+                "cache_dtype": args.cache_dtype if cached else None,
+                "cache_build_s": round(cache_seconds, 2),
+                "compile": cfg.compile,
                 "device": str(ctx.device),
                 "dtype": str(trainer.dtype).removeprefix("torch."),
                 "batch_size": cfg.batch_size,
@@ -301,10 +328,19 @@ def run_stage(stage: str, args: argparse.Namespace, work: Path, encoder_dir: Pat
                 "step_s": round(f["step_s"], 4),
                 "model_flops_per_s": f["flops_per_s"],
                 "loader_samples_per_s": round(loader_rate, 1),
+                # the loader and the steps one after the other in one process (--num-workers 0)
+                "serial_samples_per_s": round(1 / (1 / f["samples_per_s"] + 1 / loader_rate), 3),
+                "projected_epoch_h": round(REAL_ROWS[stage] / f["samples_per_s"] / 3600, 2),
+                "reference_epoch_h": REFERENCE_EPOCH_H.get(stage),
+                "memory_estimate_gib": round(estimated / 2**30, 2),
+                "peak_memory_gib": round(peak / 2**30, 2) if peak else None,
+                "estimate_over_peak": round(estimated / peak, 3) if peak else None,
             }
         )
-    for result in results:
-        result["speedup_vs_max_length"] = round(result["tokens_per_s"] / results[0]["tokens_per_s"], 2)
+    if "max-length" in args.modes:
+        baseline = results[args.modes.index("max-length")]["tokens_per_s"]
+        for result in results:
+            result["speedup_vs_max_length"] = round(result["tokens_per_s"] / baseline, 2)
     return results
 
 
@@ -312,24 +348,40 @@ def markdown(results: list[dict], peak: float) -> str:
     lines = [
         f"matmul peak measured: {peak / 1e12:.3f} TFLOP/s ({results[0]['dtype']}, {results[0]['device']})",
         "",
-        "| stage | mode | batch | samples/s | useful tokens/s | padding | step s | MFU | vs max-length |",
-        "|---|---|---|---|---|---|---|---|---|",
+        "| stage | features | mode | batch | samples/s | useful tokens/s | padding | step s | MFU | epoch h |",
+        "|---|---|---|---|---|---|---|---|---|---|",
     ]
     for r in results:
         lines.append(
-            f"| {r['stage']} | {r['mode']} | {r['batch_size']} x {r['max_seq_len']} | {r['samples_per_s']} | "
-            f"{r['tokens_per_s']} | {r['padding_fraction']:.0%} | {r['step_s']} | {r['mfu']:.1%} | "
-            f"{r['speedup_vs_max_length']}x |"
+            f"| {r['stage']} | {r['features']} | {r['mode']} | {r['batch_size']} x {r['max_seq_len']} | "
+            f"{r['samples_per_s']} | {r['tokens_per_s']} | {r['padding_fraction']:.0%} | {r['step_s']} | "
+            f"{r['mfu']:.1%} | {r['projected_epoch_h']} |"
         )
     return "\n".join(lines)
 
 
-def main() -> None:
+def parse_args() -> argparse.Namespace:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("--stages", nargs="+", default=["pretrain", "sft"], choices=["pretrain", "sft"])
+    parser.add_argument("--modes", nargs="+", default=list(MODES), choices=MODES)
+    parser.add_argument(
+        "--features",
+        nargs="+",
+        default=["images", "cache"],
+        choices=["images", "cache"],
+        help="images: decoded and encoded every step; cache: read from a feature cache built first (no encoder)",
+    )
+    parser.add_argument("--cache-dtype", default="float16", choices=["float16", "float32"])
     parser.add_argument("--steps", type=int, default=10, help="timed steps per mode")
     parser.add_argument("--warmup", type=int, default=2, help="untimed steps per mode first")
     parser.add_argument("--batch-size", type=int, default=None, help="[default: the stage's, 16 / 4]")
+    parser.add_argument(
+        "--fill-memory",
+        type=float,
+        default=None,
+        metavar="FRACTION",
+        help="CUDA: the largest power-of-two batch whose memory estimate fits this fraction of the GPU",
+    )
     parser.add_argument("--rows", type=int, default=512, help="rows of each synthetic parquet")
     parser.add_argument("--device", default="cuda" if torch.cuda.is_available() else "cpu")
     parser.add_argument("--dtype", default="auto", choices=DTYPES)
@@ -338,9 +390,15 @@ def main() -> None:
         default=str(Path(__file__).resolve().parents[2] / "shared" / "minimind_tokenizer"),
         help="a MiniMind tokenizer folder",
     )
+    parser.add_argument("--preset", default="minimind-3v", help="the model (tiny: a quick check of the script)")
+    parser.add_argument("--encoder-layers", type=int, default=12, help="fewer for a quick check (12: full size)")
     parser.add_argument("--threads", type=int, default=0, help="torch threads (0 = torch default)")
     parser.add_argument("--compile", action="store_true", help="torch.compile the model")
-    args = parser.parse_args()
+    return parser.parse_args()
+
+
+def main() -> None:
+    args = parse_args()
     if args.threads:
         torch.set_num_threads(args.threads)
     device = torch.device(args.device)
@@ -350,9 +408,17 @@ def main() -> None:
     results = []
     with tempfile.TemporaryDirectory() as tmp:
         work = Path(tmp)
-        encoder_dir = full_size_encoder(work / "encoder")
+        encoder_dir = full_size_encoder(work / "encoder", args.encoder_layers)
         for stage in args.stages:
-            results += run_stage(stage, args, work, encoder_dir, ctx)
+            (work / stage).mkdir()
+            data_file = work / stage / "data.parquet"
+            write_dataset(data_file, stage, args.rows, args.tokenizer)
+            batch_size = args.batch_size
+            if args.fill_memory:
+                whole = build_model(args.preset, encoder_dir, cached=False)
+                batch_size = fill_batch_size(stage, whole, device, args.fill_memory, compute)
+            for features in args.features:
+                results += run_features(stage, features, batch_size, args, data_file, encoder_dir, ctx)
     peak = max(peak, matmul_peak(device, compute))  # the best of two: a busy machine only lowers it
     print(
         json.dumps(

@@ -9,6 +9,8 @@ from pathlib import Path
 
 import pytest
 
+from tests.gpu import full_float32, gpu  # noqa: F401 - the `gpu`-marked tests' fixtures, for every test module
+
 SHARED = Path(__file__).resolve().parents[1].parent / "shared"
 REFERENCE = SHARED / "fixtures" / "reference"
 TOKENIZER_DIR = SHARED / "minimind_tokenizer"

@@ -1,4 +1,5 @@
-"""`mmv data synth | from-llava | check | preview | rechunk`, run as real subprocesses on files the tests write."""
+"""`mmv data synth | from-llava | check | preview | rechunk | cache-features`, run as real subprocesses on files the
+tests write."""
 
 from __future__ import annotations
 
@@ -298,3 +299,29 @@ def test_training_warns_about_a_coarse_file(tmp_path, capsys):
     warn_coarse_files(ParquetSource([str(coarse), str(fine)]))
     err = capsys.readouterr().err
     assert f"mmv data rechunk {coarse} --out FILE" in err and "fine.parquet" not in err
+
+
+def test_cache_features_writes_reuses_and_refuses_in_one_line(tmp_path):
+    from mmv.data.features import FeatureCache
+    from tests.train.helpers import VISION_DIR
+
+    data = tmp_path / "d.parquet"
+    write_parquet(data, [(conv("<image>\nwhat?", "a red square"), jpeg()), (conv("<image>\nand?", "x"), b"broken")])
+    out = tmp_path / "d.features"
+    built = mmv("data", "cache-features", data, "--vision", VISION_DIR, "--out", out, "--device", "cpu", "--json")
+    assert built.returncode == 0, built.stderr
+    summary = json.loads(built.stdout)
+    assert summary | {"seconds": 0, "bytes": 0} == {
+        "out": str(out), "rows": 2, "images": 1, "image_failures": 1, "bytes": 0, "dtype": "float16", "reused": False,
+        "seconds": 0,
+    }  # fmt: skip
+    assert summary["bytes"] == out.stat().st_size and FeatureCache(out).count(0) == 1
+    again = mmv("data", "cache-features", data, "--vision", VISION_DIR, "--out", out, "--json")
+    assert again.returncode == 0 and json.loads(again.stdout)["reused"] is True
+    before = out.read_bytes()
+    write_parquet(data, [(conv("<image>\nwhat?", "a blue square"), jpeg(colour=(0, 0, 200)))])
+    refused = mmv("data", "cache-features", data, "--vision", VISION_DIR, "--out", out)
+    assert refused.returncode == 2 and refused.stderr.count("\n") == 1, refused.stderr
+    assert "was built from other data than d.parquet" in refused.stderr and out.read_bytes() == before
+    wrong = mmv("data", "cache-features", data, "--vision", VISION_DIR, "--cache-dtype", "int8")
+    assert wrong.returncode == 2 and "unknown --cache-dtype 'int8'" in wrong.stderr

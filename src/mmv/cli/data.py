@@ -1,4 +1,5 @@
-"""`mmv data synth | from-llava | check | preview | rechunk`: make, convert, validate, look at and re-lay datasets."""
+"""`mmv data synth | from-llava | check | preview | rechunk | cache-features`: make, convert, validate, look at,
+re-lay and pre-encode datasets."""
 
 from __future__ import annotations
 
@@ -233,4 +234,54 @@ def rechunk(
     console.print(f"{out}: {rows:,} rows in row groups of {group_rows:,}, {seconds:.1f} s")
     emit_json(
         {"file": str(file), "out": str(out), "rows": rows, "group_rows": group_rows, "seconds": round(seconds, 2)}
+    )
+
+
+@app.command("cache-features")
+@handle_errors(flags={"vision": "--vision DIR"})
+def cache_features(
+    files: list[str] = typer.Argument(..., metavar="DATA...", help="Parquet files or globs, in training's order."),
+    vision: Path = typer.Option(..., "--vision", metavar="DIR", help="The vision encoder folder training uses."),
+    out: Path = typer.Option(
+        None, "--out", metavar="FILE", help="Cache to write [default: beside the first file, named by its key]."
+    ),
+    cache_dtype: str = typer.Option("float16", "--cache-dtype", help="float16 | float32 (exact)."),
+    device: str = typer.Option("auto", "--device", help="Where the encoder runs: auto | cpu | cuda | mps."),
+    num_workers: int = typer.Option(0, "--num-workers", min=0, help="Processes decoding images beside this one."),
+) -> None:
+    """Encode every image of the data once with the frozen encoder: `mmv sft|pretrain --feature-cache FILE` (or
+    --cache-features for the default place) then trains from it without decoding an image or running the encoder."""
+    from mmv.data.feature_build import build_feature_cache
+    from mmv.data.features import DTYPES
+
+    if cache_dtype not in DTYPES:
+        raise MmvError(f"unknown --cache-dtype {cache_dtype!r}; expected one of {', '.join(DTYPES)}")
+    with progress() as bar:
+        task = bar.add_task("encoding images", total=None)
+        result = build_feature_cache(
+            files,
+            vision.expanduser().absolute(),
+            out.expanduser().absolute() if out else None,
+            dtype=cache_dtype,
+            device=device,
+            num_workers=num_workers,
+            on_rows=lambda rows: bar.advance(task, rows),
+        )
+    what = "up to date, reused" if result.reused else f"written in {result.seconds:.1f} s"
+    console.print(
+        f"{result.path}: {result.images:,} images of {result.rows:,} rows, {result.bytes / 2**30:.2f} GiB, {what}"
+    )
+    if result.failures:
+        console.print(f"[yellow]{result.failures} row(s) with images that cannot be decoded: training skips them[/]")
+    emit_json(
+        {
+            "out": str(result.path),
+            "rows": result.rows,
+            "images": result.images,
+            "image_failures": result.failures,
+            "bytes": result.bytes,
+            "dtype": cache_dtype,
+            "reused": result.reused,
+            "seconds": round(result.seconds, 2),
+        }
     )

@@ -16,7 +16,8 @@ from mmv.console import say
 from mmv.device import DEVICE_HELP, DTYPE_HELP
 from mmv.train.config import STAGE_DEFAULTS, TrainConfig
 
-FLAGS = {**MODEL_FLAGS, "init": "--init"}  # the settings an error can name (see mmv.errors) -> flags
+# the settings an error can name (see mmv.errors) -> flags
+FLAGS = {**MODEL_FLAGS, "init": "--init", "nproc": "--nproc N"}
 
 
 def stage_default(stage: str, name: str) -> Any:
@@ -90,6 +91,21 @@ def _make(stage: str) -> Callable[..., None]:
         device: str = typer.Option(None, help=f"{DEVICE_HELP} {default('device')}."),
         grad_checkpoint: bool = typer.Option(False, "--grad-checkpoint", help="Recompute blocks in backward."),
         num_workers: int = typer.Option(None, help=f"Data loading worker processes per rank {default('num_workers')}."),
+        cache_features: bool = typer.Option(
+            False,
+            "--cache-features",
+            help="Encode every image once into a feature cache beside the data (reused while data and encoder are "
+            "unchanged) and train from it: no JPEG decoding, no encoder run.",
+        ),
+        feature_cache: Path = typer.Option(
+            None,
+            "--feature-cache",
+            metavar="FILE",
+            help="The feature cache to build or reuse (implies --cache-features).",
+        ),
+        cache_dtype: str = typer.Option(
+            None, help=f"float16 | float32 (exactly the losses without a cache) {default('cache_dtype')}."
+        ),
         no_random_system_prompt: bool = typer.Option(
             False, "--no-random-system-prompt", help="Switch off the reference's random system prompt (p=0.2)."
         ),
@@ -111,9 +127,12 @@ def _make(stage: str) -> Callable[..., None]:
             "epochs": epochs, "max_steps": max_steps, "batch_size": batch_size, "accum": accum, "lr": lr,
             "warmup": warmup, "max_seq_len": max_seq_len, "save_every": save_every, "keep": keep,
             "log_every": log_every, "seed": seed, "dtype": dtype, "device": device, "num_workers": num_workers,
+            "cache_dtype": cache_dtype,
+            "feature_cache": str(feature_cache.expanduser().absolute()) if feature_cache else None,
             # switches: only an explicit "on" counts as given (off is every default)
             "train_vision": train_vision or None, "pack": pack or None, "compile": compile or None,
             "grad_checkpoint": grad_checkpoint or None, "wandb": wandb or None, "tensorboard": tensorboard or None,
+            "cache_features": cache_features or None,
         }  # fmt: skip
         given = {name: value for name, value in options.items() if value is not None}
         data_options = {"random_system_prompt": not no_random_system_prompt, "drop_empty_think": not keep_empty_think}
@@ -156,7 +175,7 @@ def _train(
     from mmv.errors import MmvError
     from mmv.threads import requested_threads, set_threads
     from mmv.train.config import stage_config
-    from mmv.train.run import RunRequest, check_request, run
+    from mmv.train.run import RunRequest, build_features_before_launch, check_request, run
 
     if nproc is not None and nproc < 1:
         raise MmvError(f"--nproc must be at least 1, got {nproc}")
@@ -181,6 +200,7 @@ def _train(
         requested_threads(threads)  # a bad MMV_THREADS is refused once, not by every worker
         with held_for_workers(request.out):
             check_request(request, stage)
+            build_features_before_launch(request, stage)
             raise SystemExit(launch(nproc, sys.argv[1:]))
     threads = set_threads(threads, processes=int(os.environ.get("LOCAL_WORLD_SIZE", "1")))
     from mmv.train.trainer import Interrupted

@@ -14,6 +14,8 @@ class Batch:
     input_ids: torch.Tensor  # [B, T] long, right-padded with the pad id (0) to the longest sample
     labels: torch.Tensor  # [B, T] long, -100 outside supervised assistant spans and on padding
     pixel_inputs: dict[str, torch.Tensor] | None = None  # the image processor's output for every image, in order
+    # from a feature cache instead: every image's encoder output (last_hidden_state) [images, tokens, dim], in order
+    image_features: torch.Tensor | None = None
     num_images: int = 0
     # packing only: several samples per row, attention kept inside each (segment ids), positions restart at 0
     segment_ids: torch.Tensor | None = None
@@ -50,6 +52,7 @@ class Batch:
             input_ids=move(self.input_ids),
             labels=move(self.labels),
             pixel_inputs={k: move(v) for k, v in self.pixel_inputs.items()} if self.pixel_inputs else None,
+            image_features=move(self.image_features) if self.image_features is not None else None,
             num_images=self.num_images,
             segment_ids=move(self.segment_ids) if self.segment_ids is not None else None,
             position_ids=move(self.position_ids) if self.position_ids is not None else None,

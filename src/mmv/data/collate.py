@@ -1,7 +1,8 @@
 """Samples -> one Batch: padded to the longest sample, or packed several to a row.
 
 Images are processed in the order their placeholder runs appear in the batch (row by row, left to right), which is
-the order `MiniMindVLM.embed` fills them in.
+the order `MiniMindVLM.embed` fills them in. Samples read from a feature cache carry their images' encoder features
+(tensors) instead of PIL images: those are stacked, not processed.
 """
 
 from __future__ import annotations
@@ -24,12 +25,12 @@ PAD_SEGMENT = -1
 
 @dataclass
 class PreparedSample:
-    """One usable sample: tokens, labels and its decoded images."""
+    """One usable sample: tokens, labels and its decoded images (or their cached encoder features)."""
 
     row: int  # global row number
     input_ids: list[int]
     labels: list[int]
-    images: list[Image.Image] = field(default_factory=list)
+    images: list[Image.Image] | list[torch.Tensor] = field(default_factory=list)
 
 
 def pack_rows(lengths: list[int], capacity: int) -> list[list[int]]:
@@ -80,10 +81,12 @@ def collate(
             column = end
             order.append(sample)
     images = [image for sample in order for image in sample.images]
+    features = bool(images) and isinstance(images[0], torch.Tensor)
     return Batch(
         input_ids=input_ids,
         labels=labels,
-        pixel_inputs=process(images) if images and process is not None else None,
+        pixel_inputs=process(images) if images and not features and process is not None else None,
+        image_features=torch.stack(images) if features else None,
         num_images=len(images),
         segment_ids=segments,
         position_ids=positions,

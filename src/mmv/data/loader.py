@@ -12,6 +12,8 @@ yields exactly `num_batches(start_sample, batch_size)` batches, one per chunk, s
   (zero-size tensors) that still carries num_samples and next_sample.
 
 Skipped positions before `start_sample` are never read: only the windows holding this rank's positions are.
+With a feature cache (`DataSpec.feature_cache`, `mmv.data.features`), samples carry their images' encoder features
+from the cache: no image is decoded or processed, and rows are skipped exactly as without it.
 With `num_workers > 0`, DataLoader worker w builds batches w, w + k, w + 2k, ... and the DataLoader hands them out
 round-robin, which is exactly the order without workers.
 """
@@ -21,6 +23,7 @@ from __future__ import annotations
 import itertools
 from collections.abc import Iterator
 from dataclasses import dataclass
+from pathlib import Path
 from typing import Any
 
 import torch
@@ -28,11 +31,12 @@ from torch.utils.data import DataLoader, IterableDataset
 
 from mmv.data.batch import Batch
 from mmv.data.collate import PreparedSample, collate
+from mmv.data.features import FeatureCache
 from mmv.data.labels import LabelBuilder, Preprocessing
 from mmv.data.rows import BAD_KINDS, KINDS, BadRow
 from mmv.data.skips import BadRowGuard, Skipped, Skips
 from mmv.data.source import BlockReader, EpochPlan, ParquetSource, WindowRows
-from mmv.data.validate import RowValidator
+from mmv.data.validate import RowValidator, decode_row_images
 from mmv.errors import MmvError
 
 
@@ -51,6 +55,7 @@ class DataSpec:
     pin_memory: bool = False  # page-locked batches for faster copies to the GPU (only where CUDA is available)
     block_rows: int = 256  # rows read at a time from a row group
     window_rows: int = 2048  # rows shuffled together; a reader holds about one window in memory
+    feature_cache: str | None = None  # a cache of these files encoded by vision_dir: read features, not images
 
 
 def check_spec(spec: DataSpec) -> None:
@@ -61,6 +66,15 @@ def check_spec(spec: DataSpec) -> None:
         raise MmvError(f"num_workers must be 0 or more, got {spec.num_workers}")
     if not 0 <= spec.max_bad_fraction <= 1:
         raise MmvError(f"max_bad_fraction must be between 0 and 1, got {spec.max_bad_fraction}")
+    if spec.feature_cache and not spec.vision_dir:
+        raise MmvError("a feature cache needs the vision encoder folder it was built with", option="vision")
+
+
+def check_feature_cache(spec: DataSpec, files: list[Path]) -> None:
+    """The cache must hold exactly these files encoded by this encoder (their contents are hashed: once per process)."""
+    from mmv.data.feature_build import cache_key, open_checked
+
+    open_checked(Path(spec.feature_cache), cache_key(files, spec.vision_dir), spec.vision_dir)
 
 
 def chunk_slices(start: int, total: int, batch_size: int, rank: int, world_size: int) -> Iterator[tuple[range, int]]:
@@ -82,12 +96,14 @@ class BatchBuilder:
         self.spec = spec
         self.source = source
         self.tokenizer = load_tokenizer(spec.tokenizer_dir)
+        self.features = FeatureCache(spec.feature_cache) if spec.feature_cache else None
         self.validator = RowValidator(
             LabelBuilder(self.tokenizer, spec.max_seq_len),
             Preprocessing.from_flags(spec.random_system_prompt, spec.drop_empty_think),
             spec.seed,
+            images=self.features.images_of if self.features else decode_row_images,
         )
-        self.processor = ImageProcessor(spec.vision_dir) if spec.vision_dir else None
+        self.processor = ImageProcessor(spec.vision_dir) if spec.vision_dir and not self.features else None
         self.reader = BlockReader(source)
         self._plan: EpochPlan | None = None
         self._window: tuple[int, int, WindowRows] | None = None  # (epoch, window, rows as read)
@@ -143,6 +159,8 @@ class TrainData:
         self.rank, self.world_size = rank, world_size
         self.source = ParquetSource(spec.files)
         self.num_rows = self.source.num_rows
+        if spec.feature_cache:
+            check_feature_cache(spec, self.source.files)
         self.rows_read = 0  # sample positions consumed (used or skipped) over every `batches` call
         self.skips = Skips.of(KINDS)
         self._builder = BatchBuilder(spec, self.source)  # fails fast on a bad tokenizer or vision folder

@@ -60,6 +60,10 @@ class MiniMindVLM(MiniMindLM):
         trainable = any(p.requires_grad for p in self.vision_encoder.parameters())
         with torch.set_grad_enabled(trainable and torch.is_grad_enabled()):
             features = self.vision_encoder(**pixel_inputs).last_hidden_state
+        return self.project_features(features)
+
+    def project_features(self, features: torch.Tensor) -> torch.Tensor:
+        """The encoder's last_hidden_state [N, tokens, D] (computed now, or read from a feature cache) -> [N, 64, H]."""
         return self.vision_proj(features.to(self.vision_proj.mlp[-1].weight.dtype))
 
     def embed(self, input_ids: torch.Tensor, image_embeds: torch.Tensor | None) -> torch.Tensor:
@@ -83,6 +87,7 @@ class MiniMindVLM(MiniMindLM):
         input_ids: torch.Tensor,
         *,
         pixel_inputs: dict[str, Any] | None = None,
+        image_features: torch.Tensor | None = None,
         image_embeds: torch.Tensor | None = None,
         labels: torch.Tensor | None = None,
         key_padding: torch.Tensor | None = None,
@@ -91,6 +96,8 @@ class MiniMindVLM(MiniMindLM):
         cache: KVCache | None = None,
         last_only: bool = False,
     ) -> VLMOutput:
+        if image_embeds is None and image_features is not None:
+            image_embeds = self.project_features(image_features)
         if image_embeds is None and pixel_inputs is not None:
             image_embeds = self.encode_images(pixel_inputs)
         hidden = self.embed(input_ids, image_embeds)

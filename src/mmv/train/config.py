@@ -11,6 +11,7 @@ from mmv.device import check_device, check_dtype
 from mmv.errors import MmvError
 
 FREEZE_MODES = ("projector", "ends", "none")
+CACHE_DTYPES = ("float16", "float32")
 
 
 @dataclass
@@ -40,6 +41,11 @@ class TrainConfig:
     device: str = "auto"  # auto = CUDA, else Apple MPS, else the CPU
     grad_checkpoint: bool = False  # recompute each block in backward: less activation memory, ~30% more compute
     num_workers: int = 0  # DataLoader workers per rank for decoding and tokenising
+    # read each image's encoder output from a feature cache instead of running the frozen encoder every epoch:
+    # the cache beside the data (built when missing), or at feature_cache
+    cache_features: bool = False
+    feature_cache: str | None = None  # where the cache is (implies cache_features); None: beside the first data file
+    cache_dtype: str = "float16"  # the cache's storage dtype; float32 gives exactly the losses without a cache
     wandb: bool = False
     tensorboard: bool = False
 
@@ -69,6 +75,17 @@ class TrainConfig:
                 raise MmvError(f"--{name.replace('_', '-')} must be at least 1, got {value}")
         if self.lr <= 0 or self.warmup < 0:
             raise MmvError("--lr must be positive and --warmup non-negative")
+        if self.cache_dtype not in CACHE_DTYPES:
+            raise MmvError(f"unknown --cache-dtype {self.cache_dtype!r}; expected one of {', '.join(CACHE_DTYPES)}")
+        if self.train_vision and self.uses_feature_cache:
+            raise MmvError(
+                "--train-vision trains the encoder, so its features cannot come from a feature cache; "
+                "train with one or the other"
+            )
+
+    @property
+    def uses_feature_cache(self) -> bool:
+        return self.cache_features or self.feature_cache is not None
 
     def to_dict(self) -> dict[str, Any]:
         return dataclasses.asdict(self)

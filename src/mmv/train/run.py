@@ -178,6 +178,25 @@ def check_request(req: RunRequest, stage: str) -> None:
         check_fresh(req)
 
 
+def with_feature_cache(plan: RunPlan, may_build: bool) -> RunPlan:
+    """The plan reading features from its cache (`mmv.train.features`) and building no encoder; as it is when the
+    run uses no cache."""
+    from mmv.train.features import ready_feature_cache
+
+    if not plan.cfg.uses_feature_cache:
+        return plan
+    path = ready_feature_cache(plan.data_spec, plan.cfg, plan.vision_dir, may_build)
+    spec = {**plan.data_spec, "feature_cache": str(path)}
+    return dataclasses.replace(plan, data_spec=spec, inputs=dataclasses.replace(plan.inputs, vision_dir=None))
+
+
+def build_features_before_launch(req: RunRequest, stage: str) -> None:
+    """A launcher builds a missing feature cache once, before any worker starts (the workers only open it)."""
+    cfg = resume_settings(req, stage)[0] if req.resume else req.cfg
+    if cfg.uses_feature_cache:
+        with_feature_cache(plan_resume(req, stage) if req.resume else plan_fresh(req), may_build=True)
+
+
 def show_samples(data: Any, count: int, batch_size: int) -> None:
     shown = 0
     for batch in data.batches(0, 0, batch_size):
@@ -244,6 +263,7 @@ def run(req: RunRequest, stage: str) -> dict[str, Any]:
     try:
         with owning(req.out, ctx):
             plan = plan_resume(req, stage) if req.resume else plan_fresh(req)
+            plan = with_feature_cache(plan, may_build=not ctx.distributed)
             spec = DataSpec(**plan.data_spec)
             data = TrainData(spec, ctx.rank, ctx.world_size)
             refuse_no_rows(data)

@@ -125,6 +125,7 @@ def summed_loss(
         out = model(
             batch.input_ids,
             pixel_inputs=batch.pixel_inputs,
+            image_features=batch.image_features,
             position_ids=batch.position_ids,
             segment_ids=batch.segment_ids,
         )
