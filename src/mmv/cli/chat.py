@@ -42,6 +42,9 @@ def chat(
     experts_per_token: int = typer.Option(
         None, min=1, metavar="K", help="Experts each token of a MoE model routes to (a bare .pth does not record it)."
     ),
+    adapter: Path = typer.Option(
+        None, metavar="DIR", help="Apply this LoRA / DoRA adapter to --model (a LoRA run directory applies its own)."
+    ),
 ) -> None:
     """Talk about one or more images with a MiniMind-V model."""
     from mmv.chat import ChatSession
@@ -63,6 +66,7 @@ def chat(
             device=device,
             dtype=dtype,
             experts_per_token=experts_per_token,
+            adapter=adapter,
             need_vision=bool(opened) or interactive,
         )
     show_notes(loaded.notes, MODEL_FLAGS)

@@ -33,6 +33,7 @@ MODEL_FLAGS = {
     "experts_per_token": "--experts-per-token K",
     "device": "--device",
     "dtype": "--dtype",
+    "adapter": "--adapter DIR",
 }
 
 

@@ -37,6 +37,9 @@ def eval_command(
     experts_per_token: int = typer.Option(
         None, min=1, metavar="K", help="Experts each token of a MoE model routes to (a bare .pth does not record it)."
     ),
+    adapter: Path = typer.Option(
+        None, metavar="DIR", help="Apply this LoRA / DoRA adapter to --model (a LoRA run directory applies its own)."
+    ),
 ) -> None:
     """Accuracy, answer loss and perplexity, and throughput of a model on held-out conversations."""
     from mmv.device import check_device, check_dtype
@@ -66,6 +69,7 @@ def eval_command(
         device=device,
         dtype=dtype,
         experts_per_token=experts_per_token,
+        adapter=adapter,
         need_vision=False,
     )
     show_notes(loaded.notes, MODEL_FLAGS)

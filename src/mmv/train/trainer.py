@@ -207,7 +207,7 @@ class Trainer:
         self.cfg, self.data, self.ctx, self.run_dir = cfg, data, ctx, run_dir
         self.weights_name, self.vision_source, self.sinks = weights_name, vision_source, sinks
         self.model = model.to(ctx.device)
-        self.names = apply_freeze(model, cfg.freeze, cfg.train_vision)
+        self.names = apply_freeze(model, cfg.freeze, cfg.train_vision, adapters=cfg.lora is not None)
         named = dict(model.named_parameters())
         self.params = [named[n] for n in self.names]
         self.dtype = pick_dtype(cfg.dtype, ctx.device)
@@ -267,11 +267,19 @@ class Trainer:
         """Rank 0 writes the resume checkpoint and the weights; the other ranks wait so none exits mid-write."""
         if self.ctx.is_main:
             self.last_checkpoint = save_resume(self.run_dir, self.resume_state(), self.cfg.keep)
-            self.weights_path = save_weights(self.run_dir, self.weights_name, self.model)
+            self.weights_path = self.write_weights()
             if self.cfg.train_vision and self.vision_source and self.model.vision_encoder is not None:
                 save_vision(self.run_dir, self.model.vision_encoder, self.vision_source)
         if self.ctx.distributed:
             torch.distributed.barrier()
+
+    def write_weights(self) -> Path:
+        """What the run produces: the full weights, or with --lora the adapter folder (adapters + projector)."""
+        if self.cfg.lora is not None:
+            from mmv.adapters.training import save_run_adapter
+
+            return save_run_adapter(self.run_dir, self.model, self.cfg)
+        return save_weights(self.run_dir, self.weights_name, self.model)
 
     def finished(self) -> bool:
         p, cfg = self.progress, self.cfg
