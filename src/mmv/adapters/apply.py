@@ -87,7 +87,7 @@ def merged_checkpoint(base: Checkpoint, adapters: tuple[Path, ...], encoder_hidd
 def merge_one(
     state: dict[str, torch.Tensor], config: VLMConfig, adapter: Adapter, encoder_hidden: int | None, base_name: str
 ) -> tuple[dict[str, torch.Tensor], VLMConfig]:
-    from mmv.checkpoint import Checkpoint, check_shapes, expected_shapes, infer_config, load_weights
+    from mmv.checkpoint import Checkpoint, expected_shapes, infer_config, load_weights
     from mmv.model.vlm import MiniMindVLM
 
     dtype = state["model.embed_tokens.weight"].dtype
@@ -95,7 +95,14 @@ def merge_one(
     with reading(adapter.folder):
         config = infer_config(state, config, encoder_hidden)  # a text-only base gets its variant from the adapter
     text_only = "vision_proj.mlp.0.weight" not in state
-    check_shapes(state, expected_shapes(config, text_only), adapter.folder)
+    expected = expected_shapes(config, text_only)
+    for key, tensor in adapter.projector.items():
+        if tuple(tensor.shape) != expected.get(key):
+            raise MmvError(
+                f"the adapter {adapter.folder} does not fit {base_name}: its {key} has shape {tuple(tensor.shape)}, "
+                f"but that model's projector takes {expected.get(key)}",
+                option="adapter",
+            )
     model = MiniMindVLM(config)  # float32: the merge is exact there whatever the base's dtype
     load_weights(model, Checkpoint(state, config, text_only, adapter.folder))
     apply_adapter(model, adapter, base_name)
