@@ -1,15 +1,17 @@
 """LoRA against full fine-tuning: what it costs (memory, trainable parameters, step time) and what it keeps (accuracy).
 
-cost: the minimind-3v preset with a full-size random p32-256 SigLIP encoder on the CPU, `mmv sft` for a few steps
-as full SFT (--freeze none), --lora 8 and --lora 64. Each mode runs in a fresh process, so its peak RSS is its own;
-the step time is the median of the logged steps after the first (warm-up).
+cost: the minimind-3v preset with a full-size random p32-256 SigLIP encoder, `mmv sft` for a few steps as full SFT
+(--freeze none), --lora 8 and --lora 64 (and --lora 8 --qlora on request), on the CPU or CUDA. Each mode runs in a
+fresh process, so its peak RSS (and on CUDA its peak allocated memory) is its own; the step time is the median of
+the logged steps after the first (warm-up).
 
 quality: the offline demo's task (`mmv demo`: synthetic shapes, colour / shape / count questions). The demo's
 pretrain stage is run once (as `mmv demo` runs it); from that model, the demo's full SFT (everything trains) and a
 LoRA SFT (adapters on every linear layer + the projector; the encoder frozen) run the same steps and are scored on
 the same held-out questions. Not timing-sensitive: the step counts follow from --minutes, not from the clock.
 
-Usage: python benchmarks/lora.py cost [--steps 6] [--batch-size 4] [--threads N] [--tokenizer DIR]
+Usage: python benchmarks/lora.py cost [--steps 6] [--batch-size 4] [--threads N] [--tokenizer DIR] [--device cuda]
+                                      [--modes full,lora-8,lora-64,qlora-8]
        python benchmarks/lora.py quality [--minutes 8] [--rows 4000] [--rank 8] [--lora-lr 3e-3] [--work DIR]
 Each result is one JSON line on stdout.
 """
@@ -30,7 +32,12 @@ from typing import Any
 
 ROOT = Path(__file__).resolve().parents[1]
 TOKENIZER = ROOT.parent / "shared" / "minimind_tokenizer"
-COST_MODES = {"full": [], "lora-8": ["--lora", "8"], "lora-64": ["--lora", "64"]}
+COST_MODES = {
+    "full": {"freeze": "none"},
+    "lora-8": {"lora": 8},
+    "lora-64": {"lora": 64},
+    "qlora-8": {"lora": 8, "qlora": True},
+}
 
 
 # --- cost ------------------------------------------------------------------------------------------------------------
@@ -41,10 +48,9 @@ def cost_inputs(work: Path, tokenizer: Path, rows: int) -> tuple[Path, Path, Pat
     import torch
 
     sys.path.insert(0, str(ROOT / "benchmarks"))
-    from train import full_size_encoder, write_dataset
-
     from mmv.config import preset
     from mmv.model.vlm import MiniMindVLM
+    from train import full_size_encoder, write_dataset
 
     encoder = full_size_encoder(work / "encoder")
     torch.manual_seed(0)
@@ -66,8 +72,6 @@ def cost_one(mode: str, base: Path, encoder: Path, data: Path, tokenizer: Path, 
     from mmv.train.state import checkpoint_paths, load_resume
 
     torch.set_num_threads(args.threads)
-    flags = COST_MODES[mode]
-    lora = {"lora": int(flags[1])} if flags else {"freeze": "none"}
     cfg = stage_config(
         "sft",
         init=str(base),
@@ -76,9 +80,9 @@ def cost_one(mode: str, base: Path, encoder: Path, data: Path, tokenizer: Path, 
         max_seq_len=768,
         log_every=1,
         save_every=10**9,
-        device="cpu",
+        device=args.device,
         lr=1e-4,
-        **lora,
+        **COST_MODES[mode],
     )
     request = RunRequest(
         cfg=cfg,
@@ -96,7 +100,9 @@ def cost_one(mode: str, base: Path, encoder: Path, data: Path, tokenizer: Path, 
         "benchmark": "lora-cost",
         "mode": mode,
         "trainable_params": trainable,
+        "device": args.device,
         "peak_rss_mb": round(resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 1024, 1),
+        "peak_cuda_mb": round(torch.cuda.max_memory_allocated() / 2**20, 1) if args.device == "cuda" else None,
         "step_s_median": round(statistics.median(step_s), 3),
         "steps_timed": len(step_s),
         "batch_size": args.batch_size,
@@ -112,9 +118,10 @@ def cost(args: Any) -> None:
     with tempfile.TemporaryDirectory() as tmp:
         work = Path(tmp)
         base, encoder, data = cost_inputs(work, args.tokenizer, rows=args.batch_size * (args.steps + 1))
-        for mode in COST_MODES:
+        for mode in args.modes.split(","):
             command = [sys.executable, __file__, "cost-one", mode, str(base), str(encoder), str(data)]
             command += [str(args.tokenizer), str(work / mode), str(args.steps), str(args.batch_size), str(args.threads)]
+            command += [args.device]
             done = subprocess.run(command, capture_output=True, text=True, check=False)
             if done.returncode != 0:
                 raise SystemExit(f"{mode}: exited {done.returncode}: {done.stderr.strip()[-1500:]}")
@@ -239,8 +246,8 @@ def quality(args: Any) -> None:
 
 def main() -> None:
     if len(sys.argv) > 1 and sys.argv[1] == "cost-one":  # the child process of `cost`
-        mode, base, encoder, data, tokenizer, out, steps, batch, threads = sys.argv[2:11]
-        args = argparse.Namespace(steps=int(steps), batch_size=int(batch), threads=int(threads))
+        mode, base, encoder, data, tokenizer, out, steps, batch, threads, device = sys.argv[2:12]
+        args = argparse.Namespace(steps=int(steps), batch_size=int(batch), threads=int(threads), device=device)
         paths = (Path(base), Path(encoder), Path(data), Path(tokenizer), Path(out))
         print(json.dumps(cost_one(mode, *paths, args)), flush=True)
         return
@@ -251,6 +258,8 @@ def main() -> None:
     timed.add_argument("--batch-size", type=int, default=4)
     timed.add_argument("--threads", type=int, default=torch_threads())
     timed.add_argument("--tokenizer", type=Path, default=TOKENIZER)
+    timed.add_argument("--device", choices=("cpu", "cuda"), default="cpu")
+    timed.add_argument("--modes", default="full,lora-8,lora-64", help=f"Any of {','.join(COST_MODES)}.")
     scored = commands.add_parser("quality")
     scored.add_argument("--minutes", type=float, default=8.0)
     scored.add_argument("--rows", type=int, default=4000)

@@ -15,13 +15,14 @@ def rows(count: int = 12) -> list[dict[str, Any]]:
     return [text_row(i) if i % 4 == 3 else caption_row(i, words=2 + i % 5) for i in range(count)]
 
 
-def train_lora(out: Path, data: Path, init: Path = VLM_PTH, **overrides: Any) -> dict[str, Any]:
-    """A short `mmv sft --lora` run; the high learning rate moves the adapters well away from their zero start."""
+def train_lora(out: Path, data: Path, init: Path = VLM_PTH, stage: str = "sft", **overrides: Any) -> dict[str, Any]:
+    """A short `mmv sft --lora` run (or `stage`); a high learning rate moves the adapters far from their zero start."""
     from mmv.train.config import stage_config
     from mmv.train.run import RunRequest, run
 
     values = {"init": str(init), "lora": 4, "lr": 2e-2, "batch_size": 4, "max_steps": 6, "log_every": 1}
-    cfg = stage_config("sft", device="cpu", **{**values, **overrides})
+    values["device"] = "cpu"
+    cfg = stage_config(stage, **{**values, **overrides})
     request = RunRequest(
         cfg=cfg,
         out=out,
@@ -31,7 +32,7 @@ def train_lora(out: Path, data: Path, init: Path = VLM_PTH, **overrides: Any) ->
         data_options={"random_system_prompt": False, "drop_empty_think": False},
     )
     with one_thread():
-        return run(request, "sft")
+        return run(request, stage)
 
 
 @pytest.fixture(scope="session")

@@ -44,7 +44,12 @@ def test_merged_logits_equal_the_unmerged_adapters(request, kind):
 def test_a_lora_run_is_its_base_plus_its_adapter(lora_run):
     from_run = load_model(lora_run, device="cpu", dtype="float32")
     explicit = load_model(
-        VLM_PTH, adapter=lora_run / ADAPTER_DIR, vision=VISION_DIR, tokenizer=TOKENIZER_DIR, device="cpu", dtype="float32"
+        VLM_PTH,
+        adapter=lora_run / ADAPTER_DIR,
+        vision=VISION_DIR,
+        tokenizer=TOKENIZER_DIR,
+        device="cpu",
+        dtype="float32",
     )
     assert from_run.vision_dir == VISION_DIR and from_run.tokenizer_dir == TOKENIZER_DIR  # what the run recorded
     a, b = from_run.model.state_dict(), explicit.model.state_dict()
@@ -55,7 +60,9 @@ def test_a_lora_run_is_its_base_plus_its_adapter(lora_run):
 
 def test_an_adapter_for_another_shape_is_refused(lora_run, tmp_path):
     moe = REFERENCE / "p32-moe" / "model.pth"  # the same widths, but experts instead of one MLP
-    with pytest.raises(MmvError, match=r"does not fit .*model\.pth: it adapts model\.layers\.0\.mlp\.(down|gate|up)_proj"):
+    with pytest.raises(
+        MmvError, match=r"does not fit .*model\.pth: it adapts model\.layers\.0\.mlp\.(down|gate|up)_proj"
+    ):
         load_model(moe, adapter=lora_run, tokenizer=TOKENIZER_DIR, device="cpu")
     wider = tmp_path / "wider.pth"
     from mmv.config import preset
@@ -70,8 +77,10 @@ def test_an_adapter_for_another_shape_is_refused(lora_run, tmp_path):
 
 def test_the_cli_refuses_a_mismatched_adapter_in_one_line(lora_run):
     result = run_cli(
-        ["chat", "--model", str(REFERENCE / "p32-moe" / "model.pth"), "--adapter", str(lora_run)]
-        + ["--tokenizer", str(TOKENIZER_DIR), "--prompt", "hi", "--max-new-tokens", "2"]
+        [
+            *("chat", "--model", str(REFERENCE / "p32-moe" / "model.pth"), "--adapter", str(lora_run)),
+            *("--tokenizer", str(TOKENIZER_DIR), "--prompt", "hi", "--max-new-tokens", "2"),
+        ]
     )
     assert result.exit_code == 2 and "does not fit" in result.stderr and "(option: --adapter DIR)" in result.stderr
     assert len(result.stderr.strip().splitlines()) == 1 and "Traceback" not in result.stderr
@@ -82,8 +91,10 @@ def test_chat_on_a_run_and_on_its_base_with_the_adapter_answer_alike(lora_run):
     image = str(next(p for p in sorted((REFERENCE.parent.parent / "images").iterdir()) if p.suffix == ".jpg"))
     from_run = run_cli(["chat", image, "--model", str(lora_run), *common])
     explicit = run_cli(
-        ["chat", image, "--model", str(VLM_PTH), "--adapter", str(lora_run / ADAPTER_DIR), "--vision", str(VISION_DIR)]
-        + ["--tokenizer", str(TOKENIZER_DIR), *common]
+        [
+            *("chat", image, "--model", str(VLM_PTH), "--adapter", str(lora_run / ADAPTER_DIR)),
+            *("--vision", str(VISION_DIR), "--tokenizer", str(TOKENIZER_DIR), *common),
+        ]
     )
     assert from_run.exit_code == explicit.exit_code == 0, from_run.stderr + explicit.stderr
     replies = [json.loads(result.stdout.splitlines()[-1])["reply"] for result in (from_run, explicit)]
@@ -145,3 +156,36 @@ def test_peft_names_mmv_relies_on():
     from peft import LoraModel
 
     assert LoraModel.prefix == ADAPTER_MARK
+
+
+def test_eval_on_a_run_and_on_its_base_with_the_adapter_score_alike(lora_run, lora_data):
+    common = ["--data", str(lora_data), "--max-new-tokens", "4", "--device", "cpu", "--json"]
+    from_run = run_cli(["eval", "--model", str(lora_run), *common])
+    explicit = run_cli(
+        [
+            *("eval", "--model", str(VLM_PTH), "--adapter", str(lora_run / ADAPTER_DIR)),
+            *("--vision", str(VISION_DIR), "--tokenizer", str(TOKENIZER_DIR), *common),
+        ]
+    )
+    base = run_cli(
+        ["eval", "--model", str(VLM_PTH), "--vision", str(VISION_DIR), "--tokenizer", str(TOKENIZER_DIR), *common]
+    )
+    assert from_run.exit_code == explicit.exit_code == base.exit_code == 0, from_run.stderr + explicit.stderr
+    scores = [json.loads(r.stdout.splitlines()[-1]) for r in (from_run, explicit, base)]
+    assert scores[0]["evaluated"] == scores[1]["evaluated"] == 12
+    assert scores[0]["mean_loss"] == pytest.approx(scores[1]["mean_loss"], abs=1e-6)
+    assert scores[0]["mean_loss"] < scores[2]["mean_loss"] - 0.5  # the adapter learned these answers
+
+
+def test_a_pretrain_lora_run_on_a_text_only_llm_brings_its_projector(tmp_path, lora_data):
+    from mmv.adapters.files import read_adapter
+    from tests.adapters.conftest import train_lora
+    from tests.train.helpers import LLM_PTH
+
+    run = tmp_path / "run"
+    train_lora(run, lora_data, init=LLM_PTH, stage="pretrain", max_steps=2)
+    projector = read_adapter(run).projector
+    loaded = load_model(run, device="cpu", dtype="float32")
+    assert loaded.vision_dir == VISION_DIR and projector
+    state = loaded.model.state_dict()
+    assert all(torch.equal(state[k], v) for k, v in projector.items())  # the trained projector, not a fresh one

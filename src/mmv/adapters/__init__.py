@@ -4,7 +4,7 @@
 - `inject`: adapters put into a MiniMindVLM, their parameters found, merged into the base weights;
 - `files`: an adapter folder (`adapter_config.json` + `adapter_model.safetensors`) written and read;
 - `apply`: an adapter checked against a base model and merged into its weights (what chat, eval, convert load);
-- `quantize`: the frozen base held in 4-bit NF4 (bitsandbytes, CUDA) for QLoRA.
+- `quantize`: the frozen base held in 4-bit NF4 (bitsandbytes, on CUDA or the CPU) for QLoRA.
 
 The trained projector travels in the adapter as peft's `modules_to_save`, so an adapter folder is the whole
 difference between its base and the fine-tuned model.

@@ -12,6 +12,7 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import TYPE_CHECKING
 
+from mmv.adapters.peft_config import parse_config
 from mmv.adapters.spec import (
     ADAPTER_DIR,
     ADAPTER_MARK,
@@ -65,13 +66,17 @@ def save_adapter(folder: Path, model: nn.Module, spec: AdapterSpec, base: str | 
 
     tensors = {FILE_PREFIX + k: v for k, v in adapter_tensors(model).items()}
     projector = model.get_submodule(PROJECTOR_MODULE).state_dict()
-    tensors.update({f"{FILE_PREFIX}{PROJECTOR_MODULE}.{k}": v.detach().float().cpu().clone() for k, v in projector.items()})
+    tensors.update(
+        {f"{FILE_PREFIX}{PROJECTOR_MODULE}.{k}": v.detach().float().cpu().clone() for k, v in projector.items()}
+    )
     try:
         with staged_folder(folder) as staged:
             (staged / WEIGHTS_NAME).write_bytes(save(tensors, metadata={"format": "pt"}))  # a plain file's mode
             spec.lora_config(base=base, with_projector=True).save_pretrained(str(staged))
     except OSError as exc:
-        raise MmvError(f"could not write the adapter {folder}: {exc.strerror or exc}; the previous one is intact") from None
+        raise MmvError(
+            f"could not write the adapter {folder}: {exc.strerror or exc}; the previous one is intact"
+        ) from None
     return folder
 
 
@@ -80,11 +85,13 @@ def read_adapter(path: str | Path) -> Adapter:
     folder = find_adapter(path)
     raw = read_json_object(folder / CONFIG_NAME)
     if raw.get("peft_type") != "LORA":
-        raise MmvError(f"{folder} holds a {raw.get('peft_type')!r} adapter; mmv applies LoRA and DoRA adapters")
-    extra = [m for m in raw.get("modules_to_save") or [] if m != PROJECTOR_MODULE]
+        raise MmvError(
+            f"{folder} holds a {raw.get('peft_type')!r} adapter; mmv applies LoRA and DoRA adapters", option="adapter"
+        )
+    config = parse_config(raw, folder / CONFIG_NAME)
+    extra = [m for m in config.modules_to_save or [] if m != PROJECTOR_MODULE]
     if extra:
         raise MmvError(f"{folder} also trains {extra[0]} in full; mmv adapters carry only the projector beside them")
-    config = lora_config(folder)
     tensors = adapter_weights(folder)
     lora = {k.removeprefix(FILE_PREFIX): v for k, v in tensors.items() if ADAPTER_MARK in k}
     projector_prefix = f"{FILE_PREFIX}{PROJECTOR_MODULE}."
@@ -96,15 +103,6 @@ def read_adapter(path: str | Path) -> Adapter:
     if projector and not config.modules_to_save:
         raise MmvError(f"{folder / WEIGHTS_NAME} holds projector weights its config does not name (modules_to_save)")
     return Adapter(folder, config, lora, projector)
-
-
-def lora_config(folder: Path) -> LoraConfig:
-    from peft import LoraConfig
-
-    try:
-        return LoraConfig.from_pretrained(str(folder))
-    except (TypeError, ValueError) as exc:
-        raise MmvError(f"{folder / CONFIG_NAME} is not a valid LoRA config: {str(exc).splitlines()[0][:200]}") from None
 
 
 def adapter_weights(folder: Path) -> dict[str, torch.Tensor]:

@@ -1,4 +1,4 @@
-"""QLoRA's frozen base: the blocks' linear layers held in 4-bit NF4 by bitsandbytes (double quantisation), on CUDA.
+"""QLoRA's frozen base: the blocks' linear layers held in 4-bit NF4 by bitsandbytes (double quantisation).
 
 Only the layers adapters may target are quantised (attention q/k/v/o, the MLP or experts' gate/up/down); the
 embeddings, norms, MoE routers, projector and encoder keep their precision. The base weights are read from --init
@@ -17,20 +17,24 @@ if TYPE_CHECKING:
     import torch
     from torch import nn
 
-NF4_BYTES = 0.5 + 4 / 64  # 4 bits a weight plus one float32 scale per block of 64 (about what double quantisation keeps)
+# 4 bits a weight plus one float32 scale per block of 64 (about what double quantisation keeps)
+NF4_BYTES = 0.5 + 4 / 64
+
+
+QLORA_DEVICES = ("cuda", "cpu")  # where bitsandbytes' 4-bit NF4 runs (bitsandbytes 0.50 runs it on the CPU too)
 
 
 def check_qlora(device: torch.device) -> None:
-    """One sentence where QLoRA cannot run: bitsandbytes' 4-bit kernels need CUDA (and bitsandbytes itself)."""
-    if device.type != "cuda":
+    """One sentence where QLoRA cannot run: bitsandbytes missing, or a device its 4-bit kernels do not cover."""
+    if device.type not in QLORA_DEVICES:
         raise MmvError(
-            f"--qlora keeps the base in 4-bit with bitsandbytes, whose kernels need a CUDA GPU, but this run is "
-            f"on {device.type}; train with --lora alone (the base then stays in full precision)"
+            f"--qlora keeps the base in 4-bit with bitsandbytes, whose kernels run on CUDA or the CPU, but this run "
+            f"is on {device.type}; train with --lora alone (the base then stays in full precision)"
         )
     try:
         import bitsandbytes  # noqa: F401
     except ImportError:
-        raise MmvError("--qlora needs bitsandbytes: pip install 'mmv[qlora]'") from None
+        raise MmvError("--qlora needs bitsandbytes, which is not installed: pip install 'mmv[qlora]'") from None
 
 
 def quantize_base(model: nn.Module, device: torch.device, compute_dtype: torch.dtype) -> int:

@@ -10,11 +10,11 @@ from typing import Any
 
 import typer
 
+from mmv.adapters.spec import DEFAULT_LORA_LR
 from mmv.cli.common import MODEL_FLAGS, emit_json, handle_errors, show_notes
 from mmv.config import PRESETS
 from mmv.console import say
 from mmv.device import DEVICE_HELP, DTYPE_HELP
-from mmv.adapters.spec import DEFAULT_LORA_LR
 from mmv.train.config import STAGE_DEFAULTS, TrainConfig
 
 FLAGS = {**MODEL_FLAGS, "init": "--init"}  # the settings an error can name (see mmv.errors) -> flags
@@ -115,7 +115,7 @@ def _make(stage: str) -> Callable[..., None]:
         lora_targets: str = typer.Option(None, metavar="LIST", help=f"Layers to adapt {default('lora_targets')}."),
         dora: bool = typer.Option(False, "--dora", help="DoRA: weight-decomposed adapters (with --lora)."),
         qlora: bool = typer.Option(
-            False, "--qlora", help="Hold the frozen base in 4-bit NF4 (with --lora; CUDA, pip install 'mmv[qlora]')."
+            False, "--qlora", help="Hold the frozen base in 4-bit NF4 (with --lora; pip install 'mmv[qlora]')."
         ),
     ) -> None:
         # Every option is named here once: a renamed parameter fails loudly instead of silently dropping a setting.

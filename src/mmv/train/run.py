@@ -188,10 +188,9 @@ def show_samples(data: Any, count: int, batch_size: int) -> None:
 
 def describe(model: Any, trainer: Any, plan: RunPlan, data_rows: int, ctx: DistContext) -> None:
     """Start-of-run figures: parameters, the memory estimate and the global batch."""
+    from mmv.adapters.quantize import logical_numel, quantized_numel
     from mmv.train.memory import estimate
     from mmv.train.metrics import human_bytes, human_count
-
-    from mmv.adapters.quantize import logical_numel, quantized_numel
 
     cfg = plan.cfg
     encoder = sum(p.numel() for p in model.vision_encoder.parameters()) if model.vision_encoder else 0
@@ -266,6 +265,10 @@ def run(req: RunRequest, stage: str) -> dict[str, Any]:
         return show_training_samples(req)
     ctx = setup(req.cfg.device)
     try:
+        if req.cfg.qlora:  # before anything is written: the run could not start anyway
+            from mmv.adapters.quantize import check_qlora
+
+            check_qlora(ctx.device)
         plan = plan_resume(req, stage) if req.resume else plan_fresh(req)
         spec = DataSpec(**plan.data_spec)
         data = TrainData(spec, ctx.rank, ctx.world_size)
