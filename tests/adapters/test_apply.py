@@ -108,6 +108,7 @@ def test_chat_on_a_run_and_on_its_base_with_the_adapter_answer_alike(lora_run):
         ("run", "run", "already applies its adapter"),
         ("base", "nowhere", "does not exist"),
         ("base", "base-folder", "holds no adapter"),
+        ("base", "config-file", "is a file; an adapter is the folder that holds adapter_config.json"),
     ],
 )
 def test_adapters_in_the_wrong_place_are_refused(lora_run, tmp_path, model, adapter, phrase):
@@ -117,6 +118,7 @@ def test_adapters_in_the_wrong_place_are_refused(lora_run, tmp_path, model, adap
         "base": VLM_PTH,
         "nowhere": tmp_path / "nothing",
         "base-folder": VLM_PTH.parent,
+        "config-file": lora_run / ADAPTER_DIR / "adapter_config.json",
     }
     with pytest.raises(MmvError, match=phrase) as error:
         load_model(places[model], adapter=places.get(adapter), tokenizer=TOKENIZER_DIR, device="cpu")

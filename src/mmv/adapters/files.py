@@ -54,6 +54,8 @@ def find_adapter(path: str | Path) -> Path:
             return candidate
     if not folder.exists():
         raise MmvError(f"adapter {folder} does not exist", option="adapter")
+    if not folder.is_dir():
+        raise MmvError(f"{folder} is a file; an adapter is the folder that holds {CONFIG_NAME}", option="adapter")
     raise MmvError(f"{folder} holds no adapter (no {CONFIG_NAME} in it or in its {ADAPTER_DIR}/)", option="adapter")
 
 
