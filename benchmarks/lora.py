@@ -175,16 +175,18 @@ def score(run_dir: Path, eval_file: Path) -> dict:
     return report.summary()
 
 
-def parameter_counts(run_dir: Path) -> tuple[int, int, int]:
-    """(trainable, all but the encoder, all): trainable from the run's last resume checkpoint."""
+def parameter_counts(run_dir: Path) -> tuple[int, int, int, int]:
+    """(trainable, trainable outside the encoder, all but the encoder, all); trainable from the last checkpoint."""
     from mmv.loading import load_model
     from mmv.train.state import checkpoint_paths, load_resume
 
-    trainable = sum(t.numel() for t in load_resume(checkpoint_paths(run_dir)[-1]).model.values())
+    trained = load_resume(checkpoint_paths(run_dir)[-1]).model
+    trainable = sum(t.numel() for t in trained.values())
+    outside = sum(t.numel() for name, t in trained.items() if not name.startswith("vision_encoder."))
     model = load_model(run_dir, device="cpu", dtype="float32").model
     encoder = sum(p.numel() for p in model.vision_encoder.parameters()) if model.vision_encoder else 0
     total = sum(p.numel() for p in model.parameters())  # a tied lm_head is the embedding: counted once
-    return trainable, total - encoder, total
+    return trainable, outside, total - encoder, total
 
 
 def quality(args: Any) -> None:
@@ -212,7 +214,7 @@ def quality(args: Any) -> None:
         lora_stage(out / "lora", sft, pretrained, encoder, data.tokenizer, sft_steps, args)
         results = {}
         for name in ("full", "lora"):
-            trainable, without_encoder, total = parameter_counts(out / name)
+            trainable, outside_encoder, without_encoder, total = parameter_counts(out / name)
             summary = score(out / name, data.files["eval"])
             results[name] = {
                 "accuracy": summary["accuracy"],
@@ -220,7 +222,7 @@ def quality(args: Any) -> None:
                 "answer_loss": round(summary["mean_loss"], 4),
                 "trainable_params": trainable,
                 "trainable_of_all": round(trainable / total, 4),
-                "trainable_of_llm_and_projector": round(trainable / without_encoder, 4),
+                "trainable_of_llm_and_projector": round(outside_encoder / without_encoder, 4),
             }
     print(
         json.dumps(
