@@ -1,5 +1,6 @@
 """`mmv convert --no-merge`: the base as a transformers folder plus the adapter in OUT/adapter, which transformers and
-peft load in a process without mmv and which then gives mmv's logits; the merged export is the same model."""
+peft load in a process without mmv and which then gives mmv's logits (LoRA and DoRA); the merged export is
+the same model."""
 
 from __future__ import annotations
 
@@ -24,14 +25,17 @@ from tests.train.helpers import VISION_DIR, VLM_PTH
 ATOL = 1e-4  # two implementations of the same float32 model (the transformers folders' tolerance)
 
 
-@pytest.fixture(scope="module")
-def exported(lora_run, tmp_path_factory) -> Path:
+@pytest.fixture(scope="module", params=["lora", "dora"])
+def exported(request, tmp_path_factory) -> tuple[Path, Path]:
+    """(the run, its --no-merge export) for a LoRA and a DoRA run."""
+    run = request.getfixturevalue(f"{request.param}_run")
     out = tmp_path_factory.mktemp("no-merge") / "exported"
-    convert(lora_run, "transformers", out, merge=False)
-    return out
+    convert(run, "transformers", out, merge=False)
+    return run, out
 
 
-def test_the_folder_is_the_base_plus_the_adapter_as_the_run_keeps_it(exported, lora_run):
+def test_the_folder_is_the_base_plus_the_adapter_as_the_run_keeps_it(exported):
+    lora_run, exported = exported
     adapter = exported / ADAPTER_DIR
     assert sorted(p.name for p in adapter.iterdir()) == ["adapter_config.json", "adapter_model.safetensors"]
     for name in ("adapter_config.json", "adapter_model.safetensors"):
@@ -42,7 +46,8 @@ def test_the_folder_is_the_base_plus_the_adapter_as_the_run_keeps_it(exported, l
     assert torch.equal(base[q].float(), reference[q].float())  # not merged: the base's own weights
 
 
-def test_peft_loads_it_without_mmv_and_gives_mmvs_logits(exported, lora_run, tmp_path):
+def test_peft_loads_it_without_mmv_and_gives_mmvs_logits(exported, tmp_path):
+    lora_run, exported = exported
     here = Path(__file__).parent
     site = [str(here.parent / "convert"), sysconfig.get_paths()["purelib"]]
     out = tmp_path / "out.safetensors"
