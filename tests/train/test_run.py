@@ -264,8 +264,14 @@ def hand_edited(run, change) -> None:
         (lambda c: {**c, "data": {**c["data"], "shuffle": True}}, "data has unknown field 'shuffle'"),
         (lambda c: {**c, "train": {**c["train"], "learning_rate": 1.0}}, "train has unknown field 'learning_rate'"),
         (lambda c: {**c, "stage": "finetune"}, "'stage' must be pretrain or sft, got 'finetune'"),
-        (lambda c: {**c, "weights": "../other/model.pth"}, "'weights' must name a .pth file in the run directory"),
-        (lambda c: {**c, "weights": "sft_vlm_64.bin"}, "'weights' must name a .pth file in the run directory"),
+        (
+            lambda c: {**c, "weights": "../other/model.pth"},
+            "'weights' must name a .pth file (or adapter/) in the run directory",
+        ),
+        (
+            lambda c: {**c, "weights": "sft_vlm_64.bin"},
+            "'weights' must name a .pth file (or adapter/) in the run directory",
+        ),
     ],
 )
 def test_a_hand_edited_run_config_is_one_sentence_on_resume(tmp_path, change, message):

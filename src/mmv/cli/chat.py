@@ -45,6 +45,9 @@ def chat(
     ),
     quantize: str = typer.Option(None, metavar="int8", help=QUANTIZE_HELP),
     threads: int = typer.Option(None, "--threads", min=1, metavar="N", help=THREADS_HELP),
+    adapter: Path = typer.Option(
+        None, metavar="DIR", help="Apply this LoRA / DoRA adapter to --model (a LoRA run directory applies its own)."
+    ),
 ) -> None:
     """Talk about one or more images with a MiniMind-V model."""
     from mmv.chat import ChatSession
@@ -67,6 +70,7 @@ def chat(
             device=device,
             dtype=dtype,
             experts_per_token=experts_per_token,
+            adapter=adapter,
             need_vision=bool(opened) or interactive,
             quantize=quantize,
         )

@@ -38,6 +38,7 @@ MODEL_FLAGS = {
     "dtype": "--dtype",
     "quantize": "--quantize",
     "threads": "--threads",
+    "adapter": "--adapter DIR",
 }
 
 

@@ -9,7 +9,12 @@ import typer
 from mmv.cli.common import console, emit_json, handle_errors, show_notes
 
 # the settings a loading error can name (see mmv.errors) -> this command's flags
-FLAGS = {"vision": "--with-vision DIR", "tokenizer": "--tokenizer DIR", "experts_per_token": "--experts-per-token K"}
+FLAGS = {
+    "vision": "--with-vision DIR",
+    "tokenizer": "--tokenizer DIR",
+    "experts_per_token": "--experts-per-token K",
+    "adapter": "--adapter DIR",
+}
 
 
 @handle_errors(flags=FLAGS)
@@ -37,6 +42,12 @@ def convert(
     experts_per_token: int = typer.Option(
         None, min=1, metavar="K", help="Experts each token of a MoE model routes to (a bare .pth does not record it)."
     ),
+    adapter: Path = typer.Option(
+        None, metavar="DIR", help="Merge this LoRA / DoRA adapter into SRC (a LoRA run directory merges its own)."
+    ),
+    no_merge: bool = typer.Option(
+        False, "--no-merge", help="transformers only: write the base folder plus its adapter in OUT/adapter."
+    ),
 ) -> None:
     """Convert a checkpoint between the native .pth, a transformers folder, a native Qwen3 folder and GGUF."""
     from mmv.convert import convert as run_convert
@@ -52,6 +63,8 @@ def convert(
             force=force,
             experts_per_token=experts_per_token,
             outtype=outtype,
+            adapter=adapter,
+            merge=not no_merge,
         )
     show_notes(result.notes, FLAGS)
     summary = result.summary()

@@ -40,6 +40,9 @@ def eval_command(
     ),
     quantize: str = typer.Option(None, metavar="int8", help=QUANTIZE_HELP),
     threads: int = typer.Option(None, "--threads", min=1, metavar="N", help=THREADS_HELP),
+    adapter: Path = typer.Option(
+        None, metavar="DIR", help="Apply this LoRA / DoRA adapter to --model (a LoRA run directory applies its own)."
+    ),
 ) -> None:
     """Accuracy, answer loss and perplexity, and throughput of a model on held-out conversations."""
     from mmv.device import check_device, check_dtype
@@ -70,6 +73,7 @@ def eval_command(
         device=device,
         dtype=dtype,
         experts_per_token=experts_per_token,
+        adapter=adapter,
         need_vision=False,
         quantize=quantize,
     )

@@ -10,6 +10,7 @@ from typing import Any
 
 import typer
 
+from mmv.adapters.spec import DEFAULT_LORA_LR
 from mmv.cli.common import MODEL_FLAGS, TRAIN_THREADS_HELP, emit_json, handle_errors, show_notes
 from mmv.config import PRESETS
 from mmv.console import say
@@ -120,6 +121,19 @@ def _make(stage: str) -> Callable[..., None]:
         tensorboard: bool = typer.Option(
             False, "--tensorboard", help="Log to TensorBoard (pip install 'mmv[tensorboard]')."
         ),
+        lora: int = typer.Option(
+            None,
+            metavar="R",
+            help="Train rank-R LoRA adapters on the LLM's linear layers (+ the projector) instead of its weights"
+            f"{' (default lr then ' + format(DEFAULT_LORA_LR, 'g') + ')' if stage == 'sft' else ''}.",
+        ),
+        lora_alpha: float = typer.Option(None, metavar="A", help="Adapter scale numerator (alpha / R) [default: 2R]."),
+        lora_dropout: float = typer.Option(None, metavar="P", help=f"Adapter input dropout {default('lora_dropout')}."),
+        lora_targets: str = typer.Option(None, metavar="LIST", help=f"Layers to adapt {default('lora_targets')}."),
+        dora: bool = typer.Option(False, "--dora", help="DoRA: weight-decomposed adapters (with --lora)."),
+        qlora: bool = typer.Option(
+            False, "--qlora", help="Hold the frozen base in 4-bit NF4 (with --lora; pip install 'mmv[qlora]')."
+        ),
     ) -> None:
         # Every option is named here once: a renamed parameter fails loudly instead of silently dropping a setting.
         options = {
@@ -129,10 +143,11 @@ def _make(stage: str) -> Callable[..., None]:
             "log_every": log_every, "seed": seed, "dtype": dtype, "device": device, "num_workers": num_workers,
             "cache_dtype": cache_dtype,
             "feature_cache": str(feature_cache.expanduser().absolute()) if feature_cache else None,
+            "lora": lora, "lora_alpha": lora_alpha, "lora_dropout": lora_dropout, "lora_targets": lora_targets,
             # switches: only an explicit "on" counts as given (off is every default)
             "train_vision": train_vision or None, "pack": pack or None, "compile": compile or None,
             "grad_checkpoint": grad_checkpoint or None, "wandb": wandb or None, "tensorboard": tensorboard or None,
-            "cache_features": cache_features or None,
+            "cache_features": cache_features or None, "dora": dora or None, "qlora": qlora or None,
         }  # fmt: skip
         given = {name: value for name, value in options.items() if value is not None}
         data_options = {"random_system_prompt": not no_random_system_prompt, "drop_empty_think": not keep_empty_think}

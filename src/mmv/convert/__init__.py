@@ -68,12 +68,16 @@ def convert(
     base: VLMConfig | None = None,
     experts_per_token: int | None = None,
     outtype: str | None = None,
+    adapter: str | Path | None = None,
+    merge: bool = True,
 ) -> ConvertResult:
     """Convert SRC to `to` at `out`. `dtype` None keeps the source's dtype (float16 for `pth`).
 
     `outtype` (f32 | f16 | q8_0) is the GGUF encoding, `gguf` only; None keeps the source's precision.
     `experts_per_token` and `base` supply what a bare checkpoint cannot tell (how many experts each token routes
     to; RoPE scaling); run directories and transformers folders record it themselves.
+    `adapter` applies a LoRA / DoRA adapter folder to SRC (a LoRA run applies its own) and writes the merged model;
+    `merge=False` (transformers only) writes the base folder with the adapter in its `adapter/` subfolder instead.
     """
     import torch
 
@@ -82,11 +86,21 @@ def convert(
     from mmv.convert.weights import dtype_name, parse_dtype, settle_tying
 
     check_options(to, dtype, outtype)
+    if not merge and to != "transformers":
+        raise MmvError(f"an unmerged adapter is written beside a transformers folder only, not --to {to}")
     started = time.perf_counter()
     out = Path(out).expanduser().absolute()
     settle_target(out, force)  # before reading a large source
     target_dtype = parse_dtype(dtype)
-    source = read_source(src, tokenizer=tokenizer, vision=with_vision, base=base, experts_per_token=experts_per_token)
+    source = read_source(
+        src,
+        tokenizer=tokenizer,
+        vision=with_vision,
+        base=base,
+        experts_per_token=experts_per_token,
+        adapter=adapter,
+        merge=merge,
+    )
     source.config = settle_tying(source.state_dict, source.config)
     target_dtype = target_dtype or (torch.float16 if to == "pth" else source.dtype)
     note = None

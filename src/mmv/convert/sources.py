@@ -29,6 +29,7 @@ class Source:
     tokenizer_dir: Path | None = None  # None: no tokenizer was found (a writer that needs one refuses)
     vision_dir: Path | None = None
     notes: list[str] = field(default_factory=list)  # things the user should know (mmv.loading.Note)
+    adapter: Path | None = None  # an adapter folder written beside the base instead of merged into it
 
     @property
     def dtype(self) -> torch.dtype:
@@ -52,8 +53,14 @@ def read_source(
     vision: str | Path | None = None,
     base: VLMConfig | None = None,
     experts_per_token: int | None = None,
+    adapter: str | Path | None = None,
+    merge: bool = True,
 ) -> Source:
-    """Resolve SRC and read its tensors; `tokenizer` / `vision` override the folders found beside it."""
+    """Resolve SRC and read its tensors; `tokenizer` / `vision` override the folders found beside it.
+
+    A LoRA run (or SRC with `adapter`) reads as the merged model; with `merge=False` as its base plus the adapter.
+    """
+    from mmv.errors import MmvError
     from mmv.loading.inputs import gather
 
     inputs = gather(
@@ -65,9 +72,20 @@ def read_source(
         need_vision=False,
         need_tokenizer=False,
         cached_encoder_ok=False,
+        adapter=adapter,
+        merge=merge,
     )
     assert inputs.sources is not None and inputs.checkpoint is not None  # SRC always names weights
     given = Path(src).expanduser()
+    unmerged = None
+    if not merge:
+        if len(inputs.sources.adapters) != 1:
+            count = len(inputs.sources.adapters)
+            raise MmvError(
+                f"{src} applies {count or 'no'} adapter{'s' if count != 1 else ''}; only a model with exactly one "
+                "can be written unmerged, as its base plus the adapter"
+            )
+        unmerged = inputs.sources.adapters[0]
     return Source(
         without_encoder(inputs.checkpoint.state_dict),
         inputs.config,
@@ -76,6 +94,7 @@ def read_source(
         inputs.tokenizer_dir,
         inputs.vision_dir.absolute() if inputs.vision_dir else None,
         list(inputs.notes),
+        unmerged,
     )
 
 

@@ -15,6 +15,9 @@ from typing import Any
 import torch
 
 from mmv import __version__
+from mmv.adapters.spec import ADAPTER_DIR
+from mmv.adapters.spec import CONFIG_NAME as ADAPTER_CONFIG
+from mmv.adapters.spec import WEIGHTS_NAME as ADAPTER_WEIGHTS
 from mmv.config import IMAGE_TOKEN
 from mmv.convert import model_card, remote_code
 from mmv.convert.output import staged_dir
@@ -27,6 +30,11 @@ from mmv.layout import CONFIG_FILE, ENCODER_FILES, VISION_SUBFOLDER, WEIGHT_FILE
 def write_transformers(source: Source, out: Path, dtype: torch.dtype, force: bool) -> list[Path]:
     from safetensors.torch import save_file
 
+    if source.text_only and source.adapter is not None:
+        raise MmvError(
+            f"the base of {source.origin} is a text-only LLM, which a transformers folder cannot hold; write the "
+            "merged model instead"
+        )
     if source.text_only:
         raise MmvError(
             f"{source.origin} is a text-only LLM without a vision projector; a transformers folder "
@@ -44,6 +52,8 @@ def write_transformers(source: Source, out: Path, dtype: torch.dtype, force: boo
             (work / name).write_text(text)
         if source.vision_dir is not None:
             copy_encoder(source.vision_dir, work / VISION_SUBFOLDER)
+        if source.adapter is not None:
+            copy_adapter(source.adapter, work / ADAPTER_DIR)
         card = model_card.transformers_card(
             out.name, source.config, params, dtype_name(dtype), source.vision_dir is not None, str(source.origin)
         )
@@ -98,6 +108,13 @@ def copy_encoder(vision_dir: Path, target: Path) -> None:
     target.mkdir()
     for name in ENCODER_FILES:
         shutil.copyfile(vision_dir / name, target / name)
+
+
+def copy_adapter(adapter_dir: Path, target: Path) -> None:
+    """The adapter folder as it is: `PeftModel.from_pretrained(model, OUT/adapter)` applies it to the base."""
+    target.mkdir()
+    for name in (ADAPTER_CONFIG, ADAPTER_WEIGHTS):
+        shutil.copyfile(adapter_dir / name, target / name)
 
 
 def write_json(path: Path, data: dict[str, Any]) -> None:

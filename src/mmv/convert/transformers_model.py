@@ -134,10 +134,17 @@ class MiniMindVForCausalLM(MiniMindVLM, _InitOnce, GenerationMixin):
         pixel_attention_mask: torch.Tensor | None = None,
         spatial_shapes: torch.Tensor | None = None,
         image_embeds: torch.Tensor | None = None,
+        output_attentions: bool | None = None,
+        output_hidden_states: bool | None = None,
     ) -> MoeCausalLMOutputWithPast | tuple:
-        """`cache` and `past_key_values` are one argument under its new and old name: pass either, not both."""
+        """`cache` and `past_key_values` are one argument under its new and old name: pass either, not both.
+
+        `output_attentions` / `output_hidden_states` are taken because wrappers such as peft's PeftModelForCausalLM
+        always pass them; asking for either is refused (the model returns logits and the cache only)."""
         if cache is not None and past_key_values is not None:
             raise ValueError("pass the KV cache as `cache` or as `past_key_values`, not both")
+        if output_attentions or output_hidden_states:
+            raise ValueError("MiniMind-V returns logits and the KV cache, not attentions or hidden states")
         cache = cache if cache is not None else past_key_values
         use_cache = getattr(self.config, "use_cache", True) if use_cache is None else use_cache
         if cache is None and use_cache:

@@ -59,13 +59,15 @@ def load_model(
     base: VLMConfig | None = None,
     need_vision: bool = True,
     quantize: str | None = None,
+    adapter: str | Path | None = None,
 ) -> LoadedModel:
     """Load weights, encoder, processor and tokenizer; `need_vision=False` tolerates a missing encoder.
 
     `experts_per_token` sets how many experts each token of a MoE model routes to (a bare `.pth` does not record
-    it); `base` supplies anything else a bare checkpoint cannot tell (RoPE scaling). `quantize` ("int8") swaps the
-    model's matrices for quantized ones right after loading (mmv.quant); it runs on the CPU in float32, which
-    "auto" then means.
+    it); `base` supplies anything else a bare checkpoint cannot tell (RoPE scaling). `adapter` names a LoRA / DoRA
+    adapter folder merged into the weights (a LoRA run directory applies its own). `quantize` ("int8") swaps the
+    model's matrices for quantized ones right after loading (mmv.quant), after any adapter is merged; it runs on the
+    CPU in float32, which "auto" then means.
     """
     from mmv.device import check_dtype, pick_device
     from mmv.errors import MmvError
@@ -81,7 +83,13 @@ def load_model(
     target = pick_device(device)
     check_dtype(dtype)
     inputs = gather(
-        ref, vision=vision, tokenizer=tokenizer, base=base, experts_per_token=experts_per_token, need_vision=need_vision
+        ref,
+        vision=vision,
+        tokenizer=tokenizer,
+        base=base,
+        experts_per_token=experts_per_token,
+        need_vision=need_vision,
+        adapter=adapter,
     )
     assert inputs.sources is not None and inputs.tokenizer_dir is not None  # a reference, and the tokenizer needed
     tok = load_tokenizer(inputs.tokenizer_dir)

@@ -63,19 +63,25 @@ def gather(
     need_vision: bool = True,
     need_tokenizer: bool = True,
     cached_encoder_ok: bool = True,
+    adapter: str | Path | None = None,
+    merge: bool = True,
 ) -> ModelInputs:
     """Resolve `ref` and find its parts; every missing download is named in one NotDownloaded.
 
     `base` supplies what a bare checkpoint cannot tell (experts per token, RoPE scaling) and the shape of a fresh
     model; a run directory or transformers folder overrides it with what it records, `experts_per_token` overrides
     both. `need_*=False` tolerates a missing encoder / tokenizer (None); `cached_encoder_ok=False` takes the
-    encoder only when given or beside the model.
+    encoder only when given or beside the model. `adapter` applies a LoRA / DoRA adapter folder to the model (a
+    LoRA run applies its own); the checkpoint is the merged model unless `merge=False` (then `sources.adapters`
+    say what would be applied).
     """
     missing: list[Missing] = []
     try:
         sources = resolve(str(ref))
     except NotDownloaded as exc:
         sources, missing = None, list(exc.missing)
+    if adapter is not None and sources is not None:
+        sources = with_adapter(sources, adapter)
     base = base or VLMConfig()
     vision_dir = given(vision) or encoder_near(sources)
     encoder = inspect_encoder(vision_dir) if vision_dir else None
@@ -83,6 +89,10 @@ def gather(
     if sources is not None:
         hidden = encoder.hidden_size if encoder else None
         checkpoint = read_checkpoint(sources.weights, hidden, sources.recorded_model(base))
+        if sources.adapters and merge:
+            from mmv.adapters.apply import merged_checkpoint
+
+            checkpoint = merged_checkpoint(checkpoint, sources.adapters, hidden)
     config = checkpoint.config if checkpoint else base
     if encoder is None and cached_encoder_ok:
         vision_dir = cached_encoder(config.vision_variant)
@@ -99,6 +109,22 @@ def gather(
         raise NotDownloaded(missing, beside=sources is not None)
     set_experts_per_token(inputs, experts_per_token)
     return inputs
+
+
+def with_adapter(sources: ModelSources, adapter: str | Path) -> ModelSources:
+    """`sources` with one more adapter folder to apply (a LoRA run's own adapter already is)."""
+    import dataclasses
+
+    from mmv.adapters.files import find_adapter
+
+    if sources.lora_run:
+        assert sources.run is not None
+        raise MmvError(
+            f"{sources.run.folder} is a LoRA run that already applies its adapter; apply another one to a merged "
+            "copy of it (mmv convert) or to its base",
+            option="adapter",
+        )
+    return dataclasses.replace(sources, adapters=(*sources.adapters, find_adapter(adapter)))
 
 
 def fit_encoder(inputs: ModelInputs, encoder: EncoderInfo) -> None:

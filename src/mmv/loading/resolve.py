@@ -12,6 +12,7 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
+from mmv.adapters.spec import CONFIG_NAME as ADAPTER_CONFIG
 from mmv.config import VLMConfig
 from mmv.errors import MmvError
 from mmv.hub.cache import find
@@ -57,12 +58,26 @@ class RunRecord:
 @dataclass
 class ModelSources:
     weights: Path  # a weights file or a transformers folder
-    run: RunRecord | None = None  # the run directory the weights belong to
+    run: RunRecord | None = None  # the run directory the weights belong to (a LoRA run: the one that adapted them)
+    adapters: tuple[Path, ...] = ()  # adapter folders merged over the weights, in order (mmv.adapters)
+
+    @property
+    def lora_run(self) -> bool:
+        """The weights are the base of `run`, a LoRA run, whose own result is its adapter."""
+        return self.run is not None and bool(self.adapters) and self.adapters[-1].parent == self.run.folder
 
     @property
     def home(self) -> Path:
-        """The folder the weights live in: where an encoder (`vision/`) or tokenizer beside them is looked for."""
+        """The folder the model lives in: where an encoder (`vision/`) or tokenizer beside it is looked for."""
+        if self.lora_run:
+            assert self.run is not None
+            return self.run.folder
         return self.weights if self.weights.is_dir() else self.weights.parent
+
+    @property
+    def reference(self) -> Path:
+        """What names this model again (a run records it as --init): a LoRA run is its folder, not its base."""
+        return self.home if self.lora_run else self.weights
 
     @property
     def records_config(self) -> bool:
@@ -117,9 +132,11 @@ def resolve_model(ref: str | Path) -> ModelSources:
     if path.is_dir():
         run = run_of(path)
         if run is not None:
-            return ModelSources(path / run.config["weights"], run)
+            return run_sources(run)
         if (path / CONFIG_FILE).is_file():
             return ModelSources(path)  # a transformers folder (read_checkpoint checks its config)
+        if (path / ADAPTER_CONFIG).is_file():
+            raise MmvError(f"{path} is an adapter, not a model: name its base model and apply it", option="adapter")
         return ModelSources(single_checkpoint(path))
     if looks_like_path(str(ref)):
         raise MmvError(f"model {ref} does not exist")
@@ -129,6 +146,21 @@ def resolve_model(ref: str | Path) -> ModelSources:
     if not is_download_name(str(ref)):
         raise MmvError(f"model {ref!r} is neither a file, a folder nor a download name (`mmv download --list`)")
     raise NotDownloaded([Missing(str(ref), f"the model {ref} is not downloaded", folder=False)])
+
+
+def run_sources(run: RunRecord) -> ModelSources:
+    """A run's result: its weights file, or for a LoRA run its adapter over the base it trained from."""
+    weights = run.folder / run.config["weights"]
+    if run.config["train"].get("lora") is None:
+        return ModelSources(weights, run)
+    init = run.config["train"].get("init")
+    try:
+        base = resolve_init(init) if isinstance(init, str) else None
+    except MmvError as exc:
+        raise MmvError(f"{run.folder} adapts {init}, which cannot be loaded: {exc}", option=exc.options) from None
+    if base is None:
+        raise MmvError(f"{run.folder} is a LoRA run that records no base model (init {init!r})")
+    return ModelSources(base.weights, run, (*base.adapters, weights))
 
 
 def resolve_init(init: str) -> ModelSources | None:

@@ -6,6 +6,7 @@ import dataclasses
 from dataclasses import dataclass
 from typing import Any
 
+from mmv.adapters.spec import DEFAULT_LORA_LR, DEFAULT_TARGETS, parse_targets
 from mmv.config import check_field_types
 from mmv.device import check_device, check_dtype
 from mmv.errors import MmvError
@@ -48,6 +49,14 @@ class TrainConfig:
     cache_dtype: str = "float16"  # the cache's storage dtype; float32 gives exactly the losses without a cache
     wandb: bool = False
     tensorboard: bool = False
+    # adapters (mmv.adapters): with `lora` set, the LLM's linear layers get adapters and only they, the projector
+    # and (with train_vision) the encoder train; `freeze` does not apply
+    lora: int | None = None  # adapter rank; None: no adapters, the weights `freeze` names train in full
+    lora_alpha: float | None = None  # adapter updates scale by alpha / rank; None: 2 x rank
+    lora_dropout: float = 0.0  # dropout on the adapters' input
+    lora_targets: str = DEFAULT_TARGETS  # the blocks' linear layers that get adapters
+    dora: bool = False  # DoRA: weight-decomposed adapters (a trained magnitude per output row)
+    qlora: bool = False  # hold the frozen base in 4-bit NF4 (bitsandbytes, CUDA only)
 
     def __post_init__(self) -> None:
         check_field_types(self)
@@ -82,10 +91,20 @@ class TrainConfig:
                 "--train-vision trains the encoder, so its features cannot come from a feature cache; "
                 "train with one or the other"
             )
+        self.check_adapter_values()
 
     @property
     def uses_feature_cache(self) -> bool:
         return self.cache_features or self.feature_cache is not None
+
+    def check_adapter_values(self) -> None:
+        if self.lora is not None and self.lora < 1:
+            raise MmvError(f"--lora (the adapter rank) must be at least 1, got {self.lora}")
+        if self.lora_alpha is not None and self.lora_alpha <= 0:
+            raise MmvError(f"--lora-alpha must be positive, got {self.lora_alpha}")
+        if not 0 <= self.lora_dropout < 1:
+            raise MmvError(f"--lora-dropout must be in [0, 1), got {self.lora_dropout}")
+        parse_targets(self.lora_targets)
 
     def to_dict(self) -> dict[str, Any]:
         return dataclasses.asdict(self)
@@ -108,6 +127,8 @@ def stage_config(stage: str, **overrides: Any) -> TrainConfig:
     if stage not in STAGE_DEFAULTS:
         raise MmvError(f"unknown stage {stage!r}; expected pretrain or sft")
     values = {"stage": stage, **STAGE_DEFAULTS[stage]}
+    if stage == "sft" and overrides.get("lora") is not None:
+        values["lr"] = DEFAULT_LORA_LR
     values.update({k: v for k, v in overrides.items() if v is not None})
     return TrainConfig(**values)
 

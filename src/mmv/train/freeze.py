@@ -4,6 +4,7 @@ from __future__ import annotations
 
 from typing import TYPE_CHECKING
 
+from mmv.adapters.spec import is_adapter_parameter
 from mmv.errors import MmvError
 
 if TYPE_CHECKING:
@@ -31,14 +32,16 @@ def trainable_prefixes(mode: str, num_layers: int, train_vision: bool) -> tuple[
     return (*prefixes, ENCODER) if train_vision else prefixes
 
 
-def apply_freeze(model: MiniMindVLM, mode: str, train_vision: bool) -> list[str]:
-    """Set requires_grad by mode; return the trainable parameter names. The encoder trains only on request."""
+def apply_freeze(model: MiniMindVLM, mode: str, train_vision: bool, adapters: bool = False) -> list[str]:
+    """Set requires_grad by mode; return the trainable parameter names. The encoder trains only on request.
+
+    With `adapters` (a --lora run) the adapters and the projector train and `mode` does not apply."""
     if train_vision and model.vision_encoder is None:
         raise MmvError("--train-vision needs a vision encoder (--vision DIR)")
-    prefixes = trainable_prefixes(mode, model.config.num_hidden_layers, train_vision)
+    prefixes = trainable_prefixes("projector" if adapters else mode, model.config.num_hidden_layers, train_vision)
     names = []
     for name, param in model.named_parameters():
-        param.requires_grad_(name.startswith(prefixes))
+        param.requires_grad_(name.startswith(prefixes) or (adapters and is_adapter_parameter(name)))
         if param.requires_grad:
             names.append(name)
     if model.vision_encoder is not None:

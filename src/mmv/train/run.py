@@ -14,6 +14,7 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
+from mmv.adapters.spec import ADAPTER_DIR, WEIGHTS_NAME, check_adapter_options
 from mmv.config import check_field_types
 from mmv.console import say
 from mmv.errors import MmvError
@@ -85,9 +86,10 @@ def absolute_data(files: list[str]) -> list[str]:
 def check_fresh(req: RunRequest) -> list[str]:
     """A new run may start over a directory whose earlier start saved nothing yet, never over saved work."""
     refuse_foreign(req.out)
-    if checkpoint_paths(req.out) or list(req.out.glob("*_vlm_*.pth")):
+    if checkpoint_paths(req.out) or list(req.out.glob("*_vlm_*.pth")) or (req.out / ADAPTER_DIR).is_dir():
         raise MmvError(f"{req.out} already holds a run; pass --resume to continue it or choose another --out")
     check_extras(req.cfg.wandb, req.cfg.tensorboard)
+    check_adapter_options(req.cfg, req.given)
     return absolute_data(req.data)
 
 
@@ -96,7 +98,7 @@ def plan_fresh(req: RunRequest) -> RunPlan:
 
     files = check_fresh(req)
     inputs = training_inputs(req.cfg.init, req.vision, req.tokenizer, req.cfg)
-    cfg = dataclasses.replace(req.cfg, init=str(inputs.sources.weights) if inputs.sources else "none")
+    cfg = dataclasses.replace(req.cfg, init=str(inputs.sources.reference) if inputs.sources else "none")
     vision_dir, tokenizer_dir = str(inputs.vision_dir), str(inputs.tokenizer_dir)
     spec = {
         "files": files,
@@ -209,19 +211,28 @@ def show_samples(data: Any, count: int, batch_size: int) -> None:
 
 def describe(model: Any, trainer: Any, plan: RunPlan, data_rows: int, ctx: DistContext) -> None:
     """Start-of-run figures: parameters, the memory estimate and the global batch."""
+    from mmv.adapters.quantize import logical_numel, quantized_numel
     from mmv.train.memory import estimate
     from mmv.train.metrics import human_bytes, human_count
 
     cfg = plan.cfg
     encoder = sum(p.numel() for p in model.vision_encoder.parameters()) if model.vision_encoder else 0
-    total = sum(p.numel() for p in model.parameters())
+    total = sum(logical_numel(p) for p in model.parameters())
     trainable = sum(p.numel() for p in trainer.params)
     mem = estimate(
-        model.config, total, trainable, cfg.batch_size, cfg.max_seq_len, trainer.dtype.itemsize, cfg.grad_checkpoint
+        model.config,
+        total,
+        trainable,
+        cfg.batch_size,
+        cfg.max_seq_len,
+        trainer.dtype.itemsize,
+        cfg.grad_checkpoint,
+        quantized_params=quantized_numel(model) if cfg.qlora else 0,
+        adapter_width=adapter_width(cfg),
     )
     say(
         f"model: {human_count(total - encoder)} parameters + {human_count(encoder)} encoder; "
-        f"trainable {human_count(trainable)} (--freeze {cfg.freeze}"
+        f"trainable {human_count(trainable)} of {human_count(total)} ({trainable / total:.2%}: {training_mode(cfg)}"
         f"{', encoder too' if cfg.train_vision else ''}); device {ctx.device}, {trainer.dtype}"
     )
     say(
@@ -233,6 +244,22 @@ def describe(model: Any, trainer: Any, plan: RunPlan, data_rows: int, ctx: DistC
         f"data: {data_rows} rows; global batch {trainer.global_batch} = {cfg.batch_size} x accum "
         f"{cfg.accum} x {ctx.world_size} process(es)"
     )
+
+
+def training_mode(cfg: TrainConfig) -> str:
+    if cfg.lora is None:
+        return f"--freeze {cfg.freeze}"
+    from mmv.adapters.spec import AdapterSpec
+
+    base = ", base in 4-bit NF4" if cfg.qlora else ""
+    return f"{AdapterSpec.of(cfg).describe()} + the projector{base}"
+
+
+def adapter_width(cfg: TrainConfig) -> int:
+    """The adapter ranks summed over one block's adapted layers (the memory estimate's activations)."""
+    from mmv.adapters.spec import parse_targets
+
+    return 0 if cfg.lora is None else cfg.lora * len(parse_targets(cfg.lora_targets))
 
 
 def warn_coarse_files(source: Any) -> None:
@@ -261,6 +288,10 @@ def run(req: RunRequest, stage: str) -> dict[str, Any]:
         return show_training_samples(req)
     ctx = setup(req.cfg.device)
     try:
+        if req.cfg.qlora:  # before anything is written: the run could not start anyway
+            from mmv.adapters.quantize import check_qlora
+
+            check_qlora(ctx.device)
         with owning(req.out, ctx):
             plan = plan_resume(req, stage) if req.resume else plan_fresh(req)
             plan = with_feature_cache(plan, may_build=not ctx.distributed)
@@ -304,7 +335,11 @@ def train(req: RunRequest, stage: str, plan: RunPlan, spec: Any, data: Any, ctx:
 
     cfg = plan.cfg
     model = build_model(plan.inputs, cfg)
-    name = weights_name(stage, model.config.hidden_size, model.config.use_moe)
+    if cfg.lora is not None:
+        from mmv.adapters.training import prepare_model
+
+        prepare_model(model, cfg, ctx.device)
+    name = ADAPTER_DIR if cfg.lora is not None else weights_name(stage, model.config.hidden_size, model.config.use_moe)
     config = run_config(
         stage,
         model.config.to_dict(),
@@ -398,8 +433,13 @@ def summarise(
         "samples_per_s": result.samples / result.seconds if result.seconds else None,
         "tokens_per_s": result.tokens / result.seconds if result.seconds else None,
         "weights": str(weights) if weights else None,
-        "safetensors": str(weights.with_suffix(".safetensors")) if weights else None,
+        "safetensors": str(safetensors_of(weights)) if weights else None,
         "checkpoint": str(result.checkpoint) if result.checkpoint else None,
         "world_size": ctx.world_size,
         "data": stats,
     }
+
+
+def safetensors_of(weights: Path) -> Path:
+    """The safetensors file of a run's result: beside the .pth, or inside a LoRA run's adapter folder."""
+    return weights / WEIGHTS_NAME if weights.is_dir() else weights.with_suffix(".safetensors")

@@ -20,6 +20,7 @@ from typing import TYPE_CHECKING, Any
 import torch
 
 from mmv import __version__
+from mmv.adapters.spec import ADAPTER_DIR
 from mmv.errors import MmvError
 from mmv.fsio import atomic_write, staged_folder
 from mmv.layout import CONFIG_FILE, PREPROCESSOR_FILE, VISION_SUBFOLDER, read_json_object
@@ -85,8 +86,11 @@ def read_run_config(run_dir: Path) -> dict[str, Any]:
     if config["stage"] not in STAGE_DEFAULTS:
         raise MmvError(f"{path}: 'stage' must be {' or '.join(STAGE_DEFAULTS)}, got {config['stage']!r}")
     weights = config["weights"]
-    if Path(weights).name != weights or not weights.endswith(".pth"):  # a reader opens RUN_DIR/weights
-        raise MmvError(f"{path}: 'weights' must name a .pth file in the run directory, got {weights!r}")
+    # a reader opens RUN_DIR/weights: the weights file, or a LoRA run's adapter folder
+    if Path(weights).name != weights or not (weights.endswith(".pth") or weights == ADAPTER_DIR):
+        raise MmvError(
+            f"{path}: 'weights' must name a .pth file (or {ADAPTER_DIR}/) in the run directory, got {weights!r}"
+        )
     return config
 
 

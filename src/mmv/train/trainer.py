@@ -190,7 +190,7 @@ class Trainer:
         self.cfg, self.data, self.ctx, self.run_dir = cfg, data, ctx, run_dir
         self.weights_name, self.vision_source, self.sinks = weights_name, vision_source, sinks
         self.model = model.to(ctx.device)
-        self.names = apply_freeze(model, cfg.freeze, cfg.train_vision)
+        self.names = apply_freeze(model, cfg.freeze, cfg.train_vision, adapters=cfg.lora is not None)
         named = dict(model.named_parameters())
         self.params = [named[n] for n in self.names]
         self.dtype = pick_dtype(cfg.dtype, ctx.device)
@@ -263,7 +263,13 @@ class Trainer:
             raise Interrupted(self.finish_result(), held=True)
 
     def save_model_files(self) -> None:
-        """The weights (and the trained encoder) of the current step, as one save (rank 0 only)."""
+        """What the run produces at the current step (rank 0 only): the weights (and the trained encoder) as one
+        save, or with --lora the adapter folder (adapters + projector, replaced in one rename)."""
+        if self.cfg.lora is not None:
+            from mmv.adapters.training import save_run_adapter
+
+            self.weights_path = save_run_adapter(self.run_dir, self.model, self.cfg)
+            return
         vision = self.vision_source if self.cfg.train_vision else None
         self.weights_path = save_model_files(self.run_dir, self.weights_name, self.model, self.progress.step, vision)
 
