@@ -7,7 +7,14 @@ import os
 import pytest
 
 from mmv.errors import MmvError
-from mmv.fsio import atomic_path, atomic_write_text, refuse_input_as_output, replace_dir, staged_folder
+from mmv.fsio import (
+    atomic_path,
+    atomic_write_text,
+    check_writable,
+    refuse_input_as_output,
+    replace_dir,
+    staged_folder,
+)
 
 
 def test_failed_write_keeps_the_old_file_and_leaves_no_temporary(tmp_path):
@@ -75,3 +82,13 @@ def test_an_output_that_is_an_input_is_refused_naming_both(tmp_path):
             refuse_input_as_output(out, [tmp_path / "other.parquet", data])
     refuse_input_as_output(tmp_path / "new.jsonl", [data])
     assert data.read_bytes() == b"rows"
+
+
+def test_check_writable_refuses_what_cannot_be_written_and_leaves_nothing(tmp_path):
+    (tmp_path / "file").write_text("x")
+    with pytest.raises(MmvError, match=f"cannot write {tmp_path / 'file' / 'out.jsonl'}: "):
+        check_writable(tmp_path / "file" / "out.jsonl")
+    with pytest.raises(MmvError, match="not a regular file"):
+        check_writable(tmp_path)
+    check_writable(tmp_path / "sub" / "out.jsonl")
+    assert [p.name for p in (tmp_path / "sub").iterdir()] == []

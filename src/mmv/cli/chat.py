@@ -45,7 +45,7 @@ def chat(
 ) -> None:
     """Talk about one or more images with a MiniMind-V model."""
     from mmv.chat import ChatSession
-    from mmv.cli.chat_repl import run_repl
+    from mmv.cli.chat_repl import note_positions, reply_summary, run_repl
     from mmv.device import check_device, check_dtype
     from mmv.images import open_image
     from mmv.loading import load_model
@@ -84,16 +84,8 @@ def chat(
     if not options.json:
         sys.stdout.write("\n")
         sys.stdout.flush()
-    emit_json(
-        {
-            "reply": reply.text,
-            "new_tokens": reply.new_tokens,
-            "ttft_ms": round(reply.ttft_ms, 2),
-            "vision_ms": round(reply.vision_ms, 2),
-            "decode_tokens_per_s": round(reply.decode_tokens_per_s, 2),
-            "stopped": reply.stopped,
-        }
-    )
+    note_positions(session, reply)
+    emit_json(reply_summary(reply))
 
 
 def _write_stdout(piece: str) -> None:
