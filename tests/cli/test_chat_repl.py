@@ -8,6 +8,7 @@ import subprocess
 import sys
 
 from tests.conftest import REFERENCE, TOKENIZER_DIR
+from tests.loading.helpers import folder_with_positions
 
 MODEL = ["--model", str(REFERENCE / "p32" / "model.pth"), "--tokenizer", str(TOKENIZER_DIR)]
 IMAGE = str(REFERENCE / "p32" / "image.png")
@@ -96,3 +97,21 @@ def test_clear_without_command_line_images_attaches_nothing(cli, tmp_path):
     assert result.exit_code == 0, result.stderr
     assert "conversation cleared\n" in result.stderr
     assert [t["images"] for t in json.loads(saved.read_text())["turns"]] == [[], []]
+
+
+def test_the_model_positions_are_one_line_and_the_session_goes_on(cli, tmp_path):
+    """A reply that reaches max_position_embeddings and a message that no longer fits used to end the session
+    with an IndexError from the rotary tables."""
+    short = ["--model", str(folder_with_positions(tmp_path / "short", 40)), "--temperature", "0"]
+    result = cli(["chat", *short, "--max-new-tokens", "30"], input="hi\nand now?\n/clear\nhi\n")
+    assert "Traceback" not in result.stderr
+    first, again = result.stdout.splitlines()
+    assert first == again
+    assert result.stderr.count("note: the reply stopped at the model's 40 positions (max_position_embeddings)") == 2
+    [error] = error_lines(result.stderr)
+    assert error.startswith("error: the conversation is ") and "but the model has 40 positions" in error
+    assert result.exit_code == 2
+
+    one_shot = cli(["chat", *short, "--prompt", "hello " * 40])
+    assert one_shot.exit_code == 2 and one_shot.stdout == ""
+    assert one_shot.stderr.startswith("error: the conversation is ") and len(one_shot.stderr.splitlines()) == 1
