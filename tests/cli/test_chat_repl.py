@@ -115,3 +115,14 @@ def test_the_model_positions_are_one_line_and_the_session_goes_on(cli, tmp_path)
     one_shot = cli(["chat", *short, "--prompt", "hello " * 40])
     assert one_shot.exit_code == 2 and one_shot.stdout == ""
     assert one_shot.stderr.startswith("error: the conversation is ") and len(one_shot.stderr.splitlines()) == 1
+
+
+def test_a_prompt_or_system_prompt_that_is_not_utf8_is_one_line(cli):
+    """Bytes of argv that are not UTF-8 reach Python as lone surrogates (surrogateescape), which the tokenizer
+    cannot encode: one line naming the byte, before anything runs."""
+    prompt = cli(["chat", *MODEL, *GREEDY, "--prompt", "hel\udcfflo"])
+    assert prompt.exit_code == 2 and prompt.stdout == ""
+    assert prompt.stderr == "error: the message is not UTF-8 text (byte 0xff at character 4); nothing was sent\n"
+    system = cli(["chat", *MODEL, *GREEDY, "--system", "\udce9t\udce9", "--prompt", "hi"])
+    assert system.exit_code == 2
+    assert system.stderr == "error: the system prompt is not UTF-8 text (byte 0xe9 at character 1); nothing was sent\n"
