@@ -25,7 +25,7 @@ from tests.conftest import REFERENCE, TOKENIZER_DIR, one_thread
 from tests.data.parquet_files import mixed_rows, with_invalid_utf8
 from tests.loading.helpers import make_run_dir
 
-CASES = 200  # the corpus size, over all inputs together
+CASES = 300  # the corpus size, over all inputs together
 SEED = 12  # change it to draw another corpus (then fix what it finds)
 VISION = str(REFERENCE / "p32" / "vision")
 DATA = REFERENCE / "labels" / "single.parquet"
