@@ -2,11 +2,16 @@
 
 from __future__ import annotations
 
+import pytest
+
 from mmv.chat import ChatSession
+from mmv.errors import MmvError
 from mmv.images import open_image
 from mmv.loading import load_model
 from mmv.sampling import SamplingConfig
+from mmv.tokenizer import encode, render_chat
 from tests.conftest import IMAGES_DIR, REFERENCE, TOKENIZER_DIR
+from tests.loading.helpers import folder_with_positions
 
 IMAGE = IMAGES_DIR / "image-01-golden-dog-balloons.jpg"
 QUESTIONS = ["What is in this image?", "And what colour is it?", "Say it again, shorter."]
@@ -52,3 +57,23 @@ def test_clear_forgets_the_cached_history():
     session.clear()
     assert session.prefix.cache is None and session.prefix.tokens == []
     assert session.ask("Hello").reused_tokens == 0
+
+
+def test_a_reply_stops_at_the_positions_and_a_longer_conversation_is_refused(tmp_path):
+    """generate() indexes the rotary tables past their end (IndexError) when a prompt plus its reply outgrows
+    max_position_embeddings: the session cuts the reply budget to the positions left and refuses, before anything
+    runs, a conversation that no longer fits; /clear (clear()) makes room again."""
+    loaded = load_model(folder_with_positions(tmp_path / "short", 40), device="cpu", dtype="float32", need_vision=False)
+    session = ChatSession(loaded, SamplingConfig(max_new_tokens=30, temperature=0))
+    first = session.ask("hi")
+    assert first.stopped == "length" and first.positions_full
+    prompt = encode(loaded.tokenizer, render_chat(loaded.tokenizer, session.messages()[:1], tokens_per_image=64))
+    assert len(prompt) + first.new_tokens == 40 and first.new_tokens < 30
+    with pytest.raises(MmvError, match=r"the conversation is \d+ tokens but the model has 40 positions"):
+        session.ask("and now?")
+    assert len(session.turns) == 2  # the refused message left the history as it was
+    session.clear()
+    again = session.ask("hi")
+    assert again.text == first.text and again.positions_full
+    roomy = ChatSession(loaded, SamplingConfig(max_new_tokens=3, temperature=0)).ask("hi")
+    assert roomy.stopped == "length" and not roomy.positions_full  # its own budget, not the positions

@@ -205,6 +205,36 @@ def folder_with_config(tmp_path, edit) -> object:
         (lambda c: {**c, "image_ids": 12}, "image_ids must be a list, got 12"),
         (lambda c: {**c, "num_key_value_heads": 0}, "num_key_value_heads must be at least 1, got 0"),
         (lambda c: {**c, "use_moe": "false"}, "use_moe must be true or false"),
+        # found by tests/cli/test_fuzz.py: each crashed (TypeError, ZeroDivisionError, ValueError, IndexError,
+        # an allocation of terabytes) once a model was built or run
+        (
+            lambda c: {**c, "rope_scaling": {"factor": "16", "original_max_position_embeddings": 2048}},
+            "rope_scaling factor must be a positive number, got '16'",
+        ),
+        (
+            lambda c: {**c, "rope_scaling": {"factor": 16, "original_max_position_embeddings": 0}},
+            "rope_scaling original_max_position_embeddings must be a positive integer, got 0",
+        ),
+        (
+            lambda c: {**c, "rope_scaling": {"beta_fast": -1.0, "original_max_position_embeddings": 2048}},
+            "rope_scaling beta_fast must be a positive number, got -1.0",
+        ),
+        (
+            lambda c: {**c, "rope_scaling": {"attention_factor": float("inf")}},
+            "rope_scaling attention_factor must be a positive number, got inf",
+        ),
+        (
+            lambda c: {**c, "rope_theta": 1.0, "rope_scaling": {"factor": 16}},
+            "rope_theta must be greater than 1 with rope_scaling, got 1.0",
+        ),
+        (lambda c: {**c, "rope_theta": float("nan")}, "rms_norm_eps and rope_theta must be positive and finite"),
+        (lambda c: {**c, "pad_token_id": 6400}, "pad_token_id 6400 is not a token of the 6400-token vocabulary"),
+        (lambda c: {**c, "image_ids": [12, -1]}, r"image_ids must be a non-empty list of token ids, got \[12, -1\]"),
+        (lambda c: {**c, "image_ids": [70000]}, "image_ids 70000 is not a token of the 6400-token vocabulary"),
+        (
+            lambda c: {**c, "max_position_embeddings": 2**40},
+            "max_position_embeddings 1099511627776 is more than mmv supports",
+        ),
     ],
 )
 def test_bad_folder_configs_are_refused_naming_the_file(tmp_path, edit, message):

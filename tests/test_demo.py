@@ -50,7 +50,10 @@ def test_short_demo_learns_clearly_above_chance(tmp_path):
     assert Image.open(out / "loss.png").size == (800, 450)
     assert Image.open(summary["example"]["image"]).size == (256, 256)
     assert summary["example"]["answer"].startswith("There ")
-    assert "held-out questions" in result.stderr and "mmv chat" in result.stderr
+    assert "held-out questions" in result.stderr
+    # the follow-up command is one line in a log (stderr is a pipe here), not cut at 80 columns
+    ask = f"mmv chat {summary['example']['image']} --model {summary['model']} --temperature 0 --prompt "
+    assert any(line.startswith(f"ask more:   {ask}") for line in result.stderr.splitlines()), result.stderr
 
 
 def test_same_seed_same_model_and_answers(tmp_path):

@@ -14,6 +14,7 @@ from mmv.errors import MmvError
 from mmv.fsio import (
     atomic_path,
     atomic_write_text,
+    check_writable,
     exchange,
     recover,
     refuse_input_as_output,
@@ -200,3 +201,13 @@ def test_a_real_kill_at_each_rename_leaves_old_or_new(tmp_path):
         subprocess.run([*command, "again"], cwd=tmp_path, check=True)
         assert seen(tmp_path / "out") == (tmp_path / "out.txt").read_text() == "again"
         assert sorted(p.name for p in tmp_path.iterdir()) == ["out", "out.txt", "writer.py"]
+
+
+def test_check_writable_refuses_what_cannot_be_written_and_leaves_nothing(tmp_path):
+    (tmp_path / "file").write_text("x")
+    with pytest.raises(MmvError, match=f"cannot write {tmp_path / 'file' / 'out.jsonl'}: "):
+        check_writable(tmp_path / "file" / "out.jsonl")
+    with pytest.raises(MmvError, match="not a regular file"):
+        check_writable(tmp_path)
+    check_writable(tmp_path / "sub" / "out.jsonl")
+    assert [p.name for p in (tmp_path / "sub").iterdir()] == []

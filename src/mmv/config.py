@@ -35,6 +35,11 @@ POSITIVE_FIELDS = (
     "image_hidden_size",
     "image_token_len",
 )
+# Rotary tables are built for every position up front ([positions, head_dim] float32, twice): a config may not
+# ask for more than this (a million positions of a 96-wide head take 0.8 GB; the reference uses 32768).
+MAX_POSITIONS = 1 << 20
+# The numbers of a YaRN `rope_scaling` that mmv computes with; each must be positive and finite.
+ROPE_SCALING_NUMBERS = ("factor", "beta_fast", "beta_slow", "attention_factor")
 _TYPE_NAMES = {
     "int": "an integer",
     "float": "a number",
@@ -109,10 +114,19 @@ class VLMConfig:
             value = getattr(self, name)
             if value is not None and value < 1:
                 raise MmvError(f"{name} must be at least 1, got {value}")
-        if self.rms_norm_eps <= 0 or self.rope_theta <= 0:
-            raise MmvError(f"rms_norm_eps and rope_theta must be positive, got {self.rms_norm_eps}, {self.rope_theta}")
+        if not (0 < self.rms_norm_eps < math.inf and 0 < self.rope_theta < math.inf):  # NaN fails both
+            raise MmvError(
+                f"rms_norm_eps and rope_theta must be positive and finite, got {self.rms_norm_eps}, {self.rope_theta}"
+            )
         if not self.image_ids or not all(type(i) is int and i >= 0 for i in self.image_ids):
             raise MmvError(f"image_ids must be a non-empty list of token ids, got {self.image_ids!r}")
+        self._check_token_ids()
+        if self.max_position_embeddings > MAX_POSITIONS:
+            raise MmvError(
+                f"max_position_embeddings {self.max_position_embeddings} is more than mmv supports ({MAX_POSITIONS})"
+            )
+        if self.rope_scaling is not None:
+            self._check_rope_scaling(self.rope_scaling)
         if self.head_dim is None:
             self.head_dim = self.hidden_size // self.num_attention_heads
             if self.head_dim < 1:
@@ -125,6 +139,27 @@ class VLMConfig:
             raise MmvError("num_attention_heads must be a multiple of num_key_value_heads")
         if self.num_experts_per_tok > self.num_experts:
             raise MmvError(f"num_experts_per_tok ({self.num_experts_per_tok}) exceeds num_experts ({self.num_experts})")
+
+    def _check_token_ids(self) -> None:
+        named = [("bos_token_id", self.bos_token_id), ("eos_token_id", self.eos_token_id)]
+        named += [("pad_token_id", self.pad_token_id), *(("image_ids", i) for i in self.image_ids)]
+        for name, token in named:
+            if not 0 <= token < self.vocab_size:
+                raise MmvError(f"{name} {token} is not a token of the {self.vocab_size}-token vocabulary")
+
+    def _check_rope_scaling(self, scaling: dict[str, Any]) -> None:
+        """The YaRN numbers rope.inverse_frequencies divides by and takes logarithms of."""
+        for name in ROPE_SCALING_NUMBERS:
+            value = scaling.get(name, 1.0)
+            if isinstance(value, bool) or not isinstance(value, (int, float)) or not 0 < value < math.inf:
+                raise MmvError(f"rope_scaling {name} must be a positive number, got {value!r}")
+        original = scaling.get("original_max_position_embeddings", 2048)
+        if type(original) is not int or original < 1:
+            raise MmvError(
+                f"rope_scaling original_max_position_embeddings must be a positive integer, got {original!r}"
+            )
+        if self.rope_theta <= 1:
+            raise MmvError(f"rope_theta must be greater than 1 with rope_scaling, got {self.rope_theta}")
 
     @property
     def image_token_id(self) -> int:

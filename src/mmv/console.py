@@ -6,9 +6,13 @@ through `say` (or draws progress on `console`) without importing the CLI.
 
 from __future__ import annotations
 
+import sys
+
 from rich.console import Console
 
-console = Console(stderr=True, highlight=False)
+# Not a terminal (a pipe, a log file): rich would hard-wrap at 80 columns, splitting paths and the commands a user
+# copies from the log; there, lines stay whole. A terminal wraps at its own width.
+console = Console(stderr=True, highlight=False, soft_wrap=not (sys.stderr is not None and sys.stderr.isatty()))
 
 
 def say(message: str) -> None:

@@ -129,6 +129,21 @@ def exchange(a: Path, b: Path) -> bool:
     raise OSError(code, os.strerror(code), str(a), None, str(b))
 
 
+def check_writable(path: str | Path) -> None:
+    """Fail now, not after a long job, if `path` cannot be written: its folder is created (as the write would)
+    and a temporary sibling made and removed there."""
+    path = Path(path)
+    if path.exists() and not path.is_file():
+        raise MmvError(f"{path} exists and is not a regular file; not replacing it")
+    try:
+        path.parent.mkdir(parents=True, exist_ok=True)
+        handle, name = tempfile.mkstemp(prefix=f".{path.name}.", suffix=".tmp", dir=path.parent)
+        os.close(handle)
+        os.unlink(name)
+    except OSError as exc:
+        raise MmvError(f"cannot write {path}: {exc.strerror or exc}") from None
+
+
 def replace_dir(staged: Path, final: Path) -> None:
     """Swap a complete, fsynced folder into place; readers see the old `final` or the new one, never neither.
 

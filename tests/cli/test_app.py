@@ -8,6 +8,9 @@ import sys
 import pytest
 
 from mmv import __version__
+from tests.conftest import REFERENCE
+
+DATA = str(REFERENCE / "labels" / "single.parquet")
 
 
 def test_help_and_version_do_not_import_torch():
@@ -74,3 +77,21 @@ def test_no_arguments_still_prints_the_help(cli):
     assert "Usage: mmv" in cli([]).stdout + cli([]).stderr
     assert "Usage: mmv cache" in cli(["cache"]).stdout + cli(["cache"]).stderr
     assert cli(["chat", "--help"]).exit_code == 0
+
+
+@pytest.mark.parametrize(
+    ("args", "said"),
+    [
+        (["data", "rechunk", DATA, "--out", "{blocker}/r.parquet"], "{blocker} is not a folder"),
+        (["data", "preview", DATA, "--out", "{blocker}/p.png"], "{blocker}: File exists"),
+    ],
+    ids=["rechunk", "preview"],
+)
+def test_what_the_os_refuses_is_one_sentence_naming_the_file(cli, tmp_path, args, said):
+    """These used to print `FileExistsError: [Errno 17] File exists: '...' (rerun with --debug for details)`."""
+    blocker = tmp_path / "a-file"
+    blocker.write_text("not a folder")
+    result = cli([a.format(blocker=blocker) for a in args])
+    assert result.exit_code == 2 and len(result.stderr.splitlines()) == 1
+    assert result.stderr.startswith("error: ") and said.format(blocker=blocker) in result.stderr
+    assert "Errno" not in result.stderr and "Error:" not in result.stderr and "--debug" not in result.stderr

@@ -15,8 +15,21 @@ VALUES = {
     "batch_size": 5, "accum": 2, "lr": 0.125, "warmup": 4, "max_seq_len": 99, "save_every": 11, "keep": 3,
     "log_every": 6, "seed": 5, "dtype": "bfloat16", "device": "cpu", "num_workers": 1,
     "lora": 8, "lora_alpha": 24.0, "lora_dropout": 0.25, "lora_targets": "q,v,down",
+    "feature_cache": "/data/features.bin", "cache_dtype": "float32",
 }  # fmt: skip
-SWITCHES = ("train_vision", "pack", "compile", "grad_checkpoint", "wandb", "tensorboard", "dora", "qlora")
+SWITCHES = (
+    "train_vision",
+    "pack",
+    "compile",
+    "grad_checkpoint",
+    "wandb",
+    "tensorboard",
+    "dora",
+    "qlora",
+    "cache_features",
+)
+# switches that cannot be on together in one config: each is checked in a config of its own
+EXCLUSIVE = {"train_vision"}  # trains the encoder, which a feature cache replaces
 
 
 @pytest.mark.parametrize("stage", ["pretrain", "sft"])
@@ -30,9 +43,10 @@ def test_every_option_reaches_the_config(cli, monkeypatch, stage):
     assert cli(args).exit_code == 0
     fields = {f.name for f in dataclasses.fields(TrainConfig)} - NOT_OPTIONS
     assert set(seen) == fields  # nothing dropped, nothing unknown
-    config = stage_config(stage, **seen)
+    config = stage_config(stage, **{name: value for name, value in seen.items() if name not in EXCLUSIVE})
     assert all(getattr(config, name) == value for name, value in VALUES.items())
-    assert all(getattr(config, name) is True for name in SWITCHES)
+    assert all(getattr(config, name) is True for name in set(SWITCHES) - EXCLUSIVE)
+    assert all(getattr(stage_config(stage, **{name: seen[name]}), name) is True for name in EXCLUSIVE)
 
 
 def test_options_not_given_keep_the_stage_defaults(cli, monkeypatch):

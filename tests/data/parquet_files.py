@@ -144,3 +144,17 @@ BAD_ROWS: dict[str, tuple[dict, str, str]] = {
         "image",
     ),
 }
+
+
+def with_invalid_utf8(path: Path, rows: list[dict], bad: dict[int, bytes]) -> Path:
+    """`rows` with the conversations of the rows in `bad` replaced by those bytes, in a string column: pyarrow
+    checks UTF-8 when it builds a string array, not when it writes or reads one, so a flipped byte on disk gets
+    through to the reader (the fuzz test found it)."""
+    import pyarrow as pa
+    import pyarrow.parquet as pq
+
+    raw = pa.array([bad.get(i, r["conversations"].encode()) for i, r in enumerate(rows)], pa.binary())
+    text = pa.Array.from_buffers(pa.string(), len(raw), raw.buffers())
+    images = pa.array([r["image_bytes"] for r in rows], pa.binary())
+    pq.write_table(pa.table({"conversations": text, "image_bytes": images}), str(path))
+    return path

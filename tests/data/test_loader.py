@@ -11,7 +11,7 @@ import torch
 from mmv.data.loader import TrainData, chunk_slices
 from mmv.data.source import BlockReader
 from mmv.errors import MmvError
-from tests.data.parquet_files import image_row, jpeg, make_spec, mixed_rows, text_row, write_parquet
+from tests.data.parquet_files import image_row, jpeg, make_spec, mixed_rows, text_row, with_invalid_utf8, write_parquet
 
 
 @pytest.fixture(scope="module")
@@ -270,3 +270,15 @@ def test_a_killed_worker_is_one_line(data_file):
     assert done.returncode == 0, done.stderr[-2000:]
     assert done.stdout.count("\n") == 1, done.stdout
     assert "a data loader worker stopped unexpectedly" in done.stdout or "worker" in done.stdout
+
+
+def test_conversations_that_are_not_utf8_are_skipped_as_unicode(tmp_path):
+    """Fuzz finding (see tests/data/test_parquet.py): training read each row's string with pyarrow's as_py, which
+    raised UnicodeDecodeError and ended the run."""
+    rows = mixed_rows(20)
+    bad = rows[7]["conversations"].encode().replace(b"user", b"us\xffr")
+    path = with_invalid_utf8(tmp_path / "flipped.parquet", rows, {7: bad})
+    data = TrainData(make_spec([path], max_bad_fraction=0.1))
+    batches = list(data.batches(0, 0, 4))
+    assert {s.row: s.kind for b in batches for s in b.skipped} == {7: "unicode"}
+    assert sum(b.num_samples for b in batches) == 20 and data.stats()["unicode"] == 1

@@ -38,3 +38,14 @@ def folder_without_tokenizer(folder: Path) -> Path:
     """The p32 transformers folder of the reference converter, its tokenizer files left out."""
     shutil.copytree(REFERENCE / "p32" / "hf-upstream", folder, ignore=shutil.ignore_patterns("tokenizer*", "*.jinja"))
     return folder
+
+
+def folder_with_positions(folder: Path, positions: int) -> Path:
+    """The p32 transformers folder of the reference converter (tokenizer included), its config asking for only
+    `positions` positions: a conversation fills them in a few dozen tokens."""
+    import json
+
+    shutil.copytree(REFERENCE / "p32" / "hf-upstream", folder)
+    config = json.loads((folder / "config.json").read_text())
+    (folder / "config.json").write_text(json.dumps({**config, "max_position_embeddings": positions}))
+    return folder

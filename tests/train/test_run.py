@@ -90,6 +90,19 @@ def test_pretrain_from_llm_writes_reference_weights(data, tmp_path):
     assert summary["step"] == 2 and summary["data"]["rows"] == 8
 
 
+def test_the_done_line_says_its_loss_is_the_last_steps_not_the_logged_mean(data, tmp_path):
+    """The last step line is a mean over --log-every steps; `done:` gave the last step's own loss without saying so."""
+    result = run_cli(
+        [*base_args(data, tmp_path / "run"), "--init", str(VLM_PTH), "--max-steps", "3", "--batch-size", "2"]
+    )
+    assert result.exit_code == 0, result.stderr
+    logged = read_metrics(tmp_path / "run")[-1]
+    done = result.stderr.strip().splitlines()[-1]
+    assert done.startswith(f"done: {tmp_path / 'run' / 'sft_vlm_64.pth'} (loss ")
+    assert done.endswith(" at step 3; each step line shows the mean loss since the line before)")
+    assert f"loss {logged['loss']:.4f}" in result.stderr  # the logged mean is shown on its step line
+
+
 def test_sft_from_a_run_directory_then_refusals(data, tmp_path):
     first = tmp_path / "first"
     train([*base_args(data, first), "--init", str(VLM_PTH), "--max-steps", "1", "--batch-size", "2"])

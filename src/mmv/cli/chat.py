@@ -51,7 +51,7 @@ def chat(
 ) -> None:
     """Talk about one or more images with a MiniMind-V model."""
     from mmv.chat import ChatSession
-    from mmv.cli.chat_repl import run_repl
+    from mmv.cli.chat_repl import note_positions, reply_summary, run_repl
     from mmv.device import check_device, check_dtype
     from mmv.images import open_image
     from mmv.loading import load_model
@@ -88,23 +88,14 @@ def chat(
     for name, image in opened:
         session.attach(name, image)
     if prompt is None:
-        run_repl(session, interactive=interactive)
+        run_repl(session, interactive=interactive, threads=threads)
         return
     reply = session.ask(prompt, on_text=None if options.json else _write_stdout)
     if not options.json:
         sys.stdout.write("\n")
         sys.stdout.flush()
-    emit_json(
-        {
-            "reply": reply.text,
-            "new_tokens": reply.new_tokens,
-            "ttft_ms": round(reply.ttft_ms, 2),
-            "vision_ms": round(reply.vision_ms, 2),
-            "decode_tokens_per_s": round(reply.decode_tokens_per_s, 2),
-            "threads": threads,
-            "stopped": reply.stopped,
-        }
-    )
+    note_positions(session, reply)
+    emit_json({**reply_summary(reply), "threads": threads})
 
 
 def _write_stdout(piece: str) -> None:

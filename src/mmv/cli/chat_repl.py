@@ -1,7 +1,9 @@
 """The interactive side of `mmv chat`: a REPL on a terminal, or one prompt per line from a pipe.
 
 Commands: /image PATH... attaches images to the next turn, /clear, /save FILE, /help, /exit. Ctrl-C stops the reply
-being generated, not the session.
+being generated, not the session; any other failure (a bad line, a file that cannot be written, a conversation
+longer than the model's positions) is one error line, and the session goes on. With --json the session prints one
+JSON object when it ends (see `session_summary`), as every command does.
 """
 
 from __future__ import annotations
@@ -11,6 +13,7 @@ import signal
 import sys
 from collections.abc import Iterator
 from pathlib import Path
+from typing import TYPE_CHECKING, Any
 
 from rich.markup import escape
 
@@ -20,9 +23,12 @@ from mmv.errors import MmvError
 from mmv.fsio import atomic_write_text
 from mmv.images import open_image
 
+if TYPE_CHECKING:
+    from PIL import Image
+
 HELP = """[bold]commands[/]
   /image PATH...   attach images to your next message
-  /clear           forget the conversation
+  /clear           forget the conversation (the command line's images stay, for the next message)
   /save FILE       write the transcript as JSON
   /help            this help
   /exit            quit (or Ctrl-D)
@@ -48,6 +54,10 @@ class Interrupt:
 
 
 def read_lines(interactive: bool) -> Iterator[str]:
+    # Bytes that are not UTF-8 become lone surrogates instead of an exception that would end the session; the
+    # session refuses such a message with one line (mmv.chat.check_text), and /image still finds such a file name.
+    if hasattr(sys.stdin, "reconfigure"):
+        sys.stdin.reconfigure(errors="surrogateescape")
     if not interactive:
         for line in sys.stdin:
             yield line.rstrip("\n")
@@ -68,12 +78,50 @@ def read_lines(interactive: bool) -> Iterator[str]:
 
 def save_transcript(session: ChatSession, target: str) -> Path:
     path = Path(target).expanduser()
-    atomic_write_text(path, json.dumps(session.transcript(), ensure_ascii=False, indent=2))
+    try:
+        atomic_write_text(path, json.dumps(session.transcript(), ensure_ascii=False, indent=2))
+    except OSError as exc:
+        raise MmvError(
+            f"cannot save the transcript to {path}: {exc.strerror or exc}; the conversation goes on"
+        ) from None
     return path
 
 
-def run_command(session: ChatSession, line: str) -> bool:
-    """Handle a /command; return False when the session should end."""
+def reply_summary(reply: Reply) -> dict[str, Any]:
+    """What --json prints for a one-shot reply, and for each reply of a session."""
+    return {
+        "reply": reply.text,
+        "new_tokens": reply.new_tokens,
+        "ttft_ms": round(reply.ttft_ms, 2),
+        "vision_ms": round(reply.vision_ms, 2),
+        "decode_tokens_per_s": round(reply.decode_tokens_per_s, 2),
+        "stopped": reply.stopped,
+        "reused_tokens": reply.reused_tokens,
+    }
+
+
+def session_summary(replies: list[Reply], failed: list[dict[str, Any]]) -> dict[str, Any]:
+    """What --json prints when a REPL or piped session ends: its replies in order, and the input lines (numbered
+    from 1) that failed with their error."""
+    return {
+        "turns": len(replies),
+        "errors": len(failed),
+        "replies": [reply_summary(r) for r in replies],
+        "failed": failed,
+    }
+
+
+def note_positions(session: ChatSession, reply: Reply) -> None:
+    if reply.positions_full:
+        positions = session.loaded.model.config.max_position_embeddings
+        console.print(
+            f"[yellow]note:[/] the reply stopped at the model's {positions} positions (max_position_embeddings)",
+            soft_wrap=True,
+        )
+
+
+def run_command(session: ChatSession, line: str, images: list[tuple[str, Image.Image]]) -> bool:
+    """Handle a /command; return False when the session should end. `images`: the command line's images."""
     name, _, rest = line.partition(" ")
     if name in ("/exit", "/quit"):
         return False
@@ -81,7 +129,10 @@ def run_command(session: ChatSession, line: str) -> bool:
         console.print(HELP)
     elif name == "/clear":
         session.clear()
-        console.print("[dim]conversation cleared[/]")
+        for image_name, image in images:
+            session.attach(image_name, image)
+        kept = f"; {', '.join(n for n, _ in images)} attached to your next message" if images else ""
+        console.print(f"[dim]conversation cleared{escape(kept)}[/]", soft_wrap=True)
     elif name == "/image":
         paths = rest.split()
         if not paths:
@@ -119,45 +170,30 @@ def answer(session: ChatSession, prompt: str, interactive: bool) -> Reply:
         f"[dim]ttft {reply.ttft_ms:.0f} ms · vision {reply.vision_ms:.0f} ms · "
         f"{reply.decode_tokens_per_s:.1f} tok/s · {reply.new_tokens} tokens{reused}{stopped}[/]"
     )
+    note_positions(session, reply)
     return reply
 
 
-def run_repl(session: ChatSession, interactive: bool) -> None:
+def run_repl(session: ChatSession, interactive: bool, threads: int) -> None:
+    """Read lines until /exit or the end of input; in a pipe, exit 2 at the end if any line failed."""
     if interactive:
         console.print("[bold]mmv chat[/] · /help for commands · Ctrl-D to quit")
+    images = list(session.pending)  # the command line's: /clear attaches them again
     replies: list[Reply] = []
-    errors = 0
-    for line in read_lines(interactive):
+    failed: list[dict[str, Any]] = []
+    for number, line in enumerate(read_lines(interactive), start=1):
         text = line.strip()
         if not text:
             continue
         try:
             if text.startswith("/"):
-                if not run_command(session, text):
+                if not run_command(session, text, images):
                     break
                 continue
             replies.append(answer(session, text, interactive))
         except MmvError as exc:
-            errors += 1
-            console.print(f"[bold red]error:[/] {escape(str(exc))}")
-            if not interactive and not options.json:
-                continue
-    emit_json(
-        {
-            "turns": len(replies),
-            "errors": errors,
-            "replies": [
-                {
-                    "reply": r.text,
-                    "new_tokens": r.new_tokens,
-                    "ttft_ms": round(r.ttft_ms, 2),
-                    "vision_ms": round(r.vision_ms, 2),
-                    "decode_tokens_per_s": round(r.decode_tokens_per_s, 2),
-                    "reused_tokens": r.reused_tokens,
-                }
-                for r in replies
-            ],
-        }
-    )
-    if errors and not interactive:
+            failed.append({"line": number, "error": str(exc)})
+            console.print(f"[bold red]error:[/] {escape(str(exc))}", soft_wrap=True)
+    emit_json({**session_summary(replies, failed), "threads": threads})
+    if failed and not interactive:
         raise SystemExit(2)

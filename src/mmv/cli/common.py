@@ -90,10 +90,26 @@ def handle_errors(func: F | None = None, *, flags: dict[str, str] | None = None)
                 raise
             console.print("interrupted")
             raise SystemExit(130) from None
-        except (OSError, ValueError, RuntimeError) as exc:
+        except OSError as exc:
             if options.debug:
                 raise
-            first_line = str(exc).splitlines()[0] if str(exc) else ""
-            fail(f"{type(exc).__name__}: {first_line} (rerun with --debug for details)")
+            fail(os_error_line(exc) if exc.strerror is not None else unexpected(exc))
+        except (ValueError, RuntimeError) as exc:
+            if options.debug:
+                raise
+            fail(unexpected(exc))
 
     return wrapper
+
+
+def os_error_line(exc: OSError) -> str:
+    """What the operating system refused, on which file, the way Unix tools say it ("out/x: Not a directory"): an
+    environment problem, not a bug, so no `OSError: [Errno 20]` and no --debug hint."""
+    files = " -> ".join(str(name) for name in (exc.filename, exc.filename2) if name is not None)
+    return f"{files}: {exc.strerror}" if files else str(exc.strerror)
+
+
+def unexpected(exc: BaseException) -> str:
+    """An error no check foresaw: its type and first line, and how to see the rest."""
+    first_line = str(exc).splitlines()[0] if str(exc) else ""
+    return f"{type(exc).__name__}: {first_line} (rerun with --debug for details)"

@@ -50,7 +50,7 @@ def eval_command(
     from mmv.eval.runner import EvalConfig
     from mmv.eval.runner import evaluate as run_eval
     from mmv.eval.scoring import SCORING_METRICS
-    from mmv.fsio import refuse_input_as_output
+    from mmv.fsio import check_writable, refuse_input_as_output
     from mmv.loading import load_model
     from mmv.threads import model_weights, set_threads
 
@@ -66,6 +66,7 @@ def eval_command(
     check_dtype(dtype)
     if out is not None:
         refuse_input_as_output(out, paths)
+        check_writable(out)  # before the model loads and the evaluation runs, not after
     loaded = load_model(
         model,
         vision=vision,

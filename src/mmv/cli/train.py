@@ -238,8 +238,10 @@ def _train(
         raise SystemExit(130) from None
     if rank == 0:
         if not show_sample:
-            loss = f"{summary['loss']:.4f}" if summary["loss"] is not None else "n/a"
-            say(f"done: {summary['weights']} (step {summary['step']}, loss {loss})")
+            step = summary["step"]
+            loss = f"loss {summary['loss']:.4f} at step {step}" if summary["loss"] is not None else "no loss"
+            # the step lines (and metrics.jsonl) are means over each --log-every window: say why they differ
+            say(f"done: {summary['weights']} ({loss}; each step line shows the mean loss since the line before)")
         emit_json({**summary, "threads": threads})
     if int(os.environ.get("WORLD_SIZE", "1")) > 1:
         # A finished torchrun worker leaves without interpreter shutdown: about one run in fifteen, torch's gloo

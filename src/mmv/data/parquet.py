@@ -29,9 +29,12 @@ def open_parquet(path: str | Path) -> pq.ParquetFile:
     import pyarrow.parquet as pq
 
     try:
-        return pq.ParquetFile(str(path), buffer_size=READ_BUFFER, pre_buffer=False)
-    except (OSError, pa.ArrowException) as exc:
+        parquet = pq.ParquetFile(str(path), buffer_size=READ_BUFFER, pre_buffer=False)
+        parquet.schema_arrow  # noqa: B018 - decoded lazily: a damaged footer fails here, not in a caller
+    except (OSError, pa.ArrowException, UnicodeDecodeError) as exc:
+        # UnicodeDecodeError: a name in the footer (a column's) that is not UTF-8
         raise MmvError(f"{path} is not a readable parquet file ({first_line(exc)})") from None
+    return parquet
 
 
 def check_schema(path: str | Path, schema: pa.Schema) -> None:
@@ -75,8 +78,31 @@ def iter_rows(path: str | Path, parquet: pq.ParquetFile | None = None) -> Iterat
             raise MmvError(f"cannot read {path}: {first_line(exc)}") from None
         if batch is None:
             return
-        columns = batch.to_pydict()
-        yield from zip(columns[COLUMNS[0]], columns[COLUMNS[1]], strict=True)
+        conversations, images = (batch.column(name) for name in COLUMNS)
+        yield from zip(column_values(path, conversations), images.to_pylist(), strict=True)
+
+
+def column_values(path: str | Path, column: pa.Array | pa.ChunkedArray) -> list[Any]:
+    """The Python values of a text column. pyarrow checks UTF-8 when it builds a string array, not when it reads
+    one from disk, so a damaged file can hold a string that is not UTF-8: that value comes as its bytes, which the
+    row checks refuse as `unicode`, and the other rows read as usual."""
+    try:
+        return column.to_pylist()
+    except UnicodeDecodeError:
+        return [text_value(path, column, index) for index in range(len(column))]
+
+
+def text_value(path: str | Path, column: pa.Array | pa.ChunkedArray, index: int) -> Any:
+    """One value of a text column (see `column_values`): a str, or the bytes of a string that is not UTF-8."""
+    import pyarrow as pa
+
+    try:
+        return column[index].as_py()
+    except UnicodeDecodeError as exc:
+        if not (pa.types.is_string(column.type) or pa.types.is_large_string(column.type)):
+            raise MmvError(f"cannot read {path}: a text value is not UTF-8 ({exc.reason})") from None
+        raw = pa.large_binary() if pa.types.is_large_string(column.type) else pa.binary()
+        return column[index : index + 1].cast(raw)[0].as_py()
 
 
 def first_line(exc: BaseException) -> str:

@@ -30,7 +30,8 @@ def rechunk(
     refuse_input_as_output(target, [source])
     parquet = open_dataset(source)
     if not target.parent.is_dir():
-        raise MmvError(f"cannot rewrite {source} into {target}: the folder {target.parent} does not exist")
+        why = "is not a folder" if target.parent.exists() else "does not exist"
+        raise MmvError(f"cannot rewrite {source} into {target}: {target.parent} {why}")
     copied = 0
     try:
         with atomic_path(target) as temporary, pq.ParquetWriter(str(temporary), parquet.schema_arrow) as writer:

@@ -19,7 +19,7 @@ from typing import TYPE_CHECKING, Any
 
 import numpy as np
 
-from mmv.data.parquet import COLUMNS, open_dataset, open_parquet
+from mmv.data.parquet import COLUMNS, open_dataset, open_parquet, text_value
 from mmv.errors import MmvError
 
 if TYPE_CHECKING:
@@ -154,15 +154,16 @@ class EpochPlan:
 class WindowRows:
     """A window's blocks as read (files may differ in column types, so they are not concatenated)."""
 
-    def __init__(self, tables: list[pa.Table]) -> None:
-        self.tables = tables
+    def __init__(self, tables: list[pa.Table], files: list[Path]) -> None:
+        self.tables, self.files = tables, files  # each block's table and the file it was read from
         self.starts = list(itertools.accumulate((t.num_rows for t in tables[:-1]), initial=0))
 
     def row(self, index: int) -> tuple[Any, Any]:
         """(conversations, image_bytes) of the index-th row, as Python values."""
         block = bisect.bisect_right(self.starts, index) - 1
         table, local = self.tables[block], index - self.starts[block]
-        return table.column(COLUMNS[0])[local].as_py(), table.column(COLUMNS[1])[local].as_py()
+        conversations = text_value(self.files[block], table.column(COLUMNS[0]), local)
+        return conversations, table.column(COLUMNS[1])[local].as_py()
 
 
 class BlockReader:
@@ -178,7 +179,8 @@ class BlockReader:
 
     def read_window(self, plan: EpochPlan, window: int) -> WindowRows:
         first, last = plan.window_blocks[window]
-        return WindowRows([self.read_block(block) for block in plan.blocks[first:last]])
+        blocks = plan.blocks[first:last]
+        return WindowRows([self.read_block(b) for b in blocks], [self.source.files[b.group.file] for b in blocks])
 
     def read_block(self, block: Block) -> pa.Table:
         group = block.group

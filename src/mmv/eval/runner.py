@@ -63,7 +63,7 @@ class EvalReport:
             "correct": self.correct,
             "accuracy": self.accuracy,
             "mean_loss": loss,
-            "perplexity": math.exp(loss) if loss is not None else None,
+            "perplexity": perplexity(loss) if loss is not None else None,
             "answer_tokens": self.answer_tokens,
             "new_tokens": self.new_tokens,
             "seconds": round(self.seconds, 3),
@@ -71,6 +71,14 @@ class EvalReport:
             "tokens_per_s": self.new_tokens / self.seconds if self.seconds else None,
             "skipped": self.skips.counts,
         }
+
+
+def perplexity(mean_loss: float) -> float:
+    """exp(mean loss); infinite where that overflows a float (a loss over ~709: a broken or untrained model)."""
+    try:
+        return math.exp(mean_loss)
+    except OverflowError:
+        return math.inf
 
 
 def batched(items: Iterator[EvalItem], size: int) -> Iterator[list[EvalItem]]:
