@@ -40,6 +40,8 @@ def training_inputs(init: str, vision: str | None, tokenizer: str | None, cfg: T
         tokenizer=absolute(tokenizer),
         base=preset(cfg.preset),
         experts_per_token=cfg.experts_per_token,
+        projector=cfg.projector,
+        merge=cfg.merge,
     )
 
 
@@ -53,6 +55,15 @@ def preview_tokenizer(init: str, tokenizer: str | None) -> Path:
     if found is None:
         raise NotDownloaded([missing_tokenizer()], beside=sources is not None)
     return found
+
+
+def preview_tokens_per_image(init: str, vision: str | None, tokenizer: str | None, cfg: TrainConfig) -> int:
+    """The placeholder run of one image in the model training would build; the --preset's when the weights or
+    the encoder are not downloaded (--show-sample needs only the tokenizer)."""
+    try:
+        return training_inputs(init, vision, tokenizer, cfg).config.image_token_len
+    except NotDownloaded:
+        return preset(cfg.preset).image_token_len
 
 
 def build_model(inputs: ModelInputs, cfg: TrainConfig) -> MiniMindVLM:

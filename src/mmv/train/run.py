@@ -99,6 +99,7 @@ def plan_fresh(req: RunRequest) -> RunPlan:
         "tokenizer_dir": tokenizer_dir,
         "vision_dir": vision_dir,
         "max_seq_len": cfg.max_seq_len,
+        "tokens_per_image": inputs.config.image_token_len,
         "seed": cfg.seed,
         "pack": cfg.pack,
         "num_workers": cfg.num_workers,
@@ -249,14 +250,16 @@ def run(req: RunRequest, stage: str) -> dict[str, Any]:
 def show_training_samples(req: RunRequest) -> dict[str, Any]:
     """--show-sample: the data as the model will see it; needs only the tokenizer (and --vision if given)."""
     from mmv.data.loader import DataSpec, TrainData
-    from mmv.train.build import preview_tokenizer
+    from mmv.train.build import preview_tokenizer, preview_tokens_per_image
 
     cfg = req.cfg
+    tokenizer = str(preview_tokenizer(cfg.init, req.tokenizer))
     spec = DataSpec(
         files=absolute_data(req.data),
-        tokenizer_dir=str(preview_tokenizer(cfg.init, req.tokenizer)),
+        tokenizer_dir=tokenizer,
         vision_dir=req.vision,
         max_seq_len=cfg.max_seq_len,
+        tokens_per_image=preview_tokens_per_image(cfg.init, req.vision, tokenizer, cfg),
         seed=cfg.seed,
         pack=cfg.pack,
         **req.data_options,
