@@ -79,13 +79,17 @@ def runs(tmp_path_factory) -> dict[str, dict]:
             home = root / name
             encoder = make_encoder_folder(home / "encoder", kind, **geometry)
             pretrain = train(
-                ["pretrain", "--data", str(data), "--out", str(home / "pretrain"), "--init", str(LLM_PTH)]
-                + ["--vision", str(encoder), "--projector", projector, "--merge", str(merge), "--save-every", "1"]
-                + COMMON
+                [
+                    *("pretrain", "--data", str(data), "--out", str(home / "pretrain"), "--init", str(LLM_PTH)),
+                    *("--vision", str(encoder), "--projector", projector, "--merge", str(merge), "--save-every", "1"),
+                    *COMMON,
+                ]
             )
             sft = train(
-                ["sft", "--data", str(data), "--out", str(home / "sft"), "--init", str(home / "pretrain")]
-                + ["--freeze", "none", "--lr", "1e-3", *COMMON]
+                [
+                    *("sft", "--data", str(data), "--out", str(home / "sft"), "--init", str(home / "pretrain")),
+                    *("--freeze", "none", "--lr", "1e-3", *COMMON),
+                ]
             )
             folder = convert(home / "sft", "transformers", home / "tf")
             back = convert(home / "tf", "pth", home / "back.pth")
@@ -135,8 +139,10 @@ def test_the_run_records_the_vision_path_and_its_token_count(family):
 
 def test_chat_answers_about_an_image(family):
     result = run_cli(
-        ["--json", "chat", str(family["image"]), "--model", str(family["home"] / "sft"), "--prompt", "What is it?"]
-        + ["--temperature", "0", "--max-new-tokens", "3", "--device", "cpu"]
+        [
+            *("--json", "chat", str(family["image"]), "--model", str(family["home"] / "sft")),
+            *("--prompt", "What is it?", "--temperature", "0", "--max-new-tokens", "3", "--device", "cpu"),
+        ]
     )
     assert result.exit_code == 0, result.stderr
     assert json.loads(result.stdout)["new_tokens"] == 3
@@ -175,8 +181,14 @@ def test_a_wrong_image_token_count_is_refused(family):
     loaded = load_model(family["home"] / "sft", device="cpu", dtype="float32")
     inputs = load_file(str(family["cases"]))
     pixels = {k.removeprefix("pixel."): v for k, v in inputs.items() if k.startswith("pixel.")}
-    with pytest.raises(MmvError, match=f"but 1 image\\(s\\) need {family['tokens']}"):
-        loaded.model(inputs["input_ids"][:, 1:], pixel_inputs=pixels)
+    ids = inputs["input_ids"]
+    first = int((ids[0] == loaded.model.config.image_token_id).nonzero()[0])
+    one_short = torch.cat([ids[:, :first], ids[:, first + 1 :]], dim=1)
+    with pytest.raises(
+        MmvError,
+        match=f"holds {family['tokens'] - 1} image placeholder tokens but 1 image\\(s\\) need {family['tokens']}",
+    ):
+        loaded.model(one_short, pixel_inputs=pixels)
 
 
 @pytest.fixture(scope="module", params=["newest", "oldest"])

@@ -260,7 +260,7 @@ def test_check_measures_lengths_with_the_models_image_token_count(tmp_path, cli)
     lengths = {}
     for tokens in ("16", "64"):
         result = cli(
-            ["--json", "data", "check", str(data), "--tokenizer", str(TOKENIZER_DIR)] + ["--tokens-per-image", tokens]
+            ["--json", "data", "check", str(data), "--tokenizer", str(TOKENIZER_DIR), "--tokens-per-image", tokens]
         )
         assert result.exit_code == 0, result.stderr
         lengths[tokens] = json.loads(result.stdout)["files"][0]["tokens"]["max"]

@@ -119,7 +119,7 @@ def test_a_fresh_projector_takes_the_shape_it_is_given(tmp_path, cache):
 
 
 def test_a_trained_projector_keeps_its_shape(cache):
-    with pytest.raises(MmvError, match="model.pth has a ln-mlp projector with merge 1, not merge 2") as failure:
+    with pytest.raises(MmvError, match=r"model\.pth has a ln-mlp projector with merge 1, not merge 2") as failure:
         gather(REFERENCE / "p32" / "model.pth", merge=2)
     assert failure.value.options == ("merge",)
     assert gather(REFERENCE / "p32" / "model.pth", projector="ln-mlp", merge=1).config.vision_variant == "p32-256"
