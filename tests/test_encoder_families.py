@@ -191,6 +191,26 @@ def test_a_wrong_image_token_count_is_refused(family):
         loaded.model(one_short, pixel_inputs=pixels)
 
 
+def test_gguf_exports_the_language_model_and_names_the_vision_path_it_cannot_express(family, tmp_path):
+    """mmv's mmproj writer expresses p16-256's SigLIP path alone: any other family's image side is left out, said
+    in one sentence naming the vision path, and the language model still exported."""
+    from mmv.convert import convert
+
+    result = convert(family["home"] / "sft", "gguf", tmp_path / "g")
+    assert result.note is not None and "matches no llama.cpp projector type" in result.note
+    assert f"{family['tokens']} tokens" in result.note and "not exported" in result.note
+    assert (result.variant, result.encoder_family, result.tokens_per_image) == (None, None, None)
+    assert sorted(p.name for p in result.out.iterdir()) == ["README.md", "g.gguf"]
+
+
+def test_qwen3_exports_the_language_model_alone(family, tmp_path):
+    from mmv.convert import convert
+
+    result = convert(family["home"] / "sft", "qwen3", tmp_path / "q")
+    assert (result.variant, result.encoder_family, result.vision) == (None, None, None)
+    assert json.loads((result.out / "config.json").read_text())["model_type"] == "qwen3"
+
+
 @pytest.fixture(scope="module", params=["newest", "oldest"])
 def isolated(request, runs, tmp_path_factory) -> dict:
     """Every family's folder run by transformers in a process that cannot import mmv (tests/convert)."""

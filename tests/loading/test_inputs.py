@@ -118,6 +118,26 @@ def test_a_fresh_projector_takes_the_shape_it_is_given(tmp_path, cache):
         gather(REFERENCE / "p32" / "llm.pth", vision=dino, merge=3)
 
 
+def test_vision_takes_a_download_name(tmp_path, cache, monkeypatch):
+    """`--vision dinov2-small` is the cached download; before `mmv download` it says so (and never falls back to
+    the cached SigLIP encoder); a folder of that name in the working directory wins."""
+    from mmv.loading import NotDownloaded
+    from tests.encoder_folders import make_encoder_folder
+
+    llm = REFERENCE / "p32" / "llm.pth"
+    with pytest.raises(
+        NotDownloaded, match=r"^the vision encoder dinov2-small is not downloaded: run `mmv download dinov2-small`$"
+    ) as failure:
+        gather(llm, vision="dinov2-small")
+    assert failure.value.options == ("vision",)
+    cached = make_encoder_folder(cache / "dinov2-small", "dinov2", side=112, patch=14)
+    inputs = gather(llm, vision="dinov2-small")
+    assert inputs.vision_dir == cached and inputs.config.vision.family == "dinov2"
+    local = make_encoder_folder(tmp_path / "here" / "dinov2-small", "clip", side=64, patch=16)
+    monkeypatch.chdir(tmp_path / "here")
+    assert gather(llm, vision="dinov2-small").config.vision.family == "clip" and local.is_dir()
+
+
 def test_a_trained_projector_keeps_its_shape(cache):
     with pytest.raises(MmvError, match=r"model\.pth has a ln-mlp projector with merge 1, not merge 2") as failure:
         gather(REFERENCE / "p32" / "model.pth", merge=2)

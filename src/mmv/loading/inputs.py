@@ -19,7 +19,7 @@ from mmv.loading.folders import (
     cached_encoder,
     encoder_near,
     find_tokenizer,
-    given,
+    given_encoder,
     missing_encoder,
     missing_tokenizer,
 )
@@ -81,7 +81,7 @@ def gather(
     except NotDownloaded as exc:
         sources, missing = None, list(exc.missing)
     base = base or VLMConfig()
-    vision_dir = given(vision) or encoder_near(sources)
+    vision_dir = given_encoder(vision, missing) if vision else encoder_near(sources)
     encoder = inspect_encoder(vision_dir) if vision_dir else None
     checkpoint = None
     if sources is not None:
@@ -89,7 +89,7 @@ def gather(
         vision_config = sources.recorded_vision(base)
         checkpoint = read_checkpoint(sources.weights, base=recorded, encoder=encoder, vision=vision_config)
     config = checkpoint.config if checkpoint else base
-    if encoder is None and cached_encoder_ok:
+    if encoder is None and cached_encoder_ok and not vision:
         vision_dir = cached_encoder(config.vision_variant)
         encoder = inspect_encoder(vision_dir) if vision_dir else None
         if encoder is None and need_vision:

@@ -250,16 +250,17 @@ def run(req: RunRequest, stage: str) -> dict[str, Any]:
 def show_training_samples(req: RunRequest) -> dict[str, Any]:
     """--show-sample: the data as the model will see it; needs only the tokenizer (and --vision if given)."""
     from mmv.data.loader import DataSpec, TrainData
-    from mmv.train.build import preview_tokenizer, preview_tokens_per_image
+    from mmv.train.build import preview_tokenizer, preview_tokens_per_image, preview_vision
 
     cfg = req.cfg
     tokenizer = str(preview_tokenizer(cfg.init, req.tokenizer))
+    vision = preview_vision(req.vision)
     spec = DataSpec(
         files=absolute_data(req.data),
         tokenizer_dir=tokenizer,
-        vision_dir=req.vision,
+        vision_dir=vision,
         max_seq_len=cfg.max_seq_len,
-        tokens_per_image=preview_tokens_per_image(cfg.init, req.vision, tokenizer, cfg),
+        tokens_per_image=preview_tokens_per_image(cfg.init, vision, tokenizer, cfg),
         seed=cfg.seed,
         pack=cfg.pack,
         **req.data_options,
