@@ -148,6 +148,28 @@ def test_chat_answers_about_an_image(family):
     assert json.loads(result.stdout)["new_tokens"] == 3
 
 
+def test_eval_renders_each_image_as_the_models_token_count(family):
+    """Every image row is evaluated (none skipped): its prompt holds the model's placeholder run, which the model
+    checks against the images it encodes."""
+    result = run_cli(
+        [
+            "--json",
+            "eval",
+            "--model",
+            str(family["home"] / "sft"),
+            "--data",
+            str(family["data"]),
+            "--max-new-tokens",
+            "2",
+            "--device",
+            "cpu",
+        ]
+    )
+    assert result.exit_code == 0, result.stderr
+    summary = json.loads(result.stdout)
+    assert summary["evaluated"] == 7 and not summary["skipped"], summary
+
+
 def test_the_transformers_folder_carries_the_family_and_token_count(family):
     folder, config = family["folder"], json.loads((family["folder"].out / "config.json").read_text())
     assert config["image_token_len"] == family["tokens"] and config["vision"]["family"] == folder.encoder_family
