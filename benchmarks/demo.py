@@ -43,7 +43,8 @@ def run_demo(seed: int, minutes: float, rows: int, encoder: str) -> dict:
         finished = subprocess.run(command, capture_output=True, text=True, check=False)
         wall = time.perf_counter() - start
     if finished.returncode != 0:
-        raise SystemExit(f"seed {seed}, {encoder} encoder: mmv demo exited {finished.returncode}: {finished.stderr.strip()[-500:]}")
+        failure = finished.stderr.strip()[-500:]
+        raise SystemExit(f"seed {seed}, {encoder} encoder: mmv demo exited {finished.returncode}: {failure}")
     summary = json.loads(finished.stdout)
     return {
         "benchmark": "demo",
