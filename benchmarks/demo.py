@@ -2,7 +2,8 @@
 
 Each run is `mmv demo --out TMP --seed S --json` in a fresh process: wall time includes interpreter start-up, data
 synthesis, both training stages and the evaluation. Peak RSS is the largest of the run's processes (the demo and
-its DataLoader worker). Usage: python benchmarks/demo.py [--seeds 0 1 2] [--minutes 8] [--rows 4000]
+its DataLoader worker). With --encoders, every seed runs once per encoder architecture (`mmv demo --encoder`).
+Usage: python benchmarks/demo.py [--seeds 0 1 2] [--minutes 8] [--rows 4000] [--encoders siglip clip dinov2]
 """
 
 from __future__ import annotations
@@ -19,7 +20,7 @@ import time
 from pathlib import Path
 
 
-def run_demo(seed: int, minutes: float, rows: int) -> dict:
+def run_demo(seed: int, minutes: float, rows: int, encoder: str) -> dict:
     with tempfile.TemporaryDirectory() as tmp:
         command = [
             sys.executable,
@@ -34,17 +35,21 @@ def run_demo(seed: int, minutes: float, rows: int) -> dict:
             str(minutes),
             "--rows",
             str(rows),
+            "--encoder",
+            encoder,
             "--json",
         ]
         start = time.perf_counter()
         finished = subprocess.run(command, capture_output=True, text=True, check=False)
         wall = time.perf_counter() - start
     if finished.returncode != 0:
-        raise SystemExit(f"seed {seed}: mmv demo exited {finished.returncode}: {finished.stderr.strip()[-500:]}")
+        failure = finished.stderr.strip()[-500:]
+        raise SystemExit(f"seed {seed}, {encoder} encoder: mmv demo exited {finished.returncode}: {failure}")
     summary = json.loads(finished.stdout)
     return {
         "benchmark": "demo",
         "seed": seed,
+        "encoder": encoder,
         "minutes": minutes,
         "rows": rows,
         "wall_s": round(wall, 1),
@@ -65,9 +70,11 @@ def main() -> None:
     parser.add_argument("--seeds", type=int, nargs="+", default=[0, 1, 2])
     parser.add_argument("--minutes", type=float, default=8.0)
     parser.add_argument("--rows", type=int, default=4000)
+    parser.add_argument("--encoders", nargs="+", default=["siglip"], choices=["siglip", "clip", "dinov2"])
     args = parser.parse_args()
-    for seed in args.seeds:
-        print(json.dumps(run_demo(seed, args.minutes, args.rows)), flush=True)
+    for encoder in args.encoders:
+        for seed in args.seeds:
+            print(json.dumps(run_demo(seed, args.minutes, args.rows, encoder)), flush=True)
 
 
 if __name__ == "__main__":

@@ -8,6 +8,7 @@ import torch
 from mmv.checkpoint import detect_variant, load_weights, read_checkpoint, read_state_dict
 from mmv.config import VLMConfig
 from mmv.errors import MmvError
+from mmv.model.vision import EncoderInfo
 from mmv.model.vlm import MiniMindVLM
 from tests.conftest import REFERENCE, fixture_cases, load_fixture_model
 
@@ -242,3 +243,50 @@ def test_bad_folder_configs_are_refused_naming_the_file(tmp_path, edit, message)
     with pytest.raises(MmvError, match=message) as failure:
         read_checkpoint(folder)
     assert str(folder / "config.json") in str(failure.value)
+
+
+DINO = EncoderInfo("dinov2", "dinov2_with_registers", 32, 112, 14, None)  # an 8x8 grid of 32-wide patches
+
+
+def saved_model(tmp_path, vision) -> object:
+    """A bare .pth of a tiny model with this vision config: nothing but tensors."""
+    from mmv.config import preset
+
+    path = tmp_path / "model.pth"
+    torch.save(MiniMindVLM(preset("tiny").replace(vision=vision)).checkpoint_state_dict(), path)
+    return path
+
+
+@pytest.mark.parametrize(("projector", "merge"), [("ln-mlp", 2), ("linear", 1), ("mlp", 4)])
+def test_a_bare_checkpoint_over_another_family_reads_its_merge_off_the_encoder_width(tmp_path, projector, merge):
+    vision = DINO.vision(projector, merge)
+    checkpoint = read_checkpoint(saved_model(tmp_path, vision), encoder=DINO)
+    assert checkpoint.config.vision == vision and checkpoint.config.image_hidden_size == 32
+    assert checkpoint.config.image_token_len == (8 // merge) ** 2
+
+
+@pytest.mark.parametrize(
+    ("vision", "encoder", "message"),
+    [
+        (DINO.vision("linear", 1), None, "linear projector records no vision config"),
+        (DINO.vision("ln-mlp", 2), None, "fits neither a p32-256 nor a p16-256 encoder"),
+        (DINO.vision("ln-mlp", 2), EncoderInfo("dinov2", "dinov2", 48, 112, 14, None), "no merge of the 48-wide"),
+        (DINO.vision("mlp", 1), EncoderInfo("dinov2", "dinov2", 16, 112, 14, None), "no merge of the 16-wide"),
+    ],
+)
+def test_a_bare_checkpoint_that_cannot_be_read_names_the_encoder_setting(tmp_path, vision, encoder, message):
+    with pytest.raises(MmvError, match=message) as failure:
+        read_checkpoint(saved_model(tmp_path, vision), encoder=encoder)
+    assert failure.value.options == ("vision",)
+
+
+def test_what_a_folder_records_must_fit_its_projector(tmp_path):
+    from mmv.config import VisionConfig
+
+    recorded = VisionConfig("siglip", 256, 32, None, "mlp", 1)
+    folder = folder_with_config(tmp_path, lambda c: {**c, "vision": recorded.__dict__})
+    with pytest.raises(MmvError, match=r"the ln-mlp projector taking 32-wide tokens does not match the recorded"):
+        read_checkpoint(folder)
+    folder = folder_with_config(tmp_path / "b", lambda c: {**c, "vision_variant": "p16-naflex"})
+    with pytest.raises(MmvError, match=r"does not match the recorded vision config \(p16-naflex encoder"):
+        read_checkpoint(folder)

@@ -1,13 +1,14 @@
 """Reading weights safely: native `.pth`, `.safetensors` and reference transformers folders.
 
 Pickles are only ever opened with `weights_only=True`; folders are read as data (config.json + weights), their
-modeling code is never imported. Every size is read off the tensors, and the vision variant off `vision_proj.*`,
+modeling code is never imported. Every size is read off the tensors, and the projector off `vision_proj.*`,
 so a mismatch fails with one sentence instead of mis-loading the way the reference's strict=False does. What
 enters is checked here, once: only finite floating-point tensors, each of the shape its config implies.
 """
 
 from __future__ import annotations
 
+import math
 import pickle
 import re
 import zipfile
@@ -15,13 +16,14 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import TYPE_CHECKING
 
-from mmv.config import VLMConfig
+from mmv.config import NAFLEX_FAMILY, VISION_PRESETS, VisionConfig, VLMConfig, records_vision
 from mmv.errors import MmvError
 from mmv.layout import CONFIG_FILE, WEIGHT_FILES, read_json_object, reading
 
 if TYPE_CHECKING:
     import torch
 
+    from mmv.model.vision import EncoderInfo
     from mmv.model.vlm import MiniMindVLM
 
 FOLDER_MODEL_TYPES = ("minimind-v", "minimind", "mmv")
@@ -81,12 +83,8 @@ def check_values(state: dict[str, torch.Tensor]) -> None:
             raise MmvError(f"{key} holds NaN or infinite values")
 
 
-def detect_variant(state: dict[str, torch.Tensor], encoder_hidden: int | None = None) -> str | None:
-    """The vision variant from the projector's shapes (REFERENCE.md section 2); None for a text-only LLM.
-
-    p32-256 and p16-256 share a layout and differ only in the LayerNorm width (768 vs 3072 at full size), so a
-    model of another width needs the encoder's hidden size to tell them apart.
-    """
+def projector_shape(state: dict[str, torch.Tensor]) -> tuple[str, int] | None:
+    """The projector's kind (linear | mlp | ln-mlp) and input width, read off its tensors; None for a text-only LLM."""
     if any(k.startswith("vision_proj.vision_proj.") for k in state):
         raise MmvError(
             "this is a CLIP-era MiniMind2-V checkpoint (single Linear projector, 196 '@' tokens); "
@@ -98,10 +96,27 @@ def detect_variant(state: dict[str, torch.Tensor], encoder_hidden: int | None = 
             raise MmvError("unrecognised vision projector keys: expected vision_proj.mlp.{0,1,3}.* or mlp.{0,2}.*")
         return None
     if first.dim() == 2 and "vision_proj.mlp.3.weight" not in state:
-        return "p16-naflex"
+        return ("mlp" if "vision_proj.mlp.2.weight" in state else "linear"), first.shape[1]
     if first.dim() != 1 or "vision_proj.mlp.3.weight" not in state:
         raise MmvError(f"unrecognised vision projector: mlp.0.weight has shape {tuple(first.shape)}")
-    width = first.shape[0]
+    return "ln-mlp", first.shape[0]
+
+
+def reference_variant(kind: str, width: int, encoder_hidden: int | None = None) -> str:
+    """The variant the reference would read a projector as (REFERENCE.md section 2).
+
+    p32-256 and p16-256 share a layout and differ only in the LayerNorm width (768 vs 3072 at full size), so a
+    model of another width needs the encoder's hidden size to tell them apart.
+    """
+    if kind == "mlp":
+        if width % 4:
+            raise MmvError(f"the mlp projector takes {width}-wide tokens, not 4 stacked NaFlex patches")
+        return "p16-naflex"
+    if kind == "linear":
+        raise MmvError(
+            "the checkpoint's linear projector records no vision config; name the encoder it was trained with",
+            option="vision",
+        )
     if encoder_hidden is not None and width in (encoder_hidden, 4 * encoder_hidden):
         return "p32-256" if width == encoder_hidden else "p16-256"
     if width in (768, 3072) and encoder_hidden is None:
@@ -111,6 +126,46 @@ def detect_variant(state: dict[str, torch.Tensor], encoder_hidden: int | None = 
         f"of hidden size {encoder_hidden or 768}; name the matching encoder folder",
         option="vision",
     )
+
+
+def detect_variant(state: dict[str, torch.Tensor], encoder_hidden: int | None = None) -> str | None:
+    """The reference variant of a checkpoint's projector; None for a text-only LLM."""
+    shape = projector_shape(state)
+    return None if shape is None else reference_variant(*shape, encoder_hidden)
+
+
+def read_vision(
+    kind: str,
+    width: int,
+    recorded: VisionConfig | None,
+    encoder: EncoderInfo | None,
+    encoder_hidden: int | None,
+) -> tuple[VisionConfig, int]:
+    """The vision config and encoder width of a projector of `kind` taking `width`-wide tokens.
+
+    What a run directory or transformers folder recorded wins. A bare checkpoint records nothing: with a SigLIP
+    encoder or none it reads as the reference reads it (the three variants); over another family's encoder (or
+    for a linear projector) the merge is what stacks the encoder's patches to `width`.
+    """
+    if recorded is not None:
+        if kind != recorded.projector or width % recorded.group:
+            raise MmvError(
+                f"the {kind} projector taking {width}-wide tokens does not match the recorded vision config "
+                f"({recorded.label})"
+            )
+        return recorded, width // recorded.group
+    if encoder is None or (encoder.family in ("siglip", NAFLEX_FAMILY) and kind != "linear"):
+        preset = VISION_PRESETS[reference_variant(kind, width, encoder.hidden_size if encoder else encoder_hidden)]
+        return preset, width // preset.group
+    group, rest = divmod(width, encoder.hidden_size)
+    merge = group if encoder.family == NAFLEX_FAMILY else math.isqrt(group)
+    if rest or not group or (encoder.family != NAFLEX_FAMILY and merge * merge != group):
+        raise MmvError(
+            f"the projector takes {width}-wide tokens, which no merge of the {encoder.hidden_size}-wide patches of "
+            f"a {encoder.label} encoder makes",
+            option="vision",
+        )
+    return encoder.vision(kind, merge), encoder.hidden_size
 
 
 def _tensor(state: dict[str, torch.Tensor], key: str, dims: int) -> torch.Tensor:
@@ -123,9 +178,15 @@ def _tensor(state: dict[str, torch.Tensor], key: str, dims: int) -> torch.Tensor
 
 
 def infer_config(
-    state: dict[str, torch.Tensor], base: VLMConfig | None = None, encoder_hidden: int | None = None
+    state: dict[str, torch.Tensor],
+    base: VLMConfig | None = None,
+    encoder_hidden: int | None = None,
+    *,
+    encoder: EncoderInfo | None = None,
+    vision: VisionConfig | None = None,
 ) -> VLMConfig:
-    """Every size of the model read off its tensors; `base` supplies what tensors cannot tell (top-k, rope)."""
+    """Every size of the model read off its tensors; `base` supplies what tensors cannot tell (top-k, rope), and
+    `vision` the vision config a run or folder recorded (see read_vision)."""
     embed = _tensor(state, "model.embed_tokens.weight", 2)
     head_dim = _tensor(state, "model.layers.0.self_attn.q_norm.weight", 1).shape[0]
     q_rows = _tensor(state, "model.layers.0.self_attn.q_proj.weight", 2).shape[0]
@@ -149,10 +210,11 @@ def infer_config(
         use_moe=bool(experts),
         num_experts=len(experts) or values["num_experts"],
     )
-    variant = detect_variant(state, encoder_hidden)
-    if variant is not None:
-        width = state["vision_proj.mlp.0.weight"].shape[-1 if variant == "p16-naflex" else 0]
-        values.update(vision_variant=variant, image_hidden_size=width if variant == "p32-256" else width // 4)
+    values["image_token_len"] = None  # follows the vision config
+    shape = projector_shape(state)
+    if shape is not None:
+        found, width = read_vision(*shape, vision, encoder, encoder_hidden)
+        values.update(vision=found, vision_variant=None, image_hidden_size=width)
     return VLMConfig.from_dict(values)
 
 
@@ -189,21 +251,34 @@ def folder_config(folder: Path) -> dict:
     return config
 
 
-def read_checkpoint(path: str | Path, encoder_hidden: int | None = None, base: VLMConfig | None = None) -> Checkpoint:
-    """Weights and the config they imply from a `.pth` / `.safetensors` file or a transformers folder."""
+def read_checkpoint(
+    path: str | Path,
+    encoder_hidden: int | None = None,
+    base: VLMConfig | None = None,
+    *,
+    encoder: EncoderInfo | None = None,
+    vision: VisionConfig | None = None,
+) -> Checkpoint:
+    """Weights and the config they imply from a `.pth` / `.safetensors` file or a transformers folder.
+
+    `encoder` is the encoder found for it, `vision` what its run recorded; a folder's own config.json records both
+    its sizes and, when mmv wrote it, its vision config."""
     path = Path(path)
     if path.is_dir():
         raw = folder_config(path)
         with reading(path / CONFIG_FILE):
-            base = VLMConfig.from_dict({**(base.to_dict() if base else {}), **raw})
+            base = (base or VLMConfig()).overlay(raw)
+        vision = base.vision if records_vision(raw) else vision
         hidden = raw.get("image_hidden_size")
         encoder_hidden = encoder_hidden or (hidden if isinstance(hidden, int) else None)
         weights = find_weights(path)
     else:
         weights = path
+    if encoder is not None:
+        encoder_hidden = encoder.hidden_size
     state = read_state_dict(weights)
     with reading(weights):
-        config = infer_config(state, base, encoder_hidden)
+        config = infer_config(state, base, encoder_hidden, encoder=encoder, vision=vision)
     text_only = "vision_proj.mlp.0.weight" not in state
     check_shapes(state, expected_shapes(config, text_only), weights)
     return Checkpoint(state, config, text_only, source=path)

@@ -14,8 +14,12 @@ from typing import Any
 
 from mmv.errors import MmvError
 
-# The three vision variants (REFERENCE.md section 2): encoder tokens per image and projector layout.
-VISION_VARIANTS = ("p32-256", "p16-256", "p16-naflex")
+# Encoder families by the transformers class that runs them; siglip2 is the NaFlex one (SigLIP2's fixed-size
+# checkpoints are SigLIP-architecture models and run as `siglip`).
+FAMILIES = ("clip", "siglip", "siglip2", "dinov2")
+NAFLEX_FAMILY = "siglip2"
+PROJECTORS = ("linear", "mlp", "ln-mlp")  # Linear | Linear-GELU-Linear | LayerNorm-Linear-GELU-Linear
+CUSTOM_VARIANT = "custom"  # the vision_variant of a vision config that is none of the reference presets
 DEFAULT_VARIANT = "p32-256"
 IMAGE_TOKEN = "<|image_pad|>"
 IMAGE_MARKER = "<image>"
@@ -72,6 +76,109 @@ def check_field_types(instance: Any) -> None:
             raise MmvError(f"{f.name} must be {wanted}, got {value!r}")
 
 
+@dataclass(frozen=True)
+class VisionConfig:
+    """The vision path: which encoder, the images it takes, and how the projector turns its patches into tokens.
+
+    The encoder's width is VLMConfig.image_hidden_size (the reference field); tokens per image follow from the rest.
+    """
+
+    family: str = "siglip"  # clip | siglip | siglip2 (NaFlex) | dinov2: the transformers class family that runs it
+    image_size: int | None = 256  # side of the square images a fixed-size encoder takes; None for NaFlex
+    patch_size: int = 32
+    max_patches: int | None = None  # NaFlex only: patches per image (the processor's max_num_patches, padded to)
+    projector: str = "ln-mlp"  # linear | mlp | ln-mlp (PROJECTORS)
+    merge: int = 1  # K: each KxK block of the patch grid becomes one token; NaFlex: K consecutive patches
+
+    def __post_init__(self) -> None:
+        check_field_types(self)
+        if self.family not in FAMILIES:
+            raise MmvError(f"unknown encoder family {self.family!r}; expected one of {', '.join(FAMILIES)}")
+        if self.projector not in PROJECTORS:
+            raise MmvError(f"unknown projector {self.projector!r}; expected one of {', '.join(PROJECTORS)}")
+        for name in ("image_size", "patch_size", "max_patches", "merge"):
+            value = getattr(self, name)
+            if value is not None and value < 1:
+                raise MmvError(f"{name} must be at least 1, got {value}")
+        if self.naflex != (self.image_size is None) or self.naflex != (self.max_patches is not None):
+            raise MmvError(
+                "a NaFlex (siglip2) encoder has max_patches and no image_size; every other family the reverse, "
+                f"got family {self.family!r}, image_size {self.image_size}, max_patches {self.max_patches}"
+            )
+        if self.image_size is not None and self.image_size % self.patch_size:
+            raise MmvError(f"image_size {self.image_size} is not a whole number of {self.patch_size}-pixel patches")
+        if self.naflex and self.max_patches % self.merge:
+            raise MmvError(f"merge {self.merge} does not divide the {self.max_patches} patches of a NaFlex image")
+        if not self.naflex and self.grid % self.merge:
+            raise MmvError(f"merge {self.merge} does not divide the {self.grid}x{self.grid} patch grid")
+
+    @property
+    def naflex(self) -> bool:
+        return self.family == NAFLEX_FAMILY
+
+    @property
+    def grid(self) -> int:
+        """Patches per side of a fixed-size image."""
+        assert self.image_size is not None, "a NaFlex image has no fixed grid"
+        return self.image_size // self.patch_size
+
+    @property
+    def patch_tokens(self) -> int:
+        """Encoder tokens per image that reach the projector (class and register tokens dropped)."""
+        return self.max_patches if self.max_patches is not None else self.grid**2
+
+    @property
+    def group(self) -> int:
+        """Encoder tokens stacked into one projector input token."""
+        return self.merge if self.naflex else self.merge**2
+
+    @property
+    def tokens_per_image(self) -> int:
+        return self.patch_tokens // self.group
+
+    @property
+    def encoder_label(self) -> str:
+        """The encoder it needs, e.g. `p32-256` for a reference preset's, else `dinov2 224px/14`."""
+        named = variant_of(self)
+        if named != CUSTOM_VARIANT:
+            return named
+        if self.naflex:
+            return f"{self.family} NaFlex/{self.patch_size} ({self.max_patches} patches)"
+        return f"{self.family} {self.image_size}px/{self.patch_size}"
+
+    @property
+    def label(self) -> str:
+        merge = (
+            "no merge"
+            if self.merge == 1
+            else f"{self.merge} patches per token"
+            if self.naflex
+            else f"{self.merge}x{self.merge} merge"
+        )
+        return f"{self.encoder_label} encoder, {self.projector} projector, {merge}, {self.tokens_per_image} tokens"
+
+    @classmethod
+    def from_dict(cls, data: dict[str, Any]) -> VisionConfig:
+        unknown = sorted(set(data) - {f.name for f in dataclasses.fields(cls)})
+        if unknown:
+            raise MmvError(f"vision has unknown field {unknown[0]!r}")
+        return cls(**data)
+
+
+# The reference's three vision variants (REFERENCE.md section 2) as named vision configs.
+VISION_PRESETS = {
+    "p32-256": VisionConfig("siglip", 256, 32, None, "ln-mlp", 1),
+    "p16-256": VisionConfig("siglip", 256, 16, None, "ln-mlp", 2),
+    "p16-naflex": VisionConfig("siglip2", None, 16, 256, "mlp", 4),
+}
+VISION_VARIANTS = tuple(VISION_PRESETS)
+
+
+def variant_of(vision: VisionConfig) -> str:
+    """The reference variant a vision config is, else CUSTOM_VARIANT."""
+    return next((name for name, preset in VISION_PRESETS.items() if preset == vision), CUSTOM_VARIANT)
+
+
 @dataclass
 class VLMConfig:
     # --- language model (MiniMind, Qwen3-shaped) ---
@@ -99,21 +206,20 @@ class VLMConfig:
     norm_topk_prob: bool = True
     router_aux_loss_coef: float = 5e-4
     # --- vision path ---
-    vision_variant: str = DEFAULT_VARIANT
+    # a reference variant (VISION_VARIANTS) or "custom"; None: named after `vision`, p32-256 when both are None
+    vision_variant: str | None = None
+    vision: VisionConfig | None = None  # None: the preset `vision_variant` names
     image_hidden_size: int = 768  # the encoder's hidden size
-    image_token_len: int = 64  # placeholder tokens per image
+    image_token_len: int | None = None  # placeholder tokens per image: vision.tokens_per_image
     image_ids: list[int] = field(default_factory=lambda: [12])
 
     def __post_init__(self) -> None:
         check_field_types(self)
-        if self.vision_variant not in VISION_VARIANTS:
-            raise MmvError(
-                f"unknown vision variant {self.vision_variant!r}; expected one of {', '.join(VISION_VARIANTS)}"
-            )
         for name in POSITIVE_FIELDS:
             value = getattr(self, name)
             if value is not None and value < 1:
                 raise MmvError(f"{name} must be at least 1, got {value}")
+        self._settle_vision()
         if not (0 < self.rms_norm_eps < math.inf and 0 < self.rope_theta < math.inf):  # NaN fails both
             raise MmvError(
                 f"rms_norm_eps and rope_theta must be positive and finite, got {self.rms_norm_eps}, {self.rope_theta}"
@@ -161,14 +267,35 @@ class VLMConfig:
         if self.rope_theta <= 1:
             raise MmvError(f"rope_theta must be greater than 1 with rope_scaling, got {self.rope_theta}")
 
+    def _settle_vision(self) -> None:
+        """`vision`, `vision_variant` and `image_token_len` made to agree; a given value that disagrees is refused."""
+        vision = self.vision
+        if isinstance(vision, dict):
+            vision = VisionConfig.from_dict(vision)
+        elif vision is not None and not isinstance(vision, VisionConfig):
+            raise MmvError(f"vision must be an object, got {vision!r}")
+        if vision is None:
+            name = self.vision_variant or DEFAULT_VARIANT
+            if name not in VISION_PRESETS:
+                raise MmvError(f"unknown vision variant {name!r}; expected one of {', '.join(VISION_VARIANTS)}")
+            vision = VISION_PRESETS[name]
+        named = variant_of(vision)
+        if self.vision_variant is not None and self.vision_variant != named:
+            raise MmvError(f"vision_variant {self.vision_variant!r} does not match the vision config, which is {named}")
+        tokens = vision.tokens_per_image
+        if self.image_token_len is not None and self.image_token_len != tokens:
+            raise MmvError(f"image_token_len {self.image_token_len} does not match the {vision.label}")
+        self.vision, self.vision_variant, self.image_token_len = vision, named, tokens
+
     @property
     def image_token_id(self) -> int:
         return self.image_ids[0]
 
     @property
     def projector_input_size(self) -> int:
-        """Width of one projector input token: merged variants stack 4 encoder tokens."""
-        return self.image_hidden_size * (1 if self.vision_variant == "p32-256" else 4)
+        """Width of one projector input token: a merge stacks `vision.group` encoder tokens."""
+        assert self.vision is not None  # settled in __post_init__
+        return self.image_hidden_size * self.vision.group
 
     def to_dict(self) -> dict[str, Any]:
         return dataclasses.asdict(self)
@@ -179,8 +306,26 @@ class VLMConfig:
         known = {f.name for f in dataclasses.fields(cls)}
         return cls(**{k: v for k, v in data.items() if k in known})
 
+    def overlay(self, data: dict[str, Any]) -> VLMConfig:
+        """The fields a config.json records (`data`) laid over this config; its vision fields replace these whole."""
+        values = {**self.to_dict(), "image_token_len": None}
+        if records_vision(data):
+            values.update(vision=None, vision_variant=None)
+        return VLMConfig.from_dict({**values, **data})
+
     def replace(self, **changes: Any) -> VLMConfig:
+        """A copy with `changes`; a new `vision` or `vision_variant` takes the other and the token count with it."""
+        if "vision_variant" in changes and "vision" not in changes:
+            changes["vision"] = None
+        elif "vision" in changes and "vision_variant" not in changes:
+            changes["vision_variant"] = None
+        changes.setdefault("image_token_len", None)
         return dataclasses.replace(self, **changes)
+
+
+def records_vision(data: dict[str, Any]) -> bool:
+    """Whether a config.json says which vision path its model has (mmv's do; the reference's record no encoder)."""
+    return "vision" in data or "vision_variant" in data
 
 
 def _tiny(**overrides: Any) -> VLMConfig:

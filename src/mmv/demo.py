@@ -1,8 +1,9 @@
 """The offline demo: synthetic data -> a tiny VLM trained from scratch (pretrain, then SFT) -> held-out evaluation.
 
 Everything runs through the same code as real training and evaluation (`mmv.train.run`, `mmv.loading`,
-`mmv.eval`); only the inputs are made here: the data, a byte-level BPE tokenizer, a random SigLIP-architecture
-encoder (trained too, `--train-vision`) and a random text-only LLM to start from (like `llm_768.pth`).
+`mmv.eval`); only the inputs are made here: the data, a byte-level BPE tokenizer, a random SigLIP-, CLIP- or
+DINOv2-architecture encoder (trained too, `--train-vision`) and a random text-only LLM to start from (like
+`llm_768.pth`).
 
 Step counts follow from `minutes` by a fixed rate, never from measured speed, so a seed gives the same model on
 any machine; a faster machine only finishes sooner.
@@ -36,8 +37,15 @@ class DemoConfig:
     warmup: int = 100  # steps of linear warmup: at 20, runs from scratch lose steps to early instability
     num_workers: int = 1  # a DataLoader process decodes images while the main one trains
     max_seq_len: int = 256  # the longest synthetic conversation is about 230 tokens with two images
-    encoder_hidden: int = 64  # the tiny SigLIP encoder's width (image_hidden_size)
+    encoder_hidden: int = 64  # the tiny encoder's width (image_hidden_size)
+    encoder: str = "siglip"  # the tiny encoder's family: siglip | clip | dinov2 (mmv.synth.encoder)
     threads: int = 1  # torch threads: tiny tensors gain nothing from more, and one thread is bit-reproducible
+
+    def __post_init__(self) -> None:
+        from mmv.synth.encoder import FAMILIES
+
+        if self.encoder not in FAMILIES:
+            raise MmvError(f"unknown demo encoder {self.encoder!r}; expected one of {', '.join(FAMILIES)}")
 
     @property
     def steps(self) -> tuple[int, int]:
@@ -184,7 +192,8 @@ def _run(out: Path, config: DemoConfig, say: Callable[[str], None]) -> DemoResul
     say(f"1/4 drawing {2 * config.n + config.eval_n:,} synthetic scenes and training a tokenizer")
     data = synthesize(out / "data", SynthConfig(n=config.n, eval_n=config.eval_n, seed=config.seed))
     assert data.tokenizer is not None and data.vocab_size is not None
-    make_encoder(out / "encoder", TinyEncoderConfig(hidden_size=config.encoder_hidden, seed=config.seed))
+    tiny = TinyEncoderConfig(hidden_size=config.encoder_hidden, seed=config.seed, family=config.encoder)
+    make_encoder(out / "encoder", tiny)
     start = make_start_weights(out, data.vocab_size, config.seed)
     result.seconds["data"], clock = time.perf_counter() - clock, time.perf_counter()
 

@@ -255,6 +255,19 @@ def test_check_names_each_kind_of_bad_row_and_exits_1(bad_dataset, tmp_path):
     assert "no --tokenizer: the checks on the rendered chat template" in limited.stderr
 
 
+def test_check_measures_lengths_with_the_models_image_token_count(tmp_path, cli):
+    """Each image renders as the model's placeholder run: a 16-token model's rows are 48 tokens per image shorter."""
+    data = write_parquet(tmp_path / "d.parquet", [(conv("<image>\nWhat is it?", "A red square."), jpeg())])
+    lengths = {}
+    for tokens in ("16", "64"):
+        result = cli(
+            ["--json", "data", "check", str(data), "--tokenizer", str(TOKENIZER_DIR), "--tokens-per-image", tokens]
+        )
+        assert result.exit_code == 0, result.stderr
+        lengths[tokens] = json.loads(result.stdout)["files"][0]["tokens"]["max"]
+    assert lengths["64"] - lengths["16"] == 48
+
+
 def test_check_of_a_missing_file_is_one_line_and_exit_2(tmp_path):
     result = mmv("data", "check", tmp_path / "nope.parquet")
     assert result.returncode == 2

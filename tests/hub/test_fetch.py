@@ -250,3 +250,29 @@ def test_huggingface_hub_itself_downloads_from_the_fake(fake_hub, tmp_path):
     out = snapshot_download("jingyaogong/siglip2-base-p32-256-ve", local_dir=tmp_path / "snap", endpoint=fake_hub.url)
     for path, data in served.files.items():
         assert (Path(out) / path).read_bytes() == data
+
+
+@pytest.mark.parametrize(
+    ("name", "repo_id", "revision"),
+    [
+        ("dinov2-small", "facebook/dinov2-small", None),
+        ("clip-vit-base-patch16", "openai/clip-vit-base-patch16", "refs/pr/10"),
+    ],
+)
+def test_public_encoders_come_from_their_publishers_repository(fake_hub, tmp_path, name, repo_id, revision):
+    """The encoder's three files, verified like every download, at the revision the registry pins; the model card
+    and the other frameworks' weights stay behind."""
+    from tests.encoder_folders import make_encoder_folder
+
+    kind = "clip-full" if name.startswith("clip") else "dinov2"
+    folder = make_encoder_folder(tmp_path / "published", kind)
+    files = {p.name: p.read_bytes() for p in folder.iterdir()}
+    extras = {"README.md": b"# card\n", "pytorch_model.bin": b"pickle" * 100}
+    fake_hub.add(Repo(repo_id, "model", {**files, **extras}, tags=(revision,) if revision else ()))
+
+    result = download(name, options("hf", fake_hub))
+    assert cached_files(result.path) == files
+    assert cache.read_manifest(result.path)["revision"] == revision
+    asked = {r.path for r in fake_hub.requests if repo_id in r.path}
+    pinned = f"/api/models/{repo_id}/revision/{revision or 'main'}"
+    assert pinned in asked or (revision is None and f"/api/models/{repo_id}" in asked), sorted(asked)

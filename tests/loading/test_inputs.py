@@ -104,3 +104,57 @@ def test_a_hand_edited_run_model_config_is_refused(tmp_path, cache):
     (run / "config.json").write_text(json.dumps(config))
     with pytest.raises(MmvError, match=r"config.json: num_experts_per_tok must be an integer, got '2'"):
         gather(run / "sft_vlm_64.pth")
+
+
+def test_a_fresh_projector_takes_the_shape_it_is_given(tmp_path, cache):
+    from tests.encoder_folders import make_encoder_folder
+
+    dino = make_encoder_folder(tmp_path / "dino", "dinov2-registers", side=112, patch=14)
+    inputs = gather(REFERENCE / "p32" / "llm.pth", vision=dino, projector="linear", merge=4)
+    vision = inputs.config.vision
+    assert (vision.family, vision.projector, vision.merge, inputs.config.image_token_len) == ("dinov2", "linear", 4, 4)
+    assert inputs.config.vision_variant == "custom" and inputs.config.image_hidden_size == 32
+    with pytest.raises(MmvError, match="merge 3 does not divide the 8x8 patch grid"):
+        gather(REFERENCE / "p32" / "llm.pth", vision=dino, merge=3)
+
+
+def test_vision_takes_a_download_name(tmp_path, cache, monkeypatch):
+    """`--vision dinov2-small` is the cached download; before `mmv download` it says so (and never falls back to
+    the cached SigLIP encoder); a folder of that name in the working directory wins."""
+    from mmv.loading import NotDownloaded
+    from tests.encoder_folders import make_encoder_folder
+
+    llm = REFERENCE / "p32" / "llm.pth"
+    with pytest.raises(
+        NotDownloaded, match=r"^the vision encoder dinov2-small is not downloaded: run `mmv download dinov2-small`$"
+    ) as failure:
+        gather(llm, vision="dinov2-small")
+    assert failure.value.options == ("vision",)
+    cached = make_encoder_folder(cache / "dinov2-small", "dinov2", side=112, patch=14)
+    inputs = gather(llm, vision="dinov2-small")
+    assert inputs.vision_dir == cached and inputs.config.vision.family == "dinov2"
+    local = make_encoder_folder(tmp_path / "here" / "dinov2-small", "clip", side=64, patch=16)
+    monkeypatch.chdir(tmp_path / "here")
+    assert gather(llm, vision="dinov2-small").config.vision.family == "clip" and local.is_dir()
+
+
+def test_a_trained_projector_keeps_its_shape(cache):
+    with pytest.raises(MmvError, match=r"model\.pth has a ln-mlp projector with merge 1, not merge 2") as failure:
+        gather(REFERENCE / "p32" / "model.pth", merge=2)
+    assert failure.value.options == ("merge",)
+    assert gather(REFERENCE / "p32" / "model.pth", projector="ln-mlp", merge=1).config.vision_variant == "p32-256"
+
+
+def test_a_model_over_another_encoder_names_the_encoder_it_lacks(tmp_path, cache):
+    from mmv.config import VisionConfig
+
+    run = make_run_dir(tmp_path / "run", fixture="p16-merge2x2")
+    config = json.loads((run / "config.json").read_text())
+    config["model"]["vision"] = VisionConfig("dinov2", 224, 14, None, "ln-mlp", 2).__dict__
+    config["model"]["vision_variant"] = "custom"
+    config["model"]["image_token_len"] = 64
+    config["vision_dir"] = str(tmp_path / "gone")
+    (run / "config.json").write_text(json.dumps(config))
+    with pytest.raises(MmvError, match=r"no dinov2 224px/14 vision encoder was beside the model or recorded") as err:
+        gather(run)
+    assert err.value.options == ("vision",)

@@ -367,3 +367,22 @@ def test_every_row_skipped_for_any_reason_is_nothing_to_train_on(tmp_path):
     with pytest.raises(MmvError, match=r"^nothing to train on: all 4 rows read were skipped \(image 4\), e\.g\. row"):
         run(request, "sft")
     assert not list((tmp_path / "run").glob("sft_vlm_*"))
+
+
+def test_vision_takes_a_cached_download_name(data, tmp_path, monkeypatch):
+    """`--vision dinov2-small`: the cached folder is previewed, trained over and recorded as a path (so resume does not
+    depend on the name); before it is downloaded, one line names the download."""
+    from tests.encoder_folders import make_encoder_folder
+
+    monkeypatch.setenv("MMV_HOME", str(tmp_path / "cache"))
+    args = [*base_args(data, tmp_path / "run"), "--init", str(LLM_PTH), "--merge", "2"]
+    args[args.index("--vision") + 1] = "dinov2-small"
+    refused = run_cli([*args, "--show-sample", "1"])
+    assert refused.exit_code == 2 and "run `mmv download dinov2-small`" in refused.stderr
+    cached = make_encoder_folder(tmp_path / "cache" / "dinov2-small", "dinov2", side=112, patch=14)
+    shown = run_cli([*args, "--show-sample", "1"])
+    assert shown.exit_code == 0, shown.stderr
+    assert "[image: 16 tokens]" in shown.stderr  # (112 / 14 / 2)^2
+    train([*args, "--max-steps", "1"])
+    config = json.loads((tmp_path / "run" / "config.json").read_text())
+    assert config["vision_dir"] == str(cached) and config["model"]["image_token_len"] == 16

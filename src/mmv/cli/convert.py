@@ -7,6 +7,7 @@ from pathlib import Path
 import typer
 
 from mmv.cli.common import console, emit_json, handle_errors, show_notes
+from mmv.config import CUSTOM_VARIANT
 
 # the settings a loading error can name (see mmv.errors) -> this command's flags
 FLAGS = {
@@ -32,7 +33,7 @@ def convert(
     with_vision: Path = typer.Option(
         None,
         "--with-vision",
-        help="Also store this SigLIP encoder folder (default: the one beside SRC or recorded by its run).",
+        help="Also store this encoder folder (default: the one beside SRC or recorded by its run).",
     ),
     outtype: str = typer.Option(
         None, help="gguf only: f32 | f16 | q8_0 (default: f16 for a float16 source, else f32)."
@@ -68,7 +69,10 @@ def convert(
         )
     show_notes(result.notes, FLAGS)
     summary = result.summary()
-    what = f"{result.variant} " if result.variant else ""
+    if result.variant == CUSTOM_VARIANT:
+        what = f"{result.encoder_family} encoder, {result.tokens_per_image} tokens per image, "
+    else:
+        what = f"{result.variant} " if result.variant else ""
     moe = "MoE " if result.use_moe else ""
     vision = " + vision encoder" if result.vision else ""
     console.print(

@@ -4,6 +4,7 @@ re-lay and pre-encode datasets."""
 from __future__ import annotations
 
 import time
+from functools import partial
 from pathlib import Path
 
 import typer
@@ -128,6 +129,9 @@ def check(
     files: list[Path] = typer.Argument(..., help="Parquet files to validate."),
     tokenizer: Path = typer.Option(None, "--tokenizer", help="Tokenizer folder: also measure token lengths."),
     max_seq_len: int = typer.Option(768, "--max-seq-len", min=1, help="Length limit the rows are trained at."),
+    tokens_per_image: int = typer.Option(
+        64, "--tokens-per-image", min=1, help="Placeholder tokens per image of the model (its image_token_len)."
+    ),
     limit: int = typer.Option(None, "--limit", min=1, help="Check only the first N rows of each file."),
 ) -> None:
     """Validate every row as training reads it (JSON, turns, markers vs images, images, with --tokenizer the
@@ -148,7 +152,8 @@ def check(
     with progress() as bar:
         for path in files:
             task = bar.add_task(path.name, total=None)
-            reports.append(check_file(path, tok, max_seq_len, limit, on_rows=lambda k, t=task: bar.advance(t, k)))
+            advance = partial(bar.advance, task)
+            reports.append(check_file(path, tok, max_seq_len, limit, advance, tokens_per_image))
     console.print(check_table(reports, max_seq_len))
     for report in reports:
         for example in report.problems.examples:

@@ -24,11 +24,14 @@ def demo(
     threads: int = typer.Option(
         1, "--threads", min=1, help="CPU threads for torch (one is fastest for this tiny model and bit-reproducible)."
     ),
+    encoder: str = typer.Option(
+        "siglip", "--encoder", help="Architecture of the encoder trained from scratch: siglip | clip | dinov2."
+    ),
 ) -> None:
     """Synthetic shapes -> pretrain -> SFT -> held-out accuracy, a loss curve and one answered question."""
     from mmv.demo import DemoConfig, run_demo
 
-    config = DemoConfig(seed=seed, minutes=minutes, n=rows, threads=threads)
+    config = DemoConfig(seed=seed, minutes=minutes, n=rows, threads=threads, encoder=encoder)
     result = run_demo(out, config, say=lambda text: console.print(f"[bold]{text}[/]"))
     console.print(summary_table(result))
     ev = result.eval
@@ -49,6 +52,7 @@ def demo(
             "out": str(out),
             "seed": seed,
             "minutes": minutes,
+            "encoder": encoder,
             "steps": dict(zip(("pretrain", "sft"), config.steps, strict=True)),
             "accuracy": result.eval["accuracy"],
             "by_kind": result.by_kind,

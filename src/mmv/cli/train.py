@@ -18,7 +18,7 @@ from mmv.device import DEVICE_HELP, DTYPE_HELP
 from mmv.train.config import STAGE_DEFAULTS, TrainConfig
 
 # the settings an error can name (see mmv.errors) -> flags
-FLAGS = {**MODEL_FLAGS, "init": "--init", "nproc": "--nproc N"}
+FLAGS = {**MODEL_FLAGS, "init": "--init", "nproc": "--nproc N", "projector": "--projector", "merge": "--merge K"}
 
 
 def stage_default(stage: str, name: str) -> Any:
@@ -62,7 +62,9 @@ def _make(stage: str) -> Callable[..., None]:
             None, metavar="K", help="Experts each token of a MoE routes to [default: as --init records, else --preset]."
         ),
         vision: str = typer.Option(
-            None, help="Vision encoder folder [default: beside --init, its run's, else the cached siglip2-<variant>]."
+            None,
+            help="Vision encoder folder: CLIP, SigLIP, SigLIP2 or DINOv2 [default: beside --init, its run's, else "
+            "the cached siglip2-<variant>].",
         ),
         tokenizer: str = typer.Option(
             None, help="Tokenizer folder [default: beside --init, its run's, else the cached llm]."
@@ -71,6 +73,17 @@ def _make(stage: str) -> Callable[..., None]:
             None, help=f"projector | ends (projector + first/last block) | none {default('freeze')}."
         ),
         train_vision: bool = typer.Option(False, "--train-vision", help="Also train the vision encoder."),
+        projector: str = typer.Option(
+            None,
+            help="A fresh projector: linear | mlp | ln-mlp [default: the reference variant's for its encoder, "
+            "else ln-mlp].",
+        ),
+        merge: int = typer.Option(
+            None,
+            metavar="K",
+            help="A fresh projector merges KxK patches into one image token (NaFlex: K patches) [default: the "
+            "reference variant's, else 1].",
+        ),
         epochs: int = typer.Option(None, help=f"Epochs {default('epochs')}."),
         max_steps: int = typer.Option(None, help="Stop after this many optimizer steps."),
         batch_size: int = typer.Option(None, help=f"Samples per process per micro-batch {default('batch_size')}."),
@@ -138,6 +151,7 @@ def _make(stage: str) -> Callable[..., None]:
         # Every option is named here once: a renamed parameter fails loudly instead of silently dropping a setting.
         options = {
             "init": init, "preset": preset, "experts_per_token": experts_per_token, "freeze": freeze,
+            "projector": projector, "merge": merge,
             "epochs": epochs, "max_steps": max_steps, "batch_size": batch_size, "accum": accum, "lr": lr,
             "warmup": warmup, "max_seq_len": max_seq_len, "save_every": save_every, "keep": keep,
             "log_every": log_every, "seed": seed, "dtype": dtype, "device": device, "num_workers": num_workers,

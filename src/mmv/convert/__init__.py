@@ -29,7 +29,7 @@ class ConvertResult:
     out: Path
     to: str
     dtype: str
-    variant: str | None  # None for a text-only LLM
+    variant: str | None  # a reference variant or "custom"; None for a text-only LLM or a language-model-only output
     use_moe: bool
     params: int  # tensors written, the vision encoder aside, a tied lm_head counted once
     files: list[Path] = field(default_factory=list)
@@ -37,6 +37,8 @@ class ConvertResult:
     seconds: float = 0.0
     notes: list[str] = field(default_factory=list)  # things the user should know about SRC (mmv.loading.Note)
     note: str | None = None  # what the output leaves out and why (gguf: an image side llama.cpp cannot express)
+    encoder_family: str | None = None  # the vision path the output keeps (None where `variant` is None)
+    tokens_per_image: int | None = None
 
     def summary(self) -> dict[str, Any]:
         return {
@@ -46,6 +48,8 @@ class ConvertResult:
             "out": str(self.out),
             "dtype": self.dtype,
             "variant": self.variant,
+            "encoder_family": self.encoder_family,
+            "tokens_per_image": self.tokens_per_image,
             "use_moe": self.use_moe,
             "params": self.params,
             "vision": str(self.vision) if self.vision else None,
@@ -112,12 +116,15 @@ def convert(
     files = write(source, to, out, target_dtype, force, outtype)
     llm_only = to == "qwen3" or (to == "gguf" and note is not None)
     with_vision = to == "transformers" or (to == "gguf" and not llm_only and not source.text_only)
+    vision = None if source.text_only or llm_only else source.config.vision
     return ConvertResult(
         source=source.origin,
         out=out,
         to=to,
         dtype=outtype if to == "gguf" else dtype_name(target_dtype),
-        variant=None if source.text_only or llm_only else source.config.vision_variant,
+        variant=source.config.vision_variant if vision else None,
+        encoder_family=vision.family if vision else None,
+        tokens_per_image=vision.tokens_per_image if vision else None,
         use_moe=source.config.use_moe,
         params=count_params(source, llm_only),
         files=files,

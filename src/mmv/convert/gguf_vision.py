@@ -4,7 +4,8 @@ p16-256's projector is llama.cpp's `lfm2` projector type: the same 2x2 token mer
 (r0c0, r0c1, r1c0, r1c1), then LayerNorm (eps 1e-5), Linear, GELU, Linear, over a SigLIP encoder whose post-
 layernorm output feeds it. What still differs is documented, not hidden: llama.cpp's GELU there is the tanh
 approximation (MiniMind's is exact), its image resize is its own, and llama-mtmd-cli wraps every image in
-`<|image_start|>` / `<|image_end|>` text. The other variants have no such type; `image_side_note` says why.
+`<|image_start|>` / `<|image_end|>` text. The other variants, and every other encoder family or projector, have no
+such type; `image_side_note` says why.
 """
 
 from __future__ import annotations
@@ -42,6 +43,12 @@ def image_side_note(source: Source) -> str | None:
     variant = source.config.vision_variant
     if variant in NOT_EXPRESSIBLE:
         return NOT_EXPRESSIBLE[variant]
+    if variant != "p16-256":
+        return (
+            f"this model's vision path ({source.config.vision.label}) matches no llama.cpp projector type mmv "
+            "writes (p16-256's alone), so the image side is not exported: the language model runs text, or image "
+            "embeddings computed by mmv"
+        )
     if source.vision_dir is None:
         return (
             "no SigLIP encoder folder was found beside the source, so the image side (mmproj) is not exported; "

@@ -52,8 +52,9 @@ def describe(config: VLMConfig) -> str:
 
 def transformers_card(name: str, config: VLMConfig, params: int, dtype: str, with_vision: bool, source: str) -> str:
     vision = (
-        "The SigLIP encoder is included under `vision/` (weights and preprocessor config), so the folder is "
-        "complete on its own.\n\n" + IMAGE_USAGE.format(name=name, tokens=config.image_token_len)
+        f"The {config.vision.family} encoder is included under `vision/` (weights and preprocessor config) and "
+        "loads with its native transformers class, so the folder is complete on its own.\n\n"
+        + IMAGE_USAGE.format(name=name, tokens=config.image_token_len)
         if with_vision
         else "The vision encoder is not included (as in the reference's folders): pass `image_embeds` "
         "(projected features), or convert again with `mmv convert --with-vision DIR`."
@@ -66,7 +67,7 @@ tags: [minimind-v, vision-language, mmv]
 # {name}
 
 A MiniMind-V vision-language model ({params / 1e6:.1f}M parameters without the vision encoder; {describe(config)};
-vision variant `{config.vision_variant}`), stored in {dtype} in the reference MiniMind-V layout. Converted by
+vision: {config.vision.label}), stored in {dtype} in the reference MiniMind-V layout. Converted by
 mmv {__version__} from `{source}`.
 
 The modeling files (`modeling_minimind_v.py`, `configuration_minimind_v.py`) are generated from mmv's own model code

@@ -45,6 +45,7 @@ MODELING_MODULES = (
     "mmv.model.layers",
     "mmv.model.moe",
     "mmv.model.llm",
+    "mmv.model.encoders",
     "mmv.model.projector",
     "mmv.model.vlm",
     "mmv.convert.transformers_model",

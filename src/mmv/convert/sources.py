@@ -73,7 +73,7 @@ def read_source(
         need_tokenizer=False,
         cached_encoder_ok=False,
         adapter=adapter,
-        merge=merge,
+        merge_adapters=merge,
     )
     assert inputs.sources is not None and inputs.checkpoint is not None  # SRC always names weights
     given = Path(src).expanduser()

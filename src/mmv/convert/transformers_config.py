@@ -21,7 +21,6 @@ class MiniMindVConfig(PretrainedConfig):
 
     model_type = "minimind-v"
     image_token_id = VLMConfig.image_token_id
-    projector_input_size = VLMConfig.projector_input_size
 
     def __init__(self, **kwargs: Any) -> None:
         # transformers rewrites a `rope_scaling` argument into its own schema; MiniMind's YaRN dict is kept as given

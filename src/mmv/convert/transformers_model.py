@@ -17,17 +17,17 @@ from typing import Any, ClassVar
 
 import torch
 import transformers
-from transformers import Cache, DynamicCache, GenerationMixin, PreTrainedModel
+from transformers import Cache, DynamicCache, GenerationMixin, PretrainedConfig, PreTrainedModel
 from transformers.modeling_outputs import MoeCausalLMOutputWithPast
 from transformers.utils import cached_file
 
 from mmv.convert.transformers_config import MiniMindVConfig
 from mmv.errors import MmvError
+from mmv.model.encoders import ENCODER_TYPES
 from mmv.model.loss import shifted_cross_entropy
 from mmv.model.rope import rope_tables
 from mmv.model.vlm import MiniMindVLM
 
-ENCODER_CLASSES = {"p16-naflex": "Siglip2VisionModel", "p32-256": "SiglipVisionModel", "p16-256": "SiglipVisionModel"}
 PIXEL_KEYS = ("pixel_values", "pixel_attention_mask", "spatial_shapes")
 # the output field transformers reads the cache back from: `cache` from 5.24 on, `past_key_values` before
 CACHE_FIELD = next(
@@ -85,12 +85,23 @@ class MiniMindVForCausalLM(MiniMindVLM, _InitOnce, GenerationMixin):
     def from_pretrained(cls, pretrained_model_name_or_path: str | os.PathLike, *args: Any, **kwargs: Any):
         model = super().from_pretrained(pretrained_model_name_or_path, *args, **kwargs)
         subfolder = getattr(model.config, "vision_subfolder", None)
-        if subfolder:  # the folder carries its SigLIP encoder; load it with the native transformers class
-            encoder_class = getattr(transformers, ENCODER_CLASSES[model.config.vision_variant])
+        if subfolder:  # the folder carries its encoder; load it with its family's native transformers class
             hub = {k: kwargs[k] for k in ("cache_dir", "revision", "token", "local_files_only") if k in kwargs}
+            encoder_class = cls._encoder_class(pretrained_model_name_or_path, subfolder, model.config.vision, hub)
             encoder = encoder_class.from_pretrained(pretrained_model_name_or_path, subfolder=subfolder, **hub)
             model.vision_encoder = encoder.requires_grad_(False).eval().to(model.device)
         return model
+
+    @staticmethod
+    def _encoder_class(folder: str | os.PathLike, subfolder: str, vision: dict[str, Any], hub: dict[str, Any]) -> type:
+        """The transformers class of the encoder's config.json model_type, which must be the family trained with."""
+        encoder_config, _ = PretrainedConfig.get_config_dict(folder, subfolder=subfolder, **hub)
+        model_type = encoder_config.get("model_type")
+        if model_type not in ENCODER_TYPES or ENCODER_TYPES[model_type][0] != vision["family"]:
+            raise ValueError(
+                f"{subfolder}/ holds a {model_type!r} encoder, but the model was trained with a {vision['family']} one"
+            )
+        return getattr(transformers, ENCODER_TYPES[model_type][1])
 
     def save_pretrained(self, save_directory: str | os.PathLike, *args: Any, state_dict=None, **kwargs: Any) -> None:
         # the weights file holds the reference layout only; the encoder goes to its own subfolder

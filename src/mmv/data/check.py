@@ -95,9 +95,14 @@ def check_file(
     max_seq_len: int = 768,
     limit: int | None = None,
     on_rows: Callable[[int], None] | None = None,
+    tokens_per_image: int = 64,
 ) -> FileCheck:
-    """Check the first `limit` rows (all by default); `on_rows(n)` reports progress every few rows."""
-    validator = RowValidator(LabelBuilder(tokenizer, max_seq_len) if tokenizer is not None else None)
+    """Check the first `limit` rows (all by default); `on_rows(n)` reports progress every few rows.
+
+    `tokens_per_image` is the placeholder run of one image in the model the rows are for (64 in the reference's
+    variants; mmv.config.VisionConfig.tokens_per_image)."""
+    builder = LabelBuilder(tokenizer, max_seq_len, tokens_per_image) if tokenizer is not None else None
+    validator = RowValidator(builder)
     report = FileCheck(Path(path), rendered=validator.renders)
     try:
         parquet = open_dataset(path)

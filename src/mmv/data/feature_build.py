@@ -201,6 +201,7 @@ def build_feature_cache(
     import torch
 
     from mmv.device import pick_device
+    from mmv.model.encoders import patch_features
     from mmv.model.vision import encoder_inputs_to, load_encoder
 
     start = time.perf_counter()
@@ -221,7 +222,7 @@ def build_feature_cache(
                 inputs = encoder_inputs_to(
                     {k: torch.from_numpy(v) for k, v in chunk.pixels.items()}, target, torch.float32
                 )
-                features = encoder(**inputs).last_hidden_state.cpu()
+                features = patch_features(encoder, inputs).cpu()
             write_rows(writer, chunk, features)
             if on_rows is not None:
                 on_rows(len(chunk.counts))

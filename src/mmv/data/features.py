@@ -1,7 +1,8 @@
 """The vision-feature cache file: every image's encoder output, written once, read back by (global row, image).
 
-The frozen encoder gives the same `last_hidden_state` for an image every epoch, so training can read it instead of
-decoding the JPEG, preprocessing it and running the encoder again. One file, written front to back in one pass:
+The frozen encoder gives the same patch tokens (`mmv.model.encoders.patch_features`) for an image every epoch, so
+training can read them instead of decoding the JPEG, preprocessing it and running the encoder again. One file,
+written front to back in one pass:
 
     MAGIC, then zeros up to byte 64        the records start 64 bytes in, aligned for any dtype
     records                                image i's features: [tokens, dim] in the cache dtype, image after image

@@ -46,6 +46,7 @@ class DataSpec:
     tokenizer_dir: str
     vision_dir: str | None  # image processor folder; None: images are still decoded (checked) but not processed
     max_seq_len: int = 768
+    tokens_per_image: int = 64  # each image's placeholder run: the model's image_token_len
     seed: int = 42
     random_system_prompt: bool = True  # reference preprocessing: a random system prompt with p=0.2, seeded per row
     drop_empty_think: bool = True  # reference preprocessing: empty think blocks removed with p=0.8, seeded per row
@@ -59,7 +60,7 @@ class DataSpec:
 
 
 def check_spec(spec: DataSpec) -> None:
-    for name in ("max_seq_len", "block_rows", "window_rows"):
+    for name in ("max_seq_len", "tokens_per_image", "block_rows", "window_rows"):
         if getattr(spec, name) < 1:
             raise MmvError(f"{name} must be at least 1, got {getattr(spec, name)}")
     if spec.num_workers < 0:
@@ -98,7 +99,7 @@ class BatchBuilder:
         self.tokenizer = load_tokenizer(spec.tokenizer_dir)
         self.features = FeatureCache(spec.feature_cache) if spec.feature_cache else None
         self.validator = RowValidator(
-            LabelBuilder(self.tokenizer, spec.max_seq_len),
+            LabelBuilder(self.tokenizer, spec.max_seq_len, spec.tokens_per_image),
             Preprocessing.from_flags(spec.random_system_prompt, spec.drop_empty_think),
             spec.seed,
             images=self.features.images_of if self.features else decode_row_images,

@@ -1,7 +1,8 @@
 """The names `mmv download` knows: which repositories and files each one holds (REFERENCE.md section 8).
 
-A name maps to one or more parts; each part is a set of files in one Hub repository. ModelScope mirrors the same
-repositories under the `gongjy/` owner, so every part also names its ModelScope twin.
+A name maps to one or more parts; each part is a set of files in one Hub repository. ModelScope mirrors the
+MiniMind-V repositories under the `gongjy/` owner, so those parts also name their ModelScope twin; the public
+encoders of other publishers (CLIP, DINOv2, SigLIP2) are fetched from the Hub only.
 """
 
 from __future__ import annotations
@@ -31,7 +32,7 @@ class Artifact:
     summary: str  # what it holds, for `mmv download --list`
     parts: tuple[Part, ...]
     size_hint: int | None = None  # approximate bytes, shown by --list before anything is downloaded
-    revision: str | None = None  # pinned by an `@REV` suffix of an hf: spec
+    revision: str | None = None  # pinned by an `@REV` suffix of an hf: spec, or where a repo's safetensors live
 
 
 def _mirror(repo: str) -> str:
@@ -41,6 +42,11 @@ def _mirror(repo: str) -> str:
 def _part(repo: str, *patterns: str, repo_type: str = "model") -> Part:
     full = f"{HF_OWNER}/{repo}"
     return Part(full, repo_type, tuple(patterns) or None, _mirror(full))
+
+
+def _public(repo: str) -> Part:
+    """An encoder folder as another publisher ships it (config, safetensors weights, processor config)."""
+    return Part(repo, "model", ENCODER_FILES)
 
 
 _DATASET = "minimind-v_dataset"
@@ -63,6 +69,32 @@ _TABLE: tuple[Artifact, ...] = (
         "SigLIP2 NaFlex encoder, patch 16, up to 256 patches",
         (_part("siglip2-base-p16-ve", *ENCODER_FILES),),
         372_000_000,
+    ),
+    Artifact(
+        "clip-vit-base-patch16",
+        "CLIP ViT-B/16, 224px, 196 patches (the whole CLIP model; its vision tower is used)",
+        # pinned to the Hub bot's safetensors conversion of the weights (pull request 10): mmv loads safetensors only
+        (_public("openai/clip-vit-base-patch16"),),
+        599_000_000,
+        revision="refs/pr/10",
+    ),
+    Artifact(
+        "dinov2-small",
+        "DINOv2 ViT-S/14, 224px centre crop, 256 patches",
+        (_public("facebook/dinov2-small"),),
+        88_200_000,
+    ),
+    Artifact(
+        "dinov2-base",
+        "DINOv2 ViT-B/14, 224px centre crop, 256 patches",
+        (_public("facebook/dinov2-base"),),
+        346_000_000,
+    ),
+    Artifact(
+        "siglip2-base-patch16-naflex",
+        "SigLIP2 NaFlex B/16, up to 256 patches (the whole SigLIP2 model; its vision tower is used)",
+        (_public("google/siglip2-base-patch16-naflex"),),
+        1_500_000_000,
     ),
     Artifact(
         "llm",

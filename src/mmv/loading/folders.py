@@ -1,16 +1,20 @@
 """Where the encoder and tokenizer of a model are: given > beside the model > recorded by its run > the cache.
 
-Beside the model means its folder: the `vision/` subfolder of a transformers folder or run directory (a run's
+A given encoder is a folder or a name `mmv download` caches (`--vision dinov2-small`). Beside the model means its
+folder: the `vision/` subfolder of a transformers folder or run directory (a run's
 trained encoder), the tokenizer files of a transformers folder or of the cached `llm` name. The cached encoder is
-the one of the checkpoint's vision variant.
+the one of the checkpoint's reference variant; a model over any other encoder is found given, beside it
+or recorded by its run.
 """
 
 from __future__ import annotations
 
 from pathlib import Path
 
+from mmv.config import CUSTOM_VARIANT, VLMConfig
 from mmv.errors import MmvError
 from mmv.hub.cache import find
+from mmv.hub.registry import NAMES, canonical
 from mmv.layout import CONFIG_FILE, TOKENIZER_FILES, VISION_SUBFOLDER
 from mmv.loading.resolve import Missing, ModelSources
 
@@ -24,6 +28,23 @@ def encoder_name(variant: str) -> str:
 
 def given(folder: str | Path | None) -> Path | None:
     return Path(folder).expanduser() if folder else None
+
+
+def names_download(value: str | Path) -> bool:
+    """Whether `value` is a download name rather than a path (an existing path of that name wins)."""
+    return canonical(str(value)) in NAMES and not Path(value).expanduser().exists()
+
+
+def given_encoder(value: str | Path, missing: list[Missing]) -> Path | None:
+    """The folder `--vision` names: a path, or the cached copy of a download name; a name not downloaded yet is
+    added to `missing` (None)."""
+    if not names_download(value):
+        return Path(value).expanduser()
+    name = canonical(str(value))
+    found = find(name)
+    if found is None:
+        missing.append(Missing(name, f"the vision encoder {name} is not downloaded", "vision", folder=False))
+    return found
 
 
 def encoder_near(sources: ModelSources | None) -> Path | None:
@@ -52,8 +73,13 @@ def cached_encoder(variant: str) -> Path | None:
     return find(encoder_name(variant))
 
 
-def missing_encoder(variant: str) -> Missing:
-    return Missing(encoder_name(variant), f"{variant} vision encoder", "vision")
+def missing_encoder(config: VLMConfig, sources: ModelSources | None) -> Missing:
+    """The encoder download a model of a reference variant needs; a custom vision path has none to name."""
+    if config.vision_variant == CUSTOM_VARIANT:
+        assert config.vision is not None  # VLMConfig settles it
+        where = "beside the model or recorded by its run" if sources is not None else "given"
+        raise MmvError(f"no {config.vision.encoder_label} vision encoder was {where}", option="vision")
+    return Missing(encoder_name(config.vision_variant), f"{config.vision_variant} vision encoder", "vision")
 
 
 def find_tokenizer(sources: ModelSources | None, explicit: str | Path | None) -> Path | None:

@@ -19,7 +19,7 @@ from mmv.loading.folders import (
     cached_encoder,
     encoder_near,
     find_tokenizer,
-    given,
+    given_encoder,
     missing_encoder,
     missing_tokenizer,
 )
@@ -64,7 +64,9 @@ def gather(
     need_tokenizer: bool = True,
     cached_encoder_ok: bool = True,
     adapter: str | Path | None = None,
-    merge: bool = True,
+    merge_adapters: bool = True,
+    projector: str | None = None,
+    merge: int | None = None,
 ) -> ModelInputs:
     """Resolve `ref` and find its parts; every missing download is named in one NotDownloaded.
 
@@ -72,8 +74,10 @@ def gather(
     model; a run directory or transformers folder overrides it with what it records, `experts_per_token` overrides
     both. `need_*=False` tolerates a missing encoder / tokenizer (None); `cached_encoder_ok=False` takes the
     encoder only when given or beside the model. `adapter` applies a LoRA / DoRA adapter folder to the model (a
-    LoRA run applies its own); the checkpoint is the merged model unless `merge=False` (then `sources.adapters`
-    say what would be applied).
+    LoRA run applies its own); the checkpoint is the merged model unless `merge_adapters=False` (then
+    `sources.adapters` say what would be applied). `projector` and `merge` shape a fresh projector (VisionConfig's
+    fields; unset: the reference variant of the encoder's geometry, else ln-mlp without merge) and must match a
+    trained one.
     """
     missing: list[Missing] = []
     try:
@@ -83,28 +87,30 @@ def gather(
     if adapter is not None and sources is not None:
         sources = with_adapter(sources, adapter)
     base = base or VLMConfig()
-    vision_dir = given(vision) or encoder_near(sources)
+    vision_dir = given_encoder(vision, missing) if vision else encoder_near(sources)
     encoder = inspect_encoder(vision_dir) if vision_dir else None
     checkpoint = None
     if sources is not None:
-        hidden = encoder.hidden_size if encoder else None
-        checkpoint = read_checkpoint(sources.weights, hidden, sources.recorded_model(base))
-        if sources.adapters and merge:
+        recorded = sources.recorded_model(base)
+        vision_config = sources.recorded_vision(base)
+        checkpoint = read_checkpoint(sources.weights, base=recorded, encoder=encoder, vision=vision_config)
+        if sources.adapters and merge_adapters:
             from mmv.adapters.apply import merged_checkpoint
 
+            hidden = encoder.hidden_size if encoder else None
             checkpoint = merged_checkpoint(checkpoint, sources.adapters, hidden)
     config = checkpoint.config if checkpoint else base
-    if encoder is None and cached_encoder_ok:
+    if encoder is None and cached_encoder_ok and not vision:
         vision_dir = cached_encoder(config.vision_variant)
         encoder = inspect_encoder(vision_dir) if vision_dir else None
         if encoder is None and need_vision:
-            missing.append(missing_encoder(config.vision_variant))
+            missing.append(missing_encoder(config, sources))
     tokenizer_dir = find_tokenizer(sources, tokenizer)
     if tokenizer_dir is None and need_tokenizer and not any(m.name in TOKENIZER_NAMES for m in missing):
         missing.append(missing_tokenizer())
     inputs = ModelInputs(sources, checkpoint, config, vision_dir, tokenizer_dir)
     if encoder is not None:
-        fit_encoder(inputs, encoder)  # a wrong folder is refused before anything is asked to be downloaded
+        fit_encoder(inputs, encoder, projector, merge)  # a wrong folder is refused before any download is asked for
     if missing:
         raise NotDownloaded(missing, beside=sources is not None)
     set_experts_per_token(inputs, experts_per_token)
@@ -127,17 +133,28 @@ def with_adapter(sources: ModelSources, adapter: str | Path) -> ModelSources:
     return dataclasses.replace(sources, adapters=(*sources.adapters, find_adapter(adapter)))
 
 
-def fit_encoder(inputs: ModelInputs, encoder: EncoderInfo) -> None:
-    """A trained projector must match the encoder's variant and width; a fresh one is made for the encoder."""
+def fit_encoder(inputs: ModelInputs, encoder: EncoderInfo, projector: str | None, merge: int | None) -> None:
+    """A trained projector must match the encoder's family, geometry and width; a fresh one is made for it."""
     config = inputs.config
     if inputs.checkpoint is None or inputs.checkpoint.text_only:
-        inputs.config = config.replace(vision_variant=encoder.variant, image_hidden_size=encoder.hidden_size)
-    elif (encoder.variant, encoder.hidden_size) != (config.vision_variant, config.image_hidden_size):
+        vision = encoder.vision(projector, merge)
+        inputs.config = config.replace(vision=vision, image_hidden_size=encoder.hidden_size)
+        return
+    vision = config.vision
+    assert vision is not None  # VLMConfig settles it
+    if not encoder.fits(vision) or encoder.hidden_size != config.image_hidden_size:
         raise MmvError(
-            f"{inputs.vision_dir} holds a {encoder.variant} encoder of width {encoder.hidden_size}, but "
-            f"{inputs.name} was trained for a {config.vision_variant} encoder of width {config.image_hidden_size}",
+            f"{inputs.vision_dir} holds a {encoder.label} encoder of width {encoder.hidden_size}, but "
+            f"{inputs.name} was trained for a {vision.encoder_label} encoder of width {config.image_hidden_size}",
             option="vision",
         )
+    for name, wanted in (("projector", projector), ("merge", merge)):
+        if wanted is not None and wanted != getattr(vision, name):
+            raise MmvError(
+                f"{inputs.name} has a {vision.projector} projector with merge {vision.merge}, not {name} {wanted}: "
+                "a trained projector keeps its shape",
+                option=name,
+            )
 
 
 def set_experts_per_token(inputs: ModelInputs, k: int | None) -> None:

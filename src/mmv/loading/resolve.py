@@ -13,7 +13,7 @@ from pathlib import Path
 from typing import Any
 
 from mmv.adapters.spec import CONFIG_NAME as ADAPTER_CONFIG
-from mmv.config import VLMConfig
+from mmv.config import VisionConfig, VLMConfig, records_vision
 from mmv.errors import MmvError
 from mmv.hub.cache import find
 from mmv.layout import CHECKPOINT_SUFFIXES, CONFIG_FILE, reading
@@ -94,7 +94,13 @@ class ModelSources:
         if self.run is None:
             return base
         with reading(self.run.folder / CONFIG_FILE):
-            return VLMConfig.from_dict({**base.to_dict(), **self.run.config["model"]})
+            return base.overlay(self.run.config["model"])
+
+    def recorded_vision(self, base: VLMConfig) -> VisionConfig | None:
+        """The vision config the run recorded; None without a run, or for a run that predates recording it."""
+        if self.run is None or not records_vision(self.run.config["model"]):
+            return None
+        return self.recorded_model(base).vision
 
 
 def run_of(folder: Path) -> RunRecord | None:

@@ -11,6 +11,7 @@ from torch import nn
 
 from mmv.config import VLMConfig
 from mmv.errors import MmvError
+from mmv.model.encoders import patch_features
 from mmv.model.kv_cache import KVCache
 from mmv.model.llm import MiniMindLM
 from mmv.model.loss import shifted_cross_entropy
@@ -54,16 +55,21 @@ class MiniMindVLM(MiniMindLM):
         return {k: v for k, v in self.state_dict().items() if not k.startswith(ENCODER_PREFIX)}
 
     def encode_images(self, pixel_inputs: dict[str, Any]) -> torch.Tensor:
-        """Processor output for N images -> projected features [N, 64, hidden]."""
+        """Processor output for N images -> projected features [N, tokens per image, hidden]."""
+        return self.project_images(self.image_features(pixel_inputs))
+
+    def image_features(self, pixel_inputs: dict[str, Any]) -> torch.Tensor:
+        """Processor output for N images -> the encoder's patch tokens [N, patches, width]: what the projector reads
+        (mmv.model.encoders says which outputs those are for each family)."""
         if self.vision_encoder is None:
             raise MmvError("this model has no vision encoder attached; pass --vision DIR")
         trainable = any(p.requires_grad for p in self.vision_encoder.parameters())
         with torch.set_grad_enabled(trainable and torch.is_grad_enabled()):
-            features = self.vision_encoder(**pixel_inputs).last_hidden_state
-        return self.project_features(features)
+            return patch_features(self.vision_encoder, pixel_inputs)
 
-    def project_features(self, features: torch.Tensor) -> torch.Tensor:
-        """The encoder's last_hidden_state [N, tokens, D] (computed now, or read from a feature cache) -> [N, 64, H]."""
+    def project_images(self, features: torch.Tensor) -> torch.Tensor:
+        """Patch tokens [N, patches, width] (computed now, or read from a feature cache) -> image tokens
+        [N, tokens per image, hidden]."""
         return self.vision_proj(features.to(self.vision_proj.mlp[-1].weight.dtype))
 
     def embed(self, input_ids: torch.Tensor, image_embeds: torch.Tensor | None) -> torch.Tensor:
@@ -97,7 +103,7 @@ class MiniMindVLM(MiniMindLM):
         last_only: bool = False,
     ) -> VLMOutput:
         if image_embeds is None and image_features is not None:
-            image_embeds = self.project_features(image_features)
+            image_embeds = self.project_images(image_features)
         if image_embeds is None and pixel_inputs is not None:
             image_embeds = self.encode_images(pixel_inputs)
         hidden = self.embed(input_ids, image_embeds)

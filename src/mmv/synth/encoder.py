@@ -1,7 +1,9 @@
-"""A tiny random SigLIP vision encoder folder in the p32-256 layout, for training from scratch offline.
+"""A tiny random vision encoder folder (SigLIP, CLIP or DINOv2 with registers), for training from scratch offline.
 
 The folder looks like a downloaded encoder (config.json, model.safetensors, preprocessor_config.json), so the rest
-of mmv loads it through the same code path. Its weights are random: train it with `--train-vision`.
+of mmv loads it through the same code path. Every family sees 256x256 images in 32-pixel patches, the grid the
+synthetic scenes are drawn on (8x8 = 64 patch tokens, mmv.synth.scenes), each with its own processor's
+normalisation. Its weights are random: train it with `--train-vision`.
 """
 
 from __future__ import annotations
@@ -9,21 +11,43 @@ from __future__ import annotations
 import json
 from dataclasses import dataclass
 from pathlib import Path
+from typing import Any
 
+from mmv.errors import MmvError
 from mmv.fsio import staged_folder
 
-# SiglipImageProcessor at 256x256: rescale 1/255, mean = std = 0.5 (REFERENCE.md section 2), bicubic resize.
-PREPROCESSOR = {
-    "image_processor_type": "SiglipImageProcessor",
-    "do_convert_rgb": True,
-    "do_resize": True,
-    "size": {"height": 256, "width": 256},
-    "resample": 3,
-    "do_rescale": True,
-    "rescale_factor": 1 / 255,
-    "do_normalize": True,
-    "image_mean": [0.5, 0.5, 0.5],
-    "image_std": [0.5, 0.5, 0.5],
+IMAGE_SIZE = 256
+PATCH_SIZE = 32
+FAMILIES = ("siglip", "clip", "dinov2")
+_RESCALE = {"do_convert_rgb": True, "resample": 3, "do_rescale": True, "rescale_factor": 1 / 255, "do_normalize": True}
+_CROP = {"do_resize": True, "size": {"shortest_edge": IMAGE_SIZE}, "do_center_crop": True}
+# each family's processor as its public checkpoints ship it, at this size
+PREPROCESSORS = {
+    # SiglipImageProcessor: mean = std = 0.5 (REFERENCE.md section 2), a plain resize
+    "siglip": {
+        "image_processor_type": "SiglipImageProcessor",
+        "do_resize": True,
+        "size": {"height": IMAGE_SIZE, "width": IMAGE_SIZE},
+        **_RESCALE,
+        "image_mean": [0.5, 0.5, 0.5],
+        "image_std": [0.5, 0.5, 0.5],
+    },
+    "clip": {
+        "image_processor_type": "CLIPImageProcessor",
+        **_CROP,
+        "crop_size": {"height": IMAGE_SIZE, "width": IMAGE_SIZE},
+        **_RESCALE,
+        "image_mean": [0.48145466, 0.4578275, 0.40821073],
+        "image_std": [0.26862954, 0.26130258, 0.27577711],
+    },
+    "dinov2": {
+        "image_processor_type": "BitImageProcessor",
+        **_CROP,
+        "crop_size": {"height": IMAGE_SIZE, "width": IMAGE_SIZE},
+        **_RESCALE,
+        "image_mean": [0.485, 0.456, 0.406],
+        "image_std": [0.229, 0.224, 0.225],
+    },
 }
 
 
@@ -34,29 +58,48 @@ class TinyEncoderConfig:
     num_hidden_layers: int = 2
     num_attention_heads: int = 2
     seed: int = 0  # the random initialisation is deterministic for a seed
+    family: str = "siglip"  # siglip | clip | dinov2 (with 4 register tokens)
+
+
+def encoder_model(config: TinyEncoderConfig) -> Any:
+    """A randomly initialised transformers vision model of `config.family` (from torch's current seed)."""
+    import transformers
+
+    sizes = {
+        "hidden_size": config.hidden_size,
+        "num_hidden_layers": config.num_hidden_layers,
+        "num_attention_heads": config.num_attention_heads,
+        "image_size": IMAGE_SIZE,
+        "patch_size": PATCH_SIZE,
+    }
+    if config.family == "siglip":
+        # the pooling head is never used: no dead weights
+        vision = transformers.SiglipVisionConfig(
+            **sizes, intermediate_size=config.intermediate_size, vision_use_head=False
+        )
+        return transformers.SiglipVisionModel(vision)
+    if config.family == "clip":
+        vision = transformers.CLIPVisionConfig(**sizes, intermediate_size=config.intermediate_size)
+        return transformers.CLIPVisionModel(vision)
+    if config.family == "dinov2":
+        ratio = config.intermediate_size // config.hidden_size
+        vision = transformers.Dinov2WithRegistersConfig(**sizes, mlp_ratio=ratio, num_register_tokens=4)
+        return transformers.Dinov2WithRegistersModel(vision)
+    raise MmvError(f"unknown tiny encoder family {config.family!r}; expected one of {', '.join(FAMILIES)}")
 
 
 def make_encoder(out_dir: str | Path, config: TinyEncoderConfig | None = None) -> Path:
-    """Write a randomly initialised SigLIP encoder (patch 32, 256x256 -> 64 tokens) to `out_dir`."""
+    """Write a randomly initialised encoder (256x256 images, 32-pixel patches -> 64 patch tokens) to `out_dir`."""
     import torch
-    from transformers import SiglipVisionConfig, SiglipVisionModel
     from transformers.utils import logging as hf_logging
 
     hf_logging.disable_progress_bar()
     config = config or TinyEncoderConfig()
-    vision_config = SiglipVisionConfig(
-        hidden_size=config.hidden_size,
-        intermediate_size=config.intermediate_size,
-        num_hidden_layers=config.num_hidden_layers,
-        num_attention_heads=config.num_attention_heads,
-        image_size=256,
-        patch_size=32,
-        vision_use_head=False,  # the pooling head is never used: no dead weights
-    )
     with torch.random.fork_rng(devices=[]):
         torch.manual_seed(config.seed)
-        model = SiglipVisionModel(vision_config)
+        model = encoder_model(config)
     with staged_folder(out_dir) as staged:
         model.save_pretrained(str(staged), safe_serialization=True)
-        (staged / "preprocessor_config.json").write_text(json.dumps(PREPROCESSOR, indent=2) + "\n")
+        text = json.dumps(PREPROCESSORS[config.family], indent=2) + "\n"
+        (staged / "preprocessor_config.json").write_text(text)
     return Path(out_dir)

@@ -14,9 +14,9 @@ import torch
 
 from mmv.config import preset
 from mmv.loading.build import build_model as build
-from mmv.loading.folders import find_tokenizer, missing_tokenizer
+from mmv.loading.folders import find_tokenizer, given_encoder, missing_tokenizer, names_download
 from mmv.loading.inputs import ModelInputs, gather
-from mmv.loading.resolve import INIT_NAMES, NotDownloaded, resolve_init
+from mmv.loading.resolve import INIT_NAMES, Missing, NotDownloaded, resolve_init
 from mmv.model.vlm import MiniMindVLM
 from mmv.train.config import TrainConfig
 
@@ -31,15 +31,33 @@ def absolute_init(init: str) -> str:
     return str(path.resolve()) if init not in (*INIT_NAMES, "none") and path.exists() else init
 
 
+def absolute_vision(vision: str | None) -> str | None:
+    """A path given to --vision made absolute; a download name (dinov2-small) as it is."""
+    return vision if vision and names_download(vision) else absolute(vision)
+
+
+def preview_vision(vision: str | None) -> str | None:
+    """The encoder folder --vision names, for --show-sample (a download name must be cached)."""
+    if not vision:
+        return None
+    missing: list[Missing] = []
+    found = given_encoder(absolute_vision(vision), missing)
+    if missing:
+        raise NotDownloaded(missing)
+    return str(found)
+
+
 def training_inputs(init: str, vision: str | None, tokenizer: str | None, cfg: TrainConfig) -> ModelInputs:
     """The starting weights, encoder and tokenizer; --preset supplies what the weights cannot tell."""
     return gather(
         absolute_init(init),
         resolve=resolve_init,
-        vision=absolute(vision),
+        vision=absolute_vision(vision),
         tokenizer=absolute(tokenizer),
         base=preset(cfg.preset),
         experts_per_token=cfg.experts_per_token,
+        projector=cfg.projector,
+        merge=cfg.merge,
     )
 
 
@@ -53,6 +71,15 @@ def preview_tokenizer(init: str, tokenizer: str | None) -> Path:
     if found is None:
         raise NotDownloaded([missing_tokenizer()], beside=sources is not None)
     return found
+
+
+def preview_tokens_per_image(init: str, vision: str | None, tokenizer: str | None, cfg: TrainConfig) -> int:
+    """The placeholder run of one image in the model training would build; the --preset's when the weights or
+    the encoder are not downloaded (--show-sample needs only the tokenizer)."""
+    try:
+        return training_inputs(init, vision, tokenizer, cfg).config.image_token_len
+    except NotDownloaded:
+        return preset(cfg.preset).image_token_len
 
 
 def build_model(inputs: ModelInputs, cfg: TrainConfig) -> MiniMindVLM:

@@ -7,7 +7,7 @@ from dataclasses import dataclass
 from typing import Any
 
 from mmv.adapters.spec import DEFAULT_LORA_LR, DEFAULT_TARGETS, parse_targets
-from mmv.config import check_field_types
+from mmv.config import PROJECTORS, check_field_types
 from mmv.device import check_device, check_dtype
 from mmv.errors import MmvError
 
@@ -23,6 +23,10 @@ class TrainConfig:
     experts_per_token: int | None = None  # experts per token of a MoE; None: what --init records, else --preset's
     freeze: str = "ends"  # projector | ends (projector + first and last block) | none (whole LLM + projector)
     train_vision: bool = False  # also train the encoder (the reference never does; needed from scratch)
+    # a fresh projector's kind (linear | mlp | ln-mlp) and merge (KxK patches; NaFlex: K patches per token);
+    # None: what the reference variant of the encoder's geometry uses, else ln-mlp without merge
+    projector: str | None = None
+    merge: int | None = None
     epochs: int = 2
     max_steps: int | None = None  # stop after this many optimizer steps (the lr schedule spans them)
     batch_size: int = 4  # samples per rank per micro-batch; global batch = batch_size x accum x world size
@@ -78,7 +82,9 @@ class TrainConfig:
         for name, value in positive.items():
             if value < 1:
                 raise MmvError(f"--{name} must be at least 1, got {value}")
-        for name in ("max_steps", "experts_per_token"):
+        if self.projector is not None and self.projector not in PROJECTORS:
+            raise MmvError(f"unknown --projector {self.projector!r}; expected one of {', '.join(PROJECTORS)}")
+        for name in ("max_steps", "experts_per_token", "merge"):
             value = getattr(self, name)
             if value is not None and value < 1:
                 raise MmvError(f"--{name.replace('_', '-')} must be at least 1, got {value}")

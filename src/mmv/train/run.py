@@ -105,6 +105,7 @@ def plan_fresh(req: RunRequest) -> RunPlan:
         "tokenizer_dir": tokenizer_dir,
         "vision_dir": vision_dir,
         "max_seq_len": cfg.max_seq_len,
+        "tokens_per_image": inputs.config.image_token_len,
         "seed": cfg.seed,
         "pack": cfg.pack,
         "num_workers": cfg.num_workers,
@@ -312,14 +313,17 @@ def refuse_no_rows(data: Any) -> None:
 def show_training_samples(req: RunRequest) -> dict[str, Any]:
     """--show-sample: the data as the model will see it; needs only the tokenizer (and --vision if given)."""
     from mmv.data.loader import DataSpec, TrainData
-    from mmv.train.build import preview_tokenizer
+    from mmv.train.build import preview_tokenizer, preview_tokens_per_image, preview_vision
 
     cfg = req.cfg
+    tokenizer = str(preview_tokenizer(cfg.init, req.tokenizer))
+    vision = preview_vision(req.vision)
     spec = DataSpec(
         files=absolute_data(req.data),
-        tokenizer_dir=str(preview_tokenizer(cfg.init, req.tokenizer)),
-        vision_dir=req.vision,
+        tokenizer_dir=tokenizer,
+        vision_dir=vision,
         max_seq_len=cfg.max_seq_len,
+        tokens_per_image=preview_tokens_per_image(cfg.init, vision, tokenizer, cfg),
         seed=cfg.seed,
         pack=cfg.pack,
         **req.data_options,
