@@ -112,6 +112,7 @@ class ChatSession:
             [*self.messages(), {"role": "user", "content": content}],
             thinking=self.thinking,
             tokens_per_image=self.loaded.model.config.image_token_len,
+            image_token=self.loaded.model.config.image_special_token,
         )
         stream = TextStream(self.loaded.tokenizer)
 

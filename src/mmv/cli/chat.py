@@ -42,6 +42,9 @@ def chat(
     experts_per_token: int = typer.Option(
         None, min=1, metavar="K", help="Experts each token of a MoE model routes to (a bare .pth does not record it)."
     ),
+    attention_heads: int = typer.Option(
+        None, min=1, metavar="N", help="Attention heads of a MiniMind2-V .pth (its tensors do not tell; default 8)."
+    ),
 ) -> None:
     """Talk about one or more images with a MiniMind-V model."""
     from mmv.chat import ChatSession
@@ -63,6 +66,7 @@ def chat(
             device=device,
             dtype=dtype,
             experts_per_token=experts_per_token,
+            attention_heads=attention_heads,
             need_vision=bool(opened) or interactive,
         )
     show_notes(loaded.notes, MODEL_FLAGS)

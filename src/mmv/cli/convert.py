@@ -10,7 +10,12 @@ from mmv.cli.common import console, emit_json, handle_errors, show_notes
 from mmv.config import CUSTOM_VARIANT
 
 # the settings a loading error can name (see mmv.errors) -> this command's flags
-FLAGS = {"vision": "--with-vision DIR", "tokenizer": "--tokenizer DIR", "experts_per_token": "--experts-per-token K"}
+FLAGS = {
+    "vision": "--with-vision DIR",
+    "tokenizer": "--tokenizer DIR",
+    "experts_per_token": "--experts-per-token K",
+    "attention_heads": "--attention-heads N",
+}
 
 
 @handle_errors(flags=FLAGS)
@@ -38,6 +43,9 @@ def convert(
     experts_per_token: int = typer.Option(
         None, min=1, metavar="K", help="Experts each token of a MoE model routes to (a bare .pth does not record it)."
     ),
+    attention_heads: int = typer.Option(
+        None, min=1, metavar="N", help="Attention heads of a MiniMind2-V .pth (its tensors do not tell; default 8)."
+    ),
 ) -> None:
     """Convert a checkpoint between the native .pth, a transformers folder, a native Qwen3 folder and GGUF."""
     from mmv.convert import convert as run_convert
@@ -52,6 +60,7 @@ def convert(
             tokenizer=tokenizer,
             force=force,
             experts_per_token=experts_per_token,
+            attention_heads=attention_heads,
             outtype=outtype,
         )
     show_notes(result.notes, FLAGS)

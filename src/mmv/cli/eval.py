@@ -37,6 +37,9 @@ def eval_command(
     experts_per_token: int = typer.Option(
         None, min=1, metavar="K", help="Experts each token of a MoE model routes to (a bare .pth does not record it)."
     ),
+    attention_heads: int = typer.Option(
+        None, min=1, metavar="N", help="Attention heads of a MiniMind2-V .pth (its tensors do not tell; default 8)."
+    ),
 ) -> None:
     """Accuracy, answer loss and perplexity, and throughput of a model on held-out conversations."""
     from mmv.device import check_device, check_dtype
@@ -66,6 +69,7 @@ def eval_command(
         device=device,
         dtype=dtype,
         experts_per_token=experts_per_token,
+        attention_heads=attention_heads,
         need_vision=False,
     )
     show_notes(loaded.notes, MODEL_FLAGS)

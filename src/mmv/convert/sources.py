@@ -42,7 +42,7 @@ class Source:
 
         if self.tokenizer_dir is None:
             raise NotDownloaded([missing_tokenizer()])
-        return load_tokenizer(self.tokenizer_dir)
+        return load_tokenizer(self.tokenizer_dir, self.config.image_special_token)
 
 
 def read_source(
@@ -52,6 +52,7 @@ def read_source(
     vision: str | Path | None = None,
     base: VLMConfig | None = None,
     experts_per_token: int | None = None,
+    attention_heads: int | None = None,
 ) -> Source:
     """Resolve SRC and read its tensors; `tokenizer` / `vision` override the folders found beside it."""
     from mmv.loading.inputs import gather
@@ -62,6 +63,7 @@ def read_source(
         tokenizer=tokenizer,
         base=base,
         experts_per_token=experts_per_token,
+        attention_heads=attention_heads,
         need_vision=False,
         need_tokenizer=False,
         cached_encoder_ok=False,

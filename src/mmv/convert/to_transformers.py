@@ -15,7 +15,6 @@ from typing import Any
 import torch
 
 from mmv import __version__
-from mmv.config import IMAGE_TOKEN
 from mmv.convert import model_card, remote_code
 from mmv.convert.output import staged_dir
 from mmv.convert.sources import Source
@@ -60,7 +59,6 @@ def folder_config(source: Source, dtype: torch.dtype) -> dict[str, Any]:
         "auto_map": remote_code.AUTO_MAP,
         "model_type": "minimind-v",
         **config.to_dict(),
-        "image_special_token": IMAGE_TOKEN,
         "hidden_act": "silu",
         "dropout": 0.0,
         "flash_attn": True,

@@ -56,13 +56,15 @@ def load_model(
     device: str = "auto",
     dtype: str = "auto",
     experts_per_token: int | None = None,
+    attention_heads: int | None = None,
     base: VLMConfig | None = None,
     need_vision: bool = True,
 ) -> LoadedModel:
     """Load weights, encoder, processor and tokenizer; `need_vision=False` tolerates a missing encoder.
 
     `experts_per_token` sets how many experts each token of a MoE model routes to (a bare `.pth` does not record
-    it); `base` supplies anything else a bare checkpoint cannot tell (RoPE scaling).
+    it), `attention_heads` a MiniMind2 model's head count; `base` supplies anything else a bare checkpoint cannot
+    tell (RoPE scaling).
     """
     from mmv.device import check_dtype, pick_device
     from mmv.errors import MmvError
@@ -73,10 +75,16 @@ def load_model(
     target = pick_device(device)
     check_dtype(dtype)
     inputs = gather(
-        ref, vision=vision, tokenizer=tokenizer, base=base, experts_per_token=experts_per_token, need_vision=need_vision
+        ref,
+        vision=vision,
+        tokenizer=tokenizer,
+        base=base,
+        experts_per_token=experts_per_token,
+        attention_heads=attention_heads,
+        need_vision=need_vision,
     )
     assert inputs.sources is not None and inputs.tokenizer_dir is not None  # a reference, and the tokenizer needed
-    tok = load_tokenizer(inputs.tokenizer_dir)
+    tok = load_tokenizer(inputs.tokenizer_dir, inputs.config.image_special_token)
     if len(tok) > inputs.config.vocab_size:
         raise MmvError(
             f"the tokenizer in {inputs.tokenizer_dir} has {len(tok)} tokens but the model's vocabulary is "

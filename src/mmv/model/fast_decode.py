@@ -50,9 +50,12 @@ class FastDecoder:
 
     @staticmethod
     def supports(model: MiniMindLM, batch: int) -> bool:
-        weight = model.lm_head.weight
+        weight, config = model.lm_head.weight, model.config
         return (
             batch == 1
+            and config.qk_norm  # MiniMind2's design (mmv.generations) keeps the module path
+            and config.num_shared_experts == 0
+            and not config.top1_router_weight
             and weight.device.type == "cpu"
             and weight.dtype == torch.float32
             and model.rope_cos.dtype == torch.float32
