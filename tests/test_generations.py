@@ -244,3 +244,42 @@ def test_a_minimind2_moe_saved_in_each_eras_layout_loads_to_equal_logits(tmp_pat
         want = original(ids, image_embeds=embeds).logits
         got = loaded(ids, image_embeds=embeds).logits
     assert torch.allclose(got, want, atol=1e-5)
+
+
+# --- convert ---
+
+
+@pytest.mark.parametrize("to", ["pth", "transformers"])
+def test_convert_round_trip_keeps_the_logits(tmp_path, to):
+    """2502 (the renamed, permuted layout) out to today's layout and read back: the same model."""
+    from mmv.convert import convert
+
+    folder = era("minimind2-v-2502")
+    out = tmp_path / ("model.pth" if to == "pth" else "tf")
+    convert(
+        folder / "model.pth",
+        to,
+        out,
+        dtype="float32",
+        tokenizer=folder / "tokenizer",
+        with_vision=folder / "vision",
+        attention_heads=HEADS,
+    )
+    original, cases = load("minimind2-v-2502"), load_file(str(folder / "cases.safetensors"))
+    back = load_model(out, vision=folder / "vision", tokenizer=folder / "tokenizer", attention_heads=HEADS)
+    assert back.model.config == original.model.config
+    pixels = {"pixel_values": cases["pixel_values"]}
+    with torch.no_grad():
+        want = original.model(cases["input_ids"], pixel_inputs=pixels).logits
+        got = back.model(cases["input_ids"], pixel_inputs=pixels).logits
+    assert torch.equal(got, want)
+
+
+@pytest.mark.parametrize("to", ["qwen3", "gguf"])
+def test_targets_that_cannot_express_minimind2_refuse(tmp_path, to):
+    from mmv.convert import convert
+
+    folder = era("minimind2-v-2510")
+    with pytest.raises(MmvError, match=f"--to {to} cannot express a MiniMind2-V model"):
+        convert(folder / "model.pth", to, tmp_path / "out", tokenizer=folder / "tokenizer", attention_heads=HEADS)
+    assert not (tmp_path / "out").exists()
