@@ -205,7 +205,8 @@ def infer_config(
     else:
         head_dim = _tensor(state, "model.layers.0.self_attn.q_norm.weight", 1).shape[0]
     if q_rows % head_dim or k_rows % head_dim:
-        raise MmvError(f"the q/k projections ({q_rows}, {k_rows} rows) are not whole heads of width {head_dim}")
+        measure = f"width {head_dim}" if minimind2 else f"q_norm's {head_dim}"
+        raise MmvError(f"the q/k projections ({q_rows}, {k_rows} rows) are not whole heads of {measure}")
     layers = 1 + max(int(m.group(1)) for k in state if (m := re.match(r"model\.layers\.(\d+)\.", k)))
     experts = {int(m.group(1)) for k in state if (m := re.match(r"model\.layers\.0\.mlp\.experts\.(\d+)\.", k))}
     mlp = "model.layers.0.mlp.experts.0.gate_proj.weight" if experts else "model.layers.0.mlp.gate_proj.weight"
