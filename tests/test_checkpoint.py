@@ -95,13 +95,12 @@ def test_missing_and_unexpected_keys_are_named(tmp_path):
         load_weights(MiniMindVLM(checkpoint.config), checkpoint)
 
 
-def test_clip_era_checkpoint_is_recognised():
-    state = {
-        "model.embed_tokens.weight": torch.zeros(6400, 64),
-        "vision_proj.vision_proj.0.weight": torch.zeros(64, 768),
-    }
-    with pytest.raises(MmvError, match="CLIP-era"):
-        detect_variant(state)
+def test_todays_llm_with_a_minimind2_projector_is_refused(tmp_path):
+    state = read_state_dict(REFERENCE / "p32" / "llm.pth")
+    state["vision_proj.vision_proj.0.weight"] = torch.zeros(64, 768)  # MiniMind2-V's Linear beside q/k norms
+    torch.save(state, tmp_path / "mixed.pth")
+    with pytest.raises(MmvError, match=r"MiniMind2-V projector .* matches no generation"):
+        read_checkpoint(tmp_path / "mixed.pth")
 
 
 def test_ambiguous_width_without_encoder_is_refused():

@@ -123,6 +123,7 @@ class ChatSession:
             [*self.messages(), {"role": "user", "content": content}],
             thinking=self.thinking,
             tokens_per_image=self.loaded.model.config.image_token_len,
+            image_token=self.loaded.model.config.image_special_token,
         )
         ids = encode(self.loaded.tokenizer, text)
         sampling, positions_full = self._fit_positions(len(ids))

@@ -18,6 +18,15 @@ from typing import TYPE_CHECKING
 
 from mmv.config import NAFLEX_FAMILY, VISION_PRESETS, VisionConfig, VLMConfig, records_vision
 from mmv.errors import MmvError
+from mmv.generations import (
+    CURRENT,
+    MINIMIND2_FIELDS,
+    MINIMIND2_VISION,
+    detect_generation,
+    head_width,
+    is_minimind2,
+    to_current_layout,
+)
 from mmv.layout import CONFIG_FILE, WEIGHT_FILES, read_json_object, reading
 
 if TYPE_CHECKING:
@@ -35,6 +44,7 @@ class Checkpoint:
     config: VLMConfig
     text_only: bool  # an `llm_768.pth`-style file: the projector must be freshly initialised
     source: Path
+    generation: str = CURRENT  # the layout it was stored in (mmv.generations); state_dict is in today's
 
 
 def read_state_dict(path: str | Path) -> dict[str, torch.Tensor]:
@@ -85,11 +95,6 @@ def check_values(state: dict[str, torch.Tensor]) -> None:
 
 def projector_shape(state: dict[str, torch.Tensor]) -> tuple[str, int] | None:
     """The projector's kind (linear | mlp | ln-mlp) and input width, read off its tensors; None for a text-only LLM."""
-    if any(k.startswith("vision_proj.vision_proj.") for k in state):
-        raise MmvError(
-            "this is a CLIP-era MiniMind2-V checkpoint (single Linear projector, 196 '@' tokens); "
-            "expected a MiniMind-V checkpoint with a SigLIP2 projector"
-        )
     first = state.get("vision_proj.mlp.0.weight")
     if first is None:
         if any(k.startswith("vision_proj.") for k in state):
@@ -185,19 +190,28 @@ def infer_config(
     encoder: EncoderInfo | None = None,
     vision: VisionConfig | None = None,
 ) -> VLMConfig:
-    """Every size of the model read off its tensors; `base` supplies what tensors cannot tell (top-k, rope), and
-    `vision` the vision config a run or folder recorded (see read_vision)."""
+    """Every size of the model read off its tensors (in today's layout, mmv.generations); `base` supplies what
+    tensors cannot tell (top-k, rope; a MiniMind2 model's head count), and `vision` the vision config a run or
+    folder recorded (see read_vision)."""
+    values = (base or VLMConfig()).to_dict()
     embed = _tensor(state, "model.embed_tokens.weight", 2)
-    head_dim = _tensor(state, "model.layers.0.self_attn.q_norm.weight", 1).shape[0]
     q_rows = _tensor(state, "model.layers.0.self_attn.q_proj.weight", 2).shape[0]
     k_rows = _tensor(state, "model.layers.0.self_attn.k_proj.weight", 2).shape[0]
+    minimind2 = is_minimind2(state)
+    if minimind2:
+        head_dim = head_width(embed.shape[1], q_rows, values["num_attention_heads"])
+        values.update(MINIMIND2_FIELDS)
+        vision = vision or MINIMIND2_VISION
+    else:
+        head_dim = _tensor(state, "model.layers.0.self_attn.q_norm.weight", 1).shape[0]
     if q_rows % head_dim or k_rows % head_dim:
-        raise MmvError(f"the q/k projections ({q_rows}, {k_rows} rows) are not whole heads of q_norm's {head_dim}")
+        measure = f"width {head_dim}" if minimind2 else f"q_norm's {head_dim}"
+        raise MmvError(f"the q/k projections ({q_rows}, {k_rows} rows) are not whole heads of {measure}")
     layers = 1 + max(int(m.group(1)) for k in state if (m := re.match(r"model\.layers\.(\d+)\.", k)))
     experts = {int(m.group(1)) for k in state if (m := re.match(r"model\.layers\.0\.mlp\.experts\.(\d+)\.", k))}
     mlp = "model.layers.0.mlp.experts.0.gate_proj.weight" if experts else "model.layers.0.mlp.gate_proj.weight"
     intermediate = _tensor(state, mlp, 2).shape[0]
-    values = (base or VLMConfig()).to_dict()
+    shared = {int(m.group(1)) for k in state if (m := re.match(r"model\.layers\.0\.mlp\.shared_experts\.(\d+)\.", k))}
     values.update(
         vocab_size=embed.shape[0],
         hidden_size=embed.shape[1],
@@ -209,6 +223,7 @@ def infer_config(
         moe_intermediate_size=intermediate,
         use_moe=bool(experts),
         num_experts=len(experts) or values["num_experts"],
+        num_shared_experts=len(shared),
     )
     values["image_token_len"] = None  # follows the vision config
     shape = projector_shape(state)
@@ -258,11 +273,14 @@ def read_checkpoint(
     *,
     encoder: EncoderInfo | None = None,
     vision: VisionConfig | None = None,
+    attention_heads: int | None = None,
 ) -> Checkpoint:
-    """Weights and the config they imply from a `.pth` / `.safetensors` file or a transformers folder.
+    """Weights in today's layout and the config they imply from a `.pth` / `.safetensors` file or a transformers
+    folder of any generation (mmv.generations).
 
     `encoder` is the encoder found for it, `vision` what its run recorded; a folder's own config.json records both
-    its sizes and, when mmv wrote it, its vision config."""
+    its sizes and, when mmv wrote it, its vision config. `attention_heads` is the head count of a MiniMind2 model,
+    which its tensors cannot tell (default: what `base` says)."""
     path = Path(path)
     if path.is_dir():
         raw = folder_config(path)
@@ -278,10 +296,15 @@ def read_checkpoint(
         encoder_hidden = encoder.hidden_size
     state = read_state_dict(weights)
     with reading(weights):
+        generation = detect_generation(state)
+        if attention_heads is not None:
+            # kv heads are read off the tensors; 1 only keeps the interim config valid for any head count
+            base = (base or VLMConfig()).replace(num_attention_heads=attention_heads, num_key_value_heads=1)
+        state = to_current_layout(state, generation, (base or VLMConfig()).num_attention_heads)
         config = infer_config(state, base, encoder_hidden, encoder=encoder, vision=vision)
     text_only = "vision_proj.mlp.0.weight" not in state
     check_shapes(state, expected_shapes(config, text_only), weights)
-    return Checkpoint(state, config, text_only, source=path)
+    return Checkpoint(state, config, text_only, source=path, generation=generation)
 
 
 def check_keys(expected: set[str], found: set[str], source: Path, tied: bool) -> None:

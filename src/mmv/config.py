@@ -190,6 +190,7 @@ class VLMConfig:
     intermediate_size: int | None = None  # default ceil(hidden * pi / 64) * 64
     vocab_size: int = 6400
     rms_norm_eps: float = 1e-6
+    qk_norm: bool = True  # per-head RMSNorm on q and k before RoPE (MiniMind2 had none)
     rope_theta: float = 1e6
     max_position_embeddings: int = 32768
     # YaRN context extension at inference: {"factor": 16, "original_max_position_embeddings": 2048, ...}
@@ -203,7 +204,10 @@ class VLMConfig:
     num_experts: int = 4
     num_experts_per_tok: int = 1
     moe_intermediate_size: int | None = None  # default intermediate_size
-    norm_topk_prob: bool = True
+    norm_topk_prob: bool = True  # the chosen experts' weights renormalised to sum to 1
+    # with one expert per token, weight it by its router probability instead (MiniMind2 renormalised only k > 1)
+    top1_router_weight: bool = False
+    num_shared_experts: int = 0  # dense experts every token also passes through (MiniMind2: 1)
     router_aux_loss_coef: float = 5e-4
     # --- vision path ---
     # a reference variant (VISION_VARIANTS) or "custom"; None: named after `vision`, p32-256 when both are None
@@ -212,6 +216,7 @@ class VLMConfig:
     image_hidden_size: int = 768  # the encoder's hidden size
     image_token_len: int | None = None  # placeholder tokens per image: vision.tokens_per_image
     image_ids: list[int] = field(default_factory=lambda: [12])
+    image_special_token: str = IMAGE_TOKEN  # the placeholder's text (MiniMind2: "@", repeated 196 times)
 
     def __post_init__(self) -> None:
         check_field_types(self)
@@ -243,6 +248,8 @@ class VLMConfig:
             self.moe_intermediate_size = self.intermediate_size
         if self.num_attention_heads % self.num_key_value_heads:
             raise MmvError("num_attention_heads must be a multiple of num_key_value_heads")
+        if self.num_shared_experts < 0:
+            raise MmvError(f"num_shared_experts must be at least 0, got {self.num_shared_experts}")
         if self.num_experts_per_tok > self.num_experts:
             raise MmvError(f"num_experts_per_tok ({self.num_experts_per_tok}) exceeds num_experts ({self.num_experts})")
 

@@ -17,7 +17,8 @@ if TYPE_CHECKING:
     from transformers import PreTrainedTokenizerFast
 
 
-def load_tokenizer(folder: str | Path) -> PreTrainedTokenizerFast:
+def load_tokenizer(folder: str | Path, image_token: str = IMAGE_TOKEN) -> PreTrainedTokenizerFast:
+    """The tokenizer in `folder`, which must know `image_token` (a MiniMind2 model's is `@`) and a chat template."""
     from transformers import PreTrainedTokenizerFast
 
     folder = Path(folder)
@@ -29,14 +30,14 @@ def load_tokenizer(folder: str | Path) -> PreTrainedTokenizerFast:
     except Exception as exc:  # tokenizers raises its own exception types for a malformed tokenizer.json
         reason = str(exc).strip().splitlines()[0] if str(exc).strip() else type(exc).__name__
         raise MmvError(f"cannot read the tokenizer in {folder}: {reason[:200]}") from None
-    if tokenizer.convert_tokens_to_ids(IMAGE_TOKEN) is None or tokenizer.chat_template is None:
-        raise MmvError(f"{folder} is not a MiniMind tokenizer: expected the {IMAGE_TOKEN} token and a chat template")
+    if tokenizer.convert_tokens_to_ids(image_token) is None or tokenizer.chat_template is None:
+        raise MmvError(f"{folder} is not a MiniMind tokenizer: expected the {image_token} token and a chat template")
     return tokenizer
 
 
-def expand_image_markers(text: str, tokens_per_image: int = 64) -> str:
+def expand_image_markers(text: str, tokens_per_image: int = 64, image_token: str = IMAGE_TOKEN) -> str:
     """Replace each `<image>` with its own run of placeholders (adjacent markers stay separate runs)."""
-    return text.replace(IMAGE_MARKER, IMAGE_TOKEN * tokens_per_image)
+    return text.replace(IMAGE_MARKER, image_token * tokens_per_image)
 
 
 def render_chat(
@@ -46,12 +47,13 @@ def render_chat(
     add_generation_prompt: bool = True,
     thinking: bool = False,
     tokens_per_image: int = 64,
+    image_token: str = IMAGE_TOKEN,
 ) -> str:
     """Chat template applied, image markers expanded: the exact text the model sees."""
     text = tokenizer.apply_chat_template(
         messages, tokenize=False, add_generation_prompt=add_generation_prompt, open_thinking=thinking
     )
-    return expand_image_markers(text, tokens_per_image)
+    return expand_image_markers(text, tokens_per_image, image_token)
 
 
 def encode(tokenizer: PreTrainedTokenizerFast, text: str) -> list[int]:

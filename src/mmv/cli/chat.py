@@ -48,6 +48,9 @@ def chat(
     adapter: Path = typer.Option(
         None, metavar="DIR", help="Apply this LoRA / DoRA adapter to --model (a LoRA run directory applies its own)."
     ),
+    attention_heads: int = typer.Option(
+        None, min=1, metavar="N", help="Attention heads of a MiniMind2-V .pth (its tensors do not tell; default 8)."
+    ),
 ) -> None:
     """Talk about one or more images with a MiniMind-V model."""
     from mmv.chat import ChatSession
@@ -71,6 +74,7 @@ def chat(
             dtype=dtype,
             experts_per_token=experts_per_token,
             adapter=adapter,
+            attention_heads=attention_heads,
             need_vision=bool(opened) or interactive,
             quantize=quantize,
         )

@@ -34,6 +34,7 @@ MODEL_FLAGS = {
     "vision": "--vision DIR",
     "tokenizer": "--tokenizer DIR",
     "experts_per_token": "--experts-per-token K",
+    "attention_heads": "--attention-heads N",
     "device": "--device",
     "dtype": "--dtype",
     "quantize": "--quantize",

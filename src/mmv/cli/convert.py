@@ -15,6 +15,7 @@ FLAGS = {
     "tokenizer": "--tokenizer DIR",
     "experts_per_token": "--experts-per-token K",
     "adapter": "--adapter DIR",
+    "attention_heads": "--attention-heads N",
 }
 
 
@@ -49,6 +50,9 @@ def convert(
     no_merge: bool = typer.Option(
         False, "--no-merge", help="transformers only: write the base folder plus its adapter in OUT/adapter."
     ),
+    attention_heads: int = typer.Option(
+        None, min=1, metavar="N", help="Attention heads of a MiniMind2-V .pth (its tensors do not tell; default 8)."
+    ),
 ) -> None:
     """Convert a checkpoint between the native .pth, a transformers folder, a native Qwen3 folder and GGUF."""
     from mmv.convert import convert as run_convert
@@ -63,6 +67,7 @@ def convert(
             tokenizer=tokenizer,
             force=force,
             experts_per_token=experts_per_token,
+            attention_heads=attention_heads,
             outtype=outtype,
             adapter=adapter,
             merge=not no_merge,

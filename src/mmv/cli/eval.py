@@ -43,6 +43,9 @@ def eval_command(
     adapter: Path = typer.Option(
         None, metavar="DIR", help="Apply this LoRA / DoRA adapter to --model (a LoRA run directory applies its own)."
     ),
+    attention_heads: int = typer.Option(
+        None, min=1, metavar="N", help="Attention heads of a MiniMind2-V .pth (its tensors do not tell; default 8)."
+    ),
 ) -> None:
     """Accuracy, answer loss and perplexity, and throughput of a model on held-out conversations."""
     from mmv.device import check_device, check_dtype
@@ -75,6 +78,7 @@ def eval_command(
         dtype=dtype,
         experts_per_token=experts_per_token,
         adapter=adapter,
+        attention_heads=attention_heads,
         need_vision=False,
         quantize=quantize,
     )

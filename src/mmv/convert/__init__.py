@@ -71,6 +71,7 @@ def convert(
     force: bool = False,
     base: VLMConfig | None = None,
     experts_per_token: int | None = None,
+    attention_heads: int | None = None,
     outtype: str | None = None,
     adapter: str | Path | None = None,
     merge: bool = True,
@@ -79,7 +80,8 @@ def convert(
 
     `outtype` (f32 | f16 | q8_0) is the GGUF encoding, `gguf` only; None keeps the source's precision.
     `experts_per_token` and `base` supply what a bare checkpoint cannot tell (how many experts each token routes
-    to; RoPE scaling); run directories and transformers folders record it themselves.
+    to; RoPE scaling), `attention_heads` a MiniMind2 model's head count; run directories and transformers folders
+    record them themselves.
     `adapter` applies a LoRA / DoRA adapter folder to SRC (a LoRA run applies its own) and writes the merged model;
     `merge=False` (transformers only) writes the base folder with the adapter in its `adapter/` subfolder instead.
     """
@@ -104,7 +106,9 @@ def convert(
         experts_per_token=experts_per_token,
         adapter=adapter,
         merge=merge,
+        attention_heads=attention_heads,
     )
+    check_expressible(source.config, to)
     source.config = settle_tying(source.state_dict, source.config)
     target_dtype = target_dtype or (torch.float16 if to == "pth" else source.dtype)
     note = None
@@ -146,6 +150,18 @@ def check_options(to: str, dtype: str | None, outtype: str | None) -> None:
         raise MmvError(f"--outtype applies to --to gguf only; use --dtype for --to {to}")
     if outtype is not None and outtype not in OUTTYPES:
         raise MmvError(f"unknown --outtype {outtype!r}; expected one of {', '.join(OUTTYPES)}")
+
+
+def check_expressible(config: VLMConfig, to: str) -> None:
+    """Qwen3 (and so its GGUF) normalises q and k in every layer and has no shared expert: MiniMind2's design
+    (mmv.generations) has neither property, and no choice of weights makes one model compute the other."""
+    if to not in ("qwen3", "gguf") or (config.qk_norm and not config.num_shared_experts):
+        return
+    lacks = "no q/k norm" + (" and a shared expert" if config.num_shared_experts else "")
+    raise MmvError(
+        f"--to {to} cannot express a MiniMind2-V model ({lacks}; Qwen3 always normalises q and k): "
+        "convert it --to pth or --to transformers"
+    )
 
 
 def count_params(source: Source, llm_only: bool) -> int:

@@ -43,7 +43,7 @@ class Source:
 
         if self.tokenizer_dir is None:
             raise NotDownloaded([missing_tokenizer()])
-        return load_tokenizer(self.tokenizer_dir)
+        return load_tokenizer(self.tokenizer_dir, self.config.image_special_token)
 
 
 def read_source(
@@ -55,6 +55,7 @@ def read_source(
     experts_per_token: int | None = None,
     adapter: str | Path | None = None,
     merge: bool = True,
+    attention_heads: int | None = None,
 ) -> Source:
     """Resolve SRC and read its tensors; `tokenizer` / `vision` override the folders found beside it.
 
@@ -69,6 +70,7 @@ def read_source(
         tokenizer=tokenizer,
         base=base,
         experts_per_token=experts_per_token,
+        attention_heads=attention_heads,
         need_vision=False,
         need_tokenizer=False,
         cached_encoder_ok=False,

@@ -18,7 +18,6 @@ from mmv import __version__
 from mmv.adapters.spec import ADAPTER_DIR
 from mmv.adapters.spec import CONFIG_NAME as ADAPTER_CONFIG
 from mmv.adapters.spec import WEIGHTS_NAME as ADAPTER_WEIGHTS
-from mmv.config import IMAGE_TOKEN
 from mmv.convert import model_card, remote_code
 from mmv.convert.output import staged_dir
 from mmv.convert.sources import Source
@@ -70,7 +69,6 @@ def folder_config(source: Source, dtype: torch.dtype) -> dict[str, Any]:
         "auto_map": remote_code.AUTO_MAP,
         "model_type": "minimind-v",
         **config.to_dict(),
-        "image_special_token": IMAGE_TOKEN,
         "hidden_act": "silu",
         "dropout": 0.0,
         "flash_attn": True,

@@ -71,11 +71,18 @@ class Sample:
 class LabelBuilder:
     """Messages -> (input_ids, labels) with the reference's truncation; image runs are never cut."""
 
-    def __init__(self, tokenizer: PreTrainedTokenizerFast, max_seq_len: int, tokens_per_image: int = 64) -> None:
+    def __init__(
+        self,
+        tokenizer: PreTrainedTokenizerFast,
+        max_seq_len: int,
+        tokens_per_image: int = 64,
+        image_token: str = IMAGE_TOKEN,
+    ) -> None:
         self.tokenizer = tokenizer
         self.max_seq_len = max_seq_len
         self.tokens_per_image = tokens_per_image
-        self.image_id = tokenizer.convert_tokens_to_ids(IMAGE_TOKEN)
+        self.image_token = image_token
+        self.image_id = tokenizer.convert_tokens_to_ids(image_token)
         self.start = encode(tokenizer, f"{tokenizer.bos_token}assistant\n")
         self.end = encode(tokenizer, f"{tokenizer.eos_token}\n")
 
@@ -91,7 +98,7 @@ class LabelBuilder:
                 "role": m["role"],
                 "content": m.get("content", "")
                 if m["role"] == "system"
-                else expand_image_markers(m.get("content", ""), self.tokens_per_image),
+                else expand_image_markers(m.get("content", ""), self.tokens_per_image, self.image_token),
             }
             for m in messages
         ]

@@ -14,6 +14,7 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
+from mmv.config import IMAGE_TOKEN
 from mmv.data.labels import LabelBuilder
 from mmv.data.parquet import iter_rows
 from mmv.data.rows import BadRow, marker_count
@@ -33,6 +34,7 @@ class PromptFormat:
     positions: int = 32768  # the model's max_position_embeddings
     max_new_tokens: int = 64
     thinking: bool = False  # open the think block in the generation prompt
+    image_token: str = IMAGE_TOKEN  # the placeholder's text: the model's image_special_token
 
 
 @dataclass
@@ -59,7 +61,9 @@ class ItemReader:
     def __init__(self, tokenizer: PreTrainedTokenizerFast, prompt: PromptFormat) -> None:
         self.tokenizer = tokenizer
         self.prompt = prompt
-        self.validator = RowValidator(LabelBuilder(tokenizer, prompt.positions, prompt.tokens_per_image))
+        self.validator = RowValidator(
+            LabelBuilder(tokenizer, prompt.positions, prompt.tokens_per_image, prompt.image_token)
+        )
 
     def item(self, file: str, row: int, conversations: Any, image_bytes: Any) -> EvalItem:
         from mmv.tokenizer import encode, render_chat
@@ -73,7 +77,14 @@ class ItemReader:
         reference = strip_think(messages[last_user + 1]["content"])
         tok, spec = self.tokenizer, self.prompt
         prompt_ids = encode(
-            tok, render_chat(tok, prompt, thinking=spec.thinking, tokens_per_image=spec.tokens_per_image)
+            tok,
+            render_chat(
+                tok,
+                prompt,
+                thinking=spec.thinking,
+                tokens_per_image=spec.tokens_per_image,
+                image_token=spec.image_token,
+            ),
         )
         answer_ids = [*encode(tok, reference), tok.eos_token_id]
         room = len(prompt_ids) + max(len(answer_ids), spec.max_new_tokens)

@@ -186,7 +186,11 @@ def evaluate(
     reader = ItemReader(
         loaded.tokenizer,
         PromptFormat(
-            model_config.image_token_len, model_config.max_position_embeddings, config.max_new_tokens, config.thinking
+            model_config.image_token_len,
+            model_config.max_position_embeddings,
+            config.max_new_tokens,
+            config.thinking,
+            model_config.image_special_token,
         ),
     )
     start = time.perf_counter()

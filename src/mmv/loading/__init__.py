@@ -56,6 +56,7 @@ def load_model(
     device: str = "auto",
     dtype: str = "auto",
     experts_per_token: int | None = None,
+    attention_heads: int | None = None,
     base: VLMConfig | None = None,
     need_vision: bool = True,
     quantize: str | None = None,
@@ -64,10 +65,10 @@ def load_model(
     """Load weights, encoder, processor and tokenizer; `need_vision=False` tolerates a missing encoder.
 
     `experts_per_token` sets how many experts each token of a MoE model routes to (a bare `.pth` does not record
-    it); `base` supplies anything else a bare checkpoint cannot tell (RoPE scaling). `adapter` names a LoRA / DoRA
-    adapter folder merged into the weights (a LoRA run directory applies its own). `quantize` ("int8") swaps the
-    model's matrices for quantized ones right after loading (mmv.quant), after any adapter is merged; it runs on the
-    CPU in float32, which "auto" then means.
+    it), `attention_heads` a MiniMind2 model's head count; `base` supplies anything else a bare checkpoint cannot
+    tell (RoPE scaling). `adapter` names a LoRA / DoRA adapter folder merged into the weights (a LoRA run
+    directory applies its own). `quantize` ("int8") swaps the model's matrices for quantized ones right after
+    loading (mmv.quant), after any adapter is merged; it runs on the CPU in float32, which "auto" then means.
     """
     from mmv.device import check_dtype, pick_device
     from mmv.errors import MmvError
@@ -90,9 +91,10 @@ def load_model(
         experts_per_token=experts_per_token,
         need_vision=need_vision,
         adapter=adapter,
+        attention_heads=attention_heads,
     )
     assert inputs.sources is not None and inputs.tokenizer_dir is not None  # a reference, and the tokenizer needed
-    tok = load_tokenizer(inputs.tokenizer_dir)
+    tok = load_tokenizer(inputs.tokenizer_dir, inputs.config.image_special_token)
     if len(tok) > inputs.config.vocab_size:
         raise MmvError(
             f"the tokenizer in {inputs.tokenizer_dir} has {len(tok)} tokens but the model's vocabulary is "

@@ -82,12 +82,14 @@ def missing_encoder(config: VLMConfig, sources: ModelSources | None) -> Missing:
     return Missing(encoder_name(config.vision_variant), f"{config.vision_variant} vision encoder", "vision")
 
 
-def find_tokenizer(sources: ModelSources | None, explicit: str | Path | None) -> Path | None:
-    """The tokenizer folder: given, beside the model, recorded by its run, then cached; None when none exists."""
+def find_tokenizer(sources: ModelSources | None, explicit: str | Path | None, cached: bool = True) -> Path | None:
+    """The tokenizer folder: given, beside the model, recorded by its run, then (if `cached`) the cache; None when
+    none exists. The cache holds today's tokenizer only: an earlier generation's model never falls back to it."""
     if explicit:
         return given(explicit)
     candidates = [] if sources is None else [sources.home, sources.recorded_folder("tokenizer_dir")]
-    candidates += [find(name) for name in TOKENIZER_NAMES]
+    if cached:
+        candidates += [find(name) for name in TOKENIZER_NAMES]
     for candidate in candidates:
         if candidate is not None and (candidate / TOKENIZER_FILES[0]).is_file():
             return candidate

@@ -14,6 +14,7 @@ from pathlib import Path
 from mmv.checkpoint import Checkpoint, read_checkpoint
 from mmv.config import VLMConfig
 from mmv.errors import MmvError
+from mmv.generations import CURRENT, generation_note
 from mmv.loading.folders import (
     TOKENIZER_NAMES,
     cached_encoder,
@@ -60,6 +61,7 @@ def gather(
     tokenizer: str | Path | None = None,
     base: VLMConfig | None = None,
     experts_per_token: int | None = None,
+    attention_heads: int | None = None,
     need_vision: bool = True,
     need_tokenizer: bool = True,
     cached_encoder_ok: bool = True,
@@ -72,10 +74,11 @@ def gather(
 
     `base` supplies what a bare checkpoint cannot tell (experts per token, RoPE scaling) and the shape of a fresh
     model; a run directory or transformers folder overrides it with what it records, `experts_per_token` overrides
-    both. `need_*=False` tolerates a missing encoder / tokenizer (None); `cached_encoder_ok=False` takes the
-    encoder only when given or beside the model. `adapter` applies a LoRA / DoRA adapter folder to the model (a
-    LoRA run applies its own); the checkpoint is the merged model unless `merge_adapters=False` (then
-    `sources.adapters` say what would be applied). `projector` and `merge` shape a fresh projector (VisionConfig's
+    both; `attention_heads` gives a MiniMind2 model's head count the same way. `need_*=False` tolerates a
+    missing encoder / tokenizer (None); `cached_encoder_ok=False` takes the encoder only when given or beside the
+    model. `adapter` applies a LoRA / DoRA adapter folder to the model (a LoRA run applies its own); the checkpoint
+    is the merged model unless `merge_adapters=False` (then `sources.adapters` say what would be applied).
+    `projector` and `merge` shape a fresh projector (VisionConfig's
     fields; unset: the reference variant of the encoder's geometry, else ln-mlp without merge) and must match a
     trained one.
     """
@@ -93,7 +96,9 @@ def gather(
     if sources is not None:
         recorded = sources.recorded_model(base)
         vision_config = sources.recorded_vision(base)
-        checkpoint = read_checkpoint(sources.weights, base=recorded, encoder=encoder, vision=vision_config)
+        checkpoint = read_checkpoint(
+            sources.weights, base=recorded, encoder=encoder, vision=vision_config, attention_heads=attention_heads
+        )
         if sources.adapters and merge_adapters:
             from mmv.adapters.apply import merged_checkpoint
 
@@ -105,10 +110,21 @@ def gather(
         encoder = inspect_encoder(vision_dir) if vision_dir else None
         if encoder is None and need_vision:
             missing.append(missing_encoder(config, sources))
-    tokenizer_dir = find_tokenizer(sources, tokenizer)
+    current = checkpoint is None or checkpoint.generation == CURRENT
+    tokenizer_dir = find_tokenizer(sources, tokenizer, cached=current)
+    if tokenizer_dir is None and need_tokenizer and not current:
+        raise MmvError(
+            f"{sources.weights.name if sources else ref} needs its own era's tokenizer, which mmv does not download: "
+            "name the folder",
+            option="tokenizer",
+        )
     if tokenizer_dir is None and need_tokenizer and not any(m.name in TOKENIZER_NAMES for m in missing):
         missing.append(missing_tokenizer())
     inputs = ModelInputs(sources, checkpoint, config, vision_dir, tokenizer_dir)
+    if not current:
+        assert checkpoint is not None and sources is not None
+        heads = None if sources.records_config and attention_heads is None else config.num_attention_heads
+        inputs.notes.append(Note(generation_note(checkpoint.generation, heads), option="attention_heads"))
     if encoder is not None:
         fit_encoder(inputs, encoder, projector, merge)  # a wrong folder is refused before any download is asked for
     if missing:

@@ -86,9 +86,12 @@ class FastDecoder:
     @staticmethod
     def supports(model: MiniMindLM, batch: int) -> bool:
         # the embedding stays float32 in a quantized model too: it tells the model's dtype and device
-        weight = model.model.embed_tokens.weight
+        weight, config = model.model.embed_tokens.weight, model.config
         return (
             batch == 1
+            and config.qk_norm  # MiniMind2's design (mmv.generations) keeps the module path
+            and config.num_shared_experts == 0
+            and not config.top1_router_weight
             and weight.device.type == "cpu"
             and weight.dtype == torch.float32
             and model.rope_cos.dtype == torch.float32

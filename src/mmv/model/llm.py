@@ -1,6 +1,8 @@
 # Stitched into exported transformers folders: see mmv/convert/remote_code.py for the rules this file follows.
 """The MiniMind language model: Qwen3-shaped decoder (GQA, q/k RMSNorm, RoPE, SwiGLU or MoE), tied embeddings.
 
+MiniMind2 (mmv.generations) is the same decoder without the q/k norms, its MoE with shared experts.
+
 Parameter names equal the reference `.pth` keys (and transformers' Qwen3), so state dicts load with strict=True.
 """
 
@@ -27,8 +29,9 @@ class Attention(nn.Module):
         self.k_proj = nn.Linear(hidden, self.kv_heads * self.head_dim, bias=False)
         self.v_proj = nn.Linear(hidden, self.kv_heads * self.head_dim, bias=False)
         self.o_proj = nn.Linear(self.heads * self.head_dim, hidden, bias=False)
-        self.q_norm = RMSNorm(self.head_dim, config.rms_norm_eps)
-        self.k_norm = RMSNorm(self.head_dim, config.rms_norm_eps)
+        # MiniMind2 had no q/k norm: Identity keeps its state dict free of the keys
+        self.q_norm = RMSNorm(self.head_dim, config.rms_norm_eps) if config.qk_norm else nn.Identity()
+        self.k_norm = RMSNorm(self.head_dim, config.rms_norm_eps) if config.qk_norm else nn.Identity()
 
     def forward(
         self,

@@ -52,6 +52,7 @@ class PromptBuilder:
         config = loaded.model.config
         self.context = config.max_position_embeddings
         self.tokens_per_image, self.image_token = config.image_token_len, config.image_token_id
+        self.image_text = config.image_special_token
 
     def build(self, request: ChatRequest, images: list[CheckedImage]) -> Prompt:
         if images and self.loaded.processor is None:
@@ -62,6 +63,7 @@ class PromptBuilder:
                 template_messages(request.messages),
                 thinking=request.thinking,
                 tokens_per_image=self.tokens_per_image,
+                image_token=self.image_text,
             )
             tokens = encode(self.loaded.tokenizer, text)
         placeholders = sum(1 for token in tokens if token == self.image_token)
