@@ -38,6 +38,7 @@ POSITIVE_FIELDS = (
     "moe_intermediate_size",
     "image_hidden_size",
     "image_token_len",
+    "image_tiles",
 )
 _TYPE_NAMES = {
     "int": "an integer",
@@ -207,6 +208,9 @@ class VLMConfig:
     image_hidden_size: int = 768  # the encoder's hidden size
     image_token_len: int | None = None  # placeholder tokens per image: vision.tokens_per_image
     image_ids: list[int] = field(default_factory=lambda: [12])
+    # at most this many encoder-sized tiles per image, plus a global view (mmv.vision_input.tiles); 1: one view, as
+    # the reference; runs record it so that chat, eval and convert cut images as training did
+    image_tiles: int = 1
 
     def __post_init__(self) -> None:
         check_field_types(self)

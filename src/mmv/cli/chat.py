@@ -42,6 +42,9 @@ def chat(
     experts_per_token: int = typer.Option(
         None, min=1, metavar="K", help="Experts each token of a MoE model routes to (a bare .pth does not record it)."
     ),
+    tiles: int = typer.Option(
+        None, metavar="N", help="Cut each image into up to N tiles plus a global view (default: as the run records)."
+    ),
 ) -> None:
     """Talk about one or more images with a MiniMind-V model."""
     from mmv.chat import ChatSession
@@ -64,6 +67,7 @@ def chat(
             dtype=dtype,
             experts_per_token=experts_per_token,
             need_vision=bool(opened) or interactive,
+            tiles=tiles,
         )
     show_notes(loaded.notes, MODEL_FLAGS)
     sampling = SamplingConfig(

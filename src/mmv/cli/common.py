@@ -31,6 +31,7 @@ MODEL_FLAGS = {
     "vision": "--vision DIR",
     "tokenizer": "--tokenizer DIR",
     "experts_per_token": "--experts-per-token K",
+    "tiles": "--tiles N",
     "device": "--device",
     "dtype": "--dtype",
 }

@@ -131,6 +131,9 @@ def check(
     tokens_per_image: int = typer.Option(
         64, "--tokens-per-image", min=1, help="Placeholder tokens per image of the model (its image_token_len)."
     ),
+    tiles: int = typer.Option(
+        1, "--tiles", metavar="N", help="Tiles per image of the model (its image_tiles; tiles of 256 pixels)."
+    ),
     limit: int = typer.Option(None, "--limit", min=1, help="Check only the first N rows of each file."),
 ) -> None:
     """Validate every row as training reads it (JSON, turns, markers vs images, images, with --tokenizer the
@@ -152,7 +155,7 @@ def check(
         for path in files:
             task = bar.add_task(path.name, total=None)
             advance = partial(bar.advance, task)
-            reports.append(check_file(path, tok, max_seq_len, limit, advance, tokens_per_image))
+            reports.append(check_file(path, tok, max_seq_len, limit, advance, tokens_per_image, tiles))
     console.print(check_table(reports, max_seq_len))
     for report in reports:
         for example in report.problems.examples:

@@ -37,6 +37,9 @@ def eval_command(
     experts_per_token: int = typer.Option(
         None, min=1, metavar="K", help="Experts each token of a MoE model routes to (a bare .pth does not record it)."
     ),
+    tiles: int = typer.Option(
+        None, metavar="N", help="Cut each image into up to N tiles plus a global view (default: as the run records)."
+    ),
 ) -> None:
     """Accuracy, answer loss and perplexity, and throughput of a model on held-out conversations."""
     from mmv.device import check_device, check_dtype
@@ -67,6 +70,7 @@ def eval_command(
         dtype=dtype,
         experts_per_token=experts_per_token,
         need_vision=False,
+        tiles=tiles,
     )
     show_notes(loaded.notes, MODEL_FLAGS)
     config = EvalConfig(

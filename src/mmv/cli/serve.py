@@ -36,6 +36,9 @@ def serve(
     experts_per_token: int = typer.Option(
         None, min=1, metavar="K", help="Experts each token of a MoE model routes to (a bare .pth does not record it)."
     ),
+    tiles: int = typer.Option(
+        None, metavar="N", help="Cut each image into up to N tiles plus a global view (default: as the run records)."
+    ),
 ) -> None:
     """Serve a model over the OpenAI chat API (/v1/chat/completions) and a web chat page (/)."""
     from mmv.errors import MmvError
@@ -67,6 +70,7 @@ def serve(
             dtype=dtype,
             experts_per_token=experts_per_token,
             need_vision=False,
+            tiles=tiles,
         )
     show_notes(loaded.notes, MODEL_FLAGS)
     if loaded.processor is None:

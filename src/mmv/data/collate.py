@@ -29,7 +29,7 @@ class PreparedSample:
     row: int  # global row number
     input_ids: list[int]
     labels: list[int]
-    images: list[Image.Image] = field(default_factory=list)
+    images: list[Image.Image] = field(default_factory=list)  # what the encoder sees: tiled images' every view
 
 
 def pack_rows(lengths: list[int], capacity: int) -> list[list[int]]:

@@ -18,12 +18,15 @@ from mmv.errors import MmvError
 if TYPE_CHECKING:
     from PIL import Image
 
+    from mmv.vision_input.tiles import TileGrid, Tiling
+
 
 @dataclass
 class ValidRow:
     messages: list[dict[str, Any]]
     images: list[Image.Image]  # decoded, in marker order; none for a text-only row
     sample: Sample | None  # token ids and labels as training builds them; None without a LabelBuilder
+    grids: list[TileGrid] | None = None  # each image's tiles when images are tiled
 
 
 def decode_images(images: list[bytes]) -> list[Image.Image]:
@@ -37,14 +40,20 @@ def decode_images(images: list[bytes]) -> list[Image.Image]:
 
 class RowValidator:
     """`labels` None: only the checks that need no tokenizer. `preprocessing` (training's random system prompt and
-    empty-think dropping, seeded by seed, epoch and row) None: the row as it is stored."""
+    empty-think dropping, seeded by seed, epoch and row) None: the row as it is stored. `tiling` (more than one
+    tile): each image's placeholder text follows its tile grid, so images are decoded before the row is rendered."""
 
     def __init__(
-        self, labels: LabelBuilder | None = None, preprocessing: Preprocessing | None = None, seed: int = 0
+        self,
+        labels: LabelBuilder | None = None,
+        preprocessing: Preprocessing | None = None,
+        seed: int = 0,
+        tiling: Tiling | None = None,
     ) -> None:
         self.labels = labels
         self.preprocessing = preprocessing
         self.seed = seed
+        self.tiling = tiling if tiling is not None and tiling.max_tiles > 1 else None
 
     @property
     def renders(self) -> bool:
@@ -53,10 +62,12 @@ class RowValidator:
 
     def validate(self, conversations: Any, image_bytes: Any, row: int = 0, epoch: int = 0) -> ValidRow:
         messages, images = parse_row(conversations, image_bytes)
+        decoded = decode_images(images) if self.tiling is not None else None
+        grids = self.tiling.grids(decoded) if self.tiling is not None and decoded is not None else None
         sample = None
         if self.labels is not None:
             system, drop_think = None, False
             if self.preprocessing is not None:
                 system, drop_think = self.preprocessing.choose(self.seed, epoch, row, messages)
-            sample = self.labels.build(messages, len(images), system, drop_think)
-        return ValidRow(messages, decode_images(images), sample)
+            sample = self.labels.build(messages, len(images), system, drop_think, grids)
+        return ValidRow(messages, decoded if decoded is not None else decode_images(images), sample, grids)

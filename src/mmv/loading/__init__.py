@@ -23,6 +23,7 @@ if TYPE_CHECKING:
     from mmv.config import VLMConfig
     from mmv.model.vision import ImageProcessor
     from mmv.model.vlm import MiniMindVLM
+    from mmv.vision_input.tiles import Tiling
 
 __all__ = [
     "LoadedModel",
@@ -47,6 +48,15 @@ class LoadedModel:
     tokenizer_dir: Path
     notes: list[Note] = field(default_factory=list)  # things the user should know, printed on stderr
 
+    @property
+    def tiling(self) -> Tiling:
+        """How this model cuts images: the tiles its run recorded, or the ones asked for."""
+        from mmv.vision_input.tiles import Tiling
+
+        config = self.model.config
+        assert config.vision is not None  # VLMConfig settles it
+        return Tiling.of(config.vision, config.image_tiles)
+
 
 def load_model(
     ref: str | Path,
@@ -58,11 +68,13 @@ def load_model(
     experts_per_token: int | None = None,
     base: VLMConfig | None = None,
     need_vision: bool = True,
+    tiles: int | None = None,
 ) -> LoadedModel:
     """Load weights, encoder, processor and tokenizer; `need_vision=False` tolerates a missing encoder.
 
     `experts_per_token` sets how many experts each token of a MoE model routes to (a bare `.pth` does not record
-    it); `base` supplies anything else a bare checkpoint cannot tell (RoPE scaling).
+    it); `base` supplies anything else a bare checkpoint cannot tell (RoPE scaling); `tiles` replaces the tiles
+    per image the model records (mmv.vision_input.tiles).
     """
     from mmv.device import check_dtype, pick_device
     from mmv.errors import MmvError
@@ -73,7 +85,13 @@ def load_model(
     target = pick_device(device)
     check_dtype(dtype)
     inputs = gather(
-        ref, vision=vision, tokenizer=tokenizer, base=base, experts_per_token=experts_per_token, need_vision=need_vision
+        ref,
+        vision=vision,
+        tokenizer=tokenizer,
+        base=base,
+        experts_per_token=experts_per_token,
+        need_vision=need_vision,
+        tiles=tiles,
     )
     assert inputs.sources is not None and inputs.tokenizer_dir is not None  # a reference, and the tokenizer needed
     tok = load_tokenizer(inputs.tokenizer_dir)

@@ -25,6 +25,7 @@ from mmv.loading.folders import (
 )
 from mmv.loading.resolve import Missing, ModelSources, NotDownloaded, resolve_model
 from mmv.model.vision import EncoderInfo, inspect_encoder
+from mmv.vision_input.tiles import check_tiles
 
 
 class Note(str):
@@ -65,6 +66,7 @@ def gather(
     cached_encoder_ok: bool = True,
     projector: str | None = None,
     merge: int | None = None,
+    tiles: int | None = None,
 ) -> ModelInputs:
     """Resolve `ref` and find its parts; every missing download is named in one NotDownloaded.
 
@@ -73,7 +75,8 @@ def gather(
     both. `need_*=False` tolerates a missing encoder / tokenizer (None); `cached_encoder_ok=False` takes the
     encoder only when given or beside the model. `projector` and `merge` shape a fresh projector (VisionConfig's
     fields; unset: the reference variant of the encoder's geometry, else ln-mlp without merge) and must match a
-    trained one.
+    trained one. `tiles` cuts images into at most that many tiles (mmv.vision_input.tiles) instead of what the
+    run or folder records (1 when it records nothing): tiling changes no weight, so any model may run with any.
     """
     missing: list[Missing] = []
     try:
@@ -89,6 +92,8 @@ def gather(
         vision_config = sources.recorded_vision(base)
         checkpoint = read_checkpoint(sources.weights, base=recorded, encoder=encoder, vision=vision_config)
     config = checkpoint.config if checkpoint else base
+    if tiles is not None:
+        config = config.replace(image_tiles=check_tiles(tiles))
     if encoder is None and cached_encoder_ok:
         vision_dir = cached_encoder(config.vision_variant)
         encoder = inspect_encoder(vision_dir) if vision_dir else None

@@ -21,6 +21,7 @@ from mmv.train.distributed import DistContext, gather_objects, setup, teardown
 from mmv.train.metrics import check_extras
 from mmv.train.rundir import METRICS_FILE, read_run_config, run_config, truncate_metrics, write_json
 from mmv.train.state import ResumeState, checkpoint_paths, latest_resume
+from mmv.vision_input.tiles import tile_side
 
 if TYPE_CHECKING:
     from mmv.loading import ModelInputs, Note
@@ -100,6 +101,8 @@ def plan_fresh(req: RunRequest) -> RunPlan:
         "vision_dir": vision_dir,
         "max_seq_len": cfg.max_seq_len,
         "tokens_per_image": inputs.config.image_token_len,
+        "tiles": inputs.config.image_tiles,
+        "tile_side": tile_side(inputs.config.vision),
         "seed": cfg.seed,
         "pack": cfg.pack,
         "num_workers": cfg.num_workers,
@@ -250,16 +253,19 @@ def run(req: RunRequest, stage: str) -> dict[str, Any]:
 def show_training_samples(req: RunRequest) -> dict[str, Any]:
     """--show-sample: the data as the model will see it; needs only the tokenizer (and --vision if given)."""
     from mmv.data.loader import DataSpec, TrainData
-    from mmv.train.build import preview_tokenizer, preview_tokens_per_image
+    from mmv.train.build import preview_config, preview_tokenizer
 
     cfg = req.cfg
     tokenizer = str(preview_tokenizer(cfg.init, req.tokenizer))
+    model = preview_config(cfg.init, req.vision, tokenizer, cfg)
     spec = DataSpec(
         files=absolute_data(req.data),
         tokenizer_dir=tokenizer,
         vision_dir=req.vision,
         max_seq_len=cfg.max_seq_len,
-        tokens_per_image=preview_tokens_per_image(cfg.init, req.vision, tokenizer, cfg),
+        tokens_per_image=model.image_token_len,
+        tiles=model.image_tiles,
+        tile_side=tile_side(model.vision),
         seed=cfg.seed,
         pack=cfg.pack,
         **req.data_options,
