@@ -1,3 +1,4 @@
+# Stitched into exported transformers folders: see mmv/convert/remote_code.py for the rules this file follows.
 """High-resolution tiling: an image cut into encoder-sized tiles plus one squeezed global view (LLaVA-NeXT's anyres).
 
 With at most N tiles, the grid (rows x cols, rows * cols <= N) is the one that shows the most of the image's pixels
