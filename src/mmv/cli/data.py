@@ -42,11 +42,14 @@ def synth(
     eval_n: int = typer.Option(None, "--eval-n", min=1, help="Held-out rows in eval.parquet [default: n/10]."),
     seed: int = typer.Option(0, "--seed", help="Same seed, same files."),
     tokenizer: bool = typer.Option(True, "--tokenizer/--no-tokenizer", help="Also train a BPE tokenizer on it."),
+    hires: bool = typer.Option(
+        False, "--hires", help="The high-resolution task: one tiny shape in a 512x512 image (train with --tiles 4)."
+    ),
 ) -> None:
     """Draw scenes of coloured shapes with captions and questions (multi-turn, two-image and text-only rows)."""
     from mmv.synth.dataset import SynthConfig, synthesize
 
-    config = SynthConfig(n=n, eval_n=eval_n or max(30, n // 10), seed=seed)
+    config = SynthConfig(n=n, eval_n=eval_n or max(30, n // 10), seed=seed, task="hires" if hires else "shapes")
     start = time.perf_counter()
     with progress() as bar:
         task = bar.add_task("drawing scenes", total=2 * config.n + config.eval_n)
