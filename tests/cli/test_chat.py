@@ -155,3 +155,17 @@ def test_a_tiled_chat_answers_and_a_bad_tile_count_names_the_flag(cli):
     bad = cli(["chat", photo, *MODEL, *GREEDY, "--tiles", "0", "--prompt", "Describe it."])
     assert bad.exit_code == 2
     assert "--tiles" in bad.stderr and "Traceback" not in bad.stderr
+
+
+def test_a_video_is_sampled_into_timestamped_frames(cli, tmp_path):
+    from tests.vision_input.test_video import write_clip
+
+    clip = write_clip(tmp_path / "clip.mp4", 20)
+    result = cli(["chat", str(clip), *MODEL, *GREEDY, "--frames", "4", "--prompt", "What moves?", "--json"])
+    assert result.exit_code == 0, result.stderr
+    assert json.loads(result.stdout)["new_tokens"] > 0
+    too_many = cli(["chat", str(clip), *MODEL, *GREEDY, "--frames", "65", "--prompt", "What moves?"])
+    assert too_many.exit_code == 2 and "--frames" in too_many.stderr
+    (tmp_path / "bad.webm").write_bytes(b"not a video")
+    bad = cli(["chat", str(tmp_path / "bad.webm"), *MODEL, "--prompt", "What moves?"])
+    assert bad.exit_code == 2 and "bad.webm is not a video file" in bad.stderr and "Traceback" not in bad.stderr
