@@ -105,3 +105,15 @@ def test_a_marker_count_that_differs_names_the_runs(tokenizer):
     with pytest.raises(BadRow) as caught:
         validator.validate(conversations, [png(512, 512)])
     assert caught.value.kind == "markers"
+
+
+def test_data_check_measures_the_tiled_length(tmp_path, tokenizer):
+    from mmv.data.check import check_file
+
+    conversations, image = row(512, 512)
+    path = write_parquet(tmp_path / "one.parquet", [{"conversations": conversations, "image_bytes": image}])
+    plain, tiled = check_file(path, tokenizer, 1024), check_file(path, tokenizer, 1024, tiles=4)
+    # four more runs and a newline before each of the two tile rows
+    assert tiled.lengths[0] == plain.lengths[0] + 4 * RUN + 2 * len(encode(tokenizer, "\n"))
+    short_plain, short_tiled = check_file(path, tokenizer, 200), check_file(path, tokenizer, 200, tiles=4)
+    assert short_plain.problems.count(["too_long"]) == 0 and short_tiled.problems.count(["too_long"]) == 1
