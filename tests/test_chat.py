@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import pytest
+import torch
 
 from mmv.chat import ChatSession
 from mmv.errors import MmvError
@@ -77,3 +78,36 @@ def test_a_reply_stops_at_the_positions_and_a_longer_conversation_is_refused(tmp
     assert again.text == first.text and again.positions_full
     roomy = ChatSession(loaded, SamplingConfig(max_new_tokens=3, temperature=0)).ask("hi")
     assert roomy.stopped == "length" and not roomy.positions_full  # its own budget, not the positions
+
+
+def tiled_session(tiles: int | None) -> ChatSession:
+    loaded = load_model(
+        REFERENCE / "p32" / "model.pth",
+        vision=REFERENCE / "p32" / "vision",
+        tokenizer=TOKENIZER_DIR,
+        device="cpu",
+        dtype="float32",
+        tiles=tiles,
+    )
+    session = ChatSession(loaded, SamplingConfig(max_new_tokens=6, temperature=0))
+    session.attach(IMAGE.name, open_image(IMAGE))
+    return session
+
+
+def test_one_tile_replies_exactly_as_without_tiling():
+    untiled, one = tiled_session(None), tiled_session(1)
+    assert one.loaded.model.config.image_tiles == 1
+    assert one.ask(QUESTIONS[0]).text == untiled.ask(QUESTIONS[0]).text
+    assert all(torch.equal(a, b) for a, b in zip(one.image_embeds, untiled.image_embeds, strict=True))
+
+
+def test_a_tiled_image_fills_five_runs_and_later_turns_still_reuse_them():
+    session = tiled_session(4)  # the 640x640 photo: a 2x2 grid and the global view
+    session.ask(QUESTIONS[0])
+    assert len(session.image_embeds) == 5 and [(g.rows, g.cols) for g in session.grids] == [(2, 2)]
+    second = session.ask(QUESTIONS[1])
+    assert second.reused_tokens > 5 * 64
+    fresh = tiled_session(4)
+    fresh.ask(QUESTIONS[0])
+    fresh.prefix.clear()
+    assert fresh.ask(QUESTIONS[1]).text == second.text

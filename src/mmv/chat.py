@@ -25,6 +25,7 @@ if TYPE_CHECKING:
     from PIL import Image
 
     from mmv.loading import LoadedModel
+    from mmv.vision_input.tiles import TileGrid
 
 
 @dataclass
@@ -93,7 +94,8 @@ class ChatSession:
         self.loaded, self.sampling, self.system, self.thinking = loaded, sampling, system, thinking
         self.turns: list[Turn] = []
         self.pending: list[tuple[str, Image.Image]] = []  # images attached to the next user turn
-        self.image_embeds: list[torch.Tensor] = []  # one [64, hidden] per image in the conversation, in order
+        self.image_embeds: list[torch.Tensor] = []  # one [run, hidden] per placeholder run of the conversation
+        self.grids: list[TileGrid] = []  # each image's tiles, in order
         self.prefix = PrefixCache()
 
     def attach(self, name: str, image: Image.Image) -> None:
@@ -102,7 +104,7 @@ class ChatSession:
         self.pending.append((name, image))
 
     def clear(self) -> None:
-        self.turns, self.pending, self.image_embeds = [], [], []
+        self.turns, self.pending, self.image_embeds, self.grids = [], [], [], []
         self.prefix.clear()
 
     def messages(self) -> list[dict[str, str]]:
@@ -118,11 +120,13 @@ class ChatSession:
 
         check_text(prompt)
         content = place_images(prompt, len(self.pending))
+        new_grids = self.loaded.tiling.grids([image for _, image in self.pending])
         text = render_chat(
             self.loaded.tokenizer,
             [*self.messages(), {"role": "user", "content": content}],
             thinking=self.thinking,
             tokens_per_image=self.loaded.model.config.image_token_len,
+            grids=self.grids + new_grids,
             image_token=self.loaded.model.config.image_special_token,
         )
         ids = encode(self.loaded.tokenizer, text)
@@ -147,6 +151,7 @@ class ChatSession:
             prefix=self.prefix,
         )
         self.image_embeds += new_embeds
+        self.grids += new_grids
         self.pending = []
         reply = stream.text()
         self.turns += [user, Turn("assistant", reply)]
@@ -182,7 +187,7 @@ class ChatSession:
         if not self.pending:
             return []
         model = self.loaded.model
-        inputs = self.loaded.processor([image for _, image in self.pending])
+        inputs = self.loaded.processor(self.loaded.tiling.all_views([image for _, image in self.pending]))
         inputs = encoder_inputs_to(inputs, model.rope_cos.device, model.model.embed_tokens.weight.dtype)
         with torch.inference_mode():
             return list(model.encode_images(inputs))

@@ -38,6 +38,7 @@ POSITIVE_FIELDS = (
     "moe_intermediate_size",
     "image_hidden_size",
     "image_token_len",
+    "image_tiles",
 )
 # Rotary tables are built for every position up front ([positions, head_dim] float32, twice): a config may not
 # ask for more than this (a million positions of a 96-wide head take 0.8 GB; the reference uses 32768).
@@ -217,6 +218,9 @@ class VLMConfig:
     image_token_len: int | None = None  # placeholder tokens per image: vision.tokens_per_image
     image_ids: list[int] = field(default_factory=lambda: [12])
     image_special_token: str = IMAGE_TOKEN  # the placeholder's text (MiniMind2: "@", repeated 196 times)
+    # at most this many encoder-sized tiles per image, plus a global view (mmv.vision_input.tiles); 1: one view, as
+    # the reference; runs record it so that chat, eval and convert cut images as training did
+    image_tiles: int = 1
 
     def __post_init__(self) -> None:
         check_field_types(self)

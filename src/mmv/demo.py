@@ -40,12 +40,22 @@ class DemoConfig:
     encoder_hidden: int = 64  # the tiny encoder's width (image_hidden_size)
     encoder: str = "siglip"  # the tiny encoder's family: siglip | clip | dinov2 (mmv.synth.encoder)
     threads: int = 1  # torch threads: tiny tensors gain nothing from more, and one thread is bit-reproducible
+    task: str = "shapes"  # the synthetic task (mmv.synth.dataset.TASKS): shapes | hires
+    tiles: int = 1  # tiles per image the model is trained with (hires needs 4 to see its shapes)
 
     def __post_init__(self) -> None:
+        from mmv.synth.dataset import TASKS
         from mmv.synth.encoder import FAMILIES
 
         if self.encoder not in FAMILIES:
             raise MmvError(f"unknown demo encoder {self.encoder!r}; expected one of {', '.join(FAMILIES)}")
+        if self.task not in TASKS:
+            raise MmvError(f"unknown demo task {self.task!r}; expected one of {', '.join(TASKS)}")
+
+    @property
+    def seq_len(self) -> int:
+        """max_seq_len, with room for every run of a tiled image (five runs of 64 at four tiles)."""
+        return self.max_seq_len + 64 * (self.tiles if self.tiles > 1 else 0)
 
     @property
     def steps(self) -> tuple[int, int]:
@@ -113,7 +123,8 @@ def train_stage(
         batch_size=config.batch_size,
         max_steps=steps,
         epochs=1000,
-        max_seq_len=config.max_seq_len,
+        max_seq_len=config.seq_len,
+        tiles=config.tiles,
         seed=config.seed,
         log_every=10,
         save_every=10**9,
@@ -148,7 +159,7 @@ def score_by_kind(records_path: Path) -> dict[str, dict[str, int]]:
     return by_kind
 
 
-def answer_one(loaded: Any, eval_file: Path, out: Path) -> dict[str, str]:
+def answer_one(loaded: Any, eval_file: Path, out: Path, question: str) -> dict[str, str]:
     """Ask the model about the first held-out image; save the image so the user can look and ask more."""
     import pyarrow.parquet as pq
 
@@ -159,7 +170,6 @@ def answer_one(loaded: Any, eval_file: Path, out: Path) -> dict[str, str]:
     row = pq.read_table(eval_file, columns=["conversations", "image_bytes"]).slice(0, 1).to_pylist()[0]
     image = open_image(row["image_bytes"], name="held-out image")
     image.save(out)
-    question = "How many shapes are there?"
     session = ChatSession(loaded, SamplingConfig(max_new_tokens=32, temperature=0.0))
     session.attach(out.name, image)
     reply = session.ask(question)
@@ -190,7 +200,8 @@ def _run(out: Path, config: DemoConfig, say: Callable[[str], None]) -> DemoResul
     clock = time.perf_counter()
 
     say(f"1/4 drawing {2 * config.n + config.eval_n:,} synthetic scenes and training a tokenizer")
-    data = synthesize(out / "data", SynthConfig(n=config.n, eval_n=config.eval_n, seed=config.seed))
+    synth = SynthConfig(n=config.n, eval_n=config.eval_n, seed=config.seed, task=config.task)
+    data = synthesize(out / "data", synth)
     assert data.tokenizer is not None and data.vocab_size is not None
     tiny = TinyEncoderConfig(hidden_size=config.encoder_hidden, seed=config.seed, family=config.encoder)
     make_encoder(out / "encoder", tiny)
@@ -233,7 +244,8 @@ def _run(out: Path, config: DemoConfig, say: Callable[[str], None]) -> DemoResul
     report = evaluate(loaded, [data.files["eval"]], EvalConfig(batch_size=32, max_new_tokens=24), records)
     result.eval = report.summary()
     result.by_kind = score_by_kind(records)
-    result.example = answer_one(loaded, data.files["eval"], out / "example.png")
+    question = "What shape are the objects?" if config.task == "hires" else "How many shapes are there?"
+    result.example = answer_one(loaded, data.files["eval"], out / "example.png", question)
     result.seconds["eval"] = time.perf_counter() - clock
 
     loss_curve(

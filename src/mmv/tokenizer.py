@@ -6,6 +6,7 @@ renders conversations, and every `<image>` marker then becomes its own run of im
 
 from __future__ import annotations
 
+from collections.abc import Iterable
 from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
@@ -15,6 +16,8 @@ from mmv.layout import TOKENIZER_FILES
 
 if TYPE_CHECKING:
     from transformers import PreTrainedTokenizerFast
+
+    from mmv.vision_input.tiles import TileGrid
 
 
 def load_tokenizer(folder: str | Path, image_token: str = IMAGE_TOKEN) -> PreTrainedTokenizerFast:
@@ -35,9 +38,28 @@ def load_tokenizer(folder: str | Path, image_token: str = IMAGE_TOKEN) -> PreTra
     return tokenizer
 
 
-def expand_image_markers(text: str, tokens_per_image: int = 64, image_token: str = IMAGE_TOKEN) -> str:
-    """Replace each `<image>` with its own run of placeholders (adjacent markers stay separate runs)."""
-    return text.replace(IMAGE_MARKER, image_token * tokens_per_image)
+def expand_image_markers(
+    text: str,
+    tokens_per_image: int = 64,
+    grids: Iterable[TileGrid] | None = None,
+    image_token: str = IMAGE_TOKEN,
+) -> str:
+    """Replace each `<image>` with its own run of placeholders (adjacent markers stay separate runs).
+
+    `grids`: the tile grid of each image in marker order (mmv.vision_input.tiles), whose layout of several runs
+    replaces its marker; an iterator is consumed one grid per marker, so one can span the turns of a conversation.
+    Markers beyond the grids, and every marker without grids, take one run. `image_token`: the placeholder (`@` in
+    the MiniMind2-V generations, mmv.generations)."""
+    run = image_token * tokens_per_image
+    if grids is None:
+        return text.replace(IMAGE_MARKER, run)
+    remaining = iter(grids)
+    pieces = text.split(IMAGE_MARKER)
+    out = [pieces[0]]
+    for piece in pieces[1:]:
+        grid = next(remaining, None)
+        out += [grid.layout(run) if grid is not None else run, piece]
+    return "".join(out)
 
 
 def render_chat(
@@ -47,13 +69,15 @@ def render_chat(
     add_generation_prompt: bool = True,
     thinking: bool = False,
     tokens_per_image: int = 64,
+    grids: Iterable[TileGrid] | None = None,
     image_token: str = IMAGE_TOKEN,
 ) -> str:
-    """Chat template applied, image markers expanded: the exact text the model sees."""
+    """Chat template applied, image markers expanded (`grids`: each image's tiles, in order): the exact text the
+    model sees."""
     text = tokenizer.apply_chat_template(
         messages, tokenize=False, add_generation_prompt=add_generation_prompt, open_thinking=thinking
     )
-    return expand_image_markers(text, tokens_per_image, image_token)
+    return expand_image_markers(text, tokens_per_image, grids=grids, image_token=image_token)
 
 
 def encode(tokenizer: PreTrainedTokenizerFast, text: str) -> list[int]:

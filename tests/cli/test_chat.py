@@ -139,3 +139,33 @@ def test_save_refuses_to_replace_a_device(cli):
     result = cli(["chat", *MODEL, "--max-new-tokens", "2"], input="/save /dev/null\n")
     assert "not a regular file" in result.stderr
     assert result.exit_code == 2
+
+
+def test_one_tile_streams_the_reference_reply(cli):
+    result = cli(["chat", IMAGE, *MODEL, *GREEDY, "--tiles", "1", "--prompt", "What is in this image?"])
+    assert result.exit_code == 0, result.stderr
+    assert result.stdout == reference_reply() + "\n"
+
+
+def test_a_tiled_chat_answers_and_a_bad_tile_count_names_the_flag(cli):
+    photo = str(IMAGES_DIR / "image-02-rainbow-umbrella-street.jpg")
+    result = cli(["chat", photo, *MODEL, *GREEDY, "--tiles", "4", "--prompt", "Describe it.", "--json"])
+    assert result.exit_code == 0, result.stderr
+    assert json.loads(result.stdout)["new_tokens"] > 0
+    bad = cli(["chat", photo, *MODEL, *GREEDY, "--tiles", "0", "--prompt", "Describe it."])
+    assert bad.exit_code == 2
+    assert "--tiles" in bad.stderr and "Traceback" not in bad.stderr
+
+
+def test_a_video_is_sampled_into_timestamped_frames(cli, tmp_path):
+    from tests.vision_input.test_video import write_clip
+
+    clip = write_clip(tmp_path / "clip.mp4", 20)
+    result = cli(["chat", str(clip), *MODEL, *GREEDY, "--frames", "4", "--prompt", "What moves?", "--json"])
+    assert result.exit_code == 0, result.stderr
+    assert json.loads(result.stdout)["new_tokens"] > 0
+    too_many = cli(["chat", str(clip), *MODEL, *GREEDY, "--frames", "65", "--prompt", "What moves?"])
+    assert too_many.exit_code == 2 and "--frames" in too_many.stderr
+    (tmp_path / "bad.webm").write_bytes(b"not a video")
+    bad = cli(["chat", str(tmp_path / "bad.webm"), *MODEL, "--prompt", "What moves?"])
+    assert bad.exit_code == 2 and "bad.webm is not a video file" in bad.stderr and "Traceback" not in bad.stderr

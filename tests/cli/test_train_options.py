@@ -14,7 +14,7 @@ VALUES = {
     "init": "none", "preset": "tiny", "experts_per_token": 2, "freeze": "none", "epochs": 3, "max_steps": 7,
     "batch_size": 5, "accum": 2, "lr": 0.125, "warmup": 4, "max_seq_len": 99, "save_every": 11, "keep": 3,
     "log_every": 6, "seed": 5, "dtype": "bfloat16", "device": "cpu", "num_workers": 1, "projector": "mlp",
-    "merge": 2, "lora": 8, "lora_alpha": 24.0, "lora_dropout": 0.25, "lora_targets": "q,v,down",
+    "merge": 2, "tiles": 4, "lora": 8, "lora_alpha": 24.0, "lora_dropout": 0.25, "lora_targets": "q,v,down",
     "feature_cache": "/data/features.bin", "cache_dtype": "float32",
 }  # fmt: skip
 SWITCHES = (

@@ -37,7 +37,7 @@ def test_generated_files_define_the_wrappers_and_import_the_config_file(generate
     modeling = (generated / "modeling_minimind_v.py").read_text()
     config = (generated / "configuration_minimind_v.py").read_text()
     assert "class MiniMindVForCausalLM(MiniMindVLM" in modeling
-    assert "\nfrom .configuration_minimind_v import MiniMindVConfig, MmvError, VLMConfig\n" in modeling
+    assert "\nfrom .configuration_minimind_v import MiniMindVConfig, MmvError, VisionConfig, VLMConfig\n" in modeling
     assert "class MiniMindVConfig(PretrainedConfig)" in config
     assert "class VLMConfig" in config  # mmv's own config, not a copy by hand
     for text in (modeling, config):

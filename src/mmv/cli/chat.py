@@ -5,6 +5,7 @@ from __future__ import annotations
 import sys
 from contextlib import nullcontext
 from pathlib import Path
+from typing import Any
 
 import typer
 
@@ -13,10 +14,12 @@ from mmv.device import DEVICE_HELP, DTYPE_HELP
 from mmv.quant import QUANTIZE_HELP
 
 
-@handle_errors(flags=MODEL_FLAGS)
+@handle_errors(flags={**MODEL_FLAGS, "frames": "--frames N"})
 def chat(
     images: list[Path] = typer.Argument(
-        None, help="Images to talk about (placed in order at <image> markers, or before the prompt)."
+        None,
+        help="Images to talk about (placed in order at <image> markers, or before the prompt); videos (.mp4, .webm, "
+        ".gif, ...) are sampled into --frames images, each after its timestamp.",
     ),
     model: str = typer.Option(
         ...,
@@ -51,19 +54,24 @@ def chat(
     attention_heads: int = typer.Option(
         None, min=1, metavar="N", help="Attention heads of a MiniMind2-V .pth (its tensors do not tell; default 8)."
     ),
+    tiles: int = typer.Option(
+        None, metavar="N", help="Cut each image into up to N tiles plus a global view (default: as the run records)."
+    ),
+    frames: int = typer.Option(8, metavar="N", help="Frames sampled uniformly in time from each video."),
 ) -> None:
     """Talk about one or more images with a MiniMind-V model."""
     from mmv.chat import ChatSession
     from mmv.cli.chat_repl import note_positions, reply_summary, run_repl
     from mmv.device import check_device, check_dtype
-    from mmv.images import open_image
     from mmv.loading import load_model
     from mmv.sampling import SamplingConfig
     from mmv.threads import model_weights, set_threads
 
     check_device(device)
     check_dtype(dtype)
-    opened = [(str(path), open_image(path)) for path in images or []]  # fail on bad images before loading
+    opened, lead = open_inputs(images or [], frames)  # fail on bad images and videos before loading
+    if lead:
+        prompt = place_video_prompt(lead, prompt)
     interactive = prompt is None and sys.stdin.isatty()
     with console.status("loading model", spinner="dots") if interactive else nullcontext():
         loaded = load_model(
@@ -77,9 +85,12 @@ def chat(
             attention_heads=attention_heads,
             need_vision=bool(opened) or interactive,
             quantize=quantize,
+            tiles=tiles,
         )
     show_notes(loaded.notes, MODEL_FLAGS)
     threads = set_threads(threads, weights=model_weights(loaded.model))
+    if lead:
+        check_video_budget(loaded, [image for _, image in opened])
     sampling = SamplingConfig(
         max_new_tokens=max_new_tokens,
         temperature=temperature,
@@ -100,6 +111,52 @@ def chat(
         sys.stdout.flush()
     note_positions(session, reply)
     emit_json({**reply_summary(reply), "threads": threads})
+
+
+def open_inputs(paths: list[Path], frames: int) -> tuple[list[tuple[str, Any]], str]:
+    """The pictures to attach, in order, and with a video among them the text that introduces each one (a video's
+    frames each after its timestamp, an image after nothing); the text is empty without videos."""
+    from mmv.images import open_image
+    from mmv.vision_input.video import frames_prompt, is_video, sample_frames
+
+    opened: list[tuple[str, Any]] = []
+    lead: list[str] = []
+    for path in paths:
+        if is_video(path):
+            sampled = sample_frames(path, frames)
+            opened += [(f"{path}@{frame.seconds:.1f}s", frame.image) for frame in sampled]
+            lead.append(f"Video {path.name}:\n{frames_prompt(sampled)}")
+        else:
+            opened.append((str(path), open_image(path)))
+            lead.append("<image>\n")
+    return opened, "".join(lead) if any(is_video(path) for path in paths) else ""
+
+
+def place_video_prompt(lead: str, prompt: str | None) -> str:
+    """The frames' text before the question; a prompt with its own <image> markers cannot place a video's."""
+    from mmv.config import IMAGE_MARKER
+    from mmv.errors import MmvError
+
+    if prompt is None:
+        raise MmvError("a video is asked about with --prompt (the REPL takes images only)")
+    if IMAGE_MARKER in prompt:
+        raise MmvError("a prompt with a video takes no <image> markers: the frames are placed before it")
+    return lead + prompt
+
+
+def check_video_budget(loaded: Any, pictures: list[Any]) -> None:
+    """The frames' placeholder runs against the model's context, before any frame is encoded."""
+    from mmv.errors import MmvError
+
+    config = loaded.model.config
+    runs = sum(grid.runs for grid in loaded.tiling.grids(pictures))
+    needed = runs * config.image_token_len
+    if needed >= config.max_position_embeddings:
+        raise MmvError(
+            f"{len(pictures)} pictures take {needed} image tokens, over the model's context of "
+            f"{config.max_position_embeddings}; pass fewer --frames",
+            option="frames",
+        )
 
 
 def _write_stdout(piece: str) -> None:

@@ -35,6 +35,7 @@ MODEL_FLAGS = {
     "tokenizer": "--tokenizer DIR",
     "experts_per_token": "--experts-per-token K",
     "attention_heads": "--attention-heads N",
+    "tiles": "--tiles N",
     "device": "--device",
     "dtype": "--dtype",
     "quantize": "--quantize",

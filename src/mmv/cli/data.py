@@ -43,11 +43,14 @@ def synth(
     eval_n: int = typer.Option(None, "--eval-n", min=1, help="Held-out rows in eval.parquet [default: n/10]."),
     seed: int = typer.Option(0, "--seed", help="Same seed, same files."),
     tokenizer: bool = typer.Option(True, "--tokenizer/--no-tokenizer", help="Also train a BPE tokenizer on it."),
+    hires: bool = typer.Option(
+        False, "--hires", help="The high-resolution task: one tiny shape in a 512x512 image (train with --tiles 4)."
+    ),
 ) -> None:
     """Draw scenes of coloured shapes with captions and questions (multi-turn, two-image and text-only rows)."""
     from mmv.synth.dataset import SynthConfig, synthesize
 
-    config = SynthConfig(n=n, eval_n=eval_n or max(30, n // 10), seed=seed)
+    config = SynthConfig(n=n, eval_n=eval_n or max(30, n // 10), seed=seed, task="hires" if hires else "shapes")
     start = time.perf_counter()
     with progress() as bar:
         task = bar.add_task("drawing scenes", total=2 * config.n + config.eval_n)
@@ -132,6 +135,9 @@ def check(
     tokens_per_image: int = typer.Option(
         64, "--tokens-per-image", min=1, help="Placeholder tokens per image of the model (its image_token_len)."
     ),
+    tiles: int = typer.Option(
+        1, "--tiles", metavar="N", help="Tiles per image of the model (its image_tiles; tiles of 256 pixels)."
+    ),
     limit: int = typer.Option(None, "--limit", min=1, help="Check only the first N rows of each file."),
 ) -> None:
     """Validate every row as training reads it (JSON, turns, markers vs images, images, with --tokenizer the
@@ -153,7 +159,7 @@ def check(
         for path in files:
             task = bar.add_task(path.name, total=None)
             advance = partial(bar.advance, task)
-            reports.append(check_file(path, tok, max_seq_len, limit, advance, tokens_per_image))
+            reports.append(check_file(path, tok, max_seq_len, limit, advance, tokens_per_image, tiles))
     console.print(check_table(reports, max_seq_len))
     for report in reports:
         for example in report.problems.examples:

@@ -27,11 +27,23 @@ def demo(
     encoder: str = typer.Option(
         "siglip", "--encoder", help="Architecture of the encoder trained from scratch: siglip | clip | dinov2."
     ),
+    hires: bool = typer.Option(
+        False, "--hires", help="The high-resolution task (one tiny shape in a 512x512 image) instead of the scenes."
+    ),
+    tiles: int = typer.Option(1, "--tiles", metavar="N", help="Train with up to N tiles per image (hires: 4)."),
 ) -> None:
     """Synthetic shapes -> pretrain -> SFT -> held-out accuracy, a loss curve and one answered question."""
     from mmv.demo import DemoConfig, run_demo
 
-    config = DemoConfig(seed=seed, minutes=minutes, n=rows, threads=threads, encoder=encoder)
+    config = DemoConfig(
+        seed=seed,
+        minutes=minutes,
+        n=rows,
+        threads=threads,
+        encoder=encoder,
+        task="hires" if hires else "shapes",
+        tiles=tiles,
+    )
     result = run_demo(out, config, say=lambda text: console.print(f"[bold]{text}[/]"))
     console.print(summary_table(result))
     ev = result.eval
@@ -53,6 +65,8 @@ def demo(
             "seed": seed,
             "minutes": minutes,
             "encoder": encoder,
+            "task": config.task,
+            "tiles": tiles,
             "steps": dict(zip(("pretrain", "sft"), config.steps, strict=True)),
             "accuracy": result.eval["accuracy"],
             "by_kind": result.by_kind,

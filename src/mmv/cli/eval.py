@@ -46,6 +46,9 @@ def eval_command(
     attention_heads: int = typer.Option(
         None, min=1, metavar="N", help="Attention heads of a MiniMind2-V .pth (its tensors do not tell; default 8)."
     ),
+    tiles: int = typer.Option(
+        None, metavar="N", help="Cut each image into up to N tiles plus a global view (default: as the run records)."
+    ),
 ) -> None:
     """Accuracy, answer loss and perplexity, and throughput of a model on held-out conversations."""
     from mmv.device import check_device, check_dtype
@@ -81,6 +84,7 @@ def eval_command(
         attention_heads=attention_heads,
         need_vision=False,
         quantize=quantize,
+        tiles=tiles,
     )
     show_notes(loaded.notes, MODEL_FLAGS)
     threads = set_threads(threads, weights=model_weights(loaded.model))

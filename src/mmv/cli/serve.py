@@ -39,6 +39,9 @@ def serve(
     ),
     quantize: str = typer.Option(None, metavar="int8", help=QUANTIZE_HELP),
     threads: int = typer.Option(None, "--threads", min=1, metavar="N", help=THREADS_HELP),
+    tiles: int = typer.Option(
+        None, metavar="N", help="Cut each image into up to N tiles plus a global view (default: as the run records)."
+    ),
 ) -> None:
     """Serve a model over the OpenAI chat API (/v1/chat/completions) and a web chat page (/)."""
     from mmv.errors import MmvError
@@ -72,6 +75,7 @@ def serve(
             experts_per_token=experts_per_token,
             need_vision=False,
             quantize=quantize,
+            tiles=tiles,
         )
     show_notes(loaded.notes, MODEL_FLAGS)
     threads = set_threads(threads, weights=model_weights(loaded.model))

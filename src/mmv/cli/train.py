@@ -18,7 +18,10 @@ from mmv.device import DEVICE_HELP, DTYPE_HELP
 from mmv.train.config import STAGE_DEFAULTS, TrainConfig
 
 # the settings an error can name (see mmv.errors) -> flags
-FLAGS = {**MODEL_FLAGS, "init": "--init", "nproc": "--nproc N", "projector": "--projector", "merge": "--merge K"}
+FLAGS = {
+    **MODEL_FLAGS, "init": "--init", "nproc": "--nproc N", "projector": "--projector", "merge": "--merge K",
+    "tiles": "--tiles N",
+}  # fmt: skip
 
 
 def stage_default(stage: str, name: str) -> Any:
@@ -83,6 +86,12 @@ def _make(stage: str) -> Callable[..., None]:
             metavar="K",
             help="A fresh projector merges KxK patches into one image token (NaFlex: K patches) [default: the "
             "reference variant's, else 1].",
+        ),
+        tiles: int = typer.Option(
+            None,
+            metavar="N",
+            help="Cut each image into up to N encoder-sized tiles plus a global view [default: as --init records, "
+            "else 1].",
         ),
         epochs: int = typer.Option(None, help=f"Epochs {default('epochs')}."),
         max_steps: int = typer.Option(None, help="Stop after this many optimizer steps."),
@@ -151,7 +160,7 @@ def _make(stage: str) -> Callable[..., None]:
         # Every option is named here once: a renamed parameter fails loudly instead of silently dropping a setting.
         options = {
             "init": init, "preset": preset, "experts_per_token": experts_per_token, "freeze": freeze,
-            "projector": projector, "merge": merge,
+            "projector": projector, "merge": merge, "tiles": tiles,
             "epochs": epochs, "max_steps": max_steps, "batch_size": batch_size, "accum": accum, "lr": lr,
             "warmup": warmup, "max_seq_len": max_seq_len, "save_every": save_every, "keep": keep,
             "log_every": log_every, "seed": seed, "dtype": dtype, "device": device, "num_workers": num_workers,

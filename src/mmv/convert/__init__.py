@@ -117,6 +117,8 @@ def convert(
         from mmv.convert.gguf_vision import image_side_note
 
         outtype, note = outtype or default_outtype(source.dtype), image_side_note(source)
+    if note is None and not source.text_only:
+        note = tiles_note(source.config, to)
     files = write(source, to, out, target_dtype, force, outtype)
     llm_only = to == "qwen3" or (to == "gguf" and note is not None)
     with_vision = to == "transformers" or (to == "gguf" and not llm_only and not source.text_only)
@@ -136,6 +138,18 @@ def convert(
         seconds=time.perf_counter() - started,
         notes=source.notes,
         note=note,
+    )
+
+
+def tiles_note(config: VLMConfig, to: str) -> str | None:
+    """What a target that cannot record or run tiles (mmv.vision_input.tiles) loses of a tiled model."""
+    if config.image_tiles == 1 or to in ("transformers", "qwen3"):
+        return None  # a transformers folder records them and ships the tiling code; qwen3 is the LLM alone
+    if to == "pth":
+        return f"the reference .pth records no tiles: run it with --tiles {config.image_tiles}, as it was trained"
+    return (
+        f"llama.cpp shows the model each image as one view, not the up to {config.image_tiles} tiles it was "
+        "trained with, so its answers about detail may be worse"
     )
 
 

@@ -34,6 +34,23 @@ pixels = processor(images=[Image.open("photo.jpg").convert("RGB")], return_tenso
 out = model.generate(ids, **pixels, max_new_tokens=64)
 ```"""
 
+TILED_USAGE = """
+
+This model was trained on images cut into up to {tiles} tiles plus a global view: each view is one run of {tokens}
+placeholders, laid out by the tiling code that ships in `modeling_minimind_v.py`:
+
+```python
+import sys
+
+Tiling = sys.modules[type(model).__module__].Tiling  # defined in the model's own modeling file
+tiling = Tiling.of(model.config.vlm_config().vision, model.config.image_tiles)
+image = Image.open("photo.jpg").convert("RGB")
+run = "<|image_pad|>" * {tokens}
+ids = tokenizer(text.replace("<image>", tiling.grid(image.size).layout(run)), return_tensors="pt",
+                add_special_tokens=False).input_ids
+pixels = processor(images=tiling.views(image), return_tensors="pt")
+```"""
+
 QWEN3_USAGE = """```python
 from transformers import AutoModelForCausalLM, AutoTokenizer
 
@@ -55,6 +72,11 @@ def transformers_card(name: str, config: VLMConfig, params: int, dtype: str, wit
         f"The {config.vision.family} encoder is included under `vision/` (weights and preprocessor config) and "
         "loads with its native transformers class, so the folder is complete on its own.\n\n"
         + IMAGE_USAGE.format(name=name, tokens=config.image_token_len)
+        + (
+            TILED_USAGE.format(tiles=config.image_tiles, tokens=config.image_token_len)
+            if config.image_tiles > 1
+            else ""
+        )
         if with_vision
         else "The vision encoder is not included (as in the reference's folders): pass `image_embeds` "
         "(projected features), or convert again with `mmv convert --with-vision DIR`."

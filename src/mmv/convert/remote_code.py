@@ -48,6 +48,7 @@ MODELING_MODULES = (
     "mmv.model.encoders",
     "mmv.model.projector",
     "mmv.model.vlm",
+    "mmv.vision_input.tiles",  # a tiled model's users cut images as it was trained to see them
     "mmv.convert.transformers_model",
 )
 STITCHED_MARK = "# Stitched into exported transformers folders"

@@ -21,6 +21,7 @@ from mmv.data.rows import KINDS, BadRow
 from mmv.data.skips import Skips
 from mmv.data.validate import RowValidator
 from mmv.errors import MmvError
+from mmv.vision_input.tiles import Tiling, check_tiles
 
 if TYPE_CHECKING:
     from transformers import PreTrainedTokenizerFast
@@ -96,13 +97,15 @@ def check_file(
     limit: int | None = None,
     on_rows: Callable[[int], None] | None = None,
     tokens_per_image: int = 64,
+    tiles: int = 1,
 ) -> FileCheck:
     """Check the first `limit` rows (all by default); `on_rows(n)` reports progress every few rows.
 
     `tokens_per_image` is the placeholder run of one image in the model the rows are for (64 in the reference's
-    variants; mmv.config.VisionConfig.tokens_per_image)."""
+    variants; mmv.config.VisionConfig.tokens_per_image), `tiles` its tiles per image (image_tiles), cut at the
+    reference encoders' 256 pixels."""
     builder = LabelBuilder(tokenizer, max_seq_len, tokens_per_image) if tokenizer is not None else None
-    validator = RowValidator(builder)
+    validator = RowValidator(builder, tiling=Tiling(check_tiles(tiles)))
     report = FileCheck(Path(path), rendered=validator.renders)
     try:
         parquet = open_dataset(path)

@@ -30,6 +30,7 @@ class PreparedSample:
     row: int  # global row number
     input_ids: list[int]
     labels: list[int]
+    # what the encoder sees (a tiled image's every view), or the cached encoder features of whole images
     images: list[Image.Image] | list[torch.Tensor] = field(default_factory=list)
 
 

@@ -21,7 +21,11 @@ from mmv.model.loss import IGNORE_INDEX
 from mmv.tokenizer import encode, expand_image_markers
 
 if TYPE_CHECKING:
+    from collections.abc import Iterator
+
     from transformers import PreTrainedTokenizerFast
+
+    from mmv.vision_input.tiles import TileGrid
 
 EMPTY_THINK = "<think>\n\n</think>\n\n"
 # The reference's pool of system prompts, added to conversations that have none.
@@ -87,18 +91,26 @@ class LabelBuilder:
         self.end = encode(tokenizer, f"{tokenizer.eos_token}\n")
 
     def render(
-        self, messages: list[dict[str, Any]], system_prompt: str | None = None, drop_empty_think: bool = False
+        self,
+        messages: list[dict[str, Any]],
+        system_prompt: str | None = None,
+        drop_empty_think: bool = False,
+        grids: list[TileGrid] | None = None,
     ) -> str:
         """The reference's prompt: only role and content of each turn reach the template, `<image>` expands in every
-        turn but a system one, and a first system turn's `functions` become the template's tools."""
+        turn but a system one (into the layout of its image's tile grid, `grids` in marker order), and a first
+        system turn's `functions` become the template's tools."""
         if system_prompt is not None:
             messages = [{"role": "system", "content": system_prompt}, *messages]
+        remaining: Iterator[TileGrid] | None = iter(grids) if grids is not None else None
         turns = [
             {
                 "role": m["role"],
                 "content": m.get("content", "")
                 if m["role"] == "system"
-                else expand_image_markers(m.get("content", ""), self.tokens_per_image, self.image_token),
+                else expand_image_markers(
+                    m.get("content", ""), self.tokens_per_image, grids=remaining, image_token=self.image_token
+                ),
             }
             for m in messages
         ]
@@ -114,19 +126,21 @@ class LabelBuilder:
         num_images: int,
         system_prompt: str | None = None,
         drop_empty_think: bool = False,
+        grids: list[TileGrid] | None = None,
     ) -> Sample:
-        """`messages` as `mmv.data.rows.parse_row` returns them. Raises BadRow("markers") when the rendered text
-        does not hold one placeholder run per image, and BadRow("too_long") when an image run would not fit or
-        nothing supervised is left."""
-        ids = encode(self.tokenizer, self.render(messages, system_prompt, drop_empty_think))
+        """`messages` as `mmv.data.rows.parse_row` returns them, `grids` each image's tiles (None: one run each).
+        Raises BadRow("markers") when the rendered text does not hold the placeholder runs of its images, and
+        BadRow("too_long") when an image run would not fit or nothing supervised is left."""
+        ids = encode(self.tokenizer, self.render(messages, system_prompt, drop_empty_think, grids))
         length = len(ids)
+        runs = num_images if grids is None else sum(grid.runs for grid in grids)
         # rows.check_markers refuses the known causes (a marker in a system turn, the placeholder typed as text);
         # this is the rendered truth, whatever the template does with the turns
-        if ids.count(self.image_id) != num_images * self.tokens_per_image:
+        if ids.count(self.image_id) != runs * self.tokens_per_image:
             raise BadRow(
                 "markers",
                 f"{ids.count(self.image_id) // self.tokens_per_image} image placeholder run(s) "
-                f"for {num_images} image(s)",
+                f"for {num_images} image(s)" + (f" ({runs} runs with their tiles)" if runs != num_images else ""),
             )
         if num_images and len(ids) > self.max_seq_len and self.image_id in ids[self.max_seq_len :]:
             raise BadRow("too_long", f"its image placeholders end beyond max_seq_len {self.max_seq_len}")

@@ -38,6 +38,7 @@ from mmv.data.skips import BadRowGuard, Skipped, Skips
 from mmv.data.source import BlockReader, EpochPlan, ParquetSource, WindowRows
 from mmv.data.validate import RowValidator, decode_row_images
 from mmv.errors import MmvError
+from mmv.vision_input.tiles import Tiling, check_tiles
 
 
 @dataclass
@@ -47,6 +48,8 @@ class DataSpec:
     vision_dir: str | None  # image processor folder; None: images are still decoded (checked) but not processed
     max_seq_len: int = 768
     tokens_per_image: int = 64  # each image's placeholder run: the model's image_token_len
+    tiles: int = 1  # at most this many tiles per image plus a global view (the model's image_tiles)
+    tile_side: int = 256  # the encoder's native side, which tiles are cut at (mmv.vision_input.tiles.tile_side)
     seed: int = 42
     random_system_prompt: bool = True  # reference preprocessing: a random system prompt with p=0.2, seeded per row
     drop_empty_think: bool = True  # reference preprocessing: empty think blocks removed with p=0.8, seeded per row
@@ -60,7 +63,8 @@ class DataSpec:
 
 
 def check_spec(spec: DataSpec) -> None:
-    for name in ("max_seq_len", "tokens_per_image", "block_rows", "window_rows"):
+    check_tiles(spec.tiles)
+    for name in ("max_seq_len", "tokens_per_image", "tile_side", "block_rows", "window_rows"):
         if getattr(spec, name) < 1:
             raise MmvError(f"{name} must be at least 1, got {getattr(spec, name)}")
     if spec.num_workers < 0:
@@ -98,11 +102,13 @@ class BatchBuilder:
         self.source = source
         self.tokenizer = load_tokenizer(spec.tokenizer_dir)
         self.features = FeatureCache(spec.feature_cache) if spec.feature_cache else None
+        self.tiling = Tiling(spec.tiles, spec.tile_side)
         self.validator = RowValidator(
             LabelBuilder(self.tokenizer, spec.max_seq_len, spec.tokens_per_image),
             Preprocessing.from_flags(spec.random_system_prompt, spec.drop_empty_think),
             spec.seed,
             images=self.features.images_of if self.features else decode_row_images,
+            tiling=self.tiling,
         )
         self.processor = ImageProcessor(spec.vision_dir) if spec.vision_dir and not self.features else None
         self.reader = BlockReader(source)
@@ -139,7 +145,7 @@ class BatchBuilder:
 
     def prepare(self, epoch: int, row: int, conversations: Any, image_bytes: Any) -> PreparedSample:
         valid = self.validator.validate(conversations, image_bytes, row, epoch)
-        return PreparedSample(row, valid.sample.input_ids, valid.sample.labels, valid.images)
+        return PreparedSample(row, valid.sample.input_ids, valid.sample.labels, self.tiling.all_views(valid.images))
 
     def _read(self, plan: EpochPlan, window: int) -> WindowRows:
         # positions only move forward, so one cached window is enough

@@ -25,6 +25,8 @@ if TYPE_CHECKING:
     from PIL import Image
     from transformers import PreTrainedTokenizerFast
 
+    from mmv.vision_input.tiles import Tiling
+
 
 @dataclass(frozen=True)
 class PromptFormat:
@@ -58,11 +60,11 @@ def strip_think(text: str) -> str:
 
 
 class ItemReader:
-    def __init__(self, tokenizer: PreTrainedTokenizerFast, prompt: PromptFormat) -> None:
+    def __init__(self, tokenizer: PreTrainedTokenizerFast, prompt: PromptFormat, tiling: Tiling | None = None) -> None:
         self.tokenizer = tokenizer
         self.prompt = prompt
         self.validator = RowValidator(
-            LabelBuilder(tokenizer, prompt.positions, prompt.tokens_per_image, prompt.image_token)
+            LabelBuilder(tokenizer, prompt.positions, prompt.tokens_per_image, prompt.image_token), tiling=tiling
         )
 
     def item(self, file: str, row: int, conversations: Any, image_bytes: Any) -> EvalItem:
@@ -76,6 +78,8 @@ class ItemReader:
         prompt = messages[: last_user + 1]
         reference = strip_think(messages[last_user + 1]["content"])
         tok, spec = self.tokenizer, self.prompt
+        shown = marker_count(prompt)
+        grids = valid.grids[:shown] if valid.grids is not None else None
         prompt_ids = encode(
             tok,
             render_chat(
@@ -83,6 +87,7 @@ class ItemReader:
                 prompt,
                 thinking=spec.thinking,
                 tokens_per_image=spec.tokens_per_image,
+                grids=grids,
                 image_token=spec.image_token,
             ),
         )
@@ -94,7 +99,7 @@ class ItemReader:
                 f"the prompt ({len(prompt_ids)} tokens) with the answer or the new tokens exceeds the model's "
                 f"{spec.positions} positions",
             )
-        images = valid.images[: marker_count(prompt)]
+        images = valid.images[:shown]
         return EvalItem(file, row, prompt, reference, images, prompt_ids, answer_ids)
 
     def items(self, files: list[str | Path], skips: Skips, limit: int | None = None) -> Iterator[EvalItem]:

@@ -102,7 +102,8 @@ def encode_images(loaded: LoadedModel, batch: list[EvalItem]) -> torch.Tensor | 
     if loaded.processor is None:
         raise MmvError("the data holds images but the model was loaded without a vision encoder; pass --vision DIR")
     model = loaded.model
-    inputs = encoder_inputs_to(loaded.processor(pictures), model.rope_cos.device, model.model.embed_tokens.weight.dtype)
+    views = loaded.tiling.all_views(pictures)
+    inputs = encoder_inputs_to(loaded.processor(views), model.rope_cos.device, model.model.embed_tokens.weight.dtype)
     return model.encode_images(inputs)
 
 
@@ -192,6 +193,7 @@ def evaluate(
             config.thinking,
             model_config.image_special_token,
         ),
+        loaded.tiling,
     )
     start = time.perf_counter()
     with jsonl_sink(out) as sink:

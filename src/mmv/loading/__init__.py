@@ -23,6 +23,7 @@ if TYPE_CHECKING:
     from mmv.config import VLMConfig
     from mmv.model.vision import ImageProcessor
     from mmv.model.vlm import MiniMindVLM
+    from mmv.vision_input.tiles import Tiling
 
 __all__ = [
     "LoadedModel",
@@ -47,6 +48,15 @@ class LoadedModel:
     tokenizer_dir: Path
     notes: list[Note] = field(default_factory=list)  # things the user should know, printed on stderr
 
+    @property
+    def tiling(self) -> Tiling:
+        """How this model cuts images: the tiles its run recorded, or the ones asked for."""
+        from mmv.vision_input.tiles import Tiling
+
+        config = self.model.config
+        assert config.vision is not None  # VLMConfig settles it
+        return Tiling.of(config.vision, config.image_tiles)
+
 
 def load_model(
     ref: str | Path,
@@ -61,6 +71,7 @@ def load_model(
     need_vision: bool = True,
     quantize: str | None = None,
     adapter: str | Path | None = None,
+    tiles: int | None = None,
 ) -> LoadedModel:
     """Load weights, encoder, processor and tokenizer; `need_vision=False` tolerates a missing encoder.
 
@@ -69,6 +80,7 @@ def load_model(
     tell (RoPE scaling). `adapter` names a LoRA / DoRA adapter folder merged into the weights (a LoRA run
     directory applies its own). `quantize` ("int8") swaps the model's matrices for quantized ones right after
     loading (mmv.quant), after any adapter is merged; it runs on the CPU in float32, which "auto" then means.
+    `tiles` replaces the tiles per image the model records (mmv.vision_input.tiles).
     """
     from mmv.device import check_dtype, pick_device
     from mmv.errors import MmvError
@@ -92,6 +104,7 @@ def load_model(
         need_vision=need_vision,
         adapter=adapter,
         attention_heads=attention_heads,
+        tiles=tiles,
     )
     assert inputs.sources is not None and inputs.tokenizer_dir is not None  # a reference, and the tokenizer needed
     tok = load_tokenizer(inputs.tokenizer_dir, inputs.config.image_special_token)

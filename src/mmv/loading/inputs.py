@@ -26,6 +26,7 @@ from mmv.loading.folders import (
 )
 from mmv.loading.resolve import Missing, ModelSources, NotDownloaded, resolve_model
 from mmv.model.vision import EncoderInfo, inspect_encoder
+from mmv.vision_input.tiles import check_tiles
 
 
 class Note(str):
@@ -69,6 +70,7 @@ def gather(
     merge_adapters: bool = True,
     projector: str | None = None,
     merge: int | None = None,
+    tiles: int | None = None,
 ) -> ModelInputs:
     """Resolve `ref` and find its parts; every missing download is named in one NotDownloaded.
 
@@ -80,7 +82,8 @@ def gather(
     is the merged model unless `merge_adapters=False` (then `sources.adapters` say what would be applied).
     `projector` and `merge` shape a fresh projector (VisionConfig's
     fields; unset: the reference variant of the encoder's geometry, else ln-mlp without merge) and must match a
-    trained one.
+    trained one. `tiles` cuts images into at most that many tiles (mmv.vision_input.tiles) instead of what the
+    run or folder records (1 when it records nothing): tiling changes no weight, so any model may run with any.
     """
     missing: list[Missing] = []
     try:
@@ -105,6 +108,8 @@ def gather(
             hidden = encoder.hidden_size if encoder else None
             checkpoint = merged_checkpoint(checkpoint, sources.adapters, hidden)
     config = checkpoint.config if checkpoint else base
+    if tiles is not None:
+        config = config.replace(image_tiles=check_tiles(tiles))
     if encoder is None and cached_encoder_ok and not vision:
         vision_dir = cached_encoder(config.vision_variant)
         encoder = inspect_encoder(vision_dir) if vision_dir else None

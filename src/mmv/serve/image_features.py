@@ -21,12 +21,13 @@ if TYPE_CHECKING:
 class ImageFeatures:
     def __init__(self, model: MiniMindVLM, capacity: int) -> None:
         self.model, self.capacity = model, capacity
-        self.features: OrderedDict[str, torch.Tensor] = OrderedDict()  # digest -> [run, hidden], newest last
+        # digest -> [runs, run, hidden] (one run per view: more than one for a tiled image), newest last
+        self.features: OrderedDict[str, torch.Tensor] = OrderedDict()
         self.encoded = 0  # images run through the encoder (the rest were found here)
 
     @torch.inference_mode()
     def embeds(self, images: list[ImageInput]) -> torch.Tensor | None:
-        """[images, run, hidden] for the request's images in order, or None without images."""
+        """[runs, run, hidden] for the request's images' views in order, or None without images."""
         if not images:
             return None
         found = []
@@ -40,9 +41,9 @@ class ImageFeatures:
             found.append(features)
         while len(self.features) > self.capacity:
             self.features.popitem(last=False)
-        return torch.stack(found)
+        return torch.cat(found)
 
     def _encode(self, image: ImageInput) -> torch.Tensor:
         model = self.model
         inputs = encoder_inputs_to(image.pixels, model.rope_cos.device, model.model.embed_tokens.weight.dtype)
-        return model.encode_images(inputs)[0]
+        return model.encode_images(inputs)

@@ -24,13 +24,13 @@ if TYPE_CHECKING:
 @dataclass
 class ImageInput:
     digest: str  # sha256 of the image file: the engine encodes each distinct image once
-    pixels: dict[str, torch.Tensor]  # the processor's output for this one image
+    pixels: dict[str, torch.Tensor]  # the processor's output for this image's views (the tiles too, if tiled)
 
 
 @dataclass
 class Prompt:
     tokens: list[int]  # rendered conversation, image placeholder runs expanded
-    images: list[ImageInput]  # one per placeholder run, in order
+    images: list[ImageInput]  # one per image, in order
     max_new_tokens: int
 
 
@@ -53,10 +53,12 @@ class PromptBuilder:
         self.context = config.max_position_embeddings
         self.tokens_per_image, self.image_token = config.image_token_len, config.image_token_id
         self.image_text = config.image_special_token
+        self.tiling = loaded.tiling
 
     def build(self, request: ChatRequest, images: list[CheckedImage]) -> Prompt:
         if images and self.loaded.processor is None:
             raise ApiError("this server's model was loaded without a vision encoder: it takes no images")
+        grids = self.tiling.grids([image.image for image in images])
         with self.lock:
             text = render_chat(
                 self.loaded.tokenizer,
@@ -64,10 +66,11 @@ class PromptBuilder:
                 thinking=request.thinking,
                 tokens_per_image=self.tokens_per_image,
                 image_token=self.image_text,
+                grids=grids,
             )
             tokens = encode(self.loaded.tokenizer, text)
         placeholders = sum(1 for token in tokens if token == self.image_token)
-        if placeholders != len(images) * self.tokens_per_image:
+        if placeholders != sum(grid.runs for grid in grids) * self.tokens_per_image:
             raise ApiError("the messages contain image placeholder tokens; send images as image_url parts")
         room = self.context - len(tokens)
         if room < 1:
@@ -79,5 +82,5 @@ class PromptBuilder:
         return Prompt(tokens, [self._pixels(image) for image in images], budget)
 
     def _pixels(self, image: CheckedImage) -> ImageInput:
-        pixels: dict[str, Any] = self.loaded.processor([image.image])
+        pixels: dict[str, Any] = self.loaded.processor(self.tiling.views(image.image))
         return ImageInput(image.digest, pixels)

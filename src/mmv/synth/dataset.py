@@ -14,12 +14,15 @@ from pathlib import Path
 from typing import Any
 
 from mmv.data.writer import ParquetRows
+from mmv.errors import MmvError
 from mmv.synth import captions
 from mmv.synth.captions import QUESTION_KINDS, TEXT_ONLY, Turn
+from mmv.synth.hires import hires_row
 from mmv.synth.scenes import Scene, draw, jpeg_bytes, random_scene
 
 Row = tuple[list[dict[str, Any]], list[bytes]]
 SPLITS = ("pretrain", "sft", "eval")
+TASKS = ("shapes", "hires")  # the 256-pixel scenes; one tiny shape in a 512-pixel image (mmv.synth.hires)
 
 
 @dataclass(frozen=True)
@@ -33,6 +36,11 @@ class SynthConfig:
     # to read images in fewer steps
     multi_turn_fraction: float = 0.8
     eval_multi_turn_fraction: float = 0.25  # held-out rows with an earlier question before the scored one
+    task: str = "shapes"  # one of TASKS
+
+    def __post_init__(self) -> None:
+        if self.task not in TASKS:
+            raise MmvError(f"unknown synthetic task {self.task!r}; expected one of {', '.join(TASKS)}")
 
 
 @dataclass
@@ -113,7 +121,9 @@ def rows(split: str, config: SynthConfig) -> Iterator[Row]:
     count = config.eval_n if split == "eval" else config.n
     for index in range(count):
         rng = _rng(config.seed, split, index)
-        if split == "pretrain":
+        if config.task == "hires":
+            yield hires_row(split, rng)
+        elif split == "pretrain":
             yield pretrain_row(rng, config)
         elif split == "sft":
             yield sft_row(rng, config)

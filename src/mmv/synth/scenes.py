@@ -89,8 +89,8 @@ def random_scene(rng: random.Random, count: int | None = None) -> Scene:
     )
 
 
-def draw(scene: Scene) -> Image.Image:
-    image = Image.new("RGB", (IMAGE_SIZE, IMAGE_SIZE), scene.background)
+def draw(scene: Scene, side: int = IMAGE_SIZE) -> Image.Image:
+    image = Image.new("RGB", (side, side), scene.background)
     canvas = ImageDraw.Draw(image)
     fill = COLOURS[scene.colour]
     r = scene.radius

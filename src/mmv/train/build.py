@@ -12,7 +12,7 @@ from pathlib import Path
 
 import torch
 
-from mmv.config import preset
+from mmv.config import VLMConfig, preset
 from mmv.loading.build import build_model as build
 from mmv.loading.folders import find_tokenizer, given_encoder, missing_tokenizer, names_download
 from mmv.loading.inputs import ModelInputs, gather
@@ -58,6 +58,7 @@ def training_inputs(init: str, vision: str | None, tokenizer: str | None, cfg: T
         experts_per_token=cfg.experts_per_token,
         projector=cfg.projector,
         merge=cfg.merge,
+        tiles=cfg.tiles,
     )
 
 
@@ -73,13 +74,13 @@ def preview_tokenizer(init: str, tokenizer: str | None) -> Path:
     return found
 
 
-def preview_tokens_per_image(init: str, vision: str | None, tokenizer: str | None, cfg: TrainConfig) -> int:
-    """The placeholder run of one image in the model training would build; the --preset's when the weights or
-    the encoder are not downloaded (--show-sample needs only the tokenizer)."""
+def preview_config(init: str, vision: str | None, tokenizer: str | None, cfg: TrainConfig) -> VLMConfig:
+    """The model training would build (its placeholder runs and tiles); the --preset's when the weights or the
+    encoder are not downloaded (--show-sample needs only the tokenizer)."""
     try:
-        return training_inputs(init, vision, tokenizer, cfg).config.image_token_len
+        return training_inputs(init, vision, tokenizer, cfg).config
     except NotDownloaded:
-        return preset(cfg.preset).image_token_len
+        return preset(cfg.preset, image_tiles=cfg.tiles or 1)
 
 
 def build_model(inputs: ModelInputs, cfg: TrainConfig) -> MiniMindVLM:

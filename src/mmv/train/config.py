@@ -27,6 +27,7 @@ class TrainConfig:
     # None: what the reference variant of the encoder's geometry uses, else ln-mlp without merge
     projector: str | None = None
     merge: int | None = None
+    tiles: int | None = None  # at most this many tiles per image plus a global view; None: what --init records, else 1
     epochs: int = 2
     max_steps: int | None = None  # stop after this many optimizer steps (the lr schedule spans them)
     batch_size: int = 4  # samples per rank per micro-batch; global batch = batch_size x accum x world size
@@ -84,7 +85,7 @@ class TrainConfig:
                 raise MmvError(f"--{name} must be at least 1, got {value}")
         if self.projector is not None and self.projector not in PROJECTORS:
             raise MmvError(f"unknown --projector {self.projector!r}; expected one of {', '.join(PROJECTORS)}")
-        for name in ("max_steps", "experts_per_token", "merge"):
+        for name in ("max_steps", "experts_per_token", "merge", "tiles"):
             value = getattr(self, name)
             if value is not None and value < 1:
                 raise MmvError(f"--{name.replace('_', '-')} must be at least 1, got {value}")

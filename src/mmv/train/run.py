@@ -25,6 +25,7 @@ from mmv.train.distributed import DistContext, gather_objects, setup, teardown
 from mmv.train.metrics import check_extras
 from mmv.train.rundir import METRICS_FILE, read_run_config, run_config, truncate_metrics, write_json
 from mmv.train.state import ResumeState, checkpoint_paths, latest_resume
+from mmv.vision_input.tiles import tile_side
 
 if TYPE_CHECKING:
     from mmv.loading import ModelInputs, Note
@@ -106,6 +107,8 @@ def plan_fresh(req: RunRequest) -> RunPlan:
         "vision_dir": vision_dir,
         "max_seq_len": cfg.max_seq_len,
         "tokens_per_image": inputs.config.image_token_len,
+        "tiles": inputs.config.image_tiles,
+        "tile_side": tile_side(inputs.config.vision),
         "seed": cfg.seed,
         "pack": cfg.pack,
         "num_workers": cfg.num_workers,
@@ -313,17 +316,20 @@ def refuse_no_rows(data: Any) -> None:
 def show_training_samples(req: RunRequest) -> dict[str, Any]:
     """--show-sample: the data as the model will see it; needs only the tokenizer (and --vision if given)."""
     from mmv.data.loader import DataSpec, TrainData
-    from mmv.train.build import preview_tokenizer, preview_tokens_per_image, preview_vision
+    from mmv.train.build import preview_config, preview_tokenizer, preview_vision
 
     cfg = req.cfg
     tokenizer = str(preview_tokenizer(cfg.init, req.tokenizer))
     vision = preview_vision(req.vision)
+    model = preview_config(cfg.init, vision, tokenizer, cfg)
     spec = DataSpec(
         files=absolute_data(req.data),
         tokenizer_dir=tokenizer,
         vision_dir=vision,
         max_seq_len=cfg.max_seq_len,
-        tokens_per_image=preview_tokens_per_image(cfg.init, vision, tokenizer, cfg),
+        tokens_per_image=model.image_token_len,
+        tiles=model.image_tiles,
+        tile_side=tile_side(model.vision),
         seed=cfg.seed,
         pack=cfg.pack,
         **req.data_options,
