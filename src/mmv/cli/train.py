@@ -17,9 +17,11 @@ from mmv.console import say
 from mmv.device import DEVICE_HELP, DTYPE_HELP
 from mmv.train.config import STAGE_DEFAULTS, TrainConfig
 
-# the settings an error can name (see mmv.errors) -> flags
+# the settings an error can name (see mmv.errors) -> flags; of the loading commands' flags, only those training has
+NOT_TRAINING = ("attention_heads", "adapter", "quantize")
 FLAGS = {
-    **MODEL_FLAGS, "init": "--init", "nproc": "--nproc N", "projector": "--projector", "merge": "--merge K",
+    **{name: flag for name, flag in MODEL_FLAGS.items() if name not in NOT_TRAINING},
+    "init": "--init", "nproc": "--nproc N", "projector": "--projector", "merge": "--merge K",
     "tiles": "--tiles N", "data": "--data", "out": "--out", "resume": "--resume", "freeze": "--freeze",
     "train_vision": "--train-vision", "cache_features": "--cache-features", "feature_cache": "--feature-cache",
     "cache_dtype": "--cache-dtype", "lr": "--lr", "warmup": "--warmup", "epochs": "--epochs",
