@@ -112,12 +112,13 @@ def test_cache_list_and_rm(cli, fake_hub):
         (["download", "gpt5", "siglip2", "nope"], "unknown download names 'gpt5', 'nope': expected one of"),
         (["download", "hf:jingyaogong/nope"], "refused model repository jingyaogong/nope (401)"),
         (["download", "minimind-3v", "--revision", "nope"], "revision nope was not found"),
-        (["download", "minimind-3v", "--revision", "../main"], "in the requested revision: expected"),
-        (["download", "hf:jingyaogong/minimind-3v@a b"], "invalid revision 'a b'"),
         (
-            ["download", "llm", "--source", "ftp"],
-            "unknown source 'ftp': expected one of hf, modelscope (option: --source)",
+            ["download", "minimind-3v", "--revision", "../main"],
+            "invalid revision '../main' in the requested revision: expected a branch, tag or commit such as main, "
+            "v1.0, refs/pr/1 or a commit id (option: --revision)",
         ),
+        (["download", "hf:jingyaogong/minimind-3v@a b"], "invalid revision 'a b'"),
+        (["download", "llm", "--source", "ftp"], "unknown --source 'ftp'"),
         (["download", "siglip2", "--link"], "--link only makes sense with --to"),
         (["download", "--bogus"], "No such option: --bogus (see `mmv download --help`)"),
         (["cache", "rm"], "Missing argument 'NAME...' (see `mmv cache rm --help`)"),
