@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import ast
+import re
 from pathlib import Path
 
 import pytest
@@ -76,3 +77,48 @@ def test_the_cycle_finder_finds_one():
 @pytest.mark.parametrize("name", sorted(n for n in MODULES if not n.startswith("mmv.cli")))
 def test_the_core_never_imports_the_cli(name):
     assert not {m for m in all_imports(MODULES[name]) if m == "mmv.cli" or m.startswith("mmv.cli.")}
+
+
+# Command lines quoted as a whole in a core message: they name a command to run, not one command's option.
+COMMAND_HINTS = {
+    ("mmv.loading.resolve", " is neither a file, a folder nor a download name (`mmv download --list`)"),
+    ("mmv.train.saves", " --resume` writes them again"),
+    ("mmv.train.saves", " --out "),
+    ("mmv.convert.transformers_model", "`mmv convert --with-vision DIR`"),
+}
+FLAG = re.compile(r"(?<![\w-])--([a-z]|$)")  # `--vision`, or `--` before an f-string field: `f"--{name}"`
+
+
+def flag_spellings(path: Path) -> list[tuple[int, str]]:
+    """The string pieces of every `MmvError(...)` call in the file that spell a command-line flag."""
+    found = []
+    for node in ast.walk(ast.parse(path.read_text())):
+        if isinstance(node, ast.Call) and getattr(node.func, "id", getattr(node.func, "attr", None)) == "MmvError":
+            for part in ast.walk(node):
+                if isinstance(part, ast.Constant) and isinstance(part.value, str) and FLAG.search(part.value):
+                    found.append((part.lineno, part.value))
+    return found
+
+
+def allowed(name: str, text: str) -> bool:
+    return any(name == module and hint in text for module, hint in COMMAND_HINTS)
+
+
+@pytest.mark.parametrize("name", sorted(n for n in MODULES if not n.startswith("mmv.cli")))
+def test_core_errors_name_settings_not_flags(name):
+    """A flag belongs to one command (`--vision` in chat is `--with-vision` in convert) and means nothing from Python:
+    the core names the setting with `option=`, the CLI appends its own flag (mmv.errors)."""
+    spelled = [(line, text) for line, text in flag_spellings(MODULES[name]) if not allowed(name, text)]
+    assert not spelled, spelled
+
+
+def test_the_flag_finder_finds_flags_and_only_flags(tmp_path):
+    probe = tmp_path / "probe.py"
+    probe.write_text(
+        'raise MmvError("pass --vision DIR")\n'
+        'raise MmvError(f"--{name} must be at least 1")\n'
+        'raise errors.MmvError("unknown " f"--outtype {x}")\n'
+        'raise MmvError("a run-id, an en-dash -- and pip install \'mmv[qlora]\'", option="qlora")\n'
+        'print("--vision is fine outside an error")\n'
+    )
+    assert [line for line, _ in flag_spellings(probe)] == [1, 2, 3]

@@ -82,5 +82,5 @@ def test_demo_refuses_a_folder_that_is_not_empty(tmp_path):
         text=True,
         timeout=120,
     )
-    assert result.returncode == 2 and "not empty" in result.stderr
+    assert result.returncode == 2 and "not empty" in result.stderr and "(option: --out)" in result.stderr
     assert [p.name for p in tmp_path.iterdir()] == ["keep.txt"]

@@ -287,6 +287,7 @@ def test_resume_keeps_the_vision_path(runs, tmp_path):
     run = runs["dinov2-registers"]["home"] / "pretrain"
     before = (run / "pretrain_vlm_64.pth").read_bytes()
     refused = run_cli(["pretrain", "--out", str(run), "--resume", "--merge", "1"])
-    assert refused.exit_code == 2 and "--merge 1 differs from the run's 2" in refused.stderr
+    assert refused.exit_code == 2 and "the merge setting 1 differs from the run's 2" in refused.stderr
+    assert refused.stderr.rstrip().endswith("(option: --merge K)")
     resumed = train(["pretrain", "--out", str(run), "--resume", "--device", "cpu"])
     assert resumed["step"] == 2 and (run / "pretrain_vlm_64.pth").read_bytes() == before

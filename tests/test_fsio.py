@@ -86,8 +86,9 @@ def test_an_output_that_is_an_input_is_refused_naming_both(tmp_path):
     (tmp_path / "alias.parquet").symlink_to(data)
     os.link(data, tmp_path / "hard.parquet")
     for out in (data, tmp_path / "." / "data.parquet", tmp_path / "alias.parquet", tmp_path / "hard.parquet"):
-        with pytest.raises(MmvError, match=f"--out {out} is the input {data}"):
+        with pytest.raises(MmvError, match=f"^the output {out} is the input {data}") as refused:
             refuse_input_as_output(out, [tmp_path / "other.parquet", data])
+        assert refused.value.options == ("out",)
     refuse_input_as_output(tmp_path / "new.jsonl", [data])
     assert data.read_bytes() == b"rows"
 

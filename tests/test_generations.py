@@ -280,6 +280,7 @@ def test_targets_that_cannot_express_minimind2_refuse(tmp_path, to):
     from mmv.convert import convert
 
     folder = era("minimind2-v-2510")
-    with pytest.raises(MmvError, match=f"--to {to} cannot express a MiniMind2-V model"):
+    with pytest.raises(MmvError, match=f"^{to} cannot express a MiniMind2-V model") as refused:
         convert(folder / "model.pth", to, tmp_path / "out", tokenizer=folder / "tokenizer", attention_heads=HEADS)
+    assert refused.value.options == ("to",)
     assert not (tmp_path / "out").exists()

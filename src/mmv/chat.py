@@ -100,7 +100,7 @@ class ChatSession:
 
     def attach(self, name: str, image: Image.Image) -> None:
         if self.loaded.processor is None:
-            raise MmvError("this model was loaded without a vision encoder; pass --vision DIR to use images")
+            raise MmvError("this model was loaded without a vision encoder; load one to use images", option="vision")
         self.pending.append((name, image))
 
     def clear(self) -> None:

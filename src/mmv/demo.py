@@ -194,7 +194,7 @@ def _run(out: Path, config: DemoConfig, say: Callable[[str], None]) -> DemoResul
     from mmv.synth.encoder import TinyEncoderConfig, make_encoder
 
     if out.exists() and any(out.iterdir()):
-        raise MmvError(f"{out} is not empty; choose a new --out folder for the demo")
+        raise MmvError(f"{out} is not empty; choose a new output folder for the demo", option="out")
     result = DemoResult(out)
     pretrain_steps, sft_steps = config.steps
     clock = time.perf_counter()

@@ -106,7 +106,10 @@ def refuse_input_as_output(out: str | Path, inputs: list[str | Path]) -> None:
         if not same and out.exists() and source.exists():
             same = os.path.samefile(out, source)
         if same:
-            raise MmvError(f"--out {out} is the input {source}; choose another output (inputs are never overwritten)")
+            raise MmvError(
+                f"the output {out} is the input {source}; choose another output (inputs are never overwritten)",
+                option="out",
+            )
 
 
 def exchange(a: Path, b: Path) -> bool:

@@ -80,7 +80,7 @@ def default_threads(weights: int | None = None, processes: int = 1) -> int:
 def requested_threads(option: int | None) -> int | None:
     """The thread count the user asked for: the option, else MMV_THREADS; None means 'choose'."""
     if option is not None:
-        value, source = option, "--threads"
+        value, source = option, "the thread count"
     elif os.environ.get(ENV):
         raw = os.environ[ENV]
         if not raw.strip().isdigit():
@@ -89,7 +89,7 @@ def requested_threads(option: int | None) -> int | None:
     else:
         return None
     if value < 1:
-        raise MmvError(f"{source} must be at least 1, got {value}")
+        raise MmvError(f"{source} must be at least 1, got {value}", option=None if source == ENV else "threads")
     return value
 
 

@@ -60,8 +60,11 @@ def test_a_qlora_run_keeps_a_full_precision_adapter_that_loads_on_its_base(tmp_p
 
 
 def test_a_device_bitsandbytes_cannot_run_on_is_refused_in_one_sentence():
-    with pytest.raises(MmvError, match=r"^--qlora keeps the base in 4-bit with bitsandbytes, whose kernels run on "):
+    with pytest.raises(
+        MmvError, match=r"^QLoRA keeps the base in 4-bit with bitsandbytes, whose kernels run on "
+    ) as refused:
         check_qlora(torch.device("mps"))
+    assert refused.value.options == ("qlora", "device")
 
 
 WITHOUT_BITSANDBYTES = """
@@ -81,7 +84,9 @@ def test_without_bitsandbytes_qlora_says_what_to_install(tmp_path):
     )
     assert result.returncode == 2, result.stderr
     lines = result.stderr.strip().splitlines()
-    assert lines[-1] == "error: --qlora needs bitsandbytes, which is not installed: pip install 'mmv[qlora]'", lines
+    assert lines[-1] == (
+        "error: QLoRA needs bitsandbytes, which is not installed: pip install 'mmv[qlora]' (option: --qlora)"
+    ), lines
     assert "Traceback" not in result.stderr
     assert not (tmp_path / "run").exists()
 

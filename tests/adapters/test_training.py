@@ -128,12 +128,18 @@ def test_the_summary_shows_trainable_of_total_and_the_mode(tmp_path):
 @pytest.mark.parametrize(
     ("extra", "phrase"),
     [
-        (["--dora"], "--dora needs --lora R"),
-        (["--qlora"], "--qlora needs --lora R"),
-        (["--lora", "4", "--init", "none"], "--init none starts from random ones"),
-        (["--lora", "4", "--init", str(VLM_PTH), "--freeze", "none"], "with --lora the adapters and the projector"),
-        (["--lora", "0", "--init", str(VLM_PTH)], "--lora (the adapter rank) must be at least 1"),
-        (["--lora", "4", "--init", str(VLM_PTH), "--lora-targets", "q,x"], "--lora-targets takes"),
+        (["--dora"], "the dora setting needs a LoRA adapter rank (option: --dora, --lora R)"),
+        (["--qlora"], "the qlora setting needs a LoRA adapter rank (option: --qlora, --lora R)"),
+        (
+            ["--lora", "4", "--init", "none"],
+            "starts from random ones; name a model to start from (option: --lora R, --init)",
+        ),
+        (
+            ["--lora", "4", "--init", str(VLM_PTH), "--freeze", "none"],
+            "with LoRA the adapters and the projector train instead (option: --freeze, --lora R)",
+        ),
+        (["--lora", "0", "--init", str(VLM_PTH)], "the LoRA adapter rank must be at least 1, got 0 (option: --lora R)"),
+        (["--lora", "4", "--init", str(VLM_PTH), "--lora-targets", "q,x"], "got 'q,x' (option: --lora-targets LIST)"),
     ],
 )
 def test_options_that_cannot_work_are_refused(tmp_path, extra, phrase):

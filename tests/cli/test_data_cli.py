@@ -192,7 +192,8 @@ def test_an_output_equal_to_an_input_is_refused_naming_both(tmp_path):
     data = write_parquet(tmp_path / "rows.parquet", [(conv("<image>\nColour?", "Red."), jpeg())])
     before = data.read_bytes()
     preview = mmv("data", "preview", data, "--out", data)
-    assert preview.returncode == 2 and f"--out {data} is the input {data}" in preview.stderr
+    assert preview.returncode == 2 and f"the output {data} is the input {data}" in preview.stderr
+    assert preview.stderr.rstrip().endswith("(option: --out)")
     assert len(preview.stderr.strip().splitlines()) == 1 and data.read_bytes() == before
 
     (tmp_path / "images").mkdir()
@@ -202,7 +203,8 @@ def test_an_output_equal_to_an_input_is_refused_naming_both(tmp_path):
     )
     text = source.read_text()
     llava = mmv("data", "from-llava", source, tmp_path / "images", "--out", source)
-    assert llava.returncode == 2 and f"--out {source} is the input {source}" in llava.stderr
+    assert llava.returncode == 2 and f"the output {source} is the input {source}" in llava.stderr
+    assert llava.stderr.rstrip().endswith("(option: --out)")
     assert source.read_text() == text
 
 

@@ -84,7 +84,7 @@ def test_to_copies_or_links_without_clobbering(cli, fake_hub, tmp_path):
 
     (target / "config.json").write_text("{}")  # the user's edit must survive
     clash = cli(["download", "siglip2", "--to", str(out)])
-    assert clash.exit_code == 2 and "already exists and differs" in clash.stderr
+    assert clash.exit_code == 2 and "already exists and differs" in clash.stderr and "(option: --to)" in clash.stderr
     assert (target / "config.json").read_text() == "{}"
 
     linked = cli(["download", "llm", "--to", str(out), "--link"])
@@ -112,7 +112,11 @@ def test_cache_list_and_rm(cli, fake_hub):
         (["download", "gpt5", "siglip2", "nope"], "unknown download names 'gpt5', 'nope': expected one of"),
         (["download", "hf:jingyaogong/nope"], "refused model repository jingyaogong/nope (401)"),
         (["download", "minimind-3v", "--revision", "nope"], "revision nope was not found"),
-        (["download", "minimind-3v", "--revision", "../main"], "invalid revision '../main' in --revision"),
+        (
+            ["download", "minimind-3v", "--revision", "../main"],
+            "invalid revision '../main' in the requested revision: expected a branch, tag or commit such as main, "
+            "v1.0, refs/pr/1 or a commit id (option: --revision)",
+        ),
         (["download", "hf:jingyaogong/minimind-3v@a b"], "invalid revision 'a b'"),
         (["download", "llm", "--source", "ftp"], "unknown --source 'ftp'"),
         (["download", "siglip2", "--link"], "--link only makes sense with --to"),

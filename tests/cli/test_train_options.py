@@ -63,3 +63,28 @@ def test_help_shows_the_stage_defaults(cli, stage):
     defaults = {**{f.name: f.default for f in dataclasses.fields(TrainConfig)}, **STAGE_DEFAULTS[stage]}
     for name in ("epochs", "lr", "batch_size", "max_seq_len", "save_every", "keep", "log_every", "seed", "warmup"):
         assert f"[default: {defaults[name]}]" in text, name
+
+
+def option_names(command: str) -> set[str]:
+    import typer.main
+
+    from mmv.cli.app import app
+
+    click_command = typer.main.get_command(app).commands[command]
+    return {name for param in click_command.params for name in (*param.opts, *param.secondary_opts)}
+
+
+@pytest.mark.parametrize("stage", ["pretrain", "sft"])
+def test_every_setting_an_error_can_name_has_its_real_flag(stage):
+    """Core errors name TrainConfig fields (mmv.errors): each needs a flag the command really has."""
+    from mmv.cli.train import FLAGS
+
+    fields = {field.name for field in dataclasses.fields(TrainConfig)} - NOT_OPTIONS
+    assert fields <= FLAGS.keys(), fields - FLAGS.keys()
+    assert {flag.split()[0] for flag in FLAGS.values()} <= option_names(stage)
+
+
+def test_every_setting_a_convert_error_can_name_has_its_real_flag():
+    from mmv.cli.convert import FLAGS
+
+    assert {flag.split()[0] for flag in FLAGS.values()} <= option_names("convert")

@@ -60,7 +60,7 @@ def test_existing_output_is_refused_then_replaced_with_force(tmp_path):
     out = tmp_path / "model.pth"
     out.write_bytes(b"precious")
     args = ["convert", MODEL, "--to", "pth", "--out", str(out)]
-    assert_refused(run_cli(args), "already exists", "--force")
+    assert_refused(run_cli(args), "already exists", "(option: --force)")
     assert out.read_bytes() == b"precious"
     folder = tmp_path / "tf"
     folder.mkdir()

@@ -167,9 +167,12 @@ def test_text_only_llm_exports_without_a_note(tmp_path):
 @pytest.mark.parametrize(
     ("options", "phrases"),
     [
-        (["--to", "gguf", "--dtype", "float16"], ["--dtype does not apply", "--outtype"]),
-        (["--to", "transformers", "--outtype", "f16"], ["--outtype applies to --to gguf only"]),
-        (["--to", "gguf", "--outtype", "q4_0"], ["unknown --outtype 'q4_0'", "f32, f16, q8_0"]),
+        (["--to", "gguf", "--dtype", "float16"], ["a dtype does not apply to GGUF", "(option: --dtype, --outtype)"]),
+        (["--to", "transformers", "--outtype", "f16"], ["applies to GGUF only", "(option: --outtype, --dtype)"]),
+        (
+            ["--to", "gguf", "--outtype", "q4_0"],
+            ["unknown GGUF output type 'q4_0'", "f32, f16, q8_0", "(option: --outtype)"],
+        ),
     ],
 )
 def test_option_mixups_are_refused_before_reading(tmp_path, options, phrases):

@@ -48,7 +48,10 @@ def test_force_killed_between_its_two_renames_is_put_back_by_the_next_conversion
     assert what_a_reader_finds(out) is None and len(leftovers(tmp_path)) == 1  # the crash window itself
     gone(monkeypatch)
     again = run_cli(to_transformers(out))
-    assert again.exit_code == 2 and "already exists and is not empty; pass --force" in again.stderr
+    assert (
+        again.exit_code == 2
+        and "already exists and is not empty; force the conversion to replace it (option: --force)" in again.stderr
+    )
     assert again.stderr.count("put back") == 1 and str(out) in again.stderr
     assert what_a_reader_finds(out) == "old" and leftovers(tmp_path) == []
     assert run_cli(to_transformers(out, "--force")).exit_code == 0

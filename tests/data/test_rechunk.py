@@ -31,7 +31,7 @@ def test_rechunk_refuses_bad_input_and_leaves_no_partial_file(tmp_path):
     with pytest.raises(MmvError, match="not a readable parquet file"):
         rechunk(tmp_path / "junk.parquet", tmp_path / "out.parquet")
     source = write_parquet(tmp_path / "a.parquet", mixed_rows(3))
-    with pytest.raises(MmvError, match=f"--out {source} is the input {source}"):
+    with pytest.raises(MmvError, match=f"^the output {source} is the input {source}"):
         rechunk(source, source)
     with pytest.raises(MmvError, match="cannot rewrite"):
         rechunk(source, tmp_path / "missing-dir" / "out.parquet")

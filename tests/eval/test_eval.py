@@ -161,5 +161,6 @@ def test_cli_on_a_run_dir_and_a_pth_with_bad_rows_skipped(trained, tmp_path):
 
     before = mixed.read_bytes()
     onto_data = mmv("eval", "--model", root / "run", "--data", data.files["eval"], mixed, "--out", mixed)
-    assert onto_data.returncode == 2 and f"--out {mixed} is the input {mixed}" in onto_data.stderr
+    assert onto_data.returncode == 2 and f"the output {mixed} is the input {mixed}" in onto_data.stderr
+    assert onto_data.stderr.rstrip().endswith("(option: --out)")
     assert onto_data.stderr.strip().count("\n") == 0 and mixed.read_bytes() == before

@@ -131,7 +131,7 @@ def test_missing_repository_revision_and_file(fake_hub, source):
     del table[("model", f"{owner}/minimind-3v")]
     # Anonymous requests for a missing repo get 401 from the real Hub, so the message also mentions the token.
     missing = (
-        r"refused model repository jingyaogong/minimind-3v \(401\).*--token"
+        r"refused model repository jingyaogong/minimind-3v \(401\).*pass a token"
         if source == "hf"
         else r"ModelScope repository gongjy/minimind-3v \(revision master\) was not found .*\(404"
     )
@@ -193,8 +193,9 @@ def test_cached_names_resolve_offline(fake_hub, source, monkeypatch):
 
 def test_no_network_names_the_mirror():
     closed = "http://127.0.0.1:9"  # discard port: nothing listens there
-    with pytest.raises(MmvError, match=r"cannot reach http://127.0.0.1:9 .*--endpoint.*hf-mirror.com"):
+    with pytest.raises(MmvError, match=r"cannot reach http://127.0.0.1:9 .*mirror endpoint.*hf-mirror.com") as refused:
         download("minimind-3v", FetchOptions(endpoint=closed, retries=0))
+    assert refused.value.options == ("endpoint", "source")
     with pytest.raises(MmvError, match=r"cannot reach http://127.0.0.1:9"):
         download("minimind-3v", FetchOptions(source="modelscope", endpoint=closed, retries=0))
 

@@ -271,8 +271,9 @@ def test_specs_that_would_reach_another_route_or_path_are_refused(spec, match, t
 
 
 def test_a_revision_option_is_checked_before_any_request(fake_hub):
-    with pytest.raises(MmvError, match=r"invalid revision '../x' in --revision"):
+    with pytest.raises(MmvError, match=r"invalid revision '../x' in the requested revision") as refused:
         download("siglip2", options("hf", fake_hub, revision="../x"))
+    assert refused.value.options == ("revision",)
     assert fake_hub.requests == []
 
 

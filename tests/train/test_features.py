@@ -100,10 +100,12 @@ def test_train_vision_and_a_cache_contradict_each_other(data, tmp_path):
     refused = run_cli(
         [*base_args(data, tmp_path / "run"), "--init", str(VLM_PTH), "--train-vision", "--cache-features"]
     )
-    assert refused.exit_code == 2 and "--train-vision trains the encoder" in refused.stderr
+    assert refused.exit_code == 2 and "training the vision encoder changes its features" in refused.stderr
+    assert "(option: --train-vision, --cache-features, --feature-cache)" in refused.stderr
     assert refused.stderr.count("\n") == 1 and not (tmp_path / "run").exists()
-    with pytest.raises(MmvError, match="unknown --cache-dtype 'int8'"):
+    with pytest.raises(MmvError, match="unknown cache dtype 'int8'") as refused:
         TrainConfig(cache_dtype="int8")
+    assert refused.value.options == ("cache_dtype",)
 
 
 def args(data, out, *extra) -> list[str]:

@@ -46,5 +46,6 @@ def test_train_vision_adds_the_encoder(model):
 
 
 def test_train_vision_without_an_encoder_is_refused():
-    with pytest.raises(MmvError, match="--vision"):
+    with pytest.raises(MmvError, match=r"^training the vision encoder needs one$") as refused:
         apply_freeze(MiniMindVLM(preset("tiny")), "none", True)
+    assert refused.value.options == ("train_vision", "vision")

@@ -111,9 +111,12 @@ def test_sft_from_a_run_directory_then_refusals(data, tmp_path):
     assert json.loads((second / "config.json").read_text())["train"]["init"] == str(first / "sft_vlm_64.pth")
     assert summary["step"] == 1
     again = run_cli([*base_args(data, second), "--init", str(first)])
-    assert again.exit_code == 2 and "already holds a run" in again.stderr
+    assert (
+        again.exit_code == 2 and "already holds a run" in again.stderr and "(option: --resume, --out)" in again.stderr
+    )
     changed = run_cli([*base_args(data, second), "--resume", "--lr", "0.5"])
-    assert changed.exit_code == 2 and "--lr 0.5 differs" in changed.stderr
+    assert changed.exit_code == 2 and "the lr setting 0.5 differs" in changed.stderr
+    assert changed.stderr.rstrip().endswith("(option: --lr)")
     empty = tmp_path / "empty"
     empty.mkdir()
     missing = run_cli([*base_args(data, empty), "--resume"])

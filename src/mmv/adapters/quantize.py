@@ -28,13 +28,16 @@ def check_qlora(device: torch.device) -> None:
     """One sentence where QLoRA cannot run: bitsandbytes missing, or a device its 4-bit kernels do not cover."""
     if device.type not in QLORA_DEVICES:
         raise MmvError(
-            f"--qlora keeps the base in 4-bit with bitsandbytes, whose kernels run on CUDA or the CPU, but this run "
-            f"is on {device.type}; train with --lora alone (the base then stays in full precision)"
+            f"QLoRA keeps the base in 4-bit with bitsandbytes, whose kernels run on CUDA or the CPU, but this run "
+            f"is on {device.type}; train plain LoRA instead (the base then stays in full precision)",
+            option=("qlora", "device"),
         )
     try:
         import bitsandbytes  # noqa: F401
     except ImportError:
-        raise MmvError("--qlora needs bitsandbytes, which is not installed: pip install 'mmv[qlora]'") from None
+        raise MmvError(
+            "QLoRA needs bitsandbytes, which is not installed: pip install 'mmv[qlora]'", option="qlora"
+        ) from None
 
 
 def quantize_base(model: nn.Module, device: torch.device, compute_dtype: torch.dtype) -> int:

@@ -38,7 +38,9 @@ def parse_targets(text: str) -> tuple[str, ...]:
     known = (*ATTENTION, *MLP)
     unknown = [name for name in names if name not in known]
     if unknown or not names:
-        raise MmvError(f"--lora-targets takes a comma-separated subset of {DEFAULT_TARGETS}, got {text!r}")
+        raise MmvError(
+            f"the LoRA targets are a comma-separated subset of {DEFAULT_TARGETS}, got {text!r}", option="lora_targets"
+        )
     return tuple(name for name in known if name in names)
 
 
@@ -95,11 +97,17 @@ def check_adapter_options(train: Any, given: dict[str, Any]) -> None:
     if train.lora is None:
         needing = [name for name in ("lora_alpha", "lora_dropout", "lora_targets", "dora", "qlora") if name in given]
         if needing:
-            raise MmvError(f"--{needing[0].replace('_', '-')} needs --lora R (the adapter rank)")
+            raise MmvError(
+                f"the {needing[0].replace('_', ' ')} setting needs a LoRA adapter rank", option=(needing[0], "lora")
+            )
         return
     if train.init == "none":
-        raise MmvError("--lora adapts existing weights, but --init none starts from random ones; name a model")
+        raise MmvError(
+            "LoRA adapts existing weights, but this run starts from random ones; name a model to start from",
+            option=("lora", "init"),
+        )
     if "freeze" in given:
         raise MmvError(
-            "--freeze chooses which full weights train; with --lora the adapters and the projector train instead"
+            "the freeze mode chooses which full weights train; with LoRA the adapters and the projector train instead",
+            option=("freeze", "lora"),
         )

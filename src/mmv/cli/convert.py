@@ -16,6 +16,12 @@ FLAGS = {
     "experts_per_token": "--experts-per-token K",
     "adapter": "--adapter DIR",
     "attention_heads": "--attention-heads N",
+    "to": "--to",
+    "out": "--out",
+    "dtype": "--dtype",
+    "outtype": "--outtype",
+    "force": "--force",
+    "merge": "--no-merge",
 }
 
 

@@ -75,7 +75,7 @@ def synth(
 
 
 @app.command("from-llava")
-@handle_errors
+@handle_errors(flags={"out": "--out"})
 def from_llava(
     json_file: Path = typer.Argument(..., help="LLaVA JSON array or JSON-lines file."),
     image_dir: Path = typer.Argument(..., help="Folder the records' image paths are relative to."),
@@ -204,7 +204,7 @@ def check_table(reports: list, max_seq_len: int):
 
 
 @app.command("preview")
-@handle_errors
+@handle_errors(flags={"out": "--out"})
 def preview(
     file: Path = typer.Argument(..., help="Parquet file."),
     out: Path = typer.Option(..., "--out", help="PNG to write."),
@@ -222,7 +222,7 @@ def preview(
 
 
 @app.command("rechunk")
-@handle_errors
+@handle_errors(flags={"out": "--out"})
 def rechunk(
     file: Path = typer.Argument(..., help="Parquet file in the published schema."),
     out: Path = typer.Option(..., "--out", help="Parquet file to write (appears only when complete)."),
@@ -249,7 +249,7 @@ def rechunk(
 
 
 @app.command("cache-features")
-@handle_errors(flags={"vision": "--vision DIR"})
+@handle_errors(flags={"vision": "--vision DIR", "out": "--out"})
 def cache_features(
     files: list[str] = typer.Argument(..., metavar="DATA...", help="Parquet files or globs, in training's order."),
     vision: Path = typer.Option(..., "--vision", metavar="DIR", help="The vision encoder folder training uses."),

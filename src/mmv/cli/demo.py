@@ -9,7 +9,7 @@ import typer
 from mmv.cli.common import console, emit_json, handle_errors
 
 
-@handle_errors
+@handle_errors(flags={"out": "--out"})
 def demo(
     out: Path = typer.Option(Path("mmv-demo"), "--out", help="Folder for the data, runs, plots (must be new)."),
     minutes: float = typer.Option(

@@ -34,7 +34,9 @@ def _progress():
     )
 
 
-@handle_errors
+@handle_errors(
+    flags={"source": "--source", "endpoint": "--endpoint", "token": "--token", "to": "--to", "revision": "--revision"}
+)
 def download(
     names: list[str] = typer.Argument(
         None, metavar="NAME...", help="Names from --list, or hf:OWNER/REPO(/FILE)(@REV), hf-dataset:..."

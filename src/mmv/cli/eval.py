@@ -11,7 +11,7 @@ from mmv.device import DEVICE_HELP, DTYPE_HELP
 from mmv.quant import QUANTIZE_HELP
 
 
-@handle_errors(flags=MODEL_FLAGS)
+@handle_errors(flags={**MODEL_FLAGS, "out": "--out"})
 def eval_command(
     files: list[str] = typer.Argument(None, metavar="[FILE...]", help="More parquet files (after --data)."),
     model: str = typer.Option(

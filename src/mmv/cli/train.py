@@ -17,10 +17,20 @@ from mmv.console import say
 from mmv.device import DEVICE_HELP, DTYPE_HELP
 from mmv.train.config import STAGE_DEFAULTS, TrainConfig
 
-# the settings an error can name (see mmv.errors) -> flags
+# the settings an error can name (see mmv.errors) -> flags; of the loading commands' flags, only those training has
+NOT_TRAINING = ("attention_heads", "adapter", "quantize")
 FLAGS = {
-    **MODEL_FLAGS, "init": "--init", "nproc": "--nproc N", "projector": "--projector", "merge": "--merge K",
-    "tiles": "--tiles N",
+    **{name: flag for name, flag in MODEL_FLAGS.items() if name not in NOT_TRAINING},
+    "init": "--init", "nproc": "--nproc N", "projector": "--projector", "merge": "--merge K",
+    "tiles": "--tiles N", "data": "--data", "out": "--out", "resume": "--resume", "freeze": "--freeze",
+    "train_vision": "--train-vision", "cache_features": "--cache-features", "feature_cache": "--feature-cache",
+    "cache_dtype": "--cache-dtype", "lr": "--lr", "warmup": "--warmup", "epochs": "--epochs",
+    "max_steps": "--max-steps", "batch_size": "--batch-size", "accum": "--accum", "max_seq_len": "--max-seq-len",
+    "save_every": "--save-every", "keep": "--keep", "log_every": "--log-every", "num_workers": "--num-workers",
+    "lora": "--lora R", "lora_alpha": "--lora-alpha A", "lora_dropout": "--lora-dropout P",
+    "lora_targets": "--lora-targets LIST", "dora": "--dora", "qlora": "--qlora", "wandb": "--wandb",
+    "tensorboard": "--tensorboard", "seed": "--seed", "preset": "--preset", "pack": "--pack",
+    "compile": "--compile", "grad_checkpoint": "--grad-checkpoint",
 }  # fmt: skip
 
 

@@ -93,7 +93,9 @@ def convert(
 
     check_options(to, dtype, outtype)
     if not merge and to != "transformers":
-        raise MmvError(f"an unmerged adapter is written beside a transformers folder only, not --to {to}")
+        raise MmvError(
+            f"an unmerged adapter is written beside a transformers folder only, not as {to}", option=("merge", "to")
+        )
     started = time.perf_counter()
     out = Path(out).expanduser().absolute()
     settle_target(out, force)  # before reading a large source
@@ -159,11 +161,16 @@ def check_options(to: str, dtype: str | None, outtype: str | None) -> None:
     if to not in TARGETS:
         raise MmvError(f"unknown target {to!r}; expected one of {', '.join(TARGETS)}")
     if to == "gguf" and dtype is not None:
-        raise MmvError("--dtype does not apply to --to gguf; choose its encoding with --outtype f32|f16|q8_0")
+        raise MmvError(
+            "a dtype does not apply to GGUF; choose its encoding (f32, f16 or q8_0) with the GGUF output type",
+            option=("dtype", "outtype"),
+        )
     if to != "gguf" and outtype is not None:
-        raise MmvError(f"--outtype applies to --to gguf only; use --dtype for --to {to}")
+        raise MmvError(
+            f"the GGUF output type applies to GGUF only; choose a dtype for {to}", option=("outtype", "dtype")
+        )
     if outtype is not None and outtype not in OUTTYPES:
-        raise MmvError(f"unknown --outtype {outtype!r}; expected one of {', '.join(OUTTYPES)}")
+        raise MmvError(f"unknown GGUF output type {outtype!r}; expected one of {', '.join(OUTTYPES)}", option="outtype")
 
 
 def check_expressible(config: VLMConfig, to: str) -> None:
@@ -173,8 +180,9 @@ def check_expressible(config: VLMConfig, to: str) -> None:
         return
     lacks = "no q/k norm" + (" and a shared expert" if config.num_shared_experts else "")
     raise MmvError(
-        f"--to {to} cannot express a MiniMind2-V model ({lacks}; Qwen3 always normalises q and k): "
-        "convert it --to pth or --to transformers"
+        f"{to} cannot express a MiniMind2-V model ({lacks}; Qwen3 always normalises q and k): "
+        "convert it to pth or transformers",
+        option="to",
     )
 
 

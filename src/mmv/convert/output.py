@@ -19,9 +19,9 @@ from mmv.fsio import atomic_path, recover, staged_folder
 
 def check_target(out: Path, force: bool) -> None:
     if out.is_dir() and any(out.iterdir()) and not force:
-        raise MmvError(f"{out} already exists and is not empty; pass --force to replace it")
+        raise MmvError(f"{out} already exists and is not empty; force the conversion to replace it", option="force")
     if out.is_file() and not force:
-        raise MmvError(f"{out} already exists; pass --force to replace it")
+        raise MmvError(f"{out} already exists; force the conversion to replace it", option="force")
     if not out.parent.is_dir():
         raise MmvError(f"the folder {out.parent} for the output does not exist")
 
@@ -49,7 +49,7 @@ def staged_file(out: Path, force: bool) -> Iterator[Path]:
     """Yield a temporary file path beside `out`; on success it is fsynced and renamed onto `out`."""
     out = out.expanduser().absolute()
     if out.is_dir():
-        raise MmvError(f"{out} is a folder; `--to pth` writes a file such as {out / 'model.pth'}")
+        raise MmvError(f"{out} is a folder; a pth conversion writes a file such as {out / 'model.pth'}", option="out")
     settle_target(out, force)
     with atomic_path(out) as work:
         yield work

@@ -37,7 +37,8 @@ def write_transformers(source: Source, out: Path, dtype: torch.dtype, force: boo
     if source.text_only:
         raise MmvError(
             f"{source.origin} is a text-only LLM without a vision projector; a transformers folder "
-            "needs a VLM checkpoint (use --to qwen3 for the language model alone)"
+            "needs a VLM checkpoint (convert to qwen3 for the language model alone)",
+            option="to",
         )
     tokenizer = source.tokenizer()
     state = stored_once(reference_order(cast(source.state_dict, dtype), source.config, False), source.config)

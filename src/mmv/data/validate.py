@@ -68,7 +68,10 @@ class RowValidator:
         self.images = images
         self.tiling = tiling if tiling is not None and tiling.max_tiles > 1 else None
         if self.tiling is not None and images is not decode_row_images:
-            raise MmvError("tiled images (--tiles above 1) cannot come from a feature cache, which holds whole images")
+            raise MmvError(
+                "tiled images (more than one tile) cannot come from a feature cache, which holds whole images",
+                option="tiles",
+            )
 
     @property
     def renders(self) -> bool:

@@ -100,7 +100,7 @@ def encode_images(loaded: LoadedModel, batch: list[EvalItem]) -> torch.Tensor | 
     if not pictures:
         return None
     if loaded.processor is None:
-        raise MmvError("the data holds images but the model was loaded without a vision encoder; pass --vision DIR")
+        raise MmvError("the data holds images but the model was loaded without a vision encoder", option="vision")
     model = loaded.model
     views = loaded.tiling.all_views(pictures)
     inputs = encoder_inputs_to(loaded.processor(views), model.rope_cos.device, model.model.embed_tokens.weight.dtype)

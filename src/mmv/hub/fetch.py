@@ -60,14 +60,14 @@ def make_source(options: FetchOptions) -> Any:
         from mmv.hub.fetch_modelscope import ModelScopeSource
 
         return ModelScopeSource(options.endpoint, options.token, options.timeouts)
-    raise MmvError(f"unknown --source {options.source!r}: expected one of {', '.join(SOURCES)}")
+    raise MmvError(f"unknown source {options.source!r}: expected one of {', '.join(SOURCES)}", option="source")
 
 
 def check_names(names: list[str], options: FetchOptions) -> None:
     """Refuse, in one sentence naming all of them, names that are unknown, or not cached while offline."""
     artifacts = lookup_all(names)
     if options.revision is not None:
-        validate.revision(options.revision, "--revision")
+        validate.revision(options.revision, "the requested revision", option="revision")
     if offline():
         absent = [a.name for a in artifacts if not _cached(a, options.revision or a.revision)]
         if absent:
@@ -120,8 +120,8 @@ def export(path: Path, dest_root: Path, link: bool) -> Path:
             if not link and _same_files(path, dest):
                 return dest
             raise MmvError(
-                f"{dest} already exists and differs from the cached {path.name}; remove it or pick another --to "
-                "directory"
+                f"{dest} already exists and differs from the cached {path.name}; remove it or pick another directory",
+                option="to",
             )
         dest_root.mkdir(parents=True, exist_ok=True)
         if link:

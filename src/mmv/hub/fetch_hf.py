@@ -26,7 +26,7 @@ from mmv.hub.listing import Listing, select
 from mmv.hub.registry import Part
 from mmv.hub.transfer import RemoteFile
 
-MIRROR_HINT = "use a mirror with --endpoint URL or HF_ENDPOINT (e.g. https://hf-mirror.com), or --source modelscope"
+MIRROR_HINT = "use a mirror endpoint or HF_ENDPOINT (e.g. https://hf-mirror.com), or the modelscope source"
 COMMIT_LENGTH = (40, 40)  # the Hub names commits by their full git sha1
 
 
@@ -62,7 +62,10 @@ class HfSource:
         with self.errors(part.repo_id, part.repo_type, rev):
             info = self._json(f"{api}/revision/{quote(rev, safe='')}", {}, f"the repository info of {part.repo_id}")
             if not isinstance(info, dict):
-                raise MmvError(f"{describe}: the repository info is not a JSON object; is --endpoint a Hub server?")
+                raise MmvError(
+                    f"{describe}: the repository info is not a JSON object; is the endpoint a Hub server?",
+                    option="endpoint",
+                )
             commit = validate.commit(info.get("sha"), COMMIT_LENGTH, describe)
             tree = self._tree(f"{api}/tree/{commit}", part.repo_id, describe)
         entries = {entry["path"]: entry for entry in tree}
@@ -94,7 +97,9 @@ class HfSource:
             response = self._get(url, params, f"the file listing of {repo_id}")
             page = _json_of(response, describe)
             if not isinstance(page, list):
-                raise MmvError(f"{describe}: the file listing is not a JSON list; is --endpoint a Hub server?")
+                raise MmvError(
+                    f"{describe}: the file listing is not a JSON list; is the endpoint a Hub server?", option="endpoint"
+                )
             seen += len(page)
             if seen > LISTING_FILES:
                 raise MmvError(f"{describe} lists more than {LISTING_FILES} entries; refusing to download from it")
@@ -147,13 +152,15 @@ class HfSource:
         except GatedRepoError as exc:
             raise MmvError(
                 f"{where} is gated on {self.endpoint}: accept its terms on the website, then pass "
-                "--token or set HF_TOKEN"
+                "a token or set HF_TOKEN",
+                option="token",
             ) from exc
         except RepositoryNotFoundError as exc:
             if _status(exc) == 401:
                 raise MmvError(
                     f"{self.endpoint} refused {where} (401): it does not exist or needs a token; check the "
-                    "name, or pass --token / set HF_TOKEN"
+                    "name, or pass a token / set HF_TOKEN",
+                    option="token",
                 ) from exc
             raise MmvError(f"{where} was not found on {self.endpoint} (404)") from exc
         except RevisionNotFoundError as exc:
@@ -163,8 +170,9 @@ class HfSource:
         except HfHubHTTPError as exc:
             if _status(exc) == 401:
                 raise MmvError(
-                    f"{self.endpoint} rejected the token (401 Unauthorized) for {where}: check --token "
-                    "or HF_TOKEN, or leave the token out for public repositories"
+                    f"{self.endpoint} rejected the token (401 Unauthorized) for {where}: check the token "
+                    "or HF_TOKEN, or leave the token out for public repositories",
+                    option="token",
                 ) from exc
             message = validate.server_text(getattr(exc, "server_message", None))
             server = f": {message}" if message else ""
@@ -174,16 +182,19 @@ class HfSource:
         except http.TimeoutException as exc:
             raise MmvError(
                 f"{self.endpoint} {silent(exc, self.timeouts)} while listing {where}: check the network, "
-                f"or {MIRROR_HINT}"
+                f"or {MIRROR_HINT}",
+                option=("endpoint", "source"),
             ) from exc
         except http.TransportError as exc:
             raise MmvError(
-                f"cannot reach {self.endpoint} ({type(exc).__name__}): check the network, or {MIRROR_HINT}"
+                f"cannot reach {self.endpoint} ({type(exc).__name__}): check the network, or {MIRROR_HINT}",
+                option=("endpoint", "source"),
             ) from exc
         except http.RequestError as exc:
             raise MmvError(
                 f"{self.endpoint} sent an answer for {where} that cannot be read ({type(exc).__name__}); "
-                f"is --endpoint a Hub server? Or {MIRROR_HINT}"
+                f"is the endpoint a Hub server? Or {MIRROR_HINT}",
+                option=("endpoint", "source"),
             ) from exc
 
 
@@ -191,7 +202,9 @@ def _json_of(response: Any, describe: str) -> Any:
     try:
         return response.json()
     except (ValueError, RecursionError) as exc:
-        raise MmvError(f"{describe}: the server's answer is not JSON; is --endpoint a Hub server?") from exc
+        raise MmvError(
+            f"{describe}: the server's answer is not JSON; is the endpoint a Hub server?", option="endpoint"
+        ) from exc
 
 
 def _same_origin(url: str, endpoint: str) -> bool:

@@ -63,7 +63,9 @@ class ModelScopeSource:
 
     def list(self, part: Part, revision: str | None) -> Listing:
         if part.modelscope_repo_id is None:
-            raise MmvError(f"{part.repo_id} has no ModelScope mirror that mmv knows of; use --source hf")
+            raise MmvError(
+                f"{part.repo_id} has no ModelScope mirror that mmv knows of; use the hf source", option="source"
+            )
         repo = part.modelscope_repo_id
         rev = revision or DEFAULT_REVISION
         kind = "datasets" if part.repo_type == "dataset" else "models"
@@ -133,7 +135,8 @@ class ModelScopeSource:
             except (ValueError, RecursionError) as exc:
                 raise MmvError(
                     f"{self.endpoint} answered the file listing of {repo} with something that is not "
-                    "JSON; is --endpoint a ModelScope server?"
+                    "JSON; is the endpoint a ModelScope server?",
+                    option="endpoint",
                 ) from exc
         if not isinstance(body, dict):
             raise MmvError(f"{self.endpoint} answered the file listing of {repo} with JSON that is not an object")
@@ -155,7 +158,8 @@ class ModelScopeSource:
         if code in (401, 403):
             raise MmvError(
                 f"{self.endpoint} refused access to {repo} ({code}): pass a ModelScope access token "
-                "with --token or MODELSCOPE_API_TOKEN"
+                "or set MODELSCOPE_API_TOKEN",
+                option="token",
             )
         if code == 404 and file:
             raise MmvError(f"{file} was not found in ModelScope repository {repo} at revision {rev} (404)")
@@ -174,17 +178,20 @@ class ModelScopeSource:
         except http.TimeoutException as exc:
             raise MmvError(
                 f"{self.endpoint} {silent(exc, self.timeouts)} while listing {repo}: check the network, "
-                "or try --source hf (with --endpoint for a mirror)"
+                "or try the hf source (with a mirror endpoint)",
+                option=("source", "endpoint"),
             ) from exc
         except http.TransportError as exc:
             raise MmvError(
                 f"cannot reach {self.endpoint} ({type(exc).__name__}) to list {repo}: check the network, "
-                "or try --source hf (with --endpoint for a mirror)"
+                "or try the hf source (with a mirror endpoint)",
+                option=("source", "endpoint"),
             ) from exc
         except http.RequestError as exc:
             raise MmvError(
                 f"{self.endpoint} sent an answer for {repo} that cannot be read ({type(exc).__name__}); "
-                "is --endpoint a ModelScope server?"
+                "is the endpoint a ModelScope server?",
+                option="endpoint",
             ) from exc
 
 

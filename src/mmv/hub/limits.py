@@ -58,7 +58,8 @@ def read_small(response: Any, what: str) -> Any:
         if len(body) > LISTING_BYTES:
             raise MmvError(
                 f"{response.url.host} sent more than {human_size(LISTING_BYTES)} for {what}; "
-                "refusing it (is --endpoint the right server?)"
+                "refusing it (is the endpoint the right server?)",
+                option="endpoint",
             )
     # The body is already decoded: drop the headers that would make httpx decode or frame it a second time.
     kept = [

@@ -116,7 +116,8 @@ def _download(transfer: Transfer, remote: RemoteFile, part: Path) -> str | None:
             raise MmvError(
                 f"the server sent more than the {human_size(remote.size)} listed for {remote.path}; the download was "
                 "discarded and nothing was cached (the listing and the file disagree: try again later, or "
-                "another --endpoint / --source)"
+                "another endpoint or source)",
+                option=("endpoint", "source"),
             ) from exc
         except (http.TransportError, _ShortRead) as exc:
             if _size(part) > done:

@@ -100,11 +100,13 @@ def commit(value: Any, lengths: tuple[int, int], describe: str) -> str:
     return value.lower()
 
 
-def revision(value: str, where: str) -> str:
-    """A branch, tag or commit typed by the user: letters, digits and . _ / + - (no '..', no leading symbol)."""
+def revision(value: str, where: str, option: str | None = None) -> str:
+    """A branch, tag or commit typed by the user: letters, digits and . _ / + - (no '..', no leading symbol);
+    `option` is the setting it came from, if any (see mmv.errors)."""
     if not _REVISION.match(value) or ".." in value or "//" in value or value.endswith(("/", ".lock")):
         raise MmvError(
             f"invalid revision {shown(value)} in {where}: expected a branch, tag or commit such as main, v1.0, "
-            "refs/pr/1 or a commit id"
+            "refs/pr/1 or a commit id",
+            option=option,
         )
     return value

@@ -62,7 +62,7 @@ class MiniMindVLM(MiniMindLM):
         """Processor output for N images -> the encoder's patch tokens [N, patches, width]: what the projector reads
         (mmv.model.encoders says which outputs those are for each family)."""
         if self.vision_encoder is None:
-            raise MmvError("this model has no vision encoder attached; pass --vision DIR")
+            raise MmvError("this model has no vision encoder attached", option="vision")
         trainable = any(p.requires_grad for p in self.vision_encoder.parameters())
         with torch.set_grad_enabled(trainable and torch.is_grad_enabled()):
             return patch_features(self.vision_encoder, pixel_inputs)

@@ -41,8 +41,9 @@ def quantize_model(model: MiniMindLM, scheme: str = "int8", *, vision: bool = Tr
     embedding = model.model.embed_tokens.weight
     if embedding.device.type != "cpu" or embedding.dtype != torch.float32:
         raise MmvError(
-            f"--quantize {scheme} runs on CPU in float32; this model is {embedding.dtype} on {embedding.device} "
-            "(use --device cpu --dtype float32)"
+            f"quantizing to {scheme} runs on CPU in float32; this model is {embedding.dtype} on {embedding.device} "
+            "(load it on the cpu device in float32)",
+            option=("quantize", "device", "dtype"),
         )
     if is_quantized(model):
         raise MmvError("this model is quantized already")

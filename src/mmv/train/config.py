@@ -68,35 +68,43 @@ class TrainConfig:
         if self.stage not in STAGE_DEFAULTS:
             raise MmvError(f"unknown stage {self.stage!r}; expected pretrain or sft")
         if self.freeze not in FREEZE_MODES:
-            raise MmvError(f"unknown --freeze {self.freeze!r}; expected one of {', '.join(FREEZE_MODES)}")
+            raise MmvError(
+                f"unknown freeze mode {self.freeze!r}; expected one of {', '.join(FREEZE_MODES)}", option="freeze"
+            )
         check_dtype(self.dtype)
         check_device(self.device)
         positive = {
             "epochs": self.epochs,
-            "batch-size": self.batch_size,
+            "batch_size": self.batch_size,
             "accum": self.accum,
-            "max-seq-len": self.max_seq_len,
-            "save-every": self.save_every,
+            "max_seq_len": self.max_seq_len,
+            "save_every": self.save_every,
             "keep": self.keep,
-            "log-every": self.log_every,
+            "log_every": self.log_every,
         }
         for name, value in positive.items():
             if value < 1:
-                raise MmvError(f"--{name} must be at least 1, got {value}")
+                raise MmvError(f"{name.replace('_', ' ')} must be at least 1, got {value}", option=name)
         if self.projector is not None and self.projector not in PROJECTORS:
-            raise MmvError(f"unknown --projector {self.projector!r}; expected one of {', '.join(PROJECTORS)}")
+            raise MmvError(
+                f"unknown projector {self.projector!r}; expected one of {', '.join(PROJECTORS)}", option="projector"
+            )
         for name in ("max_steps", "experts_per_token", "merge", "tiles"):
             value = getattr(self, name)
             if value is not None and value < 1:
-                raise MmvError(f"--{name.replace('_', '-')} must be at least 1, got {value}")
+                raise MmvError(f"{name.replace('_', ' ')} must be at least 1, got {value}", option=name)
         if self.lr <= 0 or self.warmup < 0:
-            raise MmvError("--lr must be positive and --warmup non-negative")
+            raise MmvError("the learning rate must be positive and the warmup non-negative", option=("lr", "warmup"))
         if self.cache_dtype not in CACHE_DTYPES:
-            raise MmvError(f"unknown --cache-dtype {self.cache_dtype!r}; expected one of {', '.join(CACHE_DTYPES)}")
+            raise MmvError(
+                f"unknown cache dtype {self.cache_dtype!r}; expected one of {', '.join(CACHE_DTYPES)}",
+                option="cache_dtype",
+            )
         if self.train_vision and self.uses_feature_cache:
             raise MmvError(
-                "--train-vision trains the encoder, so its features cannot come from a feature cache; "
-                "train with one or the other"
+                "training the vision encoder changes its features, so they cannot come from a feature cache; "
+                "train with one or the other",
+                option=("train_vision", "cache_features", "feature_cache"),
             )
         self.check_adapter_values()
 
@@ -106,11 +114,11 @@ class TrainConfig:
 
     def check_adapter_values(self) -> None:
         if self.lora is not None and self.lora < 1:
-            raise MmvError(f"--lora (the adapter rank) must be at least 1, got {self.lora}")
+            raise MmvError(f"the LoRA adapter rank must be at least 1, got {self.lora}", option="lora")
         if self.lora_alpha is not None and self.lora_alpha <= 0:
-            raise MmvError(f"--lora-alpha must be positive, got {self.lora_alpha}")
+            raise MmvError(f"the LoRA alpha must be positive, got {self.lora_alpha}", option="lora_alpha")
         if not 0 <= self.lora_dropout < 1:
-            raise MmvError(f"--lora-dropout must be in [0, 1), got {self.lora_dropout}")
+            raise MmvError(f"the LoRA dropout must be in [0, 1), got {self.lora_dropout}", option="lora_dropout")
         parse_targets(self.lora_targets)
 
     def to_dict(self) -> dict[str, Any]:

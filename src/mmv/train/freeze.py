@@ -37,7 +37,7 @@ def apply_freeze(model: MiniMindVLM, mode: str, train_vision: bool, adapters: bo
 
     With `adapters` (a --lora run) the adapters and the projector train and `mode` does not apply."""
     if train_vision and model.vision_encoder is None:
-        raise MmvError("--train-vision needs a vision encoder (--vision DIR)")
+        raise MmvError("training the vision encoder needs one", option=("train_vision", "vision"))
     prefixes = trainable_prefixes("projector" if adapters else mode, model.config.num_hidden_layers, train_vision)
     names = []
     for name, param in model.named_parameters():

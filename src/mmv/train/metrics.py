@@ -76,7 +76,9 @@ def check_extras(wandb: bool, tensorboard: bool) -> None:
 
     for wanted, module in ((wandb, "wandb"), (tensorboard, "tensorboard")):
         if wanted and importlib.util.find_spec(module) is None:
-            raise MmvError(f"--{module} needs the {module} package: pip install 'mmv[{module}]'")
+            raise MmvError(
+                f"logging to {module} needs the {module} package: pip install 'mmv[{module}]'", option=module
+            )
 
 
 class Sinks:

@@ -74,12 +74,12 @@ class RunPlan:
 def absolute_data(files: list[str]) -> list[str]:
     """Absolute paths (globs kept as patterns), so a run directory does not depend on the working directory."""
     if not files:
-        raise MmvError("no --data given: expected one or more parquet files or glob patterns")
+        raise MmvError("no training data given: expected one or more parquet files or glob patterns", option="data")
     out = []
     for item in files:
         path = Path(item).expanduser()
         if not glob.has_magic(item) and not path.is_file():
-            raise MmvError(f"--data {item} does not exist")
+            raise MmvError(f"the training data {item} does not exist", option="data")
         out.append(str(path.absolute()))
     return out
 
@@ -88,7 +88,9 @@ def check_fresh(req: RunRequest) -> list[str]:
     """A new run may start over a directory whose earlier start saved nothing yet, never over saved work."""
     refuse_foreign(req.out)
     if checkpoint_paths(req.out) or list(req.out.glob("*_vlm_*.pth")) or (req.out / ADAPTER_DIR).is_dir():
-        raise MmvError(f"{req.out} already holds a run; pass --resume to continue it or choose another --out")
+        raise MmvError(
+            f"{req.out} already holds a run; resume it or choose another output folder", option=("resume", "out")
+        )
     check_extras(req.cfg.wandb, req.cfg.tensorboard)
     check_adapter_options(req.cfg, req.given)
     return absolute_data(req.data)
@@ -127,20 +129,25 @@ def resume_settings(req: RunRequest, stage: str) -> tuple[TrainConfig, dict[str,
     cfg, spec = saved_settings(req.out, saved)
     for key, value in req.given.items():
         if key not in RESUME_MUTABLE and key != "init" and value != getattr(cfg, key):
-            mutable = ", ".join(f"--{k.replace('_', '-')}" for k in RESUME_MUTABLE)
+            mutable = ", ".join(k.replace("_", " ") for k in RESUME_MUTABLE)
             raise MmvError(
-                f"--{key.replace('_', '-')} {value} differs from the run's {getattr(cfg, key)}: a resumed "
-                f"run keeps its settings (only {mutable} may change)"
+                f"the {key.replace('_', ' ')} setting {value} differs from the run's {getattr(cfg, key)}: a resumed "
+                f"run keeps its settings (only {mutable} may change)",
+                option=key,
             )
     cfg = dataclasses.replace(cfg, **{k: v for k, v in req.given.items() if k in RESUME_MUTABLE})
     check_extras(cfg.wandb, cfg.tensorboard)
     spec = {**spec, "num_workers": cfg.num_workers}
     if req.data and absolute_data(req.data) != spec["files"]:
-        raise MmvError(f"--data differs from the files the run in {req.out} trains on; leave --data out to resume")
+        raise MmvError(
+            f"the training data differs from the files the run in {req.out} trains on; leave it out to resume",
+            option="data",
+        )
     if not checkpoint_paths(req.out):
         raise MmvError(
-            f"{req.out} has no resume checkpoint yet (checkpoints/step-N.pt); start it again without "
-            "--resume into a new --out"
+            f"{req.out} has no resume checkpoint yet (checkpoints/step-N.pt); start it again, without resuming, "
+            "into a new output folder",
+            option=("resume", "out"),
         )
     return cfg, spec, saved
 

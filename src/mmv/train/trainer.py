@@ -224,9 +224,10 @@ class Trainer:
             return Progress(total_samples=total, world_size=self.ctx.world_size)
         if set(resume.model) != set(self.names):
             raise MmvError(
-                f"the resume checkpoint trains {len(resume.model)} tensors but --freeze {self.cfg.freeze}"
-                f"{' --train-vision' if self.cfg.train_vision else ''} trains {len(self.names)}; "
-                "resume with the run's own settings"
+                f"the resume checkpoint trains {len(resume.model)} tensors but the freeze mode {self.cfg.freeze}"
+                f"{' with the vision encoder' if self.cfg.train_vision else ''} trains {len(self.names)}; "
+                "resume with the run's own settings",
+                option=("freeze", "train_vision"),
             )
         named = dict(self.model.named_parameters())
         with torch.no_grad():
@@ -362,7 +363,8 @@ class Trainer:
         )
         return MmvError(
             f"{what} at step {self.progress.step + 1}, so training stopped; {kept}. "
-            "Try a lower --lr, more --warmup, or --dtype bfloat16/float32"
+            "Try a lower learning rate, more warmup, or the dtype bfloat16/float32",
+            option=("lr", "warmup", "dtype"),
         )
 
     # --- the loop ------------------------------------------------------------------------------------------------
