@@ -61,6 +61,10 @@ def test_list_shows_every_name_and_what_is_cached(cli, fake_hub):
         "dataset",
         "dataset-pretrain",
         "dataset-sft",
+        "clip-vit-base-patch16",
+        "dinov2-small",
+        "dinov2-base",
+        "siglip2-base-patch16-naflex",
     } == set(rows)
     assert rows["siglip2-p32-256"]["aliases"] == ["siglip2"]
     assert rows["dataset-sft"]["cached"] == str(cache.find("dataset-sft"))

@@ -260,12 +260,14 @@ def _train(
             raise
         raise SystemExit(2) from None  # every rank meets the same error; rank 0 reports it
     except Interrupted as exc:
+        ignore_further_ctrl_c()  # every file is written: one more Ctrl-C must not turn exit 130 into a signal death
         if rank == 0:
             how = "interrupted again while saving: stopped once it was written" if exc.held else "interrupted"
             say(f"{how}: resume checkpoint {exc.result.checkpoint}; continue with `mmv {stage} --out {out} --resume`")
             emit_json(exc.summary)
         raise SystemExit(130) from None
     except KeyboardInterrupt:
+        ignore_further_ctrl_c()
         if rank == 0:
             say(f"interrupted: stopped at once{last_checkpoint(request.out, stage)}")
         raise SystemExit(130) from None
@@ -284,6 +286,12 @@ def _train(
         sys.stdout.flush()
         sys.stderr.flush()
         os._exit(0)
+
+
+def ignore_further_ctrl_c() -> None:
+    import signal
+
+    signal.signal(signal.SIGINT, signal.SIG_IGN)
 
 
 def last_checkpoint(run_dir: Path, stage: str) -> str:
