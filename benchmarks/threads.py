@@ -3,8 +3,10 @@
 Each measurement runs in a fresh process (OpenMP reads its wait policy when torch loads): a preset with random
 weights, batch 1, text only, greedy, `--new-tokens` tokens after a 32-token prompt, best of `--repeats`. Settings:
 - `torch`: torch's own default (one thread per core, OpenMP's default spin-wait): what mmv did before `--threads`.
-- `1`, `2`, ...: that many threads, with mmv's OpenMP wait policy (mmv.threads.prepare_openmp).
-- `mmv`: mmv's default choice (mmv.threads.default_threads), as `mmv chat` makes it.
+- `1`, `2`, ...: that many threads.
+- `mmv`: mmv's default choice (mmv.threads.default_threads, from the idle cores and the model's size), as `mmv chat`
+  makes it after loading.
+`GOMP_SPINCOUNT=N python benchmarks/threads.py ...` measures another OpenMP spin-wait (passed to every measurement).
 "Loaded" runs `--busy N` processes spinning in pure Python beside each measurement. Usage:
 python benchmarks/threads.py [--presets tiny minimind-3v] [--settings torch 1 2 mmv] [--busy 1] [--new-tokens 128]
 """
@@ -23,27 +25,23 @@ SPIN = "while True: pass"
 
 
 def worker(preset_name: str, setting: str, new_tokens: int, repeats: int) -> dict:
-    """One measurement in this (fresh) process; the OpenMP policy is set before torch loads."""
-    if setting != "torch":
-        from mmv.threads import prepare_openmp
-
-        prepare_openmp()
+    """One measurement in this (fresh) process."""
     import torch
 
     from mmv.config import preset
     from mmv.generate import generate
     from mmv.model.vlm import MiniMindVLM
     from mmv.sampling import SamplingConfig
-    from mmv.threads import set_threads
+    from mmv.threads import model_weights, set_threads
 
+    torch.manual_seed(0)
+    model = MiniMindVLM(preset(preset_name)).eval()
     if setting == "mmv":
-        threads = set_threads(None)
+        threads = set_threads(None, weights=model_weights(model))
     elif setting != "torch":
         threads = set_threads(int(setting))
     else:
         threads = torch.get_num_threads()
-    torch.manual_seed(0)
-    model = MiniMindVLM(preset(preset_name)).eval()
     prompt = [list(range(100, 132))]
     sampling = SamplingConfig(max_new_tokens=new_tokens, temperature=0.0)
     rates = []
@@ -59,7 +57,7 @@ def measure(preset_name: str, setting: str, args: argparse.Namespace, busy: int)
     spinners = [subprocess.Popen([sys.executable, "-c", SPIN]) for _ in range(busy)]
     try:
         time.sleep(0.5 if busy else 0)  # the spinners are running before the thread count is chosen
-        env = {k: v for k, v in os.environ.items() if k not in ("GOMP_SPINCOUNT", "OMP_NUM_THREADS", "MMV_THREADS")}
+        env = {k: v for k, v in os.environ.items() if k not in ("OMP_NUM_THREADS", "MMV_THREADS")}
         command = [sys.executable, __file__, "--worker", preset_name, setting]
         command += ["--new-tokens", str(args.new_tokens), "--repeats", str(args.repeats)]
         out = subprocess.run(command, env=env, capture_output=True, text=True, check=True).stdout

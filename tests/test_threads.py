@@ -77,27 +77,6 @@ def test_model_weights_counts_int8_layers_too():
     assert model_weights(quantize_model(model, vision=False)) == before
 
 
-PROBE = """import os, sys
-import mmv.cli.app as app
-sys.argv = ["mmv", "--version"]
-try:
-    app.main()
-except SystemExit:
-    pass
-print(os.environ["GOMP_SPINCOUNT"])
-"""
-
-
-def test_openmp_waits_briefly_unless_the_user_chose():
-    probe = PROBE
-    env = {k: v for k, v in os.environ.items() if k != "GOMP_SPINCOUNT"}
-    out = subprocess.run([sys.executable, "-c", probe], env=env, capture_output=True, text=True, check=True).stdout
-    assert out.split()[-1] == "10000"
-    env["GOMP_SPINCOUNT"] = "77"
-    out = subprocess.run([sys.executable, "-c", probe], env=env, capture_output=True, text=True, check=True).stdout
-    assert out.split()[-1] == "77"
-
-
 MODEL = ["--model", str(REFERENCE / "p32" / "model.pth"), "--tokenizer", str(TOKENIZER_DIR)]
 
 

@@ -2,11 +2,12 @@
 cannot push off a cliff.
 
 Torch's own default (one thread per core) falls apart when another process is busy: its OpenMP threads spin at every
-barrier waiting for a thread that the OS has descheduled, and a 2-core machine with one other busy process decoded
-~10 tokens/s instead of thousands for the demo model. Two things avoid that: OpenMP threads that sleep instead of
-spinning once they have waited a little (set before torch loads), and no more threads than there are idle cores.
-A model too small to split (the demo's) decodes fastest on one thread even on an idle machine: each product is a
-few microseconds, less than waking a second thread costs. benchmarks/threads.py measures all of this.
+barrier waiting for a thread that the OS has descheduled (on 2 cores beside one busy process, minimind-3v decoded
+14 tokens/s on 2 threads against 41 on one; benchmarks/threads.py). So the default is the cores no other process
+keeps busy, sampled at start. A model too small to split (the demo's) runs on one thread even on an idle machine:
+each product is a few microseconds, about what waking a second thread costs, and a busy neighbour makes two
+threads three times slower. OpenMP's spin-wait is left as it is: a short one (GOMP_SPINCOUNT=10000) avoided part of
+the cliff but cost 25-30% of the idle 2-thread speed, and the idle-core count already keeps mmv off the cliff.
 """
 
 from __future__ import annotations
@@ -18,18 +19,10 @@ from typing import Any
 from mmv.errors import MmvError
 
 ENV = "MMV_THREADS"
-# GNU OpenMP spins this many iterations at a barrier before sleeping (its default is 300,000, about 0.1-0.3 s:
-# long enough that a thread waiting for a descheduled one burns its whole time slice).
-SPIN_COUNT = "10000"
 SAMPLE_S = 0.05  # how long the idle cores are sampled for
 # Below this many language-model weights, inference runs on one thread (see the module docstring)
 SMALL_MODEL_WEIGHTS = 20_000_000
 _torch_default: list[int] = []  # torch's own thread count (its physical cores), read before mmv first changes it
-
-
-def prepare_openmp() -> None:
-    """Short OpenMP spins, set before torch (and its OpenMP runtime) loads; a value the user set is kept."""
-    os.environ.setdefault("GOMP_SPINCOUNT", SPIN_COUNT)
 
 
 def usable_cores() -> int:

@@ -11,7 +11,6 @@ from typer.core import TyperGroup
 from mmv import __version__
 from mmv.cli import cache, chat, convert, data, demo, download, eval, serve, train
 from mmv.cli.common import fail, options
-from mmv.threads import prepare_openmp
 
 try:  # typer vendors click from 0.2x on; before that it used click itself
     from typer._click import exceptions as click_errors
@@ -94,7 +93,6 @@ def _lift_global_flags(argv: list[str]) -> list[str]:
 
 
 def main() -> None:
-    prepare_openmp()  # before anything loads torch and its OpenMP runtime
     args = _lift_global_flags(sys.argv[1:])
     app(args=args, prog_name="mmv")
 
