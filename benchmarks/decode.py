@@ -292,13 +292,13 @@ def int8_summary(runs: dict, ceilings: dict, weight_bytes: dict, base: str) -> d
 
 def chat_session_memory(model: MiniMindVLM, args: argparse.Namespace) -> dict:
     """Peak RSS of a chat session per precision, each in a fresh process loading the saved model."""
-    from mmv.synth.encoder import PREPROCESSOR
+    from mmv.synth.encoder import PREPROCESSORS
 
     with tempfile.TemporaryDirectory(prefix="mmv-decode-") as tmp:
         folder = Path(tmp)
         torch.save(model.checkpoint_state_dict(), folder / "model.pth")
         model.vision_encoder.save_pretrained(str(folder / "vision"), safe_serialization=True)
-        (folder / "vision" / "preprocessor_config.json").write_text(json.dumps(PREPROCESSOR))
+        (folder / "vision" / "preprocessor_config.json").write_text(json.dumps(PREPROCESSORS["siglip"]))
         results = {}
         for name, quantize in (("float32", None), ("int8", args.quantize)):
             command = [sys.executable, __file__, "--memory-child", str(folder), "--tokenizer", str(args.tokenizer)]

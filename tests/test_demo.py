@@ -6,6 +6,7 @@ import json
 import subprocess
 import sys
 
+import pytest
 from PIL import Image
 
 from mmv.demo import DemoConfig, run_demo
@@ -14,6 +15,7 @@ from mmv.demo import DemoConfig, run_demo
 CHANCE = (1 / 6 + 1 / 3 + 1 / 4) / 3
 
 
+@pytest.mark.slow
 def test_short_demo_learns_clearly_above_chance(tmp_path):
     """712 steps instead of 3000 (about 85 s): colour is learnt (here 100%), shape and count have only begun.
     Seed 4 of the same run reaches 44% (colour 68%); the bounds leave that much room for other CPUs' arithmetic."""
@@ -56,6 +58,7 @@ def test_short_demo_learns_clearly_above_chance(tmp_path):
     assert any(line.startswith(f"ask more:   {ask}") for line in result.stderr.splitlines()), result.stderr
 
 
+@pytest.mark.slow
 def test_same_seed_same_model_and_answers(tmp_path):
     """Bit-identical weights and answers from two runs (the data's own determinism is tested in tests/synth)."""
     config = DemoConfig(seed=5, minutes=0.03, n=48, eval_n=6)
