@@ -9,9 +9,8 @@ from typing import Any
 
 import typer
 
-from mmv.cli.common import MODEL_FLAGS, THREADS_HELP, console, emit_json, handle_errors, options, show_notes
-from mmv.device import DEVICE_HELP, DTYPE_HELP
-from mmv.quant import QUANTIZE_HELP
+from mmv.cli import model_options as shared
+from mmv.cli.common import MODEL_FLAGS, console, emit_json, handle_errors, options, show_notes
 
 
 @handle_errors(flags={**MODEL_FLAGS, "frames": "--frames N"})
@@ -28,8 +27,8 @@ def chat(
         help="A .pth/.safetensors file, a transformers folder, a run "
         "directory or a downloaded name (e.g. minimind-3v).",
     ),
-    vision: Path = typer.Option(None, help="Vision encoder folder (default: beside the model, then the cache)."),
-    tokenizer: Path = typer.Option(None, help="Tokenizer folder (default: beside the model, then the cache)."),
+    vision: Path = shared.VISION,
+    tokenizer: Path = shared.TOKENIZER,
     prompt: str = typer.Option(
         None, "--prompt", "-p", help="Ask once and exit; without it, start a REPL (or answer stdin one line at a time)."
     ),
@@ -41,22 +40,14 @@ def chat(
     repetition_penalty: float = typer.Option(1.0, min=0.01, help="Sign-aware penalty on tokens already seen."),
     seed: int = typer.Option(None, help="Seed for sampling (reproducible replies)."),
     think: bool = typer.Option(False, "--think", help="Open the <think> block instead of skipping it."),
-    device: str = typer.Option("auto", help=DEVICE_HELP),
-    dtype: str = typer.Option("auto", help=DTYPE_HELP),
-    experts_per_token: int = typer.Option(
-        None, min=1, metavar="K", help="Experts each token of a MoE model routes to (a bare .pth does not record it)."
-    ),
-    quantize: str = typer.Option(None, metavar="int8", help=QUANTIZE_HELP),
-    threads: int = typer.Option(None, "--threads", min=1, metavar="N", help=THREADS_HELP),
-    adapter: Path = typer.Option(
-        None, metavar="DIR", help="Apply this LoRA / DoRA adapter to --model (a LoRA run directory applies its own)."
-    ),
-    attention_heads: int = typer.Option(
-        None, min=1, metavar="N", help="Attention heads of a MiniMind2-V .pth (its tensors do not tell; default 8)."
-    ),
-    tiles: int = typer.Option(
-        None, metavar="N", help="Cut each image into up to N tiles plus a global view (default: as the run records)."
-    ),
+    device: str = shared.DEVICE,
+    dtype: str = shared.DTYPE,
+    experts_per_token: int = shared.EXPERTS_PER_TOKEN,
+    quantize: str = shared.QUANTIZE,
+    threads: int = shared.THREADS,
+    adapter: Path = shared.ADAPTER,
+    attention_heads: int = shared.ATTENTION_HEADS,
+    tiles: int = shared.TILES,
     frames: int = typer.Option(8, metavar="N", help="Frames sampled uniformly in time from each video."),
 ) -> None:
     """Talk about one or more images with a MiniMind-V model."""

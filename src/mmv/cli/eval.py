@@ -6,9 +6,8 @@ from pathlib import Path
 
 import typer
 
-from mmv.cli.common import MODEL_FLAGS, THREADS_HELP, console, emit_json, handle_errors, show_notes
-from mmv.device import DEVICE_HELP, DTYPE_HELP
-from mmv.quant import QUANTIZE_HELP
+from mmv.cli import model_options as shared
+from mmv.cli.common import MODEL_FLAGS, console, emit_json, handle_errors, show_notes
 
 
 @handle_errors(flags={**MODEL_FLAGS, "out": "--out"})
@@ -30,25 +29,17 @@ def eval_command(
     max_new_tokens: int = typer.Option(64, min=1, help="Answers are cut at this many tokens."),
     limit: int = typer.Option(None, min=1, help="Evaluate only the first N usable rows."),
     out: Path = typer.Option(None, "--out", help="Per-sample results as JSON lines."),
-    vision: Path = typer.Option(None, help="Vision encoder folder (default: beside the model, then the cache)."),
-    tokenizer: Path = typer.Option(None, help="Tokenizer folder (default: beside the model, then the cache)."),
+    vision: Path = shared.VISION,
+    tokenizer: Path = shared.TOKENIZER,
     think: bool = typer.Option(False, "--think", help="Open the <think> block in the generation prompt."),
-    device: str = typer.Option("auto", help=DEVICE_HELP),
-    dtype: str = typer.Option("auto", help=DTYPE_HELP),
-    experts_per_token: int = typer.Option(
-        None, min=1, metavar="K", help="Experts each token of a MoE model routes to (a bare .pth does not record it)."
-    ),
-    quantize: str = typer.Option(None, metavar="int8", help=QUANTIZE_HELP),
-    threads: int = typer.Option(None, "--threads", min=1, metavar="N", help=THREADS_HELP),
-    adapter: Path = typer.Option(
-        None, metavar="DIR", help="Apply this LoRA / DoRA adapter to --model (a LoRA run directory applies its own)."
-    ),
-    attention_heads: int = typer.Option(
-        None, min=1, metavar="N", help="Attention heads of a MiniMind2-V .pth (its tensors do not tell; default 8)."
-    ),
-    tiles: int = typer.Option(
-        None, metavar="N", help="Cut each image into up to N tiles plus a global view (default: as the run records)."
-    ),
+    device: str = shared.DEVICE,
+    dtype: str = shared.DTYPE,
+    experts_per_token: int = shared.EXPERTS_PER_TOKEN,
+    quantize: str = shared.QUANTIZE,
+    threads: int = shared.THREADS,
+    adapter: Path = shared.ADAPTER,
+    attention_heads: int = shared.ATTENTION_HEADS,
+    tiles: int = shared.TILES,
 ) -> None:
     """Accuracy, answer loss and perplexity, and throughput of a model on held-out conversations."""
     from mmv.device import check_device, check_dtype

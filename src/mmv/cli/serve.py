@@ -7,9 +7,8 @@ from pathlib import Path
 
 import typer
 
-from mmv.cli.common import MODEL_FLAGS, THREADS_HELP, console, emit_json, handle_errors, show_notes
-from mmv.device import DEVICE_HELP, DTYPE_HELP
-from mmv.quant import QUANTIZE_HELP
+from mmv.cli import model_options as shared
+from mmv.cli.common import MODEL_FLAGS, console, emit_json, handle_errors, show_notes
 
 EXTRA_HINT = "mmv serve needs the serve extra: pip install 'mmv[serve]'"
 SHUTDOWN_GRACE_S = 3.0  # running requests get this long to finish after SIGTERM / Ctrl-C
@@ -20,8 +19,8 @@ def serve(
     model: str = typer.Option(
         ..., "--model", "-m", help="A .pth/.safetensors file, a transformers folder, a run directory or a cached name."
     ),
-    vision: Path = typer.Option(None, help="Vision encoder folder (default: beside the model, then the cache)."),
-    tokenizer: Path = typer.Option(None, help="Tokenizer folder (default: beside the model, then the cache)."),
+    vision: Path = shared.VISION,
+    tokenizer: Path = shared.TOKENIZER,
     host: str = typer.Option("127.0.0.1", help="Address to listen on (loopback by default)."),
     port: int = typer.Option(8000, min=0, max=65535, help="Port to listen on (0 = any free port)."),
     api_key: str = typer.Option(None, help="Require `Authorization: Bearer KEY` on /v1/*."),
@@ -32,16 +31,12 @@ def serve(
     allow_image_urls: bool = typer.Option(
         False, "--allow-image-urls", help="Fetch http(s) image URLs (off: only data: URIs are read)."
     ),
-    device: str = typer.Option("auto", help=DEVICE_HELP),
-    dtype: str = typer.Option("auto", help=DTYPE_HELP),
-    experts_per_token: int = typer.Option(
-        None, min=1, metavar="K", help="Experts each token of a MoE model routes to (a bare .pth does not record it)."
-    ),
-    quantize: str = typer.Option(None, metavar="int8", help=QUANTIZE_HELP),
-    threads: int = typer.Option(None, "--threads", min=1, metavar="N", help=THREADS_HELP),
-    tiles: int = typer.Option(
-        None, metavar="N", help="Cut each image into up to N tiles plus a global view (default: as the run records)."
-    ),
+    device: str = shared.DEVICE,
+    dtype: str = shared.DTYPE,
+    experts_per_token: int = shared.EXPERTS_PER_TOKEN,
+    quantize: str = shared.QUANTIZE,
+    threads: int = shared.THREADS,
+    tiles: int = shared.TILES,
 ) -> None:
     """Serve a model over the OpenAI chat API (/v1/chat/completions) and a web chat page (/)."""
     from mmv.errors import MmvError
