@@ -63,3 +63,26 @@ def test_install_is_atomic_replace_and_remove(home):
     assert cache.find("llm") is None and cache.entries() == []
     with pytest.raises(MmvError, match="not in the cache"):
         cache.remove("llm")
+
+
+def test_an_install_killed_between_its_renames_keeps_the_old_copy_findable(home, monkeypatch, capsys):
+    """Where the OS cannot exchange two folders, the old copy is moved aside first: a crash then leaves the name
+    missing. The next lookup puts the old copy back (and says so); the next install replaces it as usual."""
+    from tests.faults import Crash, crash_at_rename, gone
+
+    staged = cache.staging_dir("llm")
+    staged.mkdir(parents=True)
+    (staged / "llm_768.pth").write_bytes(b"old")
+    final = cache.install("llm", staged, {"name": "llm"})
+    staged.mkdir(parents=True)
+    (staged / "llm_768.pth").write_bytes(b"new")
+    # renames: the manifest (1), the old copy aside (2), the new one in (3): killed before the third
+    with pytest.raises(Crash), crash_at_rename(monkeypatch, 3, exchange=False):
+        cache.install("llm", staged, {"name": "llm"})
+    assert not final.exists()  # the crash window itself
+    gone(monkeypatch)
+    assert cache.find("llm") == final and (final / "llm_768.pth").read_bytes() == b"old"
+    assert "put back" in capsys.readouterr().err
+    cache.install("llm", staged, {"name": "llm"})
+    assert (final / "llm_768.pth").read_bytes() == b"new"
+    assert sorted(p.name for p in home.iterdir()) == [".staging", "llm"]

@@ -32,8 +32,9 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
+from mmv.console import say
 from mmv.errors import MmvError
-from mmv.fsio import atomic_write_text, replace_dir
+from mmv.fsio import atomic_write_text, recover, replace_dir
 from mmv.hub.registry import canonical, check_spec, is_spec
 from mmv.hub.validate import MANIFEST
 
@@ -68,8 +69,12 @@ def path_of(name: str) -> Path:
 
 
 def find(name: str) -> Path | None:
-    """The cached directory of `name` when it is complete, else None."""
+    """The cached directory of `name` when it is complete, else None. A copy that an interrupted replace (where
+    the OS cannot exchange two folders) left moved aside is put back first, and said so."""
     path = path_of(name)
+    if not path.is_dir() and path.parent.is_dir():
+        for line in recover(path).lines(path.parent):
+            say(line)
     return path if path.is_dir() else None
 
 
@@ -153,6 +158,7 @@ def install(name: str, staged: Path, manifest: dict[str, Any]) -> Path:
     write_manifest(staged, manifest)
     final = path_of(name)
     final.parent.mkdir(parents=True, exist_ok=True)
+    recover(final)  # what an interrupted earlier install left beside it
     replace_dir(staged, final)
     return final
 
