@@ -90,4 +90,5 @@ def test_a_second_training_into_a_running_one_is_refused(tmp_path):
         first.communicate()
     assert holder(run_dir) is None
     resumed = run_cli([*args, "--resume", "--max-steps", "1"])  # kill -9 left no stale lock: refused only for
-    assert resumed.exit_code == 2 and "--max-steps 1 differs" in resumed.stderr  # the changed setting
+    assert resumed.exit_code == 2 and "max steps setting 1 differs" in resumed.stderr  # the changed setting
+    assert "(option: --max-steps)" in resumed.stderr
