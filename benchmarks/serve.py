@@ -30,8 +30,8 @@ import torch
 SHARED = Path(__file__).resolve().parents[1].parent / "shared"
 
 
-def build_run_dir(folder: Path, tokenizer: Path) -> Path:
-    """A run directory `mmv serve --model` loads: config.json, model.pth, vision/ (random weights throughout)."""
+def build_model_folder(folder: Path) -> Path:
+    """minimind-3v.pth and vision/ with random weights, for `mmv serve --model minimind-3v.pth --vision vision`."""
     import shutil
 
     from transformers import SiglipVisionConfig, SiglipVisionModel
@@ -55,10 +55,8 @@ def build_run_dir(folder: Path, tokenizer: Path) -> Path:
     config = preset("minimind-3v")
     model = MiniMindVLM(config)
     model.init_fresh_weights()
-    torch.save(model.checkpoint_state_dict(), folder / "model.pth")
-    run_config = {"weights": "model.pth", "model": config.to_dict(), "tokenizer_dir": str(tokenizer)}
-    (folder / "config.json").write_text(json.dumps(run_config))
-    return folder
+    torch.save(model.checkpoint_state_dict(), folder / "minimind-3v.pth")  # served as "minimind-3v"
+    return folder / "minimind-3v.pth"
 
 
 def photo_uris(count: int) -> list[str]:
@@ -78,7 +76,7 @@ def photo_uris(count: int) -> list[str]:
     return uris
 
 
-def start(model: Path, max_batch: int) -> tuple[subprocess.Popen, str]:
+def start(model: Path, tokenizer: Path, max_batch: int) -> tuple[subprocess.Popen, str]:
     command = [
         sys.executable,
         "-m",
@@ -86,6 +84,10 @@ def start(model: Path, max_batch: int) -> tuple[subprocess.Popen, str]:
         "serve",
         "--model",
         str(model),
+        "--vision",
+        str(model.parent / "vision"),
+        "--tokenizer",
+        str(tokenizer),
         "--port",
         "0",
         "--max-batch",
@@ -96,12 +98,14 @@ def start(model: Path, max_batch: int) -> tuple[subprocess.Popen, str]:
         "float32",
     ]
     process = subprocess.Popen(command, stderr=subprocess.PIPE, text=True, env={**os.environ, "COLUMNS": "400"})
+    said = []
     for line in process.stderr:
+        said.append(line)
         found = re.search(r"chat page (http://\S+?)/\s", line)
         if found:
             threading.Thread(target=lambda: [None for _ in process.stderr], daemon=True).start()
             return process, found.group(1)
-    raise SystemExit(f"mmv serve did not start (exit code {process.wait()})")
+    raise SystemExit(f"mmv serve did not start (exit code {process.wait()}): {''.join(said)}")
 
 
 def one_client(client, uri: str, new_tokens: int, results: list, barrier: threading.Barrier) -> None:
@@ -176,8 +180,8 @@ def main() -> None:
     parser.add_argument("--tokenizer", type=Path, default=SHARED / "minimind_tokenizer")
     args = parser.parse_args()
     with tempfile.TemporaryDirectory() as tmp:
-        model = build_run_dir(Path(tmp) / "minimind-3v", args.tokenizer)
-        process, url = start(model, args.max_batch)
+        model = build_model_folder(Path(tmp) / "minimind-3v")
+        process, url = start(model, args.tokenizer, args.max_batch)
         try:
             # every request a new image: none may find its features or its prompt cached from an earlier round
             uris = photo_uris(sum(args.clients) + 1)
