@@ -133,37 +133,10 @@ def cost(args: Any) -> None:
 
 def lora_stage(out: Path, data: Path, init: Path, vision: Path, tokenizer: Path, steps: int, args: Any) -> dict:
     """The demo's SFT stage with adapters: same data, steps, batch and schedule; the encoder stays frozen."""
-    from mmv.demo import DemoConfig
-    from mmv.train.config import stage_config
-    from mmv.train.run import RunRequest, run
+    from mmv.demo import DemoConfig, train_stage
 
     demo = DemoConfig(seed=args.seed, minutes=args.minutes, n=args.rows)
-    cfg = stage_config(
-        "sft",
-        init=str(init),
-        preset="tiny",
-        lora=args.rank,
-        lr=args.lora_lr,
-        warmup=demo.warmup,
-        batch_size=demo.batch_size,
-        max_steps=steps,
-        epochs=1000,
-        max_seq_len=demo.max_seq_len,
-        seed=demo.seed,
-        log_every=10,
-        save_every=10**9,
-        device="cpu",
-        num_workers=demo.num_workers,
-    )
-    request = RunRequest(
-        cfg=cfg,
-        out=out,
-        data=[str(data)],
-        vision=str(vision),
-        tokenizer=str(tokenizer),
-        data_options={"random_system_prompt": False, "drop_empty_think": False},
-    )
-    return run(request, "sft")
+    return train_stage("sft", out, data, init, vision, tokenizer, steps, args.lora_lr, demo, lora=args.rank)
 
 
 def score(run_dir: Path, eval_file: Path) -> dict:

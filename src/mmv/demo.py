@@ -107,17 +107,19 @@ def train_stage(
     steps: int,
     lr: float,
     config: DemoConfig,
+    lora: int | None = None,
 ) -> dict[str, Any]:
-    """One `mmv pretrain` / `mmv sft` run: everything trained (LLM, projector and encoder)."""
+    """One `mmv pretrain` / `mmv sft` run: everything trained (LLM, projector and encoder), or with `lora` adapters
+    of that rank and the projector (the encoder frozen) on the same data, steps, batch and schedule."""
     from mmv.train.config import stage_config
     from mmv.train.run import RunRequest, run
 
+    trained = {"freeze": "none", "train_vision": True} if lora is None else {"lora": lora}
     cfg = stage_config(
         stage,
         init=str(init),
         preset="tiny",
-        freeze="none",
-        train_vision=True,
+        **trained,
         lr=lr,
         warmup=config.warmup,
         batch_size=config.batch_size,
