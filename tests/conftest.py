@@ -53,6 +53,14 @@ def pixel_inputs(cases: dict) -> dict:
     return {k.removeprefix("pixel."): v for k, v in cases.items() if k.startswith("pixel.")}
 
 
+@pytest.fixture(autouse=True)
+def pinned_threads(monkeypatch):
+    """Every command a test runs computes on one thread (MMV_THREADS, which subprocesses inherit): mmv's default
+    follows the cores idle at start, and two runs compared number for number must sum in one order however busy
+    the machine is. tests/test_threads.py covers the default itself."""
+    monkeypatch.setenv("MMV_THREADS", "1")
+
+
 @pytest.fixture(params=list(FIXTURE_VARIANTS))
 def fixture_name(request) -> str:
     return request.param

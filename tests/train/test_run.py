@@ -23,7 +23,17 @@ from tests.train.helpers import (
     write_parquet,
 )
 
-RUN_CONFIG_KEYS = {"mmv_version", "stage", "model", "train", "data", "vision_dir", "tokenizer_dir", "weights"}
+RUN_CONFIG_KEYS = {
+    "mmv_version",
+    "stage",
+    "model",
+    "train",
+    "data",
+    "vision_dir",
+    "tokenizer_dir",
+    "weights",
+    "threads",
+}
 
 
 @pytest.fixture(autouse=True)
@@ -299,6 +309,16 @@ def test_a_hand_edited_run_config_is_one_sentence_on_resume(tmp_path, change, me
     lines = result.stderr.strip().splitlines()
     assert result.exit_code == 2 and len(lines) == 1 and "Traceback" not in result.stderr, result.stderr
     assert message in lines[0]
+
+
+def test_a_resume_computes_on_the_thread_count_the_run_started_on(data, tmp_path, monkeypatch):
+    monkeypatch.delenv("MMV_THREADS", raising=False)
+    out = tmp_path / "run"
+    steps = ["--init", str(VLM_PTH), "--batch-size", "4", "--save-every", "1", "--keep", "1", "--max-steps", "1"]
+    assert train([*base_args(data, out), *steps, "--threads", "2"])["threads"] == 2
+    assert json.loads((out / "config.json").read_text())["threads"] == 2
+    assert train([*base_args(data, out), "--resume"])["threads"] == 2
+    assert train([*base_args(data, out), "--resume", "--threads", "1"])["threads"] == 1
 
 
 def test_resume_where_there_is_no_run(tmp_path):

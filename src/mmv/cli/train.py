@@ -250,7 +250,8 @@ def _train(
             check_request(request, stage)
             build_features_before_launch(request, stage)
             raise SystemExit(launch(nproc, sys.argv[1:]))
-    threads = set_threads(threads, processes=int(os.environ.get("LOCAL_WORLD_SIZE", "1")))
+    threads = set_threads(resume_threads(threads, request), processes=int(os.environ.get("LOCAL_WORLD_SIZE", "1")))
+    request.threads = threads
     from mmv.train.trainer import Interrupted
 
     try:
@@ -286,6 +287,18 @@ def _train(
         sys.stdout.flush()
         sys.stderr.flush()
         os._exit(0)
+
+
+def resume_threads(option: int | None, request: Any) -> int | None:
+    """--threads, else MMV_THREADS, else (resuming) the count the run started on: a different count sums in a
+    different order, and the resumed losses would drift from an uninterrupted run's in their last digits."""
+    from mmv.threads import requested_threads
+    from mmv.train.rundir import recorded_threads
+
+    requested = requested_threads(option)
+    if requested is None and request.resume:
+        return recorded_threads(request.out)
+    return requested
 
 
 def ignore_further_ctrl_c() -> None:

@@ -58,6 +58,7 @@ class RunRequest:
     given: dict[str, Any] = field(default_factory=dict)  # TrainConfig fields set on the command line
     data_options: dict[str, Any] = field(default_factory=dict)  # DataSpec flags (random_system_prompt, ...)
     show_sample: int = 0
+    threads: int | None = None  # the CPU threads each process computes on, recorded in config.json
     on_note: Callable[[Note], None] = say  # shows what the user should know about the model (rank 0 only)
 
 
@@ -365,6 +366,7 @@ def train(req: RunRequest, stage: str, plan: RunPlan, spec: Any, data: Any, ctx:
         plan.vision_dir,
         plan.tokenizer_dir,
         name,
+        req.threads,
     )
     sinks = None
     if ctx.is_main:

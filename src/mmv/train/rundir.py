@@ -47,7 +47,10 @@ def run_config(
     vision_dir: str | None,
     tokenizer_dir: str,
     weights: str,
+    threads: int | None = None,
 ) -> dict[str, Any]:
+    """A run's config.json; `threads` (the CPU threads each process computes on) lets a resume reduce in the same
+    order as the start did, so its numbers match an uninterrupted run however busy the machine is then."""
     return {
         "mmv_version": __version__,
         "stage": stage,
@@ -57,6 +60,7 @@ def run_config(
         "vision_dir": vision_dir,
         "tokenizer_dir": tokenizer_dir,
         "weights": weights,
+        **({"threads": threads} if threads else {}),
     }
 
 
@@ -92,6 +96,16 @@ def read_run_config(run_dir: Path) -> dict[str, Any]:
             f"{path}: 'weights' must name a .pth file (or {ADAPTER_DIR}/) in the run directory, got {weights!r}"
         )
     return config
+
+
+def recorded_threads(run_dir: Path) -> int | None:
+    """The thread count a run started on (see run_config); None where it recorded none or cannot be read (the
+    resume itself reports an unreadable config)."""
+    try:
+        value = json.loads((run_dir / CONFIG_FILE).read_text()).get("threads")
+    except (OSError, ValueError, AttributeError):
+        return None
+    return value if isinstance(value, int) and not isinstance(value, bool) and value >= 1 else None
 
 
 def is_run_dir(path: Path) -> bool:
