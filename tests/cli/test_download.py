@@ -13,6 +13,7 @@ import pytest
 
 from mmv.hub import cache
 from tests.conftest import REFERENCE, TOKENIZER_DIR, fixture_cases
+from tests.faults import dead_pid
 from tests.hub.fake_hub import running
 
 ENCODER_REPO = ("model", "jingyaogong/siglip2-base-p32-256-ve")
@@ -94,6 +95,17 @@ def test_to_copies_or_links_without_clobbering(cli, fake_hub, tmp_path):
     linked = cli(["download", "llm", "--to", str(out), "--link"])
     assert linked.exit_code == 0, linked.stderr
     assert (out / "llm").is_symlink() and (out / "llm").resolve() == cache.find("llm").resolve()
+
+
+def test_a_copy_killed_midway_is_cleaned_by_the_next(cli, fake_hub, tmp_path):
+    out = tmp_path / "models"
+    left = out / f".siglip2-p32-256.tmp-{dead_pid()}-abcd1234"
+    left.mkdir(parents=True)
+    (left / "config.json").write_text("half")
+    copied = cli(["download", "siglip2", "--to", str(out)])
+    assert copied.exit_code == 0, copied.stderr
+    assert sorted(p.name for p in out.iterdir()) == ["siglip2-p32-256"]
+    assert (out / "siglip2-p32-256" / "config.json").read_text() != "half"
 
 
 def test_cache_list_and_rm(cli, fake_hub):

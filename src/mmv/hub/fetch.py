@@ -16,6 +16,7 @@ from pathlib import Path
 from typing import Any
 
 from mmv.errors import MmvError
+from mmv.fsio import staged_folder
 from mmv.hub import cache, validate
 from mmv.hub.fetch_hf import HfSource
 from mmv.hub.limits import Timeouts
@@ -127,14 +128,9 @@ def export(path: Path, dest_root: Path, link: bool) -> Path:
         if link:
             dest.symlink_to(path.resolve(), target_is_directory=True)
             return dest
-        tmp = dest_root / f".{path.name}.tmp-{os.getpid()}"
-        shutil.rmtree(tmp, ignore_errors=True)
-        try:
-            shutil.copytree(path, tmp, ignore=shutil.ignore_patterns(MANIFEST))
-            os.replace(tmp, dest)
-        except BaseException:
-            shutil.rmtree(tmp, ignore_errors=True)
-            raise
+        # staged beside dest under fsio's temporary names, so a copy killed midway is cleaned by the next one
+        with staged_folder(dest) as staged:
+            shutil.copytree(path, staged, ignore=shutil.ignore_patterns(MANIFEST), dirs_exist_ok=True)
     return dest
 
 
