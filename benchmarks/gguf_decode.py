@@ -4,8 +4,9 @@ A preset (minimind-3v by default) with random weights is saved as a float32 `.pt
 and q8_0, and each file decodes N greedy tokens after a short chat prompt through llama-cpp-python's low-level
 API (llama.cpp 0c1e570), with llama.cpp's default cache (F16 keys/values, automatic flash attention: what
 llama-cli runs) and with the settings that answer like mmv (F32 cache, flash attention off). mmv's float32 decode
-is timed in the same run exactly as benchmarks/decode.py times it (`generate`, which times itself; text only),
-next to the same memory-bandwidth ceiling. Tokens/s counts the N-1 steps after the first token on both sides.
+and int8 (`--quantize int8`: `mmv.quant.quantize_model`) are timed in the same run exactly as
+benchmarks/decode.py times them (`generate`, which times itself; text only), next to the float32 memory-bandwidth
+ceiling. Tokens/s counts the N-1 steps after the first token on both sides.
 Usage: python benchmarks/gguf_decode.py [--preset minimind-3v] [--new-tokens 128] [--runs 3] [--threads N]
 [--tokenizer DIR]
 """
@@ -13,6 +14,7 @@ Usage: python benchmarks/gguf_decode.py [--preset minimind-3v] [--new-tokens 128
 from __future__ import annotations
 
 import argparse
+import copy
 import ctypes
 import json
 import platform
@@ -31,6 +33,7 @@ from mmv.config import preset
 from mmv.convert import convert
 from mmv.generate import SamplingConfig, generate
 from mmv.model.vlm import MiniMindVLM
+from mmv.quant import quantize_model
 
 TOKENIZER = Path(__file__).resolve().parents[2] / "shared" / "minimind_tokenizer"
 PROMPT = [1, 872, 198, 2001, 1234, 3456, 98, 2, 198, 1, 1078, 198, 25, 198, 198, 26, 198, 198]
@@ -74,6 +77,13 @@ def llama_decode_speed(path: Path, new_tokens: int, threads: int, llama_defaults
         llama_cpp.llama_model_free(model)
 
 
+def mmv_decode_speed(model: MiniMindVLM, new_tokens: int, runs: int) -> list[float]:
+    """Tokens/s of mmv's greedy decode after the same prompt, per run (after a warm-up)."""
+    generate(model, [PROMPT], SamplingConfig(max_new_tokens=8, stop_on_eos=False))
+    sampling = SamplingConfig(max_new_tokens=new_tokens, stop_on_eos=False)
+    return [generate(model, [PROMPT], sampling).decode_tokens_per_s for _ in range(runs)]
+
+
 def export(model: MiniMindVLM, folder: Path, tokenizer: Path) -> dict[str, Path]:
     checkpoint = folder / "model.pth"
     torch.save(model.checkpoint_state_dict(), checkpoint)
@@ -101,9 +111,8 @@ def main() -> None:
     llama_cpp.llama_backend_init()
     llama_cpp.llama_log_set(LOG_NOTHING, ctypes.c_void_p())
 
-    sampling = SamplingConfig(max_new_tokens=args.new_tokens, stop_on_eos=False)
-    generate(model, [PROMPT], SamplingConfig(max_new_tokens=8, stop_on_eos=False))  # warm-up
-    mmv = [generate(model, [PROMPT], sampling).decode_tokens_per_s for _ in range(args.runs)]
+    mmv = mmv_decode_speed(model, args.new_tokens, args.runs)
+    int8 = mmv_decode_speed(quantize_model(copy.deepcopy(model), "int8"), args.new_tokens, args.runs)
     ceiling, weight_bytes = matvec_ceiling(model, torch.float32, "cpu")
     common = {
         "benchmark": "gguf",
@@ -122,6 +131,7 @@ def main() -> None:
             "llm_weight_mb": round(weight_bytes / 2**20, 1),
         }
     )
+    emit({**common, "runtime": "mmv", "dtype": "int8", "decode_tokens_per_s": round(statistics.median(int8), 1)})
 
     with tempfile.TemporaryDirectory() as folder:
         files = export(model, Path(folder), args.tokenizer)
