@@ -29,6 +29,7 @@ from typing import Any
 import torch
 from torch.utils.data import DataLoader, IterableDataset
 
+from mmv.config import IMAGE_TOKEN
 from mmv.data.batch import Batch
 from mmv.data.collate import PreparedSample, collate
 from mmv.data.features import FeatureCache
@@ -60,6 +61,7 @@ class DataSpec:
     block_rows: int = 256  # rows read at a time from a row group
     window_rows: int = 2048  # rows shuffled together; a reader holds about one window in memory
     feature_cache: str | None = None  # a cache of these files encoded by vision_dir: read features, not images
+    image_token: str = IMAGE_TOKEN  # the placeholder's text: the model's image_special_token (MiniMind2-V: "@")
 
 
 def check_spec(spec: DataSpec) -> None:
@@ -100,11 +102,11 @@ class BatchBuilder:
 
         self.spec = spec
         self.source = source
-        self.tokenizer = load_tokenizer(spec.tokenizer_dir)
+        self.tokenizer = load_tokenizer(spec.tokenizer_dir, spec.image_token)
         self.features = FeatureCache(spec.feature_cache) if spec.feature_cache else None
         self.tiling = Tiling(spec.tiles, spec.tile_side)
         self.validator = RowValidator(
-            LabelBuilder(self.tokenizer, spec.max_seq_len, spec.tokens_per_image),
+            LabelBuilder(self.tokenizer, spec.max_seq_len, spec.tokens_per_image, spec.image_token),
             Preprocessing.from_flags(spec.random_system_prompt, spec.drop_empty_think),
             spec.seed,
             images=self.features.images_of if self.features else decode_row_images,

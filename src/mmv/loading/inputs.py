@@ -129,7 +129,9 @@ def gather(
     if not current:
         assert checkpoint is not None and sources is not None
         heads = None if sources.records_config and attention_heads is None else config.num_attention_heads
-        inputs.notes.append(Note(generation_note(checkpoint.generation, heads), option="attention_heads"))
+        # the flag is only worth naming where the head count was assumed, not read from a recorded config
+        option = "attention_heads" if heads is not None else None
+        inputs.notes.append(Note(generation_note(checkpoint.generation, heads), option=option))
     if encoder is not None:
         fit_encoder(inputs, encoder, projector, merge)  # a wrong folder is refused before any download is asked for
     if missing:
