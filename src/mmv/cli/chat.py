@@ -3,14 +3,14 @@
 from __future__ import annotations
 
 import sys
-from contextlib import nullcontext
 from pathlib import Path
 from typing import Any
 
 import typer
 
 from mmv.cli import model_options as shared
-from mmv.cli.common import MODEL_FLAGS, console, emit_json, handle_errors, options, show_notes
+from mmv.cli.common import MODEL_FLAGS, emit_json, handle_errors, options
+from mmv.cli.model_options import load_chosen_model
 
 
 @handle_errors(flags={**MODEL_FLAGS, "frames": "--frames N"})
@@ -54,9 +54,7 @@ def chat(
     from mmv.chat import ChatSession
     from mmv.cli.chat_repl import note_positions, reply_summary, run_repl
     from mmv.device import check_device, check_dtype
-    from mmv.loading import load_model
     from mmv.sampling import SamplingConfig
-    from mmv.threads import model_weights, set_threads
 
     check_device(device)
     check_dtype(dtype)
@@ -64,22 +62,21 @@ def chat(
     if lead:
         prompt = place_video_prompt(lead, prompt)
     interactive = prompt is None and sys.stdin.isatty()
-    with console.status("loading model", spinner="dots") if interactive else nullcontext():
-        loaded = load_model(
-            model,
-            vision=vision,
-            tokenizer=tokenizer,
-            device=device,
-            dtype=dtype,
-            experts_per_token=experts_per_token,
-            adapter=adapter,
-            attention_heads=attention_heads,
-            need_vision=bool(opened) or interactive,
-            quantize=quantize,
-            tiles=tiles,
-        )
-    show_notes(loaded.notes, MODEL_FLAGS)
-    threads = set_threads(threads, weights=model_weights(loaded.model))
+    loaded, threads = load_chosen_model(
+        model,
+        threads=threads,
+        spinner=interactive,
+        vision=vision,
+        tokenizer=tokenizer,
+        device=device,
+        dtype=dtype,
+        experts_per_token=experts_per_token,
+        adapter=adapter,
+        attention_heads=attention_heads,
+        need_vision=bool(opened) or interactive,
+        quantize=quantize,
+        tiles=tiles,
+    )
     if lead:
         check_video_budget(loaded, [image for _, image in opened])
     sampling = SamplingConfig(

@@ -7,7 +7,8 @@ from pathlib import Path
 import typer
 
 from mmv.cli import model_options as shared
-from mmv.cli.common import MODEL_FLAGS, console, emit_json, handle_errors, show_notes
+from mmv.cli.common import MODEL_FLAGS, console, emit_json, handle_errors
+from mmv.cli.model_options import load_chosen_model
 
 
 @handle_errors(flags={**MODEL_FLAGS, "out": "--out"})
@@ -48,8 +49,6 @@ def eval_command(
     from mmv.eval.runner import evaluate as run_eval
     from mmv.eval.scoring import SCORING_METRICS
     from mmv.fsio import check_writable, refuse_input_as_output
-    from mmv.loading import load_model
-    from mmv.threads import model_weights, set_threads
 
     paths = [*(data or []), *(files or [])]
     if not paths:
@@ -64,8 +63,10 @@ def eval_command(
     if out is not None:
         refuse_input_as_output(out, paths)
         check_writable(out)  # before the model loads and the evaluation runs, not after
-    loaded = load_model(
+    loaded, threads = load_chosen_model(
         model,
+        threads=threads,
+        spinner=False,
         vision=vision,
         tokenizer=tokenizer,
         device=device,
@@ -77,8 +78,6 @@ def eval_command(
         quantize=quantize,
         tiles=tiles,
     )
-    show_notes(loaded.notes, MODEL_FLAGS)
-    threads = set_threads(threads, weights=model_weights(loaded.model))
     config = EvalConfig(
         metric=metric, batch_size=batch_size, max_new_tokens=max_new_tokens, limit=limit, thinking=think
     )

@@ -1,11 +1,15 @@
 """The model-loading options that `mmv chat`, `mmv eval` and `mmv serve` share: each defined once, so the three
-commands spell and explain them alike (each is the default of a parameter: `device: str = DEVICE`)."""
+commands spell and explain them alike (each is the default of a parameter: `device: str = DEVICE`), and the one
+way they load what those options name (`load_chosen_model`)."""
 
 from __future__ import annotations
 
+from contextlib import nullcontext
+from typing import Any
+
 import typer
 
-from mmv.cli.common import THREADS_HELP
+from mmv.cli.common import MODEL_FLAGS, THREADS_HELP, console, show_notes
 from mmv.device import DEVICE_HELP, DTYPE_HELP
 from mmv.quant import QUANTIZE_HELP
 
@@ -27,3 +31,15 @@ ATTENTION_HEADS = typer.Option(
 TILES = typer.Option(
     None, metavar="N", help="Cut each image into up to N tiles plus a global view (default: as the run records)."
 )
+
+
+def load_chosen_model(model: str, *, threads: int | None, spinner: bool, **options: Any) -> tuple[Any, int]:
+    """`mmv.loading.load_model(model, **options)` behind a spinner (where a person watches), its notes shown with
+    their flags, and torch's thread count set for the loaded model's size: (the loaded model, the threads)."""
+    from mmv.loading import load_model
+    from mmv.threads import model_weights, set_threads
+
+    with console.status("loading model", spinner="dots") if spinner else nullcontext():
+        loaded = load_model(model, **options)
+    show_notes(loaded.notes, MODEL_FLAGS)
+    return loaded, set_threads(threads, weights=model_weights(loaded.model))

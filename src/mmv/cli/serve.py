@@ -8,7 +8,8 @@ from pathlib import Path
 import typer
 
 from mmv.cli import model_options as shared
-from mmv.cli.common import MODEL_FLAGS, console, emit_json, handle_errors, show_notes
+from mmv.cli.common import MODEL_FLAGS, console, emit_json, handle_errors
+from mmv.cli.model_options import load_chosen_model
 
 EXTRA_HINT = "mmv serve needs the serve extra: pip install 'mmv[serve]'"
 SHUTDOWN_GRACE_S = 3.0  # running requests get this long to finish after SIGTERM / Ctrl-C
@@ -50,8 +51,6 @@ def serve(
             raise
         raise MmvError(EXTRA_HINT) from None
     from mmv.device import check_device, check_dtype
-    from mmv.loading import load_model
-    from mmv.threads import model_weights, set_threads
 
     check_device(device)
     check_dtype(dtype)
@@ -60,20 +59,19 @@ def serve(
             f"[yellow]warning:[/] listening on {host} without --api-key: anyone who can reach this address can use "
             "the model"
         )
-    with console.status("loading model", spinner="dots"):
-        loaded = load_model(
-            model,
-            vision=vision,
-            tokenizer=tokenizer,
-            device=device,
-            dtype=dtype,
-            experts_per_token=experts_per_token,
-            need_vision=False,
-            quantize=quantize,
-            tiles=tiles,
-        )
-    show_notes(loaded.notes, MODEL_FLAGS)
-    threads = set_threads(threads, weights=model_weights(loaded.model))
+    loaded, threads = load_chosen_model(
+        model,
+        threads=threads,
+        spinner=True,
+        vision=vision,
+        tokenizer=tokenizer,
+        device=device,
+        dtype=dtype,
+        experts_per_token=experts_per_token,
+        need_vision=False,
+        quantize=quantize,
+        tiles=tiles,
+    )
     if loaded.processor is None:
         console.print("[yellow]note:[/] no vision encoder found (pass --vision DIR): requests with images are refused")
     settings = ServeSettings(
