@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import json
+import math
 import sys
 from collections.abc import Callable
 from dataclasses import dataclass
@@ -45,10 +46,22 @@ MODEL_FLAGS = {
 
 
 def emit_json(summary: dict[str, Any]) -> None:
-    """The one-line summary for scripts (only with --json)."""
+    """The one-line summary for scripts (only with --json). A number that is not finite (the perplexity of a model
+    that gives an answer token no probability) is written as null: Python's `Infinity` / `NaN` are not JSON, and
+    strict readers (jq, JavaScript's JSON.parse) refuse the whole line over them."""
     if options.json:
-        sys.stdout.write(json.dumps(summary, default=str) + "\n")
+        sys.stdout.write(json.dumps(finite_or_null(summary), default=str, allow_nan=False) + "\n")
         sys.stdout.flush()
+
+
+def finite_or_null(value: Any) -> Any:
+    if isinstance(value, float) and not math.isfinite(value):
+        return None
+    if isinstance(value, dict):
+        return {key: finite_or_null(item) for key, item in value.items()}
+    if isinstance(value, list | tuple):
+        return [finite_or_null(item) for item in value]
+    return value
 
 
 def with_flags(message: str, settings: tuple[str, ...], flags: dict[str, str]) -> str:
