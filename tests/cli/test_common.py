@@ -30,4 +30,3 @@ def test_nothing_is_written_without_json(monkeypatch, capsys):
     monkeypatch.setattr(common.options, "json", False)
     common.emit_json({"a": 1})
     assert capsys.readouterr().out == ""
-
