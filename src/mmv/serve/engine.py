@@ -1,10 +1,11 @@
 """Continuous batching: one thread owns the model, and requests join and leave its batch between decode steps.
 
-Each iteration the engine lets go of rows whose client left, admits waiting requests up to `max_batch` (each one
-prefilled alone, reusing the longest matching history from the `PrefixPool`, its first token streamed at once),
-lays the rows out as one left-padded batch again when they changed (`regroup`), and runs one decode step for all.
-A row's tokens are what its request would get alone: its prefill is the solo prefill, and padding is masked.
-A finished request leaves its keys/values in the pool for the conversation's next turn.
+Each iteration the engine lets go of rows whose client left, admits the waiting requests up to `max_batch`
+together (their new images in one encoder call, their prompts in shared left-padded prefills; one that resumes a
+conversation from the `PrefixPool` is prefilled alone from where its history ends: `admission`), streams each
+one's first token at once, lays the rows out as one left-padded batch again when they changed (`regroup`), and runs
+one decode step for all. A row's tokens are what its request would get alone: padding is masked and positions count
+real tokens only. A finished request leaves its keys/values in the pool for the conversation's next turn.
 """
 
 from __future__ import annotations
