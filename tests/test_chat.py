@@ -111,3 +111,31 @@ def test_a_tiled_image_fills_five_runs_and_later_turns_still_reuse_them():
     fresh.ask(QUESTIONS[0])
     fresh.prefix.clear()
     assert fresh.ask(QUESTIONS[1]).text == second.text
+
+
+def byte_tokens(tokenizer, data: bytes) -> list[int]:
+    """The byte-level BPE token of each byte (GPT-2's byte-to-character map: these bytes are printable ones)."""
+    return tokenizer.convert_tokens_to_ids([chr(byte) for byte in data])
+
+
+def test_a_character_split_across_tokens_streams_whole():
+    from mmv.chat import TextStream
+    from mmv.tokenizer import load_tokenizer
+
+    tokenizer = load_tokenizer(TOKENIZER_DIR)
+    stream = TextStream(tokenizer)
+    pieces = [stream.push(token) for token in [*encode(tokenizer, "a"), *byte_tokens(tokenizer, "好".encode())]]
+    assert pieces == ["a", "", "", "好"]
+
+
+def test_bytes_that_never_make_a_character_stream_at_once_instead_of_waiting():
+    # a random model's reply of lone continuation bytes (0xAC): held, they showed nothing until the reply ended
+    from mmv.chat import TextStream
+    from mmv.tokenizer import load_tokenizer
+
+    tokenizer = load_tokenizer(TOKENIZER_DIR)
+    stream = TextStream(tokenizer)
+    tokens = [*byte_tokens(tokenizer, b"\xac" * 3), *byte_tokens(tokenizer, "好".encode())]
+    pieces = [stream.push(token) for token in tokens]
+    assert pieces == ["", "\ufffd", "\ufffd", "\ufffd", "", "好"]
+    assert "".join(pieces) == stream.text()

@@ -56,8 +56,10 @@ class TextStream:
     def push(self, token: int) -> str:
         self.tokens.append(token)
         text = self.tokenizer.decode(self.tokens, skip_special_tokens=True)
+        # only a trailing U+FFFD may still become a character (its other bytes to come); the text before it is
+        # final, bytes that can never be UTF-8 included, so a reply of such bytes streams instead of waiting
         if text.endswith("\ufffd"):
-            return ""
+            text = text[:-1]
         new, self.emitted = text[self.emitted :], len(text)
         return new
 

@@ -8,7 +8,7 @@ from mmv.generate import generate
 from mmv.sampling import SamplingConfig
 from mmv.serve.engine import Engine, EngineSettings
 from mmv.serve.prompt import Prompt
-from mmv.serve.sequence import Finished, GenerationRequest, TextDelta
+from mmv.serve.sequence import Failed, Finished, GenerationRequest, TextDelta
 from tests.conftest import TOKENIZER_DIR, load_fixture_model
 
 PROMPTS = [[1, 832, 311, 234, 107, 108, 2], [1, 1388, 570], [1, 500, 501, 502, 503, 504]]
@@ -106,3 +106,121 @@ def test_a_resent_image_is_encoded_once_and_its_history_reused():
     assert engine.join(10)
     assert engine.images.encoded == 1  # the second turn found the photo's features
     assert finished[0].cached_tokens == 0 and finished[1].cached_tokens > 64
+
+
+def collector() -> tuple[list, threading.Event, object]:
+    events, done = [], threading.Event()
+
+    def emit(event):
+        events.append(event)
+        if not isinstance(event, TextDelta):
+            done.set()
+
+    return events, done, emit
+
+
+def submit_together(engine: Engine, prompts: list) -> list[list]:
+    """Queue the prompts (greedy) in one go, so that the engine admits them in one iteration; their events."""
+    collected = [collector() for _ in prompts]
+    requests = [
+        GenerationRequest(prompt, SamplingConfig(max_new_tokens=prompt.max_new_tokens, temperature=0), [], emit)
+        for prompt, (_, _, emit) in zip(prompts, collected, strict=True)
+    ]
+    with engine.wakeup:
+        engine.waiting.extend(requests)
+        engine.wakeup.notify()
+    for _, done, _ in collected:
+        assert done.wait(60)
+    return [events for events, _, _ in collected]
+
+
+def reply_text(events: list) -> str:
+    return "".join(e.text for e in events if isinstance(e, TextDelta))
+
+
+def solo_reply(loaded, prompt) -> str:
+    """The prompt alone: its images encoded alone, one unpadded prefill, greedy."""
+    from mmv.serve.image_features import ImageFeatures
+
+    embeds = ImageFeatures(loaded.model, 8).embeds([prompt.images])[0]
+    sampling = SamplingConfig(max_new_tokens=prompt.max_new_tokens, temperature=0)
+    tokens = generate(loaded.model, [prompt.tokens], sampling, image_embeds=embeds).tokens[0]
+    return loaded.tokenizer.decode(tokens, skip_special_tokens=True)
+
+
+def fixture_prompts():
+    """The p32 fixture model loaded as `mmv serve` loads it, and a builder of prompts from (content, budget)."""
+    from mmv.images import open_image
+    from mmv.loading import load_model
+    from mmv.serve.image_input import CheckedImage
+    from mmv.serve.prompt import PromptBuilder
+    from mmv.serve.protocol import parse_chat_request
+    from tests.conftest import IMAGES_DIR, REFERENCE
+
+    loaded = load_model(
+        REFERENCE / "p32" / "model.pth",
+        vision=REFERENCE / "p32" / "vision",
+        tokenizer=TOKENIZER_DIR,
+        device="cpu",
+        dtype="float32",
+    )
+    photos = [*sorted(IMAGES_DIR.glob("*.jpg"))[:2], REFERENCE / "p32" / "image.png"]
+    images = [CheckedImage(open_image(path), f"digest-{path.name}") for path in photos]
+    builder = PromptBuilder(loaded, threading.Lock(), max_new_tokens_limit=16)
+
+    def build(messages: list[dict], budget: int, image_numbers: list[int]):
+        body = {"messages": messages, "max_tokens": budget, "temperature": 0}
+        request = parse_chat_request(body, model_names=("m",), max_tokens_limit=16)
+        return builder.build(request, [images[n] for n in image_numbers])
+
+    return loaded, builder.lock, build
+
+
+def user(text: str, images: int = 0) -> dict:
+    parts = [{"type": "image_url", "image_url": {"url": "data:"}} for _ in range(images)]
+    return {"role": "user", "content": [*parts, {"type": "text", "text": text}]}
+
+
+def test_requests_joining_together_share_one_encoder_call_and_prefill_and_get_their_solo_replies():
+    loaded, lock, build = fixture_prompts()
+    engine = Engine(loaded.model, loaded.tokenizer, lock, EngineSettings())
+    engine.start()
+    first = [user("Hi", images=1)]
+    (turn_one,) = submit_together(engine, [build(first, 4, [0])])
+    history = [*first, {"role": "assistant", "content": reply_text(turn_one)}, user("More?")]
+    joining = [
+        build(history, 5, [0]),  # the conversation's next turn: its history is reused, so it is prefilled alone
+        build([user("What is in this image?", images=1)], 7, [1]),
+        build([user("Hi")], 3, []),  # no image, and far shorter than the others
+        build([user("Describe it.", images=1)], 8, [1]),  # the same picture as the second: encoded once
+        build([user("Name three colours in the picture, please.", images=1)], 6, [2]),
+    ]
+    replies = submit_together(engine, joining)
+    engine.close(0)
+    assert engine.join(10)
+    for prompt, events in zip(joining, replies, strict=True):
+        assert reply_text(events) == solo_reply(loaded, prompt)
+        assert isinstance(events[-1], Finished)
+    assert engine.images.encoded == 3 and engine.images.encoder_calls == 2  # one call per admission
+    assert engine.stats.prefills == 3  # turn one; the resumed turn alone; the four new prompts together
+    assert replies[0][-1].cached_tokens > 64 and all(events[-1].cached_tokens == 0 for events in replies[1:])
+
+
+def test_a_request_that_breaks_a_shared_prefill_fails_alone():
+    from mmv.serve.prompt import Prompt
+
+    loaded, lock, build = fixture_prompts()
+    good = [build([user("What is in this image?", images=1)], 5, [1]), build([user("Hi")], 4, [])]
+    whole = build([user("Describe it.", images=1)], 5, [2])
+    image_token = loaded.model.config.image_token_id
+    # ten placeholders for an image that needs a full run: the shared forward cannot splice the images
+    broken = Prompt([t for t in whole.tokens if t != image_token] + [image_token] * 10, whole.images, 5)
+    engine = Engine(loaded.model, loaded.tokenizer, lock, EngineSettings())
+    engine.start()
+    replies = submit_together(engine, [good[0], broken, good[1]])
+    engine.close(0)
+    assert engine.join(10)
+    assert isinstance(replies[1][-1], Failed) and replies[1][-1].error.status == 500
+    for prompt, events in zip(good, [replies[0], replies[2]], strict=True):
+        assert reply_text(events) == solo_reply(loaded, prompt)
+    assert engine.stats.prefills == 2 and engine.busy_rows == 0

@@ -1,10 +1,11 @@
 """Continuous batching: one thread owns the model, and requests join and leave its batch between decode steps.
 
-Each iteration the engine lets go of rows whose client left, admits waiting requests up to `max_batch` (each one
-prefilled alone, reusing the longest matching history from the `PrefixPool`, its first token streamed at once),
-lays the rows out as one left-padded batch again when they changed (`regroup`), and runs one decode step for all.
-A row's tokens are what its request would get alone: its prefill is the solo prefill, and padding is masked.
-A finished request leaves its keys/values in the pool for the conversation's next turn.
+Each iteration the engine lets go of rows whose client left, admits the waiting requests up to `max_batch`
+together (their new images in one encoder call, their prompts in shared left-padded prefills; one that resumes a
+conversation from the `PrefixPool` is prefilled alone from where its history ends: `admission`), streams each
+one's first token at once, lays the rows out as one left-padded batch again when they changed (`regroup`), and runs
+one decode step for all. A row's tokens are what its request would get alone: padding is masked and positions count
+real tokens only. A finished request leaves its keys/values in the pool for the conversation's next turn.
 """
 
 from __future__ import annotations
@@ -15,15 +16,17 @@ import traceback
 from collections import deque
 from collections.abc import Callable
 from dataclasses import dataclass
-from typing import TYPE_CHECKING, Any
+from functools import partial
+from typing import TYPE_CHECKING, Any, TypeVar
 
 import torch
 
 from mmv.console import say
-from mmv.decoding import Decoding, prefill, regroup
+from mmv.decoding import Decoding, regroup
 from mmv.model.kv_cache import KVCache
 from mmv.prefix_cache import PrefixCache
 from mmv.sampling import TokenSampler
+from mmv.serve.admission import Joining, batches, prefill_batch
 from mmv.serve.image_features import ImageFeatures
 from mmv.serve.prefix_pool import PrefixPool
 from mmv.serve.protocol import ApiError
@@ -31,6 +34,8 @@ from mmv.serve.sequence import Failed, GenerationRequest, Sequence
 
 if TYPE_CHECKING:
     from mmv.model.vlm import MiniMindVLM
+
+T = TypeVar("T")
 
 
 @dataclass
@@ -47,6 +52,7 @@ class EngineStats:
     prompt_tokens: int = 0
     cached_tokens: int = 0
     completion_tokens: int = 0
+    prefills: int = 0  # forwards that admitted requests (requests that join together share one)
 
 
 def shutting_down() -> ApiError:
@@ -103,7 +109,7 @@ class Engine:
 
     def _iterate(self, joining: list[GenerationRequest]) -> None:
         self._drop_cancelled()
-        new_rows = [row for row in map(self._admit, joining) if row is not None]
+        new_rows = self._admit(joining) if joining else []
         if new_rows or self._stale():
             self._relayout(new_rows)
         if self.rows:
@@ -132,36 +138,66 @@ class Engine:
                 row.reason = "cancelled"
         self._retire_finished()
 
-    def _admit(self, request: GenerationRequest) -> Sequence | None:
-        """Prefill one request alone and choose its first token; None if it failed or is already done."""
-        if request.cancelled.is_set():
-            return None
+    def _admit(self, requests: list[GenerationRequest]) -> list[Sequence]:
+        """Prefill the joining requests and choose their first tokens; the rows that go on decoding.
+
+        Their new images go through the encoder in one call and their prompts share prefills (`admission`); where
+        a shared call fails, its requests are retried one by one, so that only the one at fault fails."""
+        joining = [Joining(request) for request in requests if not request.cancelled.is_set()]
+        encoded = [j for group, _ in self._each_or_alone(joining, self._encode) for j in group]
+        for j in encoded:
+            # a prefix prefills its request alone: among others, only one that saves most of the prompt pays
+            j.prefix = self.prefixes.take(j.tokens, j.embeds, len(j.tokens) // 2 if len(encoded) > 1 else 1)
+        rows = []
+        for batch in batches(encoded):
+            for done, decoding in self._each_or_alone(batch, partial(prefill_batch, self.model)):
+                self.stats.prefills += 1
+                rows += [row for index, j in enumerate(done) if (row := self._start(j, decoding, index))]
+        return rows
+
+    def _encode(self, joining: list[Joining]) -> None:
+        for j, embeds in zip(joining, self.images.embeds([j.request.prompt.images for j in joining]), strict=True):
+            j.embeds = embeds
+
+    def _each_or_alone(self, group: list[Joining], work: Callable[[list[Joining]], T]) -> list[tuple[list[Joining], T]]:
+        """[(group, work(group))]; where that fails, the same for each request alone, failing the ones that fail."""
         try:
-            prompt = request.prompt
-            embeds = self.images.embeds(prompt.images)
-            prefix = self.prefixes.take(prompt.tokens, embeds)
-            decoding = prefill(self.model, [prompt.tokens], 0, image_embeds=embeds, prefix=prefix, fast_decode=False)
-            sampler = TokenSampler(request.sampling, decoding.ids, decoding.mask, self.model.config.vocab_size)
+            return [(group, work(group))]
+        except Exception as exc:
+            if len(group) > 1:
+                return [done for j in group for done in self._each_or_alone([j], work)]
+            self._reject(group[0].request, exc)
+            return []
+
+    def _start(self, joining: Joining, decoding: Decoding, index: int) -> Sequence | None:
+        """Row `index` of a prefill's `decoding`, its first token chosen; None if it failed or is already done."""
+        request = joining.request
+        try:
+            tokens = torch.tensor([joining.tokens], device=decoding.ids.device)
+            sampler = TokenSampler(request.sampling, tokens, torch.ones_like(tokens), self.model.config.vocab_size)
             row = Sequence(
                 request,
                 sampler,
                 self.tokenizer,
                 self.tokenizer_lock,
                 self.model.config.eos_token_id,
-                embeds,
+                joining.embeds,
                 decoding.reused,
             )
-            row.home = (decoding, 0)
+            row.home = (decoding, index)
             self._count(row)
-            row.accept(decoding.logits)
+            row.accept(decoding.logits[index : index + 1])
         except Exception as exc:  # one bad request must not stop the engine
-            say(traceback.format_exc())
-            request.emit(Failed(ApiError(f"internal error: {exc}", status=500, kind="server_error")))
+            self._reject(request, exc)
             return None
         if row.reason is not None:
             self._remember(row)
             return None
         return row
+
+    def _reject(self, request: GenerationRequest, exc: Exception) -> None:
+        say(traceback.format_exc())
+        request.emit(Failed(ApiError(f"internal error: {exc}", status=500, kind="server_error")))
 
     def _count(self, row: Sequence) -> None:
         self.stats.requests += 1

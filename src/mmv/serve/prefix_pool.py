@@ -20,10 +20,11 @@ class PrefixPool:
         self.capacity, self.image_token, self.run_length = capacity, image_token, run_length
         self.entries: list[PrefixCache] = []  # least recently stored first
 
-    def take(self, prompt: list[int], image_embeds: torch.Tensor | None) -> PrefixCache | None:
-        """Remove and return the entry that saves the most prefill for `prompt`, or None if none saves any."""
+    def take(self, prompt: list[int], image_embeds: torch.Tensor | None, minimum: int = 1) -> PrefixCache | None:
+        """Remove and return the entry that saves the most prefill for `prompt`, or None if none saves `minimum`
+        tokens."""
         lengths = [reusable_length(e, prompt, image_embeds, self.image_token, self.run_length) for e in self.entries]
-        if not lengths or max(lengths) == 0:
+        if not lengths or max(lengths) < max(minimum, 1):
             return None
         return self.entries.pop(lengths.index(max(lengths)))
 
