@@ -10,7 +10,7 @@ from mmv.cli import model_options as shared
 from mmv.cli.common import MODEL_FLAGS, console, emit_json, handle_errors, show_notes
 
 
-@handle_errors(flags={**MODEL_FLAGS, "out": "--out"})
+@handle_errors(flags={**MODEL_FLAGS, "out": "--out", "frames": "--frames N"})
 def eval_command(
     files: list[str] = typer.Argument(None, metavar="[FILE...]", help="More parquet files (after --data)."),
     model: str = typer.Option(
@@ -40,6 +40,9 @@ def eval_command(
     adapter: Path = shared.ADAPTER,
     attention_heads: int = shared.ATTENTION_HEADS,
     tiles: int = shared.TILES,
+    frames: int = typer.Option(
+        None, "--frames", metavar="N", help="Frames sampled from each row's video (default: as the run trained)."
+    ),
 ) -> None:
     """Accuracy, answer loss and perplexity, and throughput of a model on held-out conversations."""
     from mmv.device import check_device, check_dtype
@@ -76,6 +79,7 @@ def eval_command(
         need_vision=False,
         quantize=quantize,
         tiles=tiles,
+        frames=frames,
     )
     show_notes(loaded.notes, MODEL_FLAGS)
     threads = set_threads(threads, weights=model_weights(loaded.model))
