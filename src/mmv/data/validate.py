@@ -59,7 +59,7 @@ def decode_video(data: bytes, frames: int) -> list[Frame]:
 
     pyav()  # a missing PyAV stops the run; only the video itself can be a bad row
     try:
-        return sample_frames(data, frames, name="video_bytes")
+        return sample_frames(data, frames, name="in video_bytes")
     except MmvError as exc:
         raise BadRow("image", str(exc)) from None
 
