@@ -87,3 +87,24 @@ def test_demo_refuses_a_folder_that_is_not_empty(tmp_path):
     )
     assert result.returncode == 2 and "not empty" in result.stderr and "(option: --out)" in result.stderr
     assert [p.name for p in tmp_path.iterdir()] == ["keep.txt"]
+
+
+def test_the_video_demo_makes_room_for_its_frames_at_16_tokens_each():
+    from mmv.errors import MmvError
+
+    video = DemoConfig(task="video", frames=4)
+    assert video.projector_merge == 2 and video.seq_len == 256 + 3 * 16
+    assert DemoConfig(task="shapes").projector_merge == 1 and DemoConfig(task="hires", tiles=4).seq_len == 256 + 256
+    with pytest.raises(MmvError, match="frames must be between 1 and 64"):
+        DemoConfig(task="video", frames=0)
+
+
+def test_video_questions_are_scored_by_kind():
+    from mmv.demo import question_kind
+
+    frames = "Frame 1 at 0.2 s: <image>\nFrame 2 at 0.8 s: <image>\n"
+    assert question_kind(frames + "Which way does the red circle move?") == "motion"
+    assert question_kind(frames + "In which direction does the blue square move?") == "motion"
+    assert question_kind(frames + "What shape shows up last?") == "last"
+    assert question_kind("<image>\nWhat colour are the shapes?") == "colour"
+    assert question_kind("Which way is north?") == "other"
