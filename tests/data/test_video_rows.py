@@ -160,3 +160,12 @@ def test_data_check_counts_the_frames_in_the_length(tmp_path, tokenizer):
     assert 4 * RUN + 4 * 8 <= eight.lengths[0] - four.lengths[0] <= 4 * RUN + 4 * 12
     short = check_file(path, tokenizer, 300, frames=8)
     assert short.problems.count(["too_long"]) == 1
+
+
+def test_video_rows_cannot_come_from_a_feature_cache():
+    def cached(images, row):
+        return []
+
+    with pytest.raises(MmvError, match="a feature cache holds whole images, not a video's frames") as caught:
+        RowValidator(images=cached).validate(conversation(), None, video_bytes=clip(4))
+    assert caught.value.options == ("feature_cache",)
