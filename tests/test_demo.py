@@ -108,3 +108,30 @@ def test_video_questions_are_scored_by_kind():
     assert question_kind(frames + "What shape shows up last?") == "last"
     assert question_kind("<image>\nWhat colour are the shapes?") == "colour"
     assert question_kind("Which way is north?") == "other"
+
+
+@pytest.mark.slow
+def test_a_short_video_demo_learns_the_answer_of_each_question_kind(tmp_path):
+    """188 steps (about 3 minutes on a busy 2-core machine): the model answers each kind of video question in that
+    kind's form, about one held-out clip too. Which way and which shape need far more steps than a test can take
+    (see benchmarks/video_demo.py), so they are not asserted here."""
+    import re
+
+    out = tmp_path / "demo"
+    command = [sys.executable, "-m", "mmv.cli.app", "demo", "--video", "--out", str(out), "--minutes", "0.5"]
+    result = subprocess.run(
+        [*command, "--rows", "300", "--seed", "1", "--json"], capture_output=True, text=True, timeout=900
+    )
+    assert result.returncode == 0, result.stderr[-2000:]
+    summary = json.loads(result.stdout)
+    assert summary["steps"] == {"pretrain": 75, "sft": 113} and summary["frames"] == 4
+    assert {kind: entry["total"] for kind, entry in summary["by_kind"].items()} == {"motion": 150, "last": 150}
+    forms = {"motion": r"It moves (left|right|up|down)\.", "last": r"The last is a (circle|square|triangle)\."}
+    for line in (out / "eval.jsonl").read_text().splitlines():
+        record = json.loads(line)
+        kind = "motion" if "move?" in record["question"] else "last"
+        assert re.fullmatch(forms[kind], record["prediction"]), record
+    assert json.loads((out / "sft" / "config.json").read_text())["data"]["frames"] == 4
+    assert summary["example"]["image"].endswith("example.mp4") and (out / "example.mp4").is_file()
+    assert re.fullmatch(forms["motion"] + "|" + forms["last"], summary["example"]["answer"])
+    assert "--frames 4 --prompt " in result.stderr
