@@ -45,7 +45,7 @@ class DemoConfig:
     # frames each clip of the video task is sampled to: 4 of its 8 show every move and the last shape's arrival
     frames: int = 4
     # KxK patches per image token of the fresh projector; None: 2 for the video task (16 tokens a frame, so its four
-    # frames cost what one 64-token image does), else 1
+    # frames cost what one 64-token image does), else what the encoder's reference variant uses (64 tokens)
     merge: int | None = None
 
     def __post_init__(self) -> None:
@@ -60,15 +60,15 @@ class DemoConfig:
         check_frames(self.frames)
 
     @property
-    def projector_merge(self) -> int:
-        return self.merge or (2 if self.task == "video" else 1)
+    def projector_merge(self) -> int | None:
+        return self.merge or (2 if self.task == "video" else None)
 
     @property
     def seq_len(self) -> int:
         """max_seq_len, with room for every run of a tiled image (five runs of 64 at four tiles) or of a clip's
         frames."""
         extra_runs = (self.tiles if self.tiles > 1 else 0) + (self.frames - 1 if self.task == "video" else 0)
-        return self.max_seq_len + 64 // self.projector_merge**2 * extra_runs
+        return self.max_seq_len + 64 // (self.projector_merge or 1) ** 2 * extra_runs
 
     @property
     def steps(self) -> tuple[int, int]:
