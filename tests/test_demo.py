@@ -87,3 +87,53 @@ def test_demo_refuses_a_folder_that_is_not_empty(tmp_path):
     )
     assert result.returncode == 2 and "not empty" in result.stderr and "(option: --out)" in result.stderr
     assert [p.name for p in tmp_path.iterdir()] == ["keep.txt"]
+
+
+def test_the_video_demo_makes_room_for_its_frames_at_16_tokens_each():
+    from mmv.errors import MmvError
+
+    video = DemoConfig(task="video", frames=4)
+    assert video.projector_merge == 2 and video.seq_len == 256 + 3 * 16
+    assert DemoConfig(task="shapes").projector_merge is None  # the shapes and hires demos train as they always did
+    assert DemoConfig(task="hires", tiles=4).seq_len == 256 + 256
+    with pytest.raises(MmvError, match="frames must be between 1 and 64"):
+        DemoConfig(task="video", frames=0)
+
+
+def test_video_questions_are_scored_by_kind():
+    from mmv.demo import question_kind
+
+    frames = "Frame 1 at 0.2 s: <image>\nFrame 2 at 0.8 s: <image>\n"
+    assert question_kind(frames + "Which way does the red circle move?") == "motion"
+    assert question_kind(frames + "In which direction does the blue square move?") == "motion"
+    assert question_kind(frames + "What shape shows up last?") == "last"
+    assert question_kind("<image>\nWhat colour are the shapes?") == "colour"
+    assert question_kind("Which way is north?") == "other"
+
+
+@pytest.mark.slow
+def test_a_short_video_demo_learns_the_answer_of_each_question_kind(tmp_path):
+    """188 steps (3 to 6 minutes on a busy 2-core machine): the model answers each kind of video question in that
+    kind's form, about one held-out clip too. The answers themselves need far more steps than a test can take (at
+    1,500 steps, benchmarks/video_demo.py measured "last" at 71% and "motion" still at chance), so accuracy is not
+    asserted here."""
+    import re
+
+    out = tmp_path / "demo"
+    command = [sys.executable, "-m", "mmv.cli.app", "demo", "--video", "--out", str(out), "--minutes", "0.5"]
+    result = subprocess.run(
+        [*command, "--rows", "300", "--seed", "1", "--json"], capture_output=True, text=True, timeout=900
+    )
+    assert result.returncode == 0, result.stderr[-2000:]
+    summary = json.loads(result.stdout)
+    assert summary["steps"] == {"pretrain": 75, "sft": 113} and summary["frames"] == 4
+    assert {kind: entry["total"] for kind, entry in summary["by_kind"].items()} == {"motion": 150, "last": 150}
+    forms = {"motion": r"It moves (left|right|up|down)\.", "last": r"The last is a (circle|square|triangle)\."}
+    for line in (out / "eval.jsonl").read_text().splitlines():
+        record = json.loads(line)
+        kind = "motion" if "move?" in record["question"] else "last"
+        assert re.fullmatch(forms[kind], record["prediction"]), record
+    assert json.loads((out / "sft" / "config.json").read_text())["data"]["frames"] == 4
+    assert summary["example"]["image"].endswith("example.mp4") and (out / "example.mp4").is_file()
+    assert re.fullmatch(forms["motion"] + "|" + forms["last"], summary["example"]["answer"])
+    assert "--frames 4 --prompt " in result.stderr

@@ -40,22 +40,35 @@ class DemoConfig:
     encoder_hidden: int = 64  # the tiny encoder's width (image_hidden_size)
     encoder: str = "siglip"  # the tiny encoder's family: siglip | clip | dinov2 (mmv.synth.encoder)
     threads: int = 1  # torch threads: tiny tensors gain nothing from more, and one thread is bit-reproducible
-    task: str = "shapes"  # the synthetic task (mmv.synth.dataset.TASKS): shapes | hires
+    task: str = "shapes"  # the synthetic task (mmv.synth.dataset.TASKS): shapes | hires | video
     tiles: int = 1  # tiles per image the model is trained with (hires needs 4 to see its shapes)
+    # frames each clip of the video task is sampled to: 4 of its 8 show every move and the last shape's arrival
+    frames: int = 4
+    # KxK patches per image token of the fresh projector; None: 2 for the video task (16 tokens a frame, so its four
+    # frames cost what one 64-token image does), else what the encoder's reference variant uses (64 tokens)
+    merge: int | None = None
 
     def __post_init__(self) -> None:
         from mmv.synth.dataset import TASKS
         from mmv.synth.encoder import FAMILIES
+        from mmv.vision_input.video import check_frames
 
         if self.encoder not in FAMILIES:
             raise MmvError(f"unknown demo encoder {self.encoder!r}; expected one of {', '.join(FAMILIES)}")
         if self.task not in TASKS:
             raise MmvError(f"unknown demo task {self.task!r}; expected one of {', '.join(TASKS)}")
+        check_frames(self.frames)
+
+    @property
+    def projector_merge(self) -> int | None:
+        return self.merge or (2 if self.task == "video" else None)
 
     @property
     def seq_len(self) -> int:
-        """max_seq_len, with room for every run of a tiled image (five runs of 64 at four tiles)."""
-        return self.max_seq_len + 64 * (self.tiles if self.tiles > 1 else 0)
+        """max_seq_len, with room for every run of a tiled image (five runs of 64 at four tiles) or of a clip's
+        frames."""
+        extra_runs = (self.tiles if self.tiles > 1 else 0) + (self.frames - 1 if self.task == "video" else 0)
+        return self.max_seq_len + 64 // (self.projector_merge or 1) ** 2 * extra_runs
 
     @property
     def steps(self) -> tuple[int, int]:
@@ -127,6 +140,7 @@ def train_stage(
         epochs=1000,
         max_seq_len=config.seq_len,
         tiles=config.tiles,
+        merge=config.projector_merge,
         seed=config.seed,
         log_every=10,
         save_every=10**9,
@@ -139,16 +153,17 @@ def train_stage(
         data=[str(data)],
         vision=str(vision),
         tokenizer=str(tokenizer),
-        data_options={"random_system_prompt": False, "drop_empty_think": False},
+        data_options={"random_system_prompt": False, "drop_empty_think": False, "frames": config.frames},
     )
     return run(request, stage)
 
 
 def question_kind(question: str) -> str:
     from mmv.synth.captions import QUESTIONS
+    from mmv.synth.video import question_kind as video_kind
 
     text = question.replace("<image>", "").strip()
-    return next((kind for kind, asked in QUESTIONS.items() if text in asked), "other")
+    return next((kind for kind, asked in QUESTIONS.items() if text in asked), None) or video_kind(text) or "other"
 
 
 def score_by_kind(records_path: Path) -> dict[str, dict[str, int]]:
@@ -175,6 +190,25 @@ def answer_one(loaded: Any, eval_file: Path, out: Path, question: str) -> dict[s
     session = ChatSession(loaded, SamplingConfig(max_new_tokens=32, temperature=0.0))
     session.attach(out.name, image)
     reply = session.ask(question)
+    return {"image": str(out), "question": question, "answer": reply.text}
+
+
+def answer_clip(loaded: Any, eval_file: Path, out: Path) -> dict[str, str]:
+    """Ask the model the first held-out clip's question, its frames placed as in training; save the clip."""
+    import pyarrow.parquet as pq
+
+    from mmv.chat import ChatSession
+    from mmv.sampling import SamplingConfig
+    from mmv.vision_input.video import frames_prompt, sample_frames
+
+    row = pq.read_table(eval_file, columns=["conversations", "video_bytes"]).slice(0, 1).to_pylist()[0]
+    out.write_bytes(row["video_bytes"])
+    question = json.loads(row["conversations"])[0]["content"].removeprefix("<image>\n")
+    frames = sample_frames(out, loaded.frames)
+    session = ChatSession(loaded, SamplingConfig(max_new_tokens=32, temperature=0.0))
+    for frame in frames:
+        session.attach(f"{out.name}@{frame.seconds:.1f}s", frame.image)
+    reply = session.ask(frames_prompt(frames) + question)
     return {"image": str(out), "question": question, "answer": reply.text}
 
 
@@ -246,8 +280,11 @@ def _run(out: Path, config: DemoConfig, say: Callable[[str], None]) -> DemoResul
     report = evaluate(loaded, [data.files["eval"]], EvalConfig(batch_size=32, max_new_tokens=24), records)
     result.eval = report.summary()
     result.by_kind = score_by_kind(records)
-    question = "What shape are the objects?" if config.task == "hires" else "How many shapes are there?"
-    result.example = answer_one(loaded, data.files["eval"], out / "example.png", question)
+    if config.task == "video":
+        result.example = answer_clip(loaded, data.files["eval"], out / "example.mp4")
+    else:
+        question = "What shape are the objects?" if config.task == "hires" else "How many shapes are there?"
+        result.example = answer_one(loaded, data.files["eval"], out / "example.png", question)
     result.seconds["eval"] = time.perf_counter() - clock
 
     loss_curve(

@@ -24,7 +24,7 @@ def corrupt_third_group(path):
 def test_rows_come_in_file_order_as_python_values(tmp_path):
     rows = mixed_rows(150)
     path = write_parquet(tmp_path / "a.parquet", rows, row_group_size=40)
-    assert list(iter_rows(path)) == [(r["conversations"], r["image_bytes"]) for r in rows]
+    assert list(iter_rows(path)) == [(r["conversations"], r["image_bytes"], None) for r in rows]
     assert list(iter_rows(path, open_dataset(path)))[149][0] == rows[149]["conversations"]
 
 
@@ -63,7 +63,7 @@ def test_a_file_broken_in_the_middle_stops_after_the_rows_read(tmp_path):
     with pytest.raises(MmvError, match=f"cannot read {path}: ") as caught:
         read.extend(iter_rows(path))
     assert "\n" not in str(caught.value)
-    assert read == [(r["conversations"], r["image_bytes"]) for r in rows[: 2 * ROWS_PER_READ]]
+    assert read == [(r["conversations"], r["image_bytes"], None) for r in rows[: 2 * ROWS_PER_READ]]
 
     report = check_file(path)  # check counts the file as a problem and keeps what it saw
     assert report.checked == 2 * ROWS_PER_READ and report.problems.counts["file"] == 1
@@ -86,3 +86,11 @@ def test_conversations_that_are_not_utf8_fail_their_row_not_the_file(tmp_path):
     assert report.problems.examples == [
         f"row 1 of flipped.parquet (unicode: conversations is not UTF-8 (invalid continuation byte at byte {at}))"
     ]
+
+
+def test_a_video_column_that_is_not_binary_is_refused(tmp_path):
+    path = tmp_path / "v.parquet"
+    row = {"conversations": "[]", "image_bytes": b"", "video_bytes": "clip.mp4"}
+    pq.write_table(pa.Table.from_pylist([row]), str(path))
+    with pytest.raises(MmvError, match="column video_bytes is string"):
+        open_dataset(path)

@@ -35,3 +35,24 @@ def test_the_sheet_reads_only_the_first_rows_and_never_overwrites_its_input(tmp_
     with pytest.raises(MmvError, match="holds no rows"):
         contact_sheet(empty, tmp_path / "none.png")
     assert not (tmp_path / "none.png").exists()
+
+
+def test_a_video_row_shows_its_frames_and_a_bad_video_is_marked(tmp_path):
+    import json
+
+    from PIL import Image
+
+    from mmv.data.writer import ParquetRows
+    from mmv.synth.clips import mp4_bytes
+
+    turns = [{"role": "user", "content": "<image>\nWhat happens?"}, {"role": "assistant", "content": "It moves."}]
+    clip = mp4_bytes([Image.new("RGB", (32, 32), (200, 30 * k, 30)) for k in range(8)])
+    layout = SheetLayout(thumb=64)
+    picture, caption, usable = render_cell(0, json.dumps(turns), None, layout, video_bytes=clip)
+    assert usable and picture.size == (64, 64)  # the eight frames side by side
+    assert caption.startswith("#0 Q: Frame 1 at 0.0 s: Frame 2 at 0.2 s:")
+    assert caption.endswith("What happens?\nA: It moves.")
+    assert not render_cell(1, json.dumps(turns), None, layout, video_bytes=b"no video")[2]
+    with ParquetRows(tmp_path / "v.parquet", video=True) as out:
+        out.add(turns, [], clip)
+    assert contact_sheet(tmp_path / "v.parquet", tmp_path / "sheet.png") == 1

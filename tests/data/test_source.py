@@ -123,4 +123,4 @@ def test_columns_are_read_by_name_whatever_their_order(tmp_path):
     )
     source = ParquetSource([str(path)])
     plan = EpochPlan(source.groups, seed=0, epoch=0)
-    assert BlockReader(source).read_window(plan, 0).row(0) == (row["conversations"], row["image_bytes"])
+    assert BlockReader(source).read_window(plan, 0).row(0) == (row["conversations"], row["image_bytes"], None)

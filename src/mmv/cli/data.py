@@ -46,11 +46,17 @@ def synth(
     hires: bool = typer.Option(
         False, "--hires", help="The high-resolution task: one tiny shape in a 512x512 image (train with --tiles 4)."
     ),
+    video: bool = typer.Option(
+        False, "--video", help="The video task: 8-frame MP4 clips of shapes that move or appear (needs PyAV)."
+    ),
 ) -> None:
     """Draw scenes of coloured shapes with captions and questions (multi-turn, two-image and text-only rows)."""
     from mmv.synth.dataset import SynthConfig, synthesize
 
-    config = SynthConfig(n=n, eval_n=eval_n or max(30, n // 10), seed=seed, task="hires" if hires else "shapes")
+    if hires and video:
+        raise MmvError("--hires and --video are two different tasks: choose one")
+    task = "hires" if hires else "video" if video else "shapes"
+    config = SynthConfig(n=n, eval_n=eval_n or max(30, n // 10), seed=seed, task=task)
     start = time.perf_counter()
     with progress() as bar:
         task = bar.add_task("drawing scenes", total=2 * config.n + config.eval_n)
@@ -78,7 +84,7 @@ def synth(
 @handle_errors(flags={"out": "--out"})
 def from_llava(
     json_file: Path = typer.Argument(..., help="LLaVA JSON array or JSON-lines file."),
-    image_dir: Path = typer.Argument(..., help="Folder the records' image paths are relative to."),
+    image_dir: Path = typer.Argument(..., help="Folder the records' image and video paths are relative to."),
     out: Path = typer.Option(..., "--out", help="Parquet file to write."),
     resize: int = typer.Option(256, "--resize", min=0, help="Shrink images to at most this side (0: keep size)."),
     allow_outside: bool = typer.Option(
@@ -138,6 +144,7 @@ def check(
     tiles: int = typer.Option(
         1, "--tiles", metavar="N", help="Tiles per image of the model (its image_tiles; tiles of 256 pixels)."
     ),
+    frames: int = typer.Option(8, "--frames", metavar="N", help="Frames a row's video is sampled to (as trained)."),
     limit: int = typer.Option(None, "--limit", min=1, help="Check only the first N rows of each file."),
 ) -> None:
     """Validate every row as training reads it (JSON, turns, markers vs images, images, with --tokenizer the
@@ -159,7 +166,7 @@ def check(
         for path in files:
             task = bar.add_task(path.name, total=None)
             advance = partial(bar.advance, task)
-            reports.append(check_file(path, tok, max_seq_len, limit, advance, tokens_per_image, tiles))
+            reports.append(check_file(path, tok, max_seq_len, limit, advance, tokens_per_image, tiles, frames))
     console.print(check_table(reports, max_seq_len))
     for report in reports:
         for example in report.problems.examples:
@@ -192,6 +199,7 @@ def check_table(reports: list, max_seq_len: int):
     add("rows", [f"{r.rows:,}" for r in reports])
     add("checked", [f"{r.checked:,}" for r in reports])
     add("with images", [f"{r.with_images:,}" for r in reports])
+    add("with a video", [f"{r.with_video:,}" for r in reports])
     add("  two or more", [f"{r.several_images:,}" for r in reports])
     add("text only", [f"{r.text_only:,}" for r in reports])
     add("multi-turn", [f"{r.multi_turn:,}" for r in reports])

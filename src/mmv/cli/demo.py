@@ -31,18 +31,26 @@ def demo(
         False, "--hires", help="The high-resolution task (one tiny shape in a 512x512 image) instead of the scenes."
     ),
     tiles: int = typer.Option(1, "--tiles", metavar="N", help="Train with up to N tiles per image (hires: 4)."),
+    video: bool = typer.Option(
+        False, "--video", help="The video task (which way a shape moves, which shape appears last) on MP4 clips."
+    ),
+    frames: int = typer.Option(4, "--frames", metavar="N", help="Frames sampled from each clip (with --video)."),
 ) -> None:
     """Synthetic shapes -> pretrain -> SFT -> held-out accuracy, a loss curve and one answered question."""
     from mmv.demo import DemoConfig, run_demo
+    from mmv.errors import MmvError
 
+    if hires and video:
+        raise MmvError("--hires and --video are two different tasks: choose one")
     config = DemoConfig(
         seed=seed,
         minutes=minutes,
         n=rows,
         threads=threads,
         encoder=encoder,
-        task="hires" if hires else "shapes",
+        task="hires" if hires else "video" if video else "shapes",
         tiles=tiles,
+        frames=frames,
     )
     result = run_demo(out, config, say=lambda text: console.print(f"[bold]{text}[/]"))
     console.print(summary_table(result))
@@ -54,9 +62,11 @@ def demo(
     )
     example = result.example
     console.print(f"\n[bold]Q:[/] {example['question']}  ({example['image']})\n[bold]A:[/] {example['answer']}")
+    question = "Which shape appears last?" if video else "What colour are the shapes?"
+    more = f'--frames {frames} --prompt "{question}"' if video else f'--prompt "{question}"'
     console.print(
         f"\nloss curve: {result.paths['loss_curve']}\nask more:   mmv chat {example['image']} "
-        f'--model {result.paths["model"]} --temperature 0 --prompt "What colour are the shapes?"',
+        f"--model {result.paths['model']} --temperature 0 {more}",
         markup=False,
     )
     emit_json(
@@ -67,6 +77,7 @@ def demo(
             "encoder": encoder,
             "task": config.task,
             "tiles": tiles,
+            "frames": frames if video else None,
             "steps": dict(zip(("pretrain", "sft"), config.steps, strict=True)),
             "accuracy": result.eval["accuracy"],
             "by_kind": result.by_kind,

@@ -11,7 +11,7 @@ from mmv.cli.common import MODEL_FLAGS, console, emit_json, handle_errors
 from mmv.cli.model_options import load_chosen_model
 
 
-@handle_errors(flags={**MODEL_FLAGS, "out": "--out"})
+@handle_errors(flags={**MODEL_FLAGS, "out": "--out", "frames": "--frames N"})
 def eval_command(
     files: list[str] = typer.Argument(None, metavar="[FILE...]", help="More parquet files (after --data)."),
     model: str = typer.Option(
@@ -41,6 +41,9 @@ def eval_command(
     adapter: Path = shared.ADAPTER,
     attention_heads: int = shared.ATTENTION_HEADS,
     tiles: int = shared.TILES,
+    frames: int = typer.Option(
+        None, "--frames", metavar="N", help="Frames sampled from each row's video (default: as the run trained)."
+    ),
 ) -> None:
     """Accuracy, answer loss and perplexity, and throughput of a model on held-out conversations."""
     from mmv.device import check_device, check_dtype
@@ -77,6 +80,7 @@ def eval_command(
         need_vision=False,
         quantize=quantize,
         tiles=tiles,
+        frames=frames,
     )
     config = EvalConfig(
         metric=metric, batch_size=batch_size, max_new_tokens=max_new_tokens, limit=limit, thinking=think

@@ -22,7 +22,8 @@ NOT_TRAINING = ("attention_heads", "adapter", "quantize")
 FLAGS = {
     **{name: flag for name, flag in MODEL_FLAGS.items() if name not in NOT_TRAINING},
     "init": "--init", "nproc": "--nproc N", "projector": "--projector", "merge": "--merge K",
-    "tiles": "--tiles N", "data": "--data", "out": "--out", "resume": "--resume", "freeze": "--freeze",
+    "tiles": "--tiles N", "frames": "--frames N", "data": "--data", "out": "--out", "resume": "--resume",
+    "freeze": "--freeze",
     "train_vision": "--train-vision", "cache_features": "--cache-features", "feature_cache": "--feature-cache",
     "cache_dtype": "--cache-dtype", "lr": "--lr", "warmup": "--warmup", "epochs": "--epochs",
     "max_steps": "--max-steps", "batch_size": "--batch-size", "accum": "--accum", "max_seq_len": "--max-seq-len",
@@ -102,6 +103,11 @@ def _make(stage: str) -> Callable[..., None]:
             metavar="N",
             help="Cut each image into up to N encoder-sized tiles plus a global view [default: as --init records, "
             "else 1].",
+        ),
+        frames: int = typer.Option(
+            None,
+            metavar="N",
+            help="Frames sampled from each row's video (video_bytes), each an image after its timestamp [default: 8].",
         ),
         epochs: int = typer.Option(None, help=f"Epochs {default('epochs')}."),
         max_steps: int = typer.Option(None, help="Stop after this many optimizer steps."),
@@ -184,6 +190,8 @@ def _make(stage: str) -> Callable[..., None]:
         }  # fmt: skip
         given = {name: value for name, value in options.items() if value is not None}
         data_options = {"random_system_prompt": not no_random_system_prompt, "drop_empty_think": not keep_empty_think}
+        if frames is not None:
+            data_options["frames"] = frames
         _train(
             stage,
             given,

@@ -38,6 +38,7 @@ class FileCheck:
     rows: int = 0  # in the file
     checked: int = 0  # rows looked at (all, or the first --limit)
     with_images: int = 0
+    with_video: int = 0
     several_images: int = 0
     text_only: int = 0
     multi_turn: int = 0
@@ -64,6 +65,7 @@ class FileCheck:
             "bad": self.problems.total,
             "rendered": self.rendered,
             "with_images": self.with_images,
+            "with_video": self.with_video,
             "several_images": self.several_images,
             "text_only": self.text_only,
             "multi_turn": self.multi_turn,
@@ -74,13 +76,16 @@ class FileCheck:
         }
 
 
-def count_row(report: FileCheck, validator: RowValidator, max_seq_len: int, conversations: Any, images: Any) -> None:
+def count_row(
+    report: FileCheck, validator: RowValidator, max_seq_len: int, conversations: Any, images: Any, video: Any = None
+) -> None:
     where = f"row {report.checked} of {report.path.name}"
     try:
-        valid = validator.validate(conversations, images)
+        valid = validator.validate(conversations, images, video_bytes=video)
     except BadRow as exc:
         report.problems.add(exc.kind, where, str(exc))
         return
+    report.with_video += video is not None
     report.with_images += bool(valid.images)
     report.several_images += len(valid.images) > 1
     report.text_only += not valid.images
@@ -98,23 +103,24 @@ def check_file(
     on_rows: Callable[[int], None] | None = None,
     tokens_per_image: int = 64,
     tiles: int = 1,
+    frames: int = 8,
 ) -> FileCheck:
     """Check the first `limit` rows (all by default); `on_rows(n)` reports progress every few rows.
 
     `tokens_per_image` is the placeholder run of one image in the model the rows are for (64 in the reference's
     variants; mmv.config.VisionConfig.tokens_per_image), `tiles` its tiles per image (image_tiles), cut at the
-    reference encoders' 256 pixels."""
+    reference encoders' 256 pixels, `frames` the frames a row's video is sampled to (so its length counts them)."""
     builder = LabelBuilder(tokenizer, max_seq_len, tokens_per_image) if tokenizer is not None else None
-    validator = RowValidator(builder, tiling=Tiling(check_tiles(tiles)))
+    validator = RowValidator(builder, tiling=Tiling(check_tiles(tiles)), frames=frames)
     report = FileCheck(Path(path), rendered=validator.renders)
     try:
         parquet = open_dataset(path)
         report.rows = parquet.metadata.num_rows
         todo = report.rows if limit is None else min(limit, report.rows)
-        for conversations, images in iter_rows(path, parquet):
+        for conversations, images, video in iter_rows(path, parquet):
             if report.checked == todo:
                 break
-            count_row(report, validator, max_seq_len, conversations, images)
+            count_row(report, validator, max_seq_len, conversations, images, video)
             report.checked += 1
             if on_rows is not None and report.checked % ROWS_PER_READ == 0:
                 on_rows(ROWS_PER_READ)

@@ -99,9 +99,9 @@ class PreparedChunk:
     pixels: dict[str, np.ndarray] | None  # the processor's output for every image of the chunk, in order
 
 
-def prepare_chunk(rows: list[tuple[Any, Any]], processor: ImageProcessor) -> PreparedChunk:
+def prepare_chunk(rows: list[tuple[Any, Any, Any]], processor: ImageProcessor) -> PreparedChunk:
     images, counts, failures = [], [], []
-    for conversations, image_bytes in rows:
+    for conversations, image_bytes, _video in rows:
         try:
             _, raw = parse_row(conversations, image_bytes)
         except BadRow:
@@ -162,8 +162,8 @@ def prepared_chunks(chunks: Iterator[list[Any]], vision_dir: str | Path, num_wor
         pool.shutdown(wait=True, cancel_futures=True)
 
 
-def row_chunks(files: list[Path], size: int) -> Iterator[list[tuple[Any, Any]]]:
-    chunk: list[tuple[Any, Any]] = []
+def row_chunks(files: list[Path], size: int) -> Iterator[list[tuple[Any, Any, Any]]]:
+    chunk: list[tuple[Any, Any, Any]] = []
     for path in files:
         for row in iter_rows(path):
             chunk.append(row)

@@ -1,11 +1,17 @@
 """Converting the common LLaVA format to the published parquet schema, streaming.
 
 A LLaVA file is a JSON array (or JSON lines) of records `{"image": "a.jpg" | ["a.jpg", ...], "conversations":
-[{"from": "human" | "gpt" | "system", "value": "<image>\\n..."}]}`. Records are decoded one at a time (a JSON array
+[{"from": "human" | "gpt" | "system", "value": "<image>\\n..."}]}`, or LLaVA-Video's `{"video": "clip.mp4", ...}`,
+whose one `<image>` marker is the video. Records are decoded one at a time (a JSON array
 is scanned incrementally, never loaded whole); images are read, optionally shrunk and re-encoded as JPEG. Each
 converted conversation passes the checks training makes (`mmv.data.rows.check_conversation`); a record that fails
 them, whose image is missing or corrupt, or whose image path leaves the image folder (`..`, an absolute path;
 allowed with `allow_outside`), is counted and skipped.
+
+A video is stored as it is, in the `video_bytes` column, once it has been decoded through to its last frame (a
+truncated or unreadable file is skipped here, not found in training). Its frames are sampled when it is read for
+training (`mmv.data.validate`), so how many frames the model sees stays a training setting (`--frames`) rather than
+something fixed by the conversion, and a clip's every frame stays available to a later run that wants more.
 """
 
 from __future__ import annotations
@@ -114,13 +120,50 @@ def messages_of(record: Any) -> list[dict[str, str]]:
     return messages
 
 
-def image_path(image_dir: Path, name: str, allow_outside: bool) -> Path:
+def image_path(image_dir: Path, name: str, allow_outside: bool, what: str = "image") -> Path:
     """`name` under `image_dir`; a name that leaves it (`..`, absolute) only with `allow_outside`. The test is on
     the name, not the resolved path, so symbolic links inside the folder are followed like any file."""
     inside = not os.path.isabs(name) and not os.path.normpath(name).startswith(os.pardir)
     if not inside and not allow_outside:
-        raise SkipRecord(OUTSIDE, f"image {name} is outside {image_dir} (pass --allow-outside to read it)")
+        raise SkipRecord(OUTSIDE, f"{what} {name} is outside {image_dir} (pass --allow-outside to read it)")
     return image_dir / name
+
+
+def video_path(record: Any) -> Any:
+    """The record's video name, if it has one (checked to be a string by `convert_video_record`)."""
+    return record.get("video") if isinstance(record, dict) else None
+
+
+def read_video(path: Path) -> bytes:
+    from mmv.vision_input.video import check_video, pyav
+
+    pyav()  # a missing PyAV stops the conversion; only a video itself can be a skipped record
+    if not path.is_file():
+        raise SkipRecord("missing video", f"video {path} does not exist")
+    data = path.read_bytes()
+    try:
+        check_video(data, str(path))
+    except MmvError as exc:
+        raise SkipRecord("corrupt video", str(exc)) from None
+    return data
+
+
+def convert_video_record(
+    record: Any, image_dir: Path, allow_outside: bool = False
+) -> tuple[list[dict[str, str]], list[bytes], bytes]:
+    name = video_path(record)
+    try:
+        if not isinstance(name, str):
+            raise BadRow("schema", "video must be a path")
+        if image_paths(record):
+            raise BadRow("schema", "a record holds an image or a video, not both")
+        check_unicode(name)
+        messages, markers = check_conversation(messages_of(record), 1)
+    except BadRow as exc:
+        raise SkipRecord(exc.kind, str(exc)) from None
+    if markers != 1:
+        raise SkipRecord("markers", f"{markers} <image> marker(s) for one video; it needs one, where its frames go")
+    return messages, [], read_video(image_path(image_dir, name, allow_outside, "video"))
 
 
 def encode_image(path: Path, resize: int) -> bytes:
@@ -169,16 +212,20 @@ def convert(
     refuse_input_as_output(out, [json_path])
     # a first pass over the text alone decides the column layout: a list of images only if some record needs it
     multi = any(len(image_paths(r)) > 1 for r in iter_records(json_path))
+    videos = any(video_path(r) is not None for r in iter_records(json_path))
     report = Conversion()
-    with ParquetRows(out, multi_image=multi) as rows:
+    with ParquetRows(out, multi_image=multi, video=videos) as rows:
         for index, record in enumerate(iter_records(json_path)):
             report.records += 1
             try:
-                messages, images = convert_record(record, image_dir, resize, allow_outside)
+                if video_path(record) is not None:
+                    messages, images, video = convert_video_record(record, image_dir, allow_outside)
+                else:
+                    (messages, images), video = convert_record(record, image_dir, resize, allow_outside), None
             except SkipRecord as exc:
                 report.skipped.add(exc.reason, f"record {index}", str(exc))
             else:
-                rows.add(messages, images)
+                rows.add(messages, images, video)
                 report.written += 1
             if on_record is not None:
                 on_record()

@@ -40,6 +40,7 @@ from mmv.data.source import BlockReader, EpochPlan, ParquetSource, WindowRows
 from mmv.data.validate import RowValidator, decode_row_images
 from mmv.errors import MmvError
 from mmv.vision_input.tiles import Tiling, check_tiles
+from mmv.vision_input.video import check_frames
 
 
 @dataclass
@@ -51,6 +52,7 @@ class DataSpec:
     tokens_per_image: int = 64  # each image's placeholder run: the model's image_token_len
     tiles: int = 1  # at most this many tiles per image plus a global view (the model's image_tiles)
     tile_side: int = 256  # the encoder's native side, which tiles are cut at (mmv.vision_input.tiles.tile_side)
+    frames: int = 8  # the frames a row's video (video_bytes) is sampled to, each an image after its timestamp
     seed: int = 42
     random_system_prompt: bool = True  # reference preprocessing: a random system prompt with p=0.2, seeded per row
     drop_empty_think: bool = True  # reference preprocessing: empty think blocks removed with p=0.8, seeded per row
@@ -66,6 +68,7 @@ class DataSpec:
 
 def check_spec(spec: DataSpec) -> None:
     check_tiles(spec.tiles)
+    check_frames(spec.frames)
     for name in ("max_seq_len", "tokens_per_image", "tile_side", "block_rows", "window_rows"):
         if getattr(spec, name) < 1:
             raise MmvError(f"{name} must be at least 1, got {getattr(spec, name)}")
@@ -111,6 +114,7 @@ class BatchBuilder:
             spec.seed,
             images=self.features.images_of if self.features else decode_row_images,
             tiling=self.tiling,
+            frames=spec.frames,
         )
         self.processor = ImageProcessor(spec.vision_dir) if spec.vision_dir and not self.features else None
         self.reader = BlockReader(source)
@@ -130,9 +134,9 @@ class BatchBuilder:
         skipped: list[Skipped] = []
         for position in positions:
             window, index, row = plan.row_at(position)
-            conversations, image_bytes = self._read(plan, window).row(index)
+            conversations, image_bytes, video_bytes = self._read(plan, window).row(index)
             try:
-                samples.append(self.prepare(epoch, row, conversations, image_bytes))
+                samples.append(self.prepare(epoch, row, conversations, image_bytes, video_bytes))
             except BadRow as exc:
                 skipped.append(Skipped(row, exc.kind, str(exc)))
         return collate(
@@ -145,8 +149,10 @@ class BatchBuilder:
             skipped=skipped,
         )
 
-    def prepare(self, epoch: int, row: int, conversations: Any, image_bytes: Any) -> PreparedSample:
-        valid = self.validator.validate(conversations, image_bytes, row, epoch)
+    def prepare(
+        self, epoch: int, row: int, conversations: Any, image_bytes: Any, video_bytes: Any = None
+    ) -> PreparedSample:
+        valid = self.validator.validate(conversations, image_bytes, row, epoch, video_bytes)
         return PreparedSample(row, valid.sample.input_ids, valid.sample.labels, self.tiling.all_views(valid.images))
 
     def _read(self, plan: EpochPlan, window: int) -> WindowRows:

@@ -2,7 +2,9 @@
 
 Every reader of the published schema goes through here: the training source (`mmv.data.source`, which streams
 blocks in a shuffled order), `mmv data check`, `mmv data preview`, `mmv data rechunk` and `mmv eval`. A file that
-cannot be opened, has the wrong columns or breaks while being read is one `MmvError` naming the file.
+cannot be opened, has the wrong columns or breaks while being read is one `MmvError` naming the file. A row is
+(conversations, image_bytes, video_bytes): `video_bytes` is an optional column (binary or null) of mmv's own, and
+a file without it reads None there.
 """
 
 from __future__ import annotations
@@ -18,7 +20,11 @@ if TYPE_CHECKING:
     import pyarrow.parquet as pq
 
 COLUMNS = ("conversations", "image_bytes")
-EXPECTED = "conversations (JSON string or list) and image_bytes (binary or list of binary), optional image_names"
+VIDEO_COLUMN = "video_bytes"  # optional: one video per row, sampled into frames (mmv.data.validate)
+EXPECTED = (
+    "conversations (JSON string or list) and image_bytes (binary or list of binary), optional image_names and "
+    "video_bytes (binary)"
+)
 # pyarrow's read buffer: streams a column chunk page by page instead of loading the whole row group.
 READ_BUFFER = 1 << 20
 ROWS_PER_READ = 64  # rows decoded to Python at a time by `iter_rows`
@@ -56,6 +62,15 @@ def check_schema(path: str | Path, schema: pa.Schema) -> None:
     image = schema.field("image_bytes").type
     if not (is_binary(image) or pa.types.is_null(image) or (is_list(image) and is_binary(image.value_type))):
         raise MmvError(f"{path}: column image_bytes is {image}; expected {EXPECTED}")
+    if VIDEO_COLUMN in names:
+        video = schema.field(VIDEO_COLUMN).type
+        if not (is_binary(video) or pa.types.is_null(video)):
+            raise MmvError(f"{path}: column {VIDEO_COLUMN} is {video}; expected {EXPECTED}")
+
+
+def row_columns(schema: pa.Schema) -> list[str]:
+    """The columns a row is read from: the published two, and video_bytes where the file has it."""
+    return [*COLUMNS, VIDEO_COLUMN] if VIDEO_COLUMN in schema.names else list(COLUMNS)
 
 
 def open_dataset(path: str | Path) -> pq.ParquetFile:
@@ -65,12 +80,14 @@ def open_dataset(path: str | Path) -> pq.ParquetFile:
     return parquet
 
 
-def iter_rows(path: str | Path, parquet: pq.ParquetFile | None = None) -> Iterator[tuple[Any, Any]]:
-    """(conversations, image_bytes) of every row in file order, as Python values, a few rows decoded at a time."""
+def iter_rows(path: str | Path, parquet: pq.ParquetFile | None = None) -> Iterator[tuple[Any, Any, Any]]:
+    """(conversations, image_bytes, video_bytes) of every row in file order, as Python values, a few rows decoded
+    at a time."""
     import pyarrow as pa
 
     parquet = parquet if parquet is not None else open_dataset(path)
-    batches = parquet.iter_batches(batch_size=ROWS_PER_READ, columns=list(COLUMNS), use_threads=False)
+    columns = row_columns(parquet.schema_arrow)
+    batches = parquet.iter_batches(batch_size=ROWS_PER_READ, columns=columns, use_threads=False)
     while True:
         try:
             batch = next(batches, None)
@@ -79,7 +96,8 @@ def iter_rows(path: str | Path, parquet: pq.ParquetFile | None = None) -> Iterat
         if batch is None:
             return
         conversations, images = (batch.column(name) for name in COLUMNS)
-        yield from zip(column_values(path, conversations), images.to_pylist(), strict=True)
+        videos = batch.column(VIDEO_COLUMN).to_pylist() if len(columns) > len(COLUMNS) else [None] * batch.num_rows
+        yield from zip(column_values(path, conversations), images.to_pylist(), videos, strict=True)
 
 
 def column_values(path: str | Path, column: pa.Array | pa.ChunkedArray) -> list[Any]:

@@ -1,7 +1,8 @@
 """One parquet row of the published schema -> messages and image bytes, or `BadRow` saying why not (REFERENCE.md 5).
 
 `conversations` is a JSON string or an already-decoded list of {role, content}; `image_bytes` is one binary or a
-list of binaries (the k-th `<image>` marker is the k-th image). The checks here need no tokenizer;
+list of binaries (the k-th `<image>` marker is the k-th image). A row with `video_bytes` holds one video and no
+images: its one `<image>` marker is where the video's sampled frames go. The checks here need no tokenizer;
 `mmv.data.validate` adds the ones that do (the rendered placeholder runs, the length) and decodes the images.
 """
 
@@ -140,3 +141,15 @@ def parse_row(conversations: Any, image_bytes: Any) -> tuple[list[dict[str, Any]
     images = parse_image_bytes(image_bytes)
     messages, markers = check_conversation(decode_json(conversations), len(images))
     return messages, images if markers else []
+
+
+def parse_video_row(conversations: Any, image_bytes: Any, video_bytes: Any) -> tuple[list[dict[str, Any]], bytes]:
+    """Messages and the video of a row with `video_bytes`: no images beside it, one `<image>` marker for it."""
+    if not isinstance(video_bytes, (bytes, bytearray, memoryview)):
+        raise BadRow("schema", "video_bytes must be binary")
+    if parse_image_bytes(image_bytes):
+        raise BadRow("schema", "a row with video_bytes holds no image_bytes: its one <image> marker is the video")
+    messages, markers = check_conversation(decode_json(conversations), 1)
+    if markers != 1:
+        raise BadRow("markers", "a row with video_bytes needs one <image> marker, where its frames go")
+    return messages, bytes(video_bytes)

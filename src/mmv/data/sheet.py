@@ -54,10 +54,12 @@ def _placeholder(thumb: int, text: str, colour: tuple[int, int, int]) -> Image.I
     return cell
 
 
-def render_cell(index: int, conversations: Any, image_bytes: Any, layout: SheetLayout) -> tuple[Image.Image, str, bool]:
-    """(picture, caption text, whether the row is usable)."""
+def render_cell(
+    index: int, conversations: Any, image_bytes: Any, layout: SheetLayout, video_bytes: Any = None
+) -> tuple[Image.Image, str, bool]:
+    """(picture, caption text, whether the row is usable); a video shows its sampled frames."""
     try:
-        valid = RowValidator().validate(conversations, image_bytes)
+        valid = RowValidator().validate(conversations, image_bytes, video_bytes=video_bytes)
     except BadRow as exc:
         return _placeholder(layout.thumb, f"row {index}: unusable", (190, 40, 40)), f"#{index} {exc}", False
     images = valid.images
@@ -69,7 +71,7 @@ def contact_sheet(path: str | Path, out: str | Path, rows: int = 12, layout: She
     """Draw the first `rows` rows of a parquet file into a PNG at `out`; return how many rows were drawn."""
     layout = layout or SheetLayout()
     refuse_input_as_output(out, [path])
-    cells = [render_cell(i, c, b, layout) for i, (c, b) in enumerate(itertools.islice(iter_rows(path), rows))]
+    cells = [render_cell(i, c, b, layout, v) for i, (c, b, v) in enumerate(itertools.islice(iter_rows(path), rows))]
     if not cells:
         raise MmvError(f"{path} holds no rows")
     font = ImageFont.load_default(size=layout.font_size)

@@ -19,7 +19,7 @@ from typing import TYPE_CHECKING, Any
 
 import numpy as np
 
-from mmv.data.parquet import COLUMNS, open_dataset, open_parquet, text_value
+from mmv.data.parquet import COLUMNS, VIDEO_COLUMN, open_dataset, open_parquet, row_columns, text_value
 from mmv.errors import MmvError
 
 if TYPE_CHECKING:
@@ -158,12 +158,13 @@ class WindowRows:
         self.tables, self.files = tables, files  # each block's table and the file it was read from
         self.starts = list(itertools.accumulate((t.num_rows for t in tables[:-1]), initial=0))
 
-    def row(self, index: int) -> tuple[Any, Any]:
-        """(conversations, image_bytes) of the index-th row, as Python values."""
+    def row(self, index: int) -> tuple[Any, Any, Any]:
+        """(conversations, image_bytes, video_bytes) of the index-th row, as Python values."""
         block = bisect.bisect_right(self.starts, index) - 1
         table, local = self.tables[block], index - self.starts[block]
         conversations = text_value(self.files[block], table.column(COLUMNS[0]), local)
-        return conversations, table.column(COLUMNS[1])[local].as_py()
+        video = table.column(VIDEO_COLUMN)[local].as_py() if VIDEO_COLUMN in table.column_names else None
+        return conversations, table.column(COLUMNS[1])[local].as_py(), video
 
 
 class BlockReader:
@@ -196,8 +197,9 @@ class BlockReader:
             self._files[group.file] = open_parquet(self.source.files[group.file])
         # decoding on this thread: buffers freed here are reused here, while buffers of pyarrow's pool threads
         # (freed by this thread) were seen to pile up, growing RSS with the file
-        self._stream = self._files[group.file].iter_batches(
-            batch_size=READ_ROWS, row_groups=[group.index], columns=list(COLUMNS), use_threads=False
+        parquet = self._files[group.file]
+        self._stream = parquet.iter_batches(
+            batch_size=READ_ROWS, row_groups=[group.index], columns=row_columns(parquet.schema_arrow), use_threads=False
         )
         self._stream_key, self._stream_pos, self._pending = (group.file, group.index), 0, None
 

@@ -60,17 +60,21 @@ def strip_think(text: str) -> str:
 
 
 class ItemReader:
-    def __init__(self, tokenizer: PreTrainedTokenizerFast, prompt: PromptFormat, tiling: Tiling | None = None) -> None:
+    def __init__(
+        self, tokenizer: PreTrainedTokenizerFast, prompt: PromptFormat, tiling: Tiling | None = None, frames: int = 8
+    ) -> None:
         self.tokenizer = tokenizer
         self.prompt = prompt
         self.validator = RowValidator(
-            LabelBuilder(tokenizer, prompt.positions, prompt.tokens_per_image, prompt.image_token), tiling=tiling
+            LabelBuilder(tokenizer, prompt.positions, prompt.tokens_per_image, prompt.image_token),
+            tiling=tiling,
+            frames=frames,
         )
 
-    def item(self, file: str, row: int, conversations: Any, image_bytes: Any) -> EvalItem:
+    def item(self, file: str, row: int, conversations: Any, image_bytes: Any, video_bytes: Any = None) -> EvalItem:
         from mmv.tokenizer import encode, render_chat
 
-        valid = self.validator.validate(conversations, image_bytes)
+        valid = self.validator.validate(conversations, image_bytes, video_bytes=video_bytes)
         messages = valid.messages
         last_user = max((i for i, m in enumerate(messages) if m["role"] == "user"), default=None)
         if last_user is None or last_user + 1 >= len(messages) or messages[last_user + 1]["role"] != "assistant":
@@ -106,11 +110,11 @@ class ItemReader:
         """The usable rows of `files` in order, at most `limit`; every other row is counted in `skips`."""
         produced = 0
         for file in files:
-            for row, (conversations, image_bytes) in enumerate(iter_rows(file)):
+            for row, (conversations, image_bytes, video_bytes) in enumerate(iter_rows(file)):
                 if limit is not None and produced >= limit:
                     return
                 try:
-                    yield self.item(str(file), row, conversations, image_bytes)
+                    yield self.item(str(file), row, conversations, image_bytes, video_bytes)
                     produced += 1
                 except BadRow as exc:
                     skips.add(exc.kind, f"row {row} of {Path(file).name}", str(exc))

@@ -194,6 +194,7 @@ def evaluate(
             model_config.image_special_token,
         ),
         loaded.tiling,
+        loaded.frames,
     )
     start = time.perf_counter()
     with jsonl_sink(out) as sink:

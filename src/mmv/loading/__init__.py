@@ -47,6 +47,7 @@ class LoadedModel:
     vision_dir: Path | None
     tokenizer_dir: Path
     notes: list[Note] = field(default_factory=list)  # things the user should know, printed on stderr
+    frames: int = 8  # the frames a video is sampled to: as asked, else as the model's run trained, else 8
 
     @property
     def tiling(self) -> Tiling:
@@ -72,6 +73,7 @@ def load_model(
     quantize: str | None = None,
     adapter: str | Path | None = None,
     tiles: int | None = None,
+    frames: int | None = None,
 ) -> LoadedModel:
     """Load weights, encoder, processor and tokenizer; `need_vision=False` tolerates a missing encoder.
 
@@ -80,7 +82,8 @@ def load_model(
     tell (RoPE scaling). `adapter` names a LoRA / DoRA adapter folder merged into the weights (a LoRA run
     directory applies its own). `quantize` ("int8") swaps the model's matrices for quantized ones right after
     loading (mmv.quant), after any adapter is merged; it runs on the CPU in float32, which "auto" then means.
-    `tiles` replaces the tiles per image the model records (mmv.vision_input.tiles).
+    `tiles` replaces the tiles per image the model records (mmv.vision_input.tiles), `frames` the frames per video
+    its run trained with (mmv.vision_input.video).
     """
     from mmv.device import check_dtype, pick_device
     from mmv.errors import MmvError
@@ -88,8 +91,11 @@ def load_model(
     from mmv.model.vision import ImageProcessor
     from mmv.quant import check_scheme, quantize_model
     from mmv.tokenizer import load_tokenizer
+    from mmv.vision_input.video import DEFAULT_FRAMES, check_frames
 
     check_scheme(quantize)
+    if frames is not None:
+        check_frames(frames)
     if quantize is not None:
         device = "cpu" if device == "auto" else device
         dtype = "float32" if dtype == "auto" else dtype
@@ -133,4 +139,5 @@ def load_model(
         vision_dir=inputs.vision_dir,
         tokenizer_dir=inputs.tokenizer_dir,
         notes=inputs.notes,
+        frames=frames or inputs.sources.recorded_frames() or DEFAULT_FRAMES,
     )

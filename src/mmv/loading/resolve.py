@@ -96,6 +96,10 @@ class ModelSources:
         with reading(self.run.folder / CONFIG_FILE):
             return base.overlay(self.run.config["model"])
 
+    def recorded_frames(self) -> int | None:
+        """The frames per video the run trained with (its data spec); None without a run or a recorded value."""
+        return self.run.config.get("data", {}).get("frames") if self.run else None
+
     def recorded_vision(self, base: VLMConfig) -> VisionConfig | None:
         """The vision config the run recorded; None without a run, or for a run that predates recording it."""
         if self.run is None or not records_vision(self.run.config["model"]):

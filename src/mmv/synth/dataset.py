@@ -19,10 +19,12 @@ from mmv.synth import captions
 from mmv.synth.captions import QUESTION_KINDS, TEXT_ONLY, Turn
 from mmv.synth.hires import hires_row
 from mmv.synth.scenes import Scene, draw, jpeg_bytes, random_scene
+from mmv.synth.video import video_row
 
 Row = tuple[list[dict[str, Any]], list[bytes]]
 SPLITS = ("pretrain", "sft", "eval")
-TASKS = ("shapes", "hires")  # the 256-pixel scenes; one tiny shape in a 512-pixel image (mmv.synth.hires)
+# the 256-pixel scenes; one tiny shape in a 512-pixel image (mmv.synth.hires); clips in video_bytes (mmv.synth.video)
+TASKS = ("shapes", "hires", "video")
 
 
 @dataclass(frozen=True)
@@ -117,18 +119,21 @@ def eval_row(rng: random.Random, config: SynthConfig, index: int) -> Row:
     return _dialogue(turns, 1), [jpeg_bytes(draw(scene))]
 
 
-def rows(split: str, config: SynthConfig) -> Iterator[Row]:
+def rows(split: str, config: SynthConfig) -> Iterator[tuple[list[dict[str, Any]], list[bytes], bytes | None]]:
+    """(messages, images, video or None) of every row of the split."""
     count = config.eval_n if split == "eval" else config.n
     for index in range(count):
         rng = _rng(config.seed, split, index)
-        if config.task == "hires":
-            yield hires_row(split, rng)
+        if config.task == "video":
+            yield video_row(split, rng, index)
+        elif config.task == "hires":
+            yield (*hires_row(split, rng), None)
         elif split == "pretrain":
-            yield pretrain_row(rng, config)
+            yield (*pretrain_row(rng, config), None)
         elif split == "sft":
-            yield sft_row(rng, config)
+            yield (*sft_row(rng, config), None)
         else:
-            yield eval_row(rng, config, index)
+            yield (*eval_row(rng, config, index), None)
 
 
 def corpus_texts(messages: list[dict[str, Any]]) -> list[str]:
@@ -149,9 +154,10 @@ def synthesize(
     texts: list[str] = list(TEMPLATE_TEXTS)  # the tokenizer learns from the training splits only
     for split in SPLITS:
         path = out_dir / f"{split}.parquet"
-        with ParquetRows(path, multi_image=split != "eval") as out:
-            for messages, images in rows(split, config):
-                out.add(messages, images)
+        video = config.task == "video"
+        with ParquetRows(path, multi_image=split != "eval" and not video, video=video) as out:
+            for messages, images, clip in rows(split, config):
+                out.add(messages, images, clip)
                 if split != "eval":
                     texts += corpus_texts(messages)
                 if on_row is not None:

@@ -91,7 +91,12 @@ def random_scene(rng: random.Random, count: int | None = None) -> Scene:
 
 def draw(scene: Scene, side: int = IMAGE_SIZE) -> Image.Image:
     image = Image.new("RGB", (side, side), scene.background)
-    canvas = ImageDraw.Draw(image)
+    paint(ImageDraw.Draw(image), scene)
+    return image
+
+
+def paint(canvas: ImageDraw.ImageDraw, scene: Scene) -> None:
+    """The scene's shapes drawn onto `canvas`, over whatever it shows."""
     fill = COLOURS[scene.colour]
     r = scene.radius
     for x, y in scene.centres:
@@ -102,7 +107,6 @@ def draw(scene: Scene, side: int = IMAGE_SIZE) -> Image.Image:
             canvas.rectangle((x - s, y - s, x + s, y + s), fill=fill)
         else:
             canvas.polygon([(x, y - r), (x - r, y + int(r * 0.8)), (x + r, y + int(r * 0.8))], fill=fill)
-    return image
 
 
 def jpeg_bytes(image: Image.Image, quality: int = 90) -> bytes:

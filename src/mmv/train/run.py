@@ -26,6 +26,7 @@ from mmv.train.metrics import check_extras
 from mmv.train.rundir import METRICS_FILE, read_run_config, run_config, truncate_metrics, write_json
 from mmv.train.state import ResumeState, checkpoint_paths, latest_resume
 from mmv.vision_input.tiles import tile_side
+from mmv.vision_input.video import DEFAULT_FRAMES
 
 if TYPE_CHECKING:
     from mmv.loading import ModelInputs, Note
@@ -113,6 +114,7 @@ def plan_fresh(req: RunRequest) -> RunPlan:
         "image_token": inputs.config.image_special_token,
         "tiles": inputs.config.image_tiles,
         "tile_side": tile_side(inputs.config.vision),
+        "frames": DEFAULT_FRAMES,
         "seed": cfg.seed,
         "pack": cfg.pack,
         "num_workers": cfg.num_workers,
@@ -137,6 +139,12 @@ def resume_settings(req: RunRequest, stage: str) -> tuple[TrainConfig, dict[str,
                 f"run keeps its settings (only {mutable} may change)",
                 option=key,
             )
+    frames = req.data_options.get("frames", spec["frames"])
+    if frames != spec["frames"]:
+        raise MmvError(
+            f"the frames setting {frames} differs from the run's {spec['frames']}: a resumed run keeps its settings",
+            option="frames",
+        )
     cfg = dataclasses.replace(cfg, **{k: v for k, v in req.given.items() if k in RESUME_MUTABLE})
     check_extras(cfg.wandb, cfg.tensorboard)
     spec = {**spec, "num_workers": cfg.num_workers}

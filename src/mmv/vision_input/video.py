@@ -22,6 +22,7 @@ if TYPE_CHECKING:
 VIDEO_SUFFIXES = (".mp4", ".webm", ".gif", ".mov", ".mkv", ".avi")
 EXTRA_HINT = "reading videos needs PyAV: pip install 'mmv[video]'"
 MAX_FRAMES = 64
+DEFAULT_FRAMES = 8  # frames per video where neither the command nor the run says
 
 
 @dataclass(frozen=True)
@@ -40,7 +41,8 @@ def check_frames(count: int) -> int:
     return count
 
 
-def _av() -> Any:
+def pyav() -> Any:
+    """The PyAV module, or one line saying how to install it."""
     try:
         import av
     except ImportError:
@@ -73,6 +75,16 @@ def _frames(av: Any, data: bytes, label: str) -> Any:
         container.close()
 
 
+def check_video(data: bytes, name: str) -> int:
+    """The number of frames of a video's bytes, every one decoded once; a file that is not a readable video with
+    at least one frame is one MmvError."""
+    label = f"video {name}"
+    count = sum(1 for _ in _frames(pyav(), data, label))
+    if not count:
+        raise MmvError(f"{label} has no frames")
+    return count
+
+
 def uniform_picks(times: list[float], count: int) -> list[int]:
     """Indices of the frames nearest to `count` instants spread evenly over the clip (each the middle of its
     share of the clip), without repeats when the clip has fewer frames than asked for."""
@@ -91,7 +103,7 @@ def uniform_picks(times: list[float], count: int) -> list[int]:
 def sample_frames(source: str | Path | bytes, count: int, name: str | None = None) -> list[Frame]:
     """`count` frames of a video file (or its bytes), uniform in time, as RGB images with their timestamps."""
     check_frames(count)
-    av = _av()
+    av = pyav()
     label = f"video {name or (source if not isinstance(source, bytes) else 'bytes')}"
     if not isinstance(source, bytes):
         path = Path(source)
