@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import json
+import signal
 from collections.abc import Iterator
 from contextlib import contextmanager
 from pathlib import Path
@@ -17,6 +18,13 @@ TOKENIZER_DIR = SHARED / "minimind_tokenizer"
 IMAGES_DIR = SHARED / "images"
 # fixture folder name -> the variant name mmv uses
 FIXTURE_VARIANTS = {"p32": "p32-256", "p16-merge2x2": "p16-256", "naflex-merge4": "p16-naflex", "p32-moe": "p32-256"}
+
+
+def pytest_configure(config: pytest.Config) -> None:
+    """A suite started in the background (`pytest &` in a script, nohup) inherits SIGINT as ignored, and so does every
+    command it starts: the Ctrl-C tests need Ctrl-C to arrive, as it does for a user at a terminal."""
+    if signal.getsignal(signal.SIGINT) == signal.SIG_IGN:
+        signal.signal(signal.SIGINT, signal.default_int_handler)
 
 
 def fixture_dir(name: str) -> Path:
