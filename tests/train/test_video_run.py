@@ -1,4 +1,5 @@
-"""`mmv sft` and `mmv eval` on rows with videos: --frames is recorded in the run, kept on resume and used by eval."""
+"""`mmv sft` and `mmv eval` on rows with videos: --frames is recorded in the run, kept on resume and used by eval
+and chat."""
 
 from __future__ import annotations
 
@@ -57,6 +58,15 @@ def test_sft_on_videos_records_its_frames_which_resume_keeps_and_eval_uses(clips
     assert report.evaluated == 6 and report.skips.counts == {"image": 1}
     questions = [json.loads(line)["question"] for line in out.read_text().splitlines()]
     assert all(q.startswith("Frame 1 at ") and q.count("<image>") == 3 for q in questions)
+
+    from tests.vision_input.test_video import write_clip
+
+    clip = write_clip(tmp_path / "clip.mp4", 20)
+    chat = ["--json", "chat", str(clip), "--model", str(run), "--prompt", "What moves?", "--max-new-tokens", "2"]
+    for extra, frames in (([], 3), (["--frames", "2"], 2)):
+        asked = run_cli([*chat, "--temperature", "0", *extra])
+        assert asked.exit_code == 0, asked.stderr
+        assert json.loads(asked.stdout.strip().splitlines()[-1])["frames"] == frames
 
 
 def test_eval_frames_on_the_command_line(clips, tmp_path):

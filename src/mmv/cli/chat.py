@@ -48,19 +48,23 @@ def chat(
     adapter: Path = shared.ADAPTER,
     attention_heads: int = shared.ATTENTION_HEADS,
     tiles: int = shared.TILES,
-    frames: int = typer.Option(8, metavar="N", help="Frames sampled uniformly in time from each video."),
+    frames: int = typer.Option(
+        None, metavar="N", help="Frames sampled evenly in time from each video [default: as the run trained, else 8]."
+    ),
 ) -> None:
     """Talk about one or more images with a MiniMind-V model."""
     from mmv.chat import ChatSession
     from mmv.cli.chat_repl import note_positions, reply_summary, run_repl
     from mmv.device import check_device, check_dtype
     from mmv.sampling import SamplingConfig
+    from mmv.vision_input.video import DEFAULT_FRAMES
 
     check_device(device)
     check_dtype(dtype)
-    opened, lead = open_inputs(images or [], frames)  # fail on bad images and videos before loading
+    paths = images or []
+    opened, lead = open_inputs(paths, frames or DEFAULT_FRAMES)  # fail on bad images and videos before loading
     if lead:
-        prompt = place_video_prompt(lead, prompt)
+        place_video_prompt(lead, prompt)  # refuse what cannot be asked before loading
     interactive = prompt is None and sys.stdin.isatty()
     loaded, threads = load_chosen_model(
         model,
@@ -76,8 +80,12 @@ def chat(
         need_vision=bool(opened) or interactive,
         quantize=quantize,
         tiles=tiles,
+        frames=frames,
     )
+    if lead and loaded.frames != (frames or DEFAULT_FRAMES):  # a run that trained on another count of frames
+        opened, lead = open_inputs(paths, loaded.frames)
     if lead:
+        prompt = place_video_prompt(lead, prompt)
         check_video_budget(loaded, [image for _, image in opened])
     sampling = SamplingConfig(
         max_new_tokens=max_new_tokens,
@@ -98,7 +106,7 @@ def chat(
         sys.stdout.write("\n")
         sys.stdout.flush()
     note_positions(session, reply)
-    emit_json({**reply_summary(reply), "threads": threads})
+    emit_json({**reply_summary(reply), "threads": threads, **({"frames": loaded.frames} if lead else {})})
 
 
 def open_inputs(paths: list[Path], frames: int) -> tuple[list[tuple[str, Any]], str]:
@@ -109,11 +117,12 @@ def open_inputs(paths: list[Path], frames: int) -> tuple[list[tuple[str, Any]], 
 
     opened: list[tuple[str, Any]] = []
     lead: list[str] = []
+    several = sum(map(is_video, paths)) > 1  # one video is laid out as training lays out a row's; several by name
     for path in paths:
         if is_video(path):
             sampled = sample_frames(path, frames)
             opened += [(f"{path}@{frame.seconds:.1f}s", frame.image) for frame in sampled]
-            lead.append(f"Video {path.name}:\n{frames_prompt(sampled)}")
+            lead.append((f"Video {path.name}:\n" if several else "") + frames_prompt(sampled))
         else:
             opened.append((str(path), open_image(path)))
             lead.append("<image>\n")
