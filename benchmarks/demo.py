@@ -2,8 +2,11 @@
 
 Each run is `mmv demo --out TMP --seed S --json` in a fresh process: wall time includes interpreter start-up, data
 synthesis, both training stages and the evaluation. Peak RSS is the largest of the run's processes (the demo and
-its DataLoader worker). With --encoders, every seed runs once per encoder architecture (`mmv demo --encoder`).
+its DataLoader worker). Every seed runs once per variant: per encoder architecture (`--encoders`, `mmv demo
+--encoder`), and for the other tasks per tile count (`--task hires --tiles 1 4`: the same steps, only what the model
+sees differs) or per frame count (`--task video --frames 4`).
 Usage: python benchmarks/demo.py [--seeds 0 1 2] [--minutes 8] [--rows 4000] [--encoders siglip clip dinov2]
+                                 [--task shapes|hires|video] [--tiles 1 4] [--frames 4]
 """
 
 from __future__ import annotations
@@ -20,7 +23,8 @@ import time
 from pathlib import Path
 
 
-def run_demo(seed: int, minutes: float, rows: int, encoder: str) -> dict:
+def run_demo(seed: int, minutes: float, rows: int, encoder: str, variant: dict[str, object]) -> dict:
+    """One `mmv demo` run; `variant` is {"tiles": N} (--hires), {"frames": N} (--video) or {} (the shapes)."""
     with tempfile.TemporaryDirectory() as tmp:
         command = [
             sys.executable,
@@ -37,6 +41,7 @@ def run_demo(seed: int, minutes: float, rows: int, encoder: str) -> dict:
             str(rows),
             "--encoder",
             encoder,
+            *variant_flags(variant),
             "--json",
         ]
         start = time.perf_counter()
@@ -44,12 +49,14 @@ def run_demo(seed: int, minutes: float, rows: int, encoder: str) -> dict:
         wall = time.perf_counter() - start
     if finished.returncode != 0:
         failure = finished.stderr.strip()[-500:]
-        raise SystemExit(f"seed {seed}, {encoder} encoder: mmv demo exited {finished.returncode}: {failure}")
+        what = " ".join([f"seed {seed}, {encoder} encoder", *variant_flags(variant)])
+        raise SystemExit(f"{what}: mmv demo exited {finished.returncode}: {failure}")
     summary = json.loads(finished.stdout)
     return {
         "benchmark": "demo",
         "seed": seed,
         "encoder": encoder,
+        **variant,
         "minutes": minutes,
         "rows": rows,
         "wall_s": round(wall, 1),
@@ -65,16 +72,33 @@ def run_demo(seed: int, minutes: float, rows: int, encoder: str) -> dict:
     }
 
 
+def variant_flags(variant: dict[str, object]) -> list[str]:
+    if "tiles" in variant:
+        return ["--hires", "--tiles", str(variant["tiles"])]
+    if "frames" in variant:
+        return ["--video", "--frames", str(variant["frames"])]
+    return []
+
+
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("--seeds", type=int, nargs="+", default=[0, 1, 2])
     parser.add_argument("--minutes", type=float, default=8.0)
     parser.add_argument("--rows", type=int, default=4000)
     parser.add_argument("--encoders", nargs="+", default=["siglip"], choices=["siglip", "clip", "dinov2"])
+    parser.add_argument("--task", default="shapes", choices=["shapes", "hires", "video"])
+    parser.add_argument("--tiles", type=int, nargs="+", default=[1, 4], help="with --task hires: one run per count")
+    parser.add_argument("--frames", type=int, nargs="+", default=[4], help="with --task video: one run per count")
     args = parser.parse_args()
+    variants = {
+        "shapes": [{}],
+        "hires": [{"tiles": n} for n in args.tiles],
+        "video": [{"frames": n} for n in args.frames],
+    }
     for encoder in args.encoders:
-        for seed in args.seeds:
-            print(json.dumps(run_demo(seed, args.minutes, args.rows, encoder)), flush=True)
+        for variant in variants[args.task]:
+            for seed in args.seeds:
+                print(json.dumps(run_demo(seed, args.minutes, args.rows, encoder, variant)), flush=True)
 
 
 if __name__ == "__main__":

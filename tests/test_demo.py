@@ -115,8 +115,8 @@ def test_video_questions_are_scored_by_kind():
 def test_a_short_video_demo_learns_the_answer_of_each_question_kind(tmp_path):
     """188 steps (3 to 6 minutes on a busy 2-core machine): the model answers each kind of video question in that
     kind's form, about one held-out clip too. The answers themselves need far more steps than a test can take (at
-    1,500 steps, benchmarks/video_demo.py measured "last" at 71% and "motion" still at chance), so accuracy is not
-    asserted here."""
+    1,500 steps, benchmarks/demo.py --task video measured "last" at 71% and "motion" still at chance), so accuracy
+    is not asserted here."""
     import re
 
     out = tmp_path / "demo"
