@@ -51,6 +51,15 @@ def load_fixture_model(name: str, weights: str = "model.pth"):
     return build_model(inputs).eval()
 
 
+def load_p32_for_chat(**options):
+    """The p32 fixture as `mmv chat` and `mmv serve` load it (encoder, tokenizer; float32 on the CPU)."""
+    from mmv.loading import load_model
+
+    folder = fixture_dir("p32")
+    where = {"vision": folder / "vision", "tokenizer": TOKENIZER_DIR}
+    return load_model(folder / "model.pth", **where, device="cpu", dtype="float32", **options)
+
+
 def fixture_cases(name: str) -> dict:
     from safetensors.torch import load_file
 

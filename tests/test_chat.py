@@ -11,7 +11,7 @@ from mmv.images import open_image
 from mmv.loading import load_model
 from mmv.sampling import SamplingConfig
 from mmv.tokenizer import encode, render_chat
-from tests.conftest import IMAGES_DIR, REFERENCE, TOKENIZER_DIR
+from tests.conftest import IMAGES_DIR, TOKENIZER_DIR, load_p32_for_chat
 from tests.loading.helpers import folder_with_positions
 
 IMAGE = IMAGES_DIR / "image-01-golden-dog-balloons.jpg"
@@ -19,13 +19,7 @@ QUESTIONS = ["What is in this image?", "And what colour is it?", "Say it again, 
 
 
 def converse(reuse: bool) -> list:
-    loaded = load_model(
-        REFERENCE / "p32" / "model.pth",
-        vision=REFERENCE / "p32" / "vision",
-        tokenizer=TOKENIZER_DIR,
-        device="cpu",
-        dtype="float32",
-    )
+    loaded = load_p32_for_chat()
     session = ChatSession(loaded, SamplingConfig(max_new_tokens=10, temperature=0))
     session.attach(IMAGE.name, open_image(IMAGE))
     replies = []
@@ -46,13 +40,7 @@ def test_turns_reuse_the_history_and_reply_as_without_it():
 
 
 def test_clear_forgets_the_cached_history():
-    loaded = load_model(
-        REFERENCE / "p32" / "model.pth",
-        vision=REFERENCE / "p32" / "vision",
-        tokenizer=TOKENIZER_DIR,
-        device="cpu",
-        dtype="float32",
-    )
+    loaded = load_p32_for_chat()
     session = ChatSession(loaded, SamplingConfig(max_new_tokens=4, temperature=0))
     session.ask("Hello")
     session.clear()
@@ -81,14 +69,7 @@ def test_a_reply_stops_at_the_positions_and_a_longer_conversation_is_refused(tmp
 
 
 def tiled_session(tiles: int | None) -> ChatSession:
-    loaded = load_model(
-        REFERENCE / "p32" / "model.pth",
-        vision=REFERENCE / "p32" / "vision",
-        tokenizer=TOKENIZER_DIR,
-        device="cpu",
-        dtype="float32",
-        tiles=tiles,
-    )
+    loaded = load_p32_for_chat(tiles=tiles)
     session = ChatSession(loaded, SamplingConfig(max_new_tokens=6, temperature=0))
     session.attach(IMAGE.name, open_image(IMAGE))
     return session

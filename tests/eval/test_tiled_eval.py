@@ -5,8 +5,7 @@ from __future__ import annotations
 import json
 
 from mmv.eval.runner import EvalConfig, evaluate
-from mmv.loading import load_model
-from tests.conftest import REFERENCE, TOKENIZER_DIR, one_thread
+from tests.conftest import load_p32_for_chat, one_thread
 from tests.data.parquet_files import write_parquet
 from tests.data.test_tiled_rows import png
 
@@ -23,14 +22,7 @@ def test_batched_tiled_eval_matches_one_at_a_time(tmp_path):
         for k, size in enumerate(sizes)
     ]
     data = write_parquet(tmp_path / "eval.parquet", rows)
-    loaded = load_model(
-        REFERENCE / "p32" / "model.pth",
-        vision=REFERENCE / "p32" / "vision",
-        tokenizer=TOKENIZER_DIR,
-        device="cpu",
-        dtype="float32",
-        tiles=4,
-    )
+    loaded = load_p32_for_chat(tiles=4)
     records = {}
     with one_thread():
         for batch in (1, 3):

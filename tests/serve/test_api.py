@@ -7,7 +7,7 @@ import openai
 import pytest
 from PIL import Image
 
-from tests.conftest import IMAGES_DIR, REFERENCE, TOKENIZER_DIR, fixture_cases
+from tests.conftest import IMAGES_DIR, TOKENIZER_DIR, fixture_cases, load_p32_for_chat
 from tests.serve.conftest import API_KEY, FIXTURE_IMAGE, PHOTOS, data_uri, image_part, image_uri, noise_png, stream_text
 
 QUESTION = "What is in this image?"
@@ -62,17 +62,10 @@ def test_streaming_gives_the_same_reply_in_chunks(server):
 def test_a_conversation_with_two_images_replies_as_mmv_chat_and_reuses_its_history(server):
     from mmv.chat import ChatSession
     from mmv.images import open_image
-    from mmv.loading import load_model
     from mmv.sampling import SamplingConfig
 
     first, second = PHOTOS[0], PHOTOS[1]
-    loaded = load_model(
-        REFERENCE / "p32" / "model.pth",
-        vision=REFERENCE / "p32" / "vision",
-        tokenizer=TOKENIZER_DIR,
-        device="cpu",
-        dtype="float32",
-    )
+    loaded = load_p32_for_chat()
     session = ChatSession(loaded, SamplingConfig(max_new_tokens=12, temperature=0))
     session.attach(first.name, open_image(first))
     expected = [session.ask("Describe this picture.").text]

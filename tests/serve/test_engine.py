@@ -9,7 +9,7 @@ from mmv.sampling import SamplingConfig
 from mmv.serve.engine import Engine, EngineSettings
 from mmv.serve.prompt import Prompt
 from mmv.serve.sequence import Failed, Finished, GenerationRequest, TextDelta
-from tests.conftest import TOKENIZER_DIR, load_fixture_model
+from tests.conftest import TOKENIZER_DIR, load_fixture_model, load_p32_for_chat
 
 PROMPTS = [[1, 832, 311, 234, 107, 108, 2], [1, 1388, 570], [1, 500, 501, 502, 503, 504]]
 
@@ -59,19 +59,12 @@ def test_rows_finishing_at_different_steps_leave_and_the_rest_decode_on():
 
 def test_a_resent_image_is_encoded_once_and_its_history_reused():
     from mmv.images import open_image
-    from mmv.loading import load_model
     from mmv.serve.image_input import CheckedImage
     from mmv.serve.prompt import PromptBuilder
     from mmv.serve.protocol import parse_chat_request
-    from tests.conftest import IMAGES_DIR, REFERENCE
+    from tests.conftest import IMAGES_DIR
 
-    loaded = load_model(
-        REFERENCE / "p32" / "model.pth",
-        vision=REFERENCE / "p32" / "vision",
-        tokenizer=TOKENIZER_DIR,
-        device="cpu",
-        dtype="float32",
-    )
+    loaded = load_p32_for_chat()
     lock = threading.Lock()
     engine = Engine(loaded.model, loaded.tokenizer, lock, EngineSettings())
     builder = PromptBuilder(loaded, lock, max_new_tokens_limit=8)
@@ -151,19 +144,12 @@ def solo_reply(loaded, prompt) -> str:
 def fixture_prompts():
     """The p32 fixture model loaded as `mmv serve` loads it, and a builder of prompts from (content, budget)."""
     from mmv.images import open_image
-    from mmv.loading import load_model
     from mmv.serve.image_input import CheckedImage
     from mmv.serve.prompt import PromptBuilder
     from mmv.serve.protocol import parse_chat_request
     from tests.conftest import IMAGES_DIR, REFERENCE
 
-    loaded = load_model(
-        REFERENCE / "p32" / "model.pth",
-        vision=REFERENCE / "p32" / "vision",
-        tokenizer=TOKENIZER_DIR,
-        device="cpu",
-        dtype="float32",
-    )
+    loaded = load_p32_for_chat()
     photos = [*sorted(IMAGES_DIR.glob("*.jpg"))[:2], REFERENCE / "p32" / "image.png"]
     images = [CheckedImage(open_image(path), f"digest-{path.name}") for path in photos]
     builder = PromptBuilder(loaded, threading.Lock(), max_new_tokens_limit=16)
