@@ -18,6 +18,7 @@ def test_benchmarks_are_found():
     assert len(BENCHMARKS) >= 4, BENCHMARKS
 
 
+@pytest.mark.slow
 @pytest.mark.parametrize("script", BENCHMARKS, ids=lambda path: path.name)
 def test_benchmark_help_runs(script):
     done = subprocess.run([sys.executable, str(script), "--help"], capture_output=True, text=True, timeout=120)

@@ -27,6 +27,7 @@ def logits(model) -> tuple[torch.Tensor, torch.Tensor]:
     return image, text
 
 
+@pytest.mark.slow
 @pytest.mark.parametrize("kind", ["lora", "dora"])
 def test_merged_logits_equal_the_unmerged_adapters(request, kind):
     run = request.getfixturevalue(f"{kind}_run")

@@ -46,6 +46,7 @@ def test_the_folder_is_the_base_plus_the_adapter_as_the_run_keeps_it(exported):
     assert torch.equal(base[q].float(), reference[q].float())  # not merged: the base's own weights
 
 
+@pytest.mark.slow
 def test_peft_loads_it_without_mmv_and_gives_mmvs_logits(exported, tmp_path):
     lora_run, exported = exported
     here = Path(__file__).parent

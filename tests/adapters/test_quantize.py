@@ -23,6 +23,7 @@ def four_bit_weights(model: torch.nn.Module) -> dict[str, torch.Tensor]:
     return {n: p.detach().clone() for n, p in model.named_parameters() if getattr(p, "quant_state", None) is not None}
 
 
+@pytest.mark.slow
 def test_adapters_learn_over_a_4bit_base_that_stays_bit_identical(tmp_path):
     trainer = lora_trainer(tmp_path, qlora=True, epochs=10)
     layers = [m for m in trainer.model.modules() if isinstance(m, bnb.nn.Linear4bit)]
@@ -76,6 +77,7 @@ main()
 """
 
 
+@pytest.mark.slow
 def test_without_bitsandbytes_qlora_says_what_to_install(tmp_path):
     data = write_parquet(tmp_path / "data.parquet", rows(4))
     args = [*lora_args(data, tmp_path / "run"), "--init", str(VLM_PTH), "--lora", "4", "--qlora", "--max-steps", "1"]

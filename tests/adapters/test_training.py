@@ -43,6 +43,7 @@ def lora_trainer(tmp_path, **overrides) -> Trainer:
     return Trainer(cfg, model, TrainData(spec), CPU, run_dir, ADAPTER_DIR)
 
 
+@pytest.mark.slow
 @pytest.mark.parametrize("dora", [False, True])
 def test_adapters_and_projector_learn_and_the_base_stays_bit_identical(tmp_path, dora):
     base = {k: v.clone() for k, v in load_fixture_model("p32").named_parameters()}

@@ -104,6 +104,7 @@ def test_unknown_cached_name_prints_the_download_command(cli, tmp_path, monkeypa
     assert "mmv download minimind-3v" in result.stderr
 
 
+@pytest.mark.slow
 def test_ctrl_c_stops_the_reply_not_the_session(tmp_path):
     import os
     import signal

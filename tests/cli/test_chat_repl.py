@@ -7,6 +7,8 @@ import os
 import subprocess
 import sys
 
+import pytest
+
 from tests.conftest import REFERENCE, TOKENIZER_DIR
 from tests.loading.helpers import folder_with_positions
 
@@ -20,6 +22,7 @@ def error_lines(stderr: str) -> list[str]:
     return [line for line in stderr.splitlines() if line.startswith("error:")]
 
 
+@pytest.mark.slow
 def test_binary_garbage_on_stdin_is_one_line_and_the_session_goes_on():
     """The real process, with stdin decoded strictly (as in most UTF-8 locales): invalid UTF-8 used to end the
     session with a traceback; NULs and control characters are text and get answered."""

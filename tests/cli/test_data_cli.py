@@ -46,6 +46,7 @@ def write_parquet(path, rows, multi=False):
     return path
 
 
+@pytest.mark.slow
 def test_synth_writes_the_three_splits_and_a_tokenizer(tmp_path):
     result = mmv("data", "synth", "--out", tmp_path / "d", "--n", "40", "--eval-n", "9", "--seed", "1", "--json")
     assert result.returncode == 0, result.stderr
@@ -227,6 +228,7 @@ def bad_dataset(tmp_path):
     return write_parquet(tmp_path / "bad.parquet", rows)
 
 
+@pytest.mark.slow
 def test_check_names_each_kind_of_bad_row_and_exits_1(bad_dataset, tmp_path):
     wrong = tmp_path / "wrong.parquet"
     pq.write_table(pa.table({"text": ["hello"]}), wrong)
@@ -316,6 +318,7 @@ def test_training_warns_about_a_coarse_file(tmp_path, capsys):
     assert f"mmv data rechunk {coarse} --out FILE" in err and "fine.parquet" not in err
 
 
+@pytest.mark.slow
 def test_cache_features_writes_reuses_and_refuses_in_one_line(tmp_path):
     from mmv.data.features import FeatureCache
     from tests.train.helpers import VISION_DIR

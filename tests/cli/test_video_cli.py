@@ -5,11 +5,13 @@ from __future__ import annotations
 import json
 
 import pyarrow.parquet as pq
+import pytest
 
 from tests.cli.test_data_cli import mmv
 from tests.conftest import TOKENIZER_DIR
 
 
+@pytest.mark.slow
 def test_synth_video_then_check_measures_the_frames(tmp_path):
     made = mmv("data", "synth", "--video", "--out", tmp_path / "d", "--n", "6", "--eval-n", "4", "--json")
     assert made.returncode == 0, made.stderr

@@ -88,6 +88,7 @@ def test_float16_features_are_the_encoder_output_rounded(data_file):
             assert torch.equal(half.features(row, k), full.features(row, k).half())
 
 
+@pytest.mark.slow
 def test_worker_processes_write_the_same_file(data_file, tmp_path):
     one = build_feature_cache([data_file], P32, tmp_path / "one.features", chunk_rows=4)
     two = build_feature_cache([data_file], P32, tmp_path / "two.features", num_workers=2, chunk_rows=4)

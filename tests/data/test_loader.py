@@ -258,6 +258,7 @@ except RuntimeError as exc:  # torch's own SIGCHLD check can win the race; the C
 """
 
 
+@pytest.mark.slow
 def test_a_killed_worker_is_one_line(data_file):
     # in a child process: torch's SIGCHLD handler may fire at any later moment, which must not be pytest's own code
     import subprocess

@@ -103,6 +103,7 @@ def test_eval_skips_a_prompt_without_room_for_its_answer(tokenizer, tmp_path):
     assert skips.counts == {"too_long": 1} and skips.examples[0].startswith("row 1 of a.parquet (too_long: the prompt")
 
 
+@pytest.mark.slow
 def test_check_sft_and_eval_count_the_same_bad_rows(tmp_path):
     """The proof through the three commands: one parquet with every case of BAD_ROWS among 199 good rows."""
     from mmv.train.config import stage_config

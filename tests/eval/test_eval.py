@@ -101,6 +101,7 @@ def mmv(*args) -> subprocess.CompletedProcess:
     )
 
 
+@pytest.mark.slow
 def test_cli_on_a_run_dir_and_a_pth_with_bad_rows_skipped(trained, tmp_path):
     root, data = trained
     rows = pq.read_table(data.files["eval"]).to_pylist()[:4]

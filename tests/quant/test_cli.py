@@ -4,6 +4,8 @@ from __future__ import annotations
 
 import json
 
+import pytest
+
 from tests.cli.conftest import run_cli
 from tests.conftest import REFERENCE, TOKENIZER_DIR, fixture_cases
 
@@ -48,6 +50,7 @@ def test_eval_scores_the_int8_model_close_to_float32():
     assert abs(summary["mean_loss"] - plain["mean_loss"]) < 0.005 * plain["mean_loss"]
 
 
+@pytest.mark.slow
 def test_serve_answers_with_int8_weights_through_the_openai_client():
     from tests.serve.conftest import FIXTURE_IMAGE, image_part, image_uri, start_server
     from tests.serve.test_api import QUESTION
