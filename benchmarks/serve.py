@@ -1,12 +1,14 @@
 """Throughput and latency of `mmv serve` under 1, 4, 8 and 16 concurrent streaming clients.
 
 The minimind-3v preset with random weights and a full-size random p32-256 SigLIP encoder (saved with
-save_pretrained), float32 on CPU, served by the real `mmv serve` in a subprocess on a loopback port. Each client
-sends one image (a different photo each, so no client reuses another's features) and a question, greedy, and
-streams `--new-tokens` tokens (`ignore_eos`). Per concurrency level: aggregate completion tokens/s over the wall
-time of the round, time to first token p50/p95, and the server's peak RSS so far.
+save_pretrained), float32 on CPU (or int8 weights with `--quantize int8`), served by the real `mmv serve` in a
+subprocess on a loopback port. Each client sends one image (a different photo each, so no client reuses another's
+features) and a question, greedy, and streams `--new-tokens` tokens (`ignore_eos`). Per concurrency level:
+aggregate completion tokens/s over the wall time of the round, time to first token p50/p95, and the server's peak
+RSS so far.
 
-Usage: python benchmarks/serve.py [--clients 1 4 8 16] [--new-tokens 128] [--max-batch 8] [--tokenizer DIR]
+Usage: python benchmarks/serve.py [--clients 1 4 8 16] [--new-tokens 128] [--max-batch 8] [--quantize int8]
+                                  [--tokenizer DIR]
 """
 
 from __future__ import annotations
@@ -76,7 +78,7 @@ def photo_uris(count: int) -> list[str]:
     return uris
 
 
-def start(model: Path, tokenizer: Path, max_batch: int) -> tuple[subprocess.Popen, str]:
+def start(model: Path, tokenizer: Path, max_batch: int, quantize: str | None) -> tuple[subprocess.Popen, str]:
     command = [
         sys.executable,
         "-m",
@@ -96,6 +98,7 @@ def start(model: Path, tokenizer: Path, max_batch: int) -> tuple[subprocess.Pope
         "cpu",
         "--dtype",
         "float32",
+        *(["--quantize", quantize] if quantize else []),
     ]
     process = subprocess.Popen(command, stderr=subprocess.PIPE, text=True, env={**os.environ, "COLUMNS": "400"})
     said = []
@@ -177,11 +180,12 @@ def main() -> None:
     parser.add_argument("--clients", type=int, nargs="+", default=[1, 4, 8, 16])
     parser.add_argument("--new-tokens", type=int, default=128)
     parser.add_argument("--max-batch", type=int, default=8)
+    parser.add_argument("--quantize", choices=["int8"], help="serve with int8 weights (mmv serve --quantize)")
     parser.add_argument("--tokenizer", type=Path, default=SHARED / "minimind_tokenizer")
     args = parser.parse_args()
     with tempfile.TemporaryDirectory() as tmp:
         model = build_model_folder(Path(tmp) / "minimind-3v")
-        process, url = start(model, args.tokenizer, args.max_batch)
+        process, url = start(model, args.tokenizer, args.max_batch, args.quantize)
         try:
             # every request a new image: none may find its features or its prompt cached from an earlier round
             uris = photo_uris(sum(args.clients) + 1)
@@ -193,6 +197,7 @@ def main() -> None:
                 result.update(
                     benchmark="serve",
                     max_batch=args.max_batch,
+                    weights=args.quantize or "float32",
                     new_tokens=args.new_tokens,
                     server_peak_rss_mb=round(peak_rss_mb(process.pid), 1),
                 )
