@@ -78,7 +78,7 @@ def start_server(*args: str) -> Server:
 @pytest.fixture(scope="session")
 def server() -> Iterator[Server]:
     """One server for the API tests: an API key, small limits to test them, the default batch of 8."""
-    running = start_server("--api-key", API_KEY, "--max-image-mb", "1", "--max-body-mb", "3")
+    running = start_server("--api-key", API_KEY, "--max-image-mb", "1", "--max-video-mb", "1", "--max-body-mb", "3")
     yield running
     running.stop()
 

@@ -134,3 +134,9 @@ def _seconds(frame: Any, position: int) -> float:
 def frames_prompt(frames: list[Frame]) -> str:
     """One line per frame: its number, its time and its image marker."""
     return "".join(f"Frame {k} at {frame.seconds:.1f} s: {IMAGE_MARKER}\n" for k, frame in enumerate(frames, 1))
+
+
+def video_text(frames: list[Frame], name: str | None = None) -> str:
+    """A video as a prompt lays it out: its frames' lines, after a "Video NAME:" line where several videos are
+    asked about together (`mmv chat` names them by file, `mmv serve` by their number in the request)."""
+    return (f"Video {name}:\n" if name else "") + frames_prompt(frames)
