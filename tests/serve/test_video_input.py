@@ -6,7 +6,6 @@ from __future__ import annotations
 import io
 import json
 import os
-import random
 import subprocess
 import sys
 
@@ -20,21 +19,12 @@ from mmv.serve.protocol import ApiError, Message, VideoPart
 from mmv.serve.video_input import load_video
 from mmv.vision_input.video import Frame
 from tests.conftest import load_p32_for_chat
-from tests.serve.conftest import API_KEY, MODEL_ARGS, data_uri, stream_text
+from tests.serve.conftest import API_KEY, MODEL_ARGS, data_uri, stream_text, synth_clip
 
 pytest.importorskip("av")
 
 QUESTION = "Which way does the shape move?"
 FRAMES = 8  # the p32 fixture is a bare .pth: no run records a frame count, so the server samples 8
-
-
-def synth_clip() -> bytes:
-    """A 2 s clip of `mmv data synth --video`: one shape sliding across 8 frames."""
-    from mmv.synth.scenes import BACKGROUNDS
-    from mmv.synth.video import motion_clip, render
-
-    scenes, _ = motion_clip(random.Random(3))
-    return render([[scene] for scene in scenes], BACKGROUNDS[0])
 
 
 def video_part(data: bytes, mime: str = "video/mp4") -> dict:
@@ -195,6 +185,26 @@ def test_each_frame_is_an_image_named_by_the_clip_and_its_place(tmp_path):
     other = load_video(data_uri(clip, "video/mp4"), policy, 2, 1)
     assert not {p.digest for p in other.pictures} & {p.digest for p in video.pictures}  # other frames, other names
     assert [p.image.tobytes() for p in video.pictures] == [f.image.tobytes() for f in video.frames]
+
+
+@pytest.mark.parametrize("with_image", [False, True])
+def test_a_clip_is_laid_out_as_mmv_chat_lays_it_out(tmp_path, with_image):
+    """The user turn's text, to the character, that `mmv chat [photo.jpg] clip.mp4 --prompt Q` asks."""
+    from mmv.cli.chat import open_inputs, place_video_prompt
+    from mmv.serve.protocol import parse_chat_request
+    from mmv.vision_input.video import sample_frames
+    from tests.serve.conftest import PHOTOS, image_part, image_uri
+
+    clip = tmp_path / "clip.mp4"
+    clip.write_bytes(synth_clip())
+    paths = [PHOTOS[0], clip] if with_image else [clip]
+    _, lead = open_inputs(paths, FRAMES)
+    parts = [video_part(clip.read_bytes()), {"type": "text", "text": QUESTION}]
+    parts = [image_part(image_uri(PHOTOS[0])), *parts] if with_image else parts
+    body = {"messages": [{"role": "user", "content": parts}]}
+    request = parse_chat_request(body, model_names=("m",), max_tokens_limit=16)
+    served = template_messages(request.messages, [sample_frames(clip, FRAMES)])[0]["content"]
+    assert served == place_video_prompt(lead, QUESTION)
 
 
 def frames(*seconds: float) -> list[Frame]:
