@@ -19,7 +19,7 @@ from mmv.serve.protocol import ApiError, Message, VideoPart
 from mmv.serve.video_input import load_video
 from mmv.vision_input.video import Frame
 from tests.conftest import load_p32_for_chat
-from tests.serve.conftest import API_KEY, MODEL_ARGS, data_uri, stream_text, synth_clip
+from tests.serve.conftest import API_KEY, MODEL_ARGS, data_uri, start_server, stream_text, synth_clip
 
 pytest.importorskip("av")
 
@@ -31,9 +31,9 @@ def video_part(data: bytes, mime: str = "video/mp4") -> dict:
     return {"type": "video_url", "video_url": {"url": data_uri(data, mime)}}
 
 
-def chat_reply(clip_path, max_new_tokens: int) -> dict:
+def chat_reply(clip_path, max_new_tokens: int, *options: str) -> dict:
     """`mmv --json chat clip.mp4 --temperature 0 --prompt QUESTION` on the server's model, in a subprocess."""
-    command = [sys.executable, "-m", "mmv.cli.app", "--json", "chat", str(clip_path), *MODEL_ARGS]
+    command = [sys.executable, "-m", "mmv.cli.app", "--json", "chat", str(clip_path), *MODEL_ARGS, *options]
     command += ["--temperature", "0", "--prompt", QUESTION, "--max-new-tokens", str(max_new_tokens)]
     result = subprocess.run(command, capture_output=True, text=True, timeout=300, check=True)
     return json.loads(result.stdout.strip().splitlines()[-1])
@@ -223,6 +223,24 @@ def test_one_video_is_its_frames_where_it_stood_and_several_in_a_message_are_num
     assert rendered[2]["content"] == (
         "Compare\nVideo 2:\nFrame 1 at 0.2 s: <image>\nVideo 3:\nFrame 1 at 0.3 s: <image>"
     )
+
+
+def test_serve_frames_sets_the_frames_per_video_as_chat_frames_does(server, tmp_path):
+    clip = synth_clip()
+    (tmp_path / "clip.mp4").write_bytes(clip)
+    expected = chat_reply(tmp_path / "clip.mp4", 8, "--frames", "2")
+    assert expected["frames"] == 2
+    messages = [{"role": "user", "content": [video_part(clip), {"type": "text", "text": QUESTION}]}]
+    eight = server.client().chat.completions.create(model="model", messages=messages, temperature=0, max_tokens=8)
+    two_frames = start_server("--frames", "2")
+    try:
+        reply = two_frames.client().chat.completions.create(
+            model="model", messages=messages, temperature=0, max_tokens=8
+        )
+    finally:
+        assert two_frames.stop() == 0
+    assert reply.choices[0].message.content == expected["reply"]
+    assert eight.usage.prompt_tokens - reply.usage.prompt_tokens > 6 * 64  # six frames' runs fewer
 
 
 def test_serve_takes_frames_from_the_command_line():

@@ -131,12 +131,14 @@ class ChatApi:
     def _prepare(self, parsed: ChatRequest) -> Prompt:
         """Blocking work off the event loop: download/decode and check each image and video, render and tokenize."""
         media: list[CheckedImage | CheckedVideo] = []
+        videos = images = 0  # each counted on its own: errors name "image 2", "video 1"
         for part in parsed.media:
-            number = 1 + sum(isinstance(item, CheckedVideo) == isinstance(part, VideoPart) for item in media)
             if isinstance(part, VideoPart):
-                media.append(load_video(part.url, self.videos, self.builder.loaded.frames, number))
+                videos += 1
+                media.append(load_video(part.url, self.videos, self.builder.loaded.frames, videos))
             else:
-                media.append(load_image(part.url, self.images, f"image {number}"))
+                images += 1
+                media.append(load_image(part.url, self.images, f"image {images}"))
         return self.builder.build(parsed, media)
 
     def _submit(self, parsed: ChatRequest, prompt: Prompt) -> tuple[GenerationRequest, asyncio.Queue[Event]]:

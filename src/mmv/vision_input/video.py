@@ -15,6 +15,7 @@ from typing import TYPE_CHECKING, Any
 
 from mmv.config import IMAGE_MARKER
 from mmv.errors import MmvError
+from mmv.images import MAX_PIXELS
 
 if TYPE_CHECKING:
     from PIL import Image
@@ -60,6 +61,10 @@ def _open(av: Any, data: bytes, label: str) -> Any:
     if not container.streams.video:
         container.close()
         raise MmvError(f"{label} holds no video stream")
+    context = container.streams.video[0].codec_context
+    if context.width * context.height > MAX_PIXELS:  # a small file of huge frames: a bomb, as for images
+        container.close()
+        raise MmvError(f"{label} has {context.width}x{context.height} frames, over the {MAX_PIXELS:,}-pixel limit")
     return container
 
 
