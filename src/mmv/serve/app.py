@@ -2,8 +2,8 @@
 
 Request handling never touches the model: the body is read under a size cap, checked (`protocol`), its images and
 videos are decoded and checked and the prompt rendered in a worker thread (`image_input`, `video_input`, `prompt`),
-and the engine thread
-takes it from there, sending events back through the event loop. A client that goes away cancels its request.
+and the engine thread takes it from there, sending events back through the event loop. A client that goes away
+cancels its request.
 """
 
 from __future__ import annotations

@@ -10,6 +10,7 @@ same when a later turn adds a video, and their keys/values are reused.
 from __future__ import annotations
 
 import threading
+from collections.abc import Sequence
 from dataclasses import dataclass
 from typing import TYPE_CHECKING, Any
 
@@ -41,7 +42,7 @@ class Prompt:
     max_new_tokens: int
 
 
-def template_messages(messages: list[Message], videos: list[list[Frame]] = ()) -> list[dict[str, str]]:
+def template_messages(messages: list[Message], videos: Sequence[list[Frame]] = ()) -> list[dict[str, str]]:
     """The chat template's messages; `videos` are the sampled frames of the request's video parts, in order."""
     numbered = iter(enumerate(videos, 1))
     rendered = []
@@ -107,10 +108,14 @@ class PromptBuilder:
 
     def _frames_share(self, media: list[CheckedImage | CheckedVideo], grids: list[TileGrid]) -> str:
         """What the videos' frames take of the prompt, for a refusal; empty without videos."""
-        runs = iter(grid.runs for grid in grids)  # one per picture, in request order
-        per_item = [(isinstance(item, CheckedVideo), sum(next(runs) for _ in pictures(item))) for item in media]
-        frames = sum(len(item.frames) for item in media if isinstance(item, CheckedVideo))
-        tokens = sum(count for is_video, count in per_item if is_video) * self.tokens_per_image
+        frames = runs = start = 0
+        for item in media:  # the grids are the pictures', in request order
+            count = len(pictures(item))
+            if isinstance(item, CheckedVideo):
+                frames += count
+                runs += sum(grid.runs for grid in grids[start : start + count])
+            start += count
+        tokens = runs * self.tokens_per_image
         if not frames:
             return ""
         return f" ({frames} video frames take {tokens} of them; this server samples {self.loaded.frames} per video)"
