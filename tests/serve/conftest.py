@@ -5,6 +5,7 @@ from __future__ import annotations
 import base64
 import io
 import os
+import random
 import re
 import signal
 import subprocess
@@ -78,7 +79,7 @@ def start_server(*args: str) -> Server:
 @pytest.fixture(scope="session")
 def server() -> Iterator[Server]:
     """One server for the API tests: an API key, small limits to test them, the default batch of 8."""
-    running = start_server("--api-key", API_KEY, "--max-image-mb", "1", "--max-body-mb", "3")
+    running = start_server("--api-key", API_KEY, "--max-image-mb", "1", "--max-video-mb", "1", "--max-body-mb", "3")
     yield running
     running.stop()
 
@@ -107,3 +108,12 @@ def noise_png(width: int, height: int) -> bytes:
 def stream_text(chunks) -> tuple[str, list]:
     chunks = list(chunks)
     return "".join(c.choices[0].delta.content or "" for c in chunks if c.choices), chunks
+
+
+def synth_clip(seed: int = 3) -> bytes:
+    """A 2 s MP4 clip of `mmv data synth --video`: one shape sliding across 8 frames."""
+    from mmv.synth.scenes import BACKGROUNDS
+    from mmv.synth.video import motion_clip, render
+
+    scenes, _ = motion_clip(random.Random(seed))
+    return render([[scene] for scene in scenes], BACKGROUNDS[0])

@@ -9,7 +9,7 @@ from pathlib import Path
 import httpx2
 import pytest
 
-from tests.serve.conftest import API_KEY, PHOTOS
+from tests.serve.conftest import API_KEY, PHOTOS, synth_clip
 
 CHROMIUM = Path("/usr/bin/chromium")
 # without the background-networking flags Chromium keeps dialling out, and this closed network refuses it
@@ -28,10 +28,10 @@ if not CHROMIUM.exists() and not os.environ.get("CI"):
     pytest.skip("needs Debian's chromium: apt-get install -y chromium", allow_module_level=True)
 sync_api = pytest.importorskip("playwright.sync_api")
 
-DROP_FILE = """([name, data]) => {
+DROP_FILE = """([name, data, type]) => {
     const bytes = Uint8Array.from(atob(data), (c) => c.charCodeAt(0));
     const transfer = new DataTransfer();
-    transfer.items.add(new File([bytes], name, { type: "image/jpeg" }));
+    transfer.items.add(new File([bytes], name, { type }));
     return transfer;
 }"""
 
@@ -65,16 +65,20 @@ def wait_for_replies(page, count: int):
     return page.locator(".message.assistant").nth(count - 1)
 
 
-def transfer(page, path: Path):
-    return page.evaluate_handle(DROP_FILE, [path.name, base64.b64encode(path.read_bytes()).decode()])
+def transfer(page, path: Path, mime: str = "image/jpeg"):
+    return page.evaluate_handle(DROP_FILE, [path.name, base64.b64encode(path.read_bytes()).decode(), mime])
 
 
-def test_a_person_chats_about_two_images_stops_a_reply_and_starts_over(server, page, tmp_path):
+def greedy_settings(page, max_tokens: int) -> None:
     page.click("#settings-toggle")
     page.fill("#api-key", API_KEY)
     page.dispatch_event("#api-key", "change")
     set_value(page, "#temperature", "0")
-    page.fill("#max-tokens", "24")
+    page.fill("#max-tokens", str(max_tokens))
+
+
+def test_a_person_chats_about_two_images_stops_a_reply_and_starts_over(server, page, tmp_path):
+    greedy_settings(page, 24)
 
     # turn 1: an image attached with the button, a question sent with Enter
     page.set_input_files("#file", str(PHOTOS[0]))
@@ -127,6 +131,29 @@ def test_a_person_chats_about_two_images_stops_a_reply_and_starts_over(server, p
     page.click("#new-chat")
     assert page.locator(".message").count() == 0 and page.locator("#empty").is_visible()
     page.screenshot(path=str(tmp_path / "new-chat.png"))
+
+
+def test_a_person_asks_about_a_video_attached_by_button_then_about_one_dropped(server, page, tmp_path):
+    greedy_settings(page, 12)
+    first_clip, second_clip = tmp_path / "slide.mp4", tmp_path / "other.mp4"
+    first_clip.write_bytes(synth_clip(3))
+    second_clip.write_bytes(synth_clip(4))
+
+    page.set_input_files("#file", str(first_clip))
+    page.wait_for_function("document.querySelectorAll('#attachments video').length === 1")  # a muted thumbnail
+    assert page.locator("#attachments video").evaluate("v => v.muted")
+    send(page, "Which way does the shape move?")
+    first = wait_for_replies(page, 1)
+    assert first.locator(".bubble").inner_text().strip() and "tokens/s" in first.locator(".stats").inner_text()
+    assert page.locator(".message.user .images video").count() == 1
+
+    page.dispatch_event("body", "drop", {"dataTransfer": transfer(page, second_clip, "video/mp4")})
+    page.wait_for_function("document.querySelectorAll('#attachments video').length === 1")
+    send(page, "And in this one?")
+    second = wait_for_replies(page, 2)
+    assert "history tokens reused" in second.locator(".stats").inner_text()  # the first clip's frames included
+    assert page.locator(".message.user .images video").count() == 2
+    page.screenshot(path=str(tmp_path / "video.png"))
 
 
 def wait_idle(server) -> bool:

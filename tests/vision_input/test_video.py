@@ -74,3 +74,22 @@ def test_bad_videos_are_one_clear_error(tmp_path):
         sample_frames(tmp_path / "missing.mp4", 4)
     with pytest.raises(MmvError, match="frames must be between"):
         sample_frames(tmp_path / "cut.mp4", 0)
+
+
+def test_a_clip_of_frames_over_the_pixel_limit_is_refused_before_decoding():
+    """200 KB of H.264 that would decode to 8192x8200 pictures: refused as an image bomb is."""
+    import io
+
+    import av
+
+    buffer = io.BytesIO()
+    with av.open(buffer, mode="w", format="mp4") as container:
+        stream = container.add_stream("libx264", rate=4, options={"preset": "ultrafast"})
+        stream.width, stream.height, stream.pix_fmt = 8192, 8200, "yuv420p"
+        frame = av.VideoFrame(8192, 8200, "yuv420p")
+        for plane in frame.planes:
+            plane.update(bytes(plane.buffer_size))
+        container.mux(stream.encode(frame))
+        container.mux(stream.encode())
+    with pytest.raises(MmvError, match="video bomb has 8192x8200 frames, over the 64,000,000-pixel limit"):
+        sample_frames(buffer.getvalue(), 4, name="bomb")

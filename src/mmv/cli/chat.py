@@ -113,7 +113,7 @@ def open_inputs(paths: list[Path], frames: int) -> tuple[list[tuple[str, Any]], 
     """The pictures to attach, in order, and with a video among them the text that introduces each one (a video's
     frames each after its timestamp, an image after nothing); the text is empty without videos."""
     from mmv.images import open_image
-    from mmv.vision_input.video import frames_prompt, is_video, sample_frames
+    from mmv.vision_input.video import is_video, sample_frames, video_text
 
     opened: list[tuple[str, Any]] = []
     lead: list[str] = []
@@ -122,7 +122,7 @@ def open_inputs(paths: list[Path], frames: int) -> tuple[list[tuple[str, Any]], 
         if is_video(path):
             sampled = sample_frames(path, frames)
             opened += [(f"{path}@{frame.seconds:.1f}s", frame.image) for frame in sampled]
-            lead.append((f"Video {path.name}:\n" if several else "") + frames_prompt(sampled))
+            lead.append(video_text(sampled, path.name if several else None))
         else:
             opened.append((str(path), open_image(path)))
             lead.append("<image>\n")

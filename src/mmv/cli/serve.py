@@ -15,7 +15,7 @@ EXTRA_HINT = "mmv serve needs the serve extra: pip install 'mmv[serve]'"
 SHUTDOWN_GRACE_S = 3.0  # running requests get this long to finish after SIGTERM / Ctrl-C
 
 
-@handle_errors(flags=MODEL_FLAGS)
+@handle_errors(flags={**MODEL_FLAGS, "frames": "--frames N"})
 def serve(
     model: str = typer.Option(
         ..., "--model", "-m", help="A .pth/.safetensors file, a transformers folder, a run directory or a cached name."
@@ -28,9 +28,15 @@ def serve(
     max_batch: int = typer.Option(8, min=1, help="Requests decoded together; more wait for a free row."),
     max_new_tokens_limit: int = typer.Option(2048, min=1, help="The largest max_tokens a request may ask for."),
     max_image_mb: float = typer.Option(20.0, min=0.001, help="Largest image accepted, in MB."),
+    max_video_mb: float = typer.Option(
+        40.0, min=0.001, help="Largest video accepted, in MB (its base64 must also fit --max-body-mb)."
+    ),
     max_body_mb: float = typer.Option(64.0, min=0.001, help="Largest request body accepted, in MB."),
     allow_image_urls: bool = typer.Option(
-        False, "--allow-image-urls", help="Fetch http(s) image URLs (off: only data: URIs are read)."
+        False, "--allow-image-urls", help="Fetch http(s) image and video URLs (off: only data: URIs are read)."
+    ),
+    frames: int = typer.Option(
+        None, metavar="N", help="Frames sampled evenly in time from each video [default: as the run trained, else 8]."
     ),
     device: str = shared.DEVICE,
     dtype: str = shared.DTYPE,
@@ -71,6 +77,7 @@ def serve(
         need_vision=False,
         quantize=quantize,
         tiles=tiles,
+        frames=frames,
     )
     if loaded.processor is None:
         console.print("[yellow]note:[/] no vision encoder found (pass --vision DIR): requests with images are refused")
@@ -80,6 +87,7 @@ def serve(
         api_key=api_key,
         max_new_tokens_limit=max_new_tokens_limit,
         max_image_mb=max_image_mb,
+        max_video_mb=max_video_mb,
         max_body_mb=max_body_mb,
         allow_image_urls=allow_image_urls,
     )

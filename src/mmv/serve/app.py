@@ -1,8 +1,9 @@
 """The HTTP layer (Starlette): the OpenAI routes, the page, auth, body limits, streaming and disconnects.
 
-Request handling never touches the model: the body is read under a size cap, checked (`protocol`), its images are
-decoded and checked and the prompt rendered in a worker thread (`image_input`, `prompt`), and the engine thread
-takes it from there, sending events back through the event loop. A client that goes away cancels its request.
+Request handling never touches the model: the body is read under a size cap, checked (`protocol`), its images and
+videos are decoded and checked and the prompt rendered in a worker thread (`image_input`, `video_input`, `prompt`),
+and the engine thread takes it from there, sending events back through the event loop. A client that goes away
+cancels its request.
 """
 
 from __future__ import annotations
@@ -26,16 +27,19 @@ from starlette.staticfiles import StaticFiles
 
 from mmv.sampling import SamplingConfig
 from mmv.serve.engine import Engine
-from mmv.serve.image_input import ImagePolicy, load_image
+from mmv.serve.image_input import CheckedImage, MediaPolicy, load_image
 from mmv.serve.prompt import Prompt, PromptBuilder
-from mmv.serve.protocol import ApiError, ChatRequest, parse_chat_request
+from mmv.serve.protocol import ApiError, ChatRequest, VideoPart, parse_chat_request
 from mmv.serve.responses import DONE, Completion, sse
 from mmv.serve.sequence import Event, Failed, GenerationRequest, TextDelta
+from mmv.serve.video_input import CheckedVideo, load_video
 
 STATIC = files("mmv.serve") / "static"
 DISCONNECT_POLL_S = 0.5
-# the page loads nothing from elsewhere; images are shown from data: and blob: URLs
-PAGE_POLICY = "default-src 'self'; img-src 'self' data: blob:; style-src 'self'; script-src 'self'"
+# the page loads nothing from elsewhere; images and videos are shown from data: and blob: URLs
+PAGE_POLICY = (
+    "default-src 'self'; img-src 'self' data: blob:; media-src 'self' data: blob:; style-src 'self'; script-src 'self'"
+)
 
 
 @dataclass
@@ -45,8 +49,9 @@ class ServeSettings:
     api_key: str | None = None  # required as `Authorization: Bearer KEY` on /v1/* when set
     max_new_tokens_limit: int = 2048  # the largest max_tokens a request may ask for
     max_image_mb: float = 20.0  # one image, decoded
+    max_video_mb: float = 40.0  # one video, decoded: base64 makes it 53 MB, within the default body limit
     max_body_mb: float = 64.0  # one request body (images travel base64-encoded inside it)
-    allow_image_urls: bool = False  # fetch http(s) image URLs (off: only data: URIs)
+    allow_image_urls: bool = False  # fetch http(s) image and video URLs (off: only data: URIs)
 
 
 class ClientGone(Exception):
@@ -70,7 +75,8 @@ class CancellingStream(StreamingResponse):
 class ChatApi:
     def __init__(self, engine: Engine, builder: PromptBuilder, settings: ServeSettings) -> None:
         self.engine, self.builder, self.settings = engine, builder, settings
-        self.images = ImagePolicy(max_bytes=int(settings.max_image_mb * 2**20), allow_urls=settings.allow_image_urls)
+        self.images = MediaPolicy(max_bytes=int(settings.max_image_mb * 2**20), allow_urls=settings.allow_image_urls)
+        self.videos = MediaPolicy(max_bytes=int(settings.max_video_mb * 2**20), allow_urls=settings.allow_image_urls)
         self.started = time.time()
 
     async def completions(self, request: Request) -> Response:
@@ -123,9 +129,17 @@ class ChatApi:
             raise ApiError(f"the request body is not valid JSON: {exc}", code="invalid_json") from None
 
     def _prepare(self, parsed: ChatRequest) -> Prompt:
-        """Blocking work off the event loop: download/decode and check each image, render and tokenize."""
-        images = [load_image(part.url, self.images, f"image {n + 1}") for n, part in enumerate(parsed.images)]
-        return self.builder.build(parsed, images)
+        """Blocking work off the event loop: download/decode and check each image and video, render and tokenize."""
+        media: list[CheckedImage | CheckedVideo] = []
+        videos = images = 0  # each counted on its own: errors name "image 2", "video 1"
+        for part in parsed.media:
+            if isinstance(part, VideoPart):
+                videos += 1
+                media.append(load_video(part.url, self.videos, self.builder.loaded.frames, videos))
+            else:
+                images += 1
+                media.append(load_image(part.url, self.images, f"image {images}"))
+        return self.builder.build(parsed, media)
 
     def _submit(self, parsed: ChatRequest, prompt: Prompt) -> tuple[GenerationRequest, asyncio.Queue[Event]]:
         loop, events = asyncio.get_running_loop(), asyncio.Queue()

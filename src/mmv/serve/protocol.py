@@ -1,6 +1,7 @@
 """The OpenAI chat-completions request: read, checked field by field, refused in the OpenAI error shape.
 
-Accepted: `model`, `messages` (content a string or a list of `text` / `image_url` parts), `temperature`, `top_p`,
+Accepted: `model`, `messages` (content a string or a list of `text` / `image_url` / `video_url` parts; pictures and
+videos in user messages only), `temperature`, `top_p`,
 `max_tokens` / `max_completion_tokens`, `seed`, `stop`, `stream`, `stream_options.include_usage`, `n` (1 only),
 and four extensions: `thinking` (open MiniMind's `<think>` block), `top_k`, `repetition_penalty` and `ignore_eos`
 (decode the full `max_tokens`: for benchmarks).
@@ -63,9 +64,14 @@ class ImagePart:
 
 
 @dataclass
+class VideoPart:
+    url: str  # `{"type": "video_url", "video_url": {"url": ...}}`, the part vLLM and SGLang take for a video
+
+
+@dataclass
 class Message:
     role: str  # system, user or assistant
-    parts: list[str | ImagePart]  # text and images in the order they were written
+    parts: list[str | ImagePart | VideoPart]  # text, images and videos in the order they were written
 
 
 @dataclass
@@ -84,8 +90,12 @@ class ChatRequest:
     ignore_eos: bool = False  # extension: keep decoding past eos up to max_tokens (benchmarks)
 
     @property
-    def images(self) -> list[ImagePart]:
-        return [part for message in self.messages for part in message.parts if isinstance(part, ImagePart)]
+    def media(self) -> list[ImagePart | VideoPart]:
+        """The images and videos of the conversation in order."""
+        return [part for message in self.messages for part in message.parts if not isinstance(part, str)]
+
+
+MEDIA_PARTS = {"image_url": ImagePart, "video_url": VideoPart}
 
 
 def parse_chat_request(body: Any, *, model_names: tuple[str, ...], max_tokens_limit: int) -> ChatRequest:
@@ -156,27 +166,27 @@ def _messages(raw: Any) -> list[Message]:
     return messages
 
 
-def _parts(content: Any, where: str, *, images_allowed: bool) -> list[str | ImagePart]:
+def _parts(content: Any, where: str, *, images_allowed: bool) -> list[str | ImagePart | VideoPart]:
     if isinstance(content, str):
         return [_text(content, where)]
     if not isinstance(content, list) or not content:
         raise ApiError(f"{where} must be a string or a non-empty list of parts", param=where)
-    parts: list[str | ImagePart] = []
+    parts: list[str | ImagePart | VideoPart] = []
     for index, part in enumerate(content):
         here = f"{where}[{index}]"
         kind = part.get("type") if isinstance(part, dict) else None
         if kind == "text" and isinstance(part.get("text"), str):
             parts.append(_text(part["text"], here))
-        elif kind == "image_url" and images_allowed:
-            image = part.get("image_url")
-            url = image.get("url") if isinstance(image, dict) else image
+        elif kind in MEDIA_PARTS and images_allowed:
+            media = part.get(kind)
+            url = media.get("url") if isinstance(media, dict) else media
             if not isinstance(url, str) or not url:
-                raise ApiError(f"{here}.image_url.url must be a string", param=f"{here}.image_url")
-            parts.append(ImagePart(url))
-        elif kind == "image_url":
-            raise ApiError(f"{here}: only user messages may hold images", param=here)
+                raise ApiError(f"{here}.{kind}.url must be a string", param=f"{here}.{kind}")
+            parts.append(MEDIA_PARTS[kind](url))
+        elif kind in MEDIA_PARTS:
+            raise ApiError(f"{here}: only user messages may hold {kind.split('_')[0]}s", param=here)
         else:
-            raise ApiError(f"{here} must be a text part or an image_url part, not {kind!r}", param=here)
+            raise ApiError(f"{here} must be a text, image_url or video_url part, not {kind!r}", param=here)
     return parts
 
 

@@ -15,6 +15,7 @@ from typing import TYPE_CHECKING, Any
 
 from mmv.config import IMAGE_MARKER
 from mmv.errors import MmvError
+from mmv.images import MAX_PIXELS
 
 if TYPE_CHECKING:
     from PIL import Image
@@ -60,6 +61,10 @@ def _open(av: Any, data: bytes, label: str) -> Any:
     if not container.streams.video:
         container.close()
         raise MmvError(f"{label} holds no video stream")
+    context = container.streams.video[0].codec_context
+    if context.width * context.height > MAX_PIXELS:  # a small file of huge frames: a bomb, as for images
+        container.close()
+        raise MmvError(f"{label} has {context.width}x{context.height} frames, over the {MAX_PIXELS:,}-pixel limit")
     return container
 
 
@@ -134,3 +139,9 @@ def _seconds(frame: Any, position: int) -> float:
 def frames_prompt(frames: list[Frame]) -> str:
     """One line per frame: its number, its time and its image marker."""
     return "".join(f"Frame {k} at {frame.seconds:.1f} s: {IMAGE_MARKER}\n" for k, frame in enumerate(frames, 1))
+
+
+def video_text(frames: list[Frame], name: str | None = None) -> str:
+    """A video as a prompt lays it out: its frames' lines, after a "Video NAME:" line where several videos are
+    asked about together (`mmv chat` names them by file, `mmv serve` by their number in the request)."""
+    return (f"Video {name}:\n" if name else "") + frames_prompt(frames)

@@ -44,7 +44,13 @@ function scrollDown() {
   main.scrollTop = main.scrollHeight;
 }
 
-// ---- attachments: button, drag-and-drop, paste ----
+// ---- attachments: button, drag-and-drop, paste; images and videos alike ----
+
+const MEDIA = { image: "image_url", video: "video_url" }; // a file's kind and the API part it is sent as
+
+function kindOf(file) {
+  return Object.keys(MEDIA).find((kind) => file.type.startsWith(`${kind}/`));
+}
 
 function readAsDataUrl(file) {
   return new Promise((resolve, reject) => {
@@ -57,25 +63,44 @@ function readAsDataUrl(file) {
 
 async function attach(files) {
   for (const file of files) {
-    if (!file.type.startsWith("image/")) continue;
-    state.pending.push({ name: file.name, url: await readAsDataUrl(file) });
+    const kind = kindOf(file);
+    if (!kind) continue;
+    // a video's thumbnail plays from a blob: URL rather than from its (much longer) data: URL
+    const preview = kind === "video" ? URL.createObjectURL(file) : null;
+    state.pending.push({ name: file.name, kind, url: await readAsDataUrl(file), preview });
   }
   showPending();
+}
+
+function thumbnail(item) {
+  if (item.kind !== "video") {
+    const img = element("img");
+    img.src = item.url;
+    img.alt = item.name;
+    return img;
+  }
+  const video = element("video");
+  video.muted = true;
+  video.preload = "metadata"; // shows the first frame, nothing plays until asked
+  video.src = item.preview;
+  video.title = item.name;
+  return video;
 }
 
 function showPending() {
   const box = $("attachments");
   box.replaceChildren();
-  state.pending.forEach((image, index) => {
+  state.pending.forEach((item, index) => {
     const thumb = element("div", "thumb");
-    const img = element("img");
-    img.src = image.url;
-    img.alt = image.name;
     const remove = element("button", "", "×");
     remove.type = "button";
     remove.title = "Remove";
-    remove.onclick = () => { state.pending.splice(index, 1); showPending(); };
-    thumb.append(img, remove);
+    remove.onclick = () => {
+      const [removed] = state.pending.splice(index, 1);
+      if (removed.preview) URL.revokeObjectURL(removed.preview);
+      showPending();
+    };
+    thumb.append(thumbnail(item), remove);
     box.appendChild(thumb);
   });
 }
@@ -91,23 +116,18 @@ function settings() {
   };
 }
 
-function userContent(text, images) {
-  if (!images.length) return text;
-  const parts = images.map((image) => ({ type: "image_url", image_url: { url: image.url } }));
+function userContent(text, media) {
+  if (!media.length) return text;
+  const parts = media.map((item) => ({ type: MEDIA[item.kind], [MEDIA[item.kind]]: { url: item.url } }));
   if (text) parts.push({ type: "text", text });
   return parts;
 }
 
-function showUser(text, images) {
+function showUser(text, media) {
   const message = addMessage("user");
-  if (images.length) {
+  if (media.length) {
     const row = element("div", "images");
-    for (const image of images) {
-      const img = element("img");
-      img.src = image.url;
-      img.alt = image.name;
-      row.appendChild(img);
-    }
+    for (const item of media) row.appendChild(thumbnail(item));
     message.appendChild(row);
   }
   if (text) message.appendChild(element("div", "bubble", text));
@@ -138,14 +158,14 @@ function busy(on) {
 
 async function send() {
   const text = $("prompt").value.trim();
-  const images = state.pending.splice(0);
-  if (!text && !images.length) return;
+  const media = state.pending.splice(0);
+  if (!text && !media.length) return;
   if (state.controller) return;
   showPending();
   $("prompt").value = "";
   resize();
-  showUser(text, images);
-  state.history.push({ role: "user", content: userContent(text, images) });
+  showUser(text, media);
+  state.history.push({ role: "user", content: userContent(text, media) });
 
   const message = addMessage("assistant");
   const bubble = element("div", "bubble streaming");
@@ -283,7 +303,7 @@ function wire() {
   $("api-key").addEventListener("change", () => localStorage.setItem("mmv-api-key", $("api-key").value.trim()));
   document.addEventListener("paste", (event) => {
     const files = [...(event.clipboardData ? event.clipboardData.files : [])];
-    if (files.some((f) => f.type.startsWith("image/"))) { event.preventDefault(); attach(files); }
+    if (files.some(kindOf)) { event.preventDefault(); attach(files); }
   });
   let depth = 0;
   window.addEventListener("dragenter", (event) => { event.preventDefault(); depth += 1; $("drop").hidden = false; });
