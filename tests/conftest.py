@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import json
+import os
 import signal
 from collections.abc import Iterator
 from contextlib import contextmanager
@@ -25,6 +26,12 @@ def pytest_configure(config: pytest.Config) -> None:
     command it starts: the Ctrl-C tests need Ctrl-C to arrive, as it does for a user at a terminal."""
     if signal.getsignal(signal.SIGINT) == signal.SIG_IGN:
         signal.signal(signal.SIGINT, signal.default_int_handler)
+    if os.environ.get("PYTEST_XDIST_WORKER"):
+        # one pytest-xdist worker per core: torch's own threads on top would oversubscribe the cores, and a
+        # spinning thread pool on a busy core runs far slower than one thread
+        import torch
+
+        torch.set_num_threads(1)
 
 
 def fixture_dir(name: str) -> Path:
