@@ -95,9 +95,15 @@ def test_the_video_demo_makes_room_for_its_frames_at_16_tokens_each():
     video = DemoConfig(task="video", frames=4)
     assert video.projector_merge == 2 and video.seq_len == 256 + 3 * 16
     assert DemoConfig(task="shapes").projector_merge is None  # the shapes and hires demos train as they always did
-    assert DemoConfig(task="hires", tiles=4).seq_len == 256 + 256
+    assert DemoConfig(task="hires", tiles=4).seq_len == 256 + 4 * 16  # its 128-pixel encoder: 16 tokens a view
     with pytest.raises(MmvError, match="frames must be between 1 and 64"):
         DemoConfig(task="video", frames=0)
+
+
+def test_the_hires_demo_counts_its_steps_at_its_own_rate():
+    """Five views an image make its step dearer; --tiles 1 takes the same steps, so only what the model sees differs."""
+    assert DemoConfig(task="hires", tiles=4).steps == DemoConfig(task="hires", tiles=1).steps == (960, 1440)
+    assert DemoConfig().steps == (1200, 1800)  # the shapes demo as before
 
 
 def test_video_questions_are_scored_by_kind():
