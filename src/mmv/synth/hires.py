@@ -3,8 +3,9 @@
 Made for the demo's 128-pixel encoder (`mmv demo --hires`, 32-pixel patches): the image is 256x256 and the shape
 24-30 pixels across, centred on a cell of the 32-pixel grid, so with `--tiles 4` each 128-pixel tile shows it at
 full size, centred on one patch, as the 256-pixel scenes show their small shapes. Squeezed into one 128-pixel view
-it is 12-15 pixels across and off the centre of its patch (at one of four places), so its colour survives and its
-outline is blurred: the held-out questions ask its shape, which needs the tiles (a third is chance).
+it is 12-15 pixels across and off the centre of its patch (at one of four places), its outline blurred; the
+held-out questions ask its shape (a third is chance). That squeeze still shows enough: the demo at `--tiles 1`
+learns it from the global view alone (BENCHMARKS.md, "High-resolution and video demos").
 """
 
 from __future__ import annotations
