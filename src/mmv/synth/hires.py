@@ -4,8 +4,7 @@ Made for the demo's 128-pixel encoder (`mmv demo --hires`, 32-pixel patches): th
 24-30 pixels across, centred on a cell of the 32-pixel grid, so with `--tiles 4` each 128-pixel tile shows it at
 full size, centred on one patch, as the 256-pixel scenes show their small shapes. Squeezed into one 128-pixel view
 it is 12-15 pixels across and off the centre of its patch (at one of four places), its outline blurred; the
-held-out questions ask its shape (a third is chance). That squeeze still shows enough: the demo at `--tiles 1`
-learns it from the global view alone (BENCHMARKS.md, "High-resolution and video demos").
+held-out questions ask its shape (a third is chance).
 """
 
 from __future__ import annotations
