@@ -5,8 +5,8 @@ Everything runs through the same code as real training and evaluation (`mmv.trai
 DINOv2-architecture encoder (trained too, `--train-vision`) and a random text-only LLM to start from (like
 `llm_768.pth`).
 
-Step counts follow from `minutes` by a fixed rate, never from measured speed, so a seed gives the same model on
-any machine; a faster machine only finishes sooner.
+Step counts follow from `minutes` by a fixed rate per task, never from measured speed, so a seed gives the same model
+on any machine; a faster machine only finishes sooner.
 """
 
 from __future__ import annotations
@@ -22,13 +22,16 @@ from mmv.errors import MmvError
 from mmv.layout import VISION_SUBFOLDER
 
 SECONDS_PER_STEP = 0.16  # one optimizer step of the demo model at batch 16 on a 2-core laptop CPU
+# the hires task's step at --tiles 4: five views an image (16 tokens each); --tiles 1 takes the same steps, so the
+# two differ only in what the model sees
+HIRES_SECONDS_PER_STEP = 0.2
 PRETRAIN_SHARE = 0.4  # of the training steps; the rest is SFT
 
 
 @dataclass(frozen=True)
 class DemoConfig:
     seed: int = 0
-    minutes: float = 8.0  # training length at SECONDS_PER_STEP (synthesis and evaluation come on top)
+    minutes: float = 8.0  # training length at the task's seconds_per_step (synthesis and evaluation come on top)
     n: int = 4000  # synthetic rows per training split
     eval_n: int = 300  # held-out questions (colour, shape, count in turn)
     batch_size: int = 16
@@ -64,15 +67,30 @@ class DemoConfig:
         return self.merge or (2 if self.task == "video" else None)
 
     @property
+    def encoder_side(self) -> int:
+        """The tiny encoder's native side: 128 for the hires task, whose images are twice that (mmv.synth.hires)."""
+        from mmv.synth.encoder import IMAGE_SIZE
+        from mmv.synth.hires import ENCODER_SIDE
+
+        return ENCODER_SIDE if self.task == "hires" else IMAGE_SIZE
+
+    @property
     def seq_len(self) -> int:
-        """max_seq_len, with room for every run of a tiled image (five runs of 64 at four tiles) or of a clip's
-        frames."""
+        """max_seq_len, with room for every run of a tiled image (five runs of 16 at four tiles of the hires task)
+        or of a clip's frames."""
+        from mmv.synth.encoder import PATCH_SIZE
+
         extra_runs = (self.tiles if self.tiles > 1 else 0) + (self.frames - 1 if self.task == "video" else 0)
-        return self.max_seq_len + 64 // (self.projector_merge or 1) ** 2 * extra_runs
+        view_tokens = (self.encoder_side // PATCH_SIZE) ** 2
+        return self.max_seq_len + view_tokens // (self.projector_merge or 1) ** 2 * extra_runs
+
+    @property
+    def seconds_per_step(self) -> float:
+        return HIRES_SECONDS_PER_STEP if self.task == "hires" else SECONDS_PER_STEP
 
     @property
     def steps(self) -> tuple[int, int]:
-        total = max(2, round(self.minutes * 60 / SECONDS_PER_STEP))
+        total = max(2, round(self.minutes * 60 / self.seconds_per_step))
         pretrain = max(1, round(total * PRETRAIN_SHARE))
         return pretrain, total - pretrain
 
@@ -239,7 +257,9 @@ def _run(out: Path, config: DemoConfig, say: Callable[[str], None]) -> DemoResul
     synth = SynthConfig(n=config.n, eval_n=config.eval_n, seed=config.seed, task=config.task)
     data = synthesize(out / "data", synth)
     assert data.tokenizer is not None and data.vocab_size is not None
-    tiny = TinyEncoderConfig(hidden_size=config.encoder_hidden, seed=config.seed, family=config.encoder)
+    tiny = TinyEncoderConfig(
+        hidden_size=config.encoder_hidden, seed=config.seed, family=config.encoder, image_size=config.encoder_side
+    )
     make_encoder(out / "encoder", tiny)
     start = make_start_weights(out, data.vocab_size, config.seed)
     result.seconds["data"], clock = time.perf_counter() - clock, time.perf_counter()

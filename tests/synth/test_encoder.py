@@ -42,3 +42,14 @@ def test_same_seed_same_weights(tmp_path):
     a, b, c = (load_file(str(tmp_path / x / "model.safetensors")) for x in "abc")
     assert all(torch.equal(a[k], b[k]) for k in a)
     assert not all(torch.equal(a[k], c[k]) for k in a)
+
+
+def test_a_smaller_native_side_makes_fewer_patches(tmp_path):
+    """The high-resolution demo's encoder: 128x128 in 32-pixel patches, its processor squeezes any image to that."""
+    make_encoder(tmp_path / "a", TinyEncoderConfig(hidden_size=32, intermediate_size=64, image_size=128))
+    info = inspect_encoder(tmp_path / "a")
+    assert (info.variant, info.vision().image_size, info.vision().tokens_per_image) == (None, 128, 16)
+    pixels = ImageProcessor(tmp_path / "a")([draw(random_scene(random.Random(0)))])
+    assert pixels["pixel_values"].shape == (1, 3, 128, 128)
+    with torch.no_grad():
+        assert load_encoder(tmp_path / "a")(**pixels).last_hidden_state.shape == (1, 16, 32)

@@ -44,7 +44,9 @@ def synth(
     seed: int = typer.Option(0, "--seed", help="Same seed, same files."),
     tokenizer: bool = typer.Option(True, "--tokenizer/--no-tokenizer", help="Also train a BPE tokenizer on it."),
     hires: bool = typer.Option(
-        False, "--hires", help="The high-resolution task: one tiny shape in a 512x512 image (train with --tiles 4)."
+        False,
+        "--hires",
+        help="The high-resolution task: one small shape in a 256x256 image, for a 128-pixel encoder with --tiles 4.",
     ),
     video: bool = typer.Option(
         False, "--video", help="The video task: 8-frame MP4 clips of shapes that move or appear (needs PyAV)."

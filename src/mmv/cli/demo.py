@@ -28,7 +28,10 @@ def demo(
         "siglip", "--encoder", help="Architecture of the encoder trained from scratch: siglip | clip | dinov2."
     ),
     hires: bool = typer.Option(
-        False, "--hires", help="The high-resolution task (one tiny shape in a 512x512 image) instead of the scenes."
+        False,
+        "--hires",
+        help="The high-resolution task (one small shape in a 256x256 image, a 128-pixel encoder) instead of the "
+        "scenes; --minutes counts its steps at 0.2 s each.",
     ),
     tiles: int = typer.Option(1, "--tiles", metavar="N", help="Train with up to N tiles per image (hires: 4)."),
     video: bool = typer.Option(

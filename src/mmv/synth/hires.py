@@ -1,9 +1,10 @@
-"""The high-resolution task (`mmv data synth --hires`): one tiny shape somewhere in a large image.
+"""The high-resolution task (`mmv data synth --hires`): one small shape somewhere in an image twice the encoder's side.
 
-The image is 512x512 and the shape about 12 pixels across, centred on a cell of the 32-pixel grid, so with
-`--tiles 4` each 256-pixel tile shows it at full size on a patch of the encoder, as the 256-pixel scenes show
-theirs. Squeezed into one 256-pixel view it is a blob of 6 pixels whose colour survives and whose outline does not:
-the held-out questions ask its shape, which needs the tiles (a third is chance).
+Made for the demo's 128-pixel encoder (`mmv demo --hires`, 32-pixel patches): the image is 256x256 and the shape
+24-30 pixels across, centred on a cell of the 32-pixel grid, so with `--tiles 4` each 128-pixel tile shows it at
+full size, centred on one patch, as the 256-pixel scenes show their small shapes. Squeezed into one 128-pixel view
+it is 12-15 pixels across and off the centre of its patch (at one of four places), its outline blurred; the
+held-out questions ask its shape (a third is chance).
 """
 
 from __future__ import annotations
@@ -14,8 +15,13 @@ from typing import Any
 from mmv.synth import captions
 from mmv.synth.scenes import BACKGROUNDS, CELL, COLOURS, SHAPES, Scene, draw, jpeg_bytes
 
-HIRES_SIZE = 512
-RADIUS = 6  # pixels at 512: half a 32-pixel patch across at full size, 6 pixels across once squeezed to 256
+HIRES_SIZE = 256
+ENCODER_SIDE = 128  # the native side of the encoder the task is made for: a 2x2 grid of tiles shows it at full size
+# Each shape's radius, so that all three cover about the same area (441-489 pixels; at one radius a triangle has
+# 60% of a circle's): a squeeze keeps a shape's amount of colour, so unequal areas would tell its shape through the
+# global view alone. All fit inside one 32-pixel patch: at most 31 pixels across in a tile, 16 once squeezed.
+RADII = {"circle": 12, "square": 12, "triangle": 15}
+RADIUS = max(RADII.values())
 CELLS = HIRES_SIZE // CELL
 
 Row = tuple[list[dict[str, Any]], list[bytes]]
@@ -23,12 +29,13 @@ Row = tuple[list[dict[str, Any]], list[bytes]]
 
 def tiny_scene(rng: random.Random) -> Scene:
     column, row = rng.randrange(CELLS), rng.randrange(CELLS)
+    shape = rng.choice(SHAPES)
     return Scene(
-        shape=rng.choice(SHAPES),
+        shape=shape,
         colour=rng.choice(tuple(COLOURS)),
         size="tiny",
         centres=((column * CELL + CELL // 2, row * CELL + CELL // 2),),
-        radius=RADIUS,
+        radius=RADII[shape],
         background=rng.choice(BACKGROUNDS),
     )
 
