@@ -89,12 +89,15 @@ def test_demo_refuses_a_folder_that_is_not_empty(tmp_path):
     assert [p.name for p in tmp_path.iterdir()] == ["keep.txt"]
 
 
-def test_the_video_demo_makes_room_for_its_frames_at_16_tokens_each():
+def test_the_video_demo_makes_room_for_its_frames_at_64_tokens_each():
     from mmv.errors import MmvError
 
-    video = DemoConfig(task="video", frames=4)
-    assert video.projector_merge == 2 and video.seq_len == 256 + 3 * 16
-    assert DemoConfig(task="shapes").projector_merge is None  # the shapes and hires demos train as they always did
+    video = DemoConfig(task="video")
+    assert (video.frames, video.merge, video.seq_len) == (2, None, 256 + 64)
+    assert DemoConfig(task="video", frames=4, merge=2).seq_len == 256 + 3 * 16
+    # its 128-pixel frames go to the encoder as they are, and its steps follow its own pace (0.2 s a step)
+    assert (video.encoder_side, DemoConfig(task="shapes").encoder_side) == (128, 256)
+    assert video.steps == (960, 1440) and DemoConfig(task="shapes").steps == (1200, 1800)
     assert DemoConfig(task="hires", tiles=4).seq_len == 256 + 256
     with pytest.raises(MmvError, match="frames must be between 1 and 64"):
         DemoConfig(task="video", frames=0)
@@ -126,14 +129,14 @@ def test_a_short_video_demo_learns_the_answer_of_each_question_kind(tmp_path):
     )
     assert result.returncode == 0, result.stderr[-2000:]
     summary = json.loads(result.stdout)
-    assert summary["steps"] == {"pretrain": 75, "sft": 113} and summary["frames"] == 4
+    assert summary["steps"] == {"pretrain": 60, "sft": 90} and summary["frames"] == 2
     assert {kind: entry["total"] for kind, entry in summary["by_kind"].items()} == {"motion": 150, "last": 150}
     forms = {"motion": r"It moves (left|right|up|down)\.", "last": r"The last is a (circle|square|triangle)\."}
     for line in (out / "eval.jsonl").read_text().splitlines():
         record = json.loads(line)
         kind = "motion" if "move?" in record["question"] else "last"
         assert re.fullmatch(forms[kind], record["prediction"]), record
-    assert json.loads((out / "sft" / "config.json").read_text())["data"]["frames"] == 4
+    assert json.loads((out / "sft" / "config.json").read_text())["data"]["frames"] == 2
     assert summary["example"]["image"].endswith("example.mp4") and (out / "example.mp4").is_file()
     assert re.fullmatch(forms["motion"] + "|" + forms["last"], summary["example"]["answer"])
-    assert "--frames 4 --prompt " in result.stderr
+    assert "--frames 2 --prompt " in result.stderr

@@ -22,13 +22,15 @@ from mmv.errors import MmvError
 from mmv.layout import VISION_SUBFOLDER
 
 SECONDS_PER_STEP = 0.16  # one optimizer step of the demo model at batch 16 on a 2-core laptop CPU
+# the video task's step: four 16-token frames a sample, and an MP4 to decode (measured at 1.1-1.2x the scenes' step)
+VIDEO_SECONDS_PER_STEP = 0.2
 PRETRAIN_SHARE = 0.4  # of the training steps; the rest is SFT
 
 
 @dataclass(frozen=True)
 class DemoConfig:
     seed: int = 0
-    minutes: float = 8.0  # training length at SECONDS_PER_STEP (synthesis and evaluation come on top)
+    minutes: float = 8.0  # training length at the task's seconds per step (synthesis and evaluation come on top)
     n: int = 4000  # synthetic rows per training split
     eval_n: int = 300  # held-out questions (colour, shape, count in turn)
     batch_size: int = 16
@@ -42,10 +44,12 @@ class DemoConfig:
     threads: int = 1  # torch threads: tiny tensors gain nothing from more, and one thread is bit-reproducible
     task: str = "shapes"  # the synthetic task (mmv.synth.dataset.TASKS): shapes | hires | video
     tiles: int = 1  # tiles per image the model is trained with (hires needs 4 to see its shapes)
-    # frames each clip of the video task is sampled to: 4 of its 8 show every move and the last shape's arrival
-    frames: int = 4
-    # KxK patches per image token of the fresh projector; None: 2 for the video task (16 tokens a frame, so its four
-    # frames cost what one 64-token image does), else what the encoder's reference variant uses (64 tokens)
+    # frames each clip of the video task is sampled to: 2 of its 8 (frames 2 and 6) show both the move and the last
+    # shape's arrival, and one comparison of two frames is what the tiny LLM learns first (at 4 frames and a 2x2
+    # merge, 1,500 steps left motion at chance)
+    frames: int = 2
+    # KxK patches per image token of the fresh projector; None: what the encoder's reference variant uses, else 1
+    # (64 tokens an image or frame: a moving shape changes token at every cell it crosses)
     merge: int | None = None
 
     def __post_init__(self) -> None:
@@ -60,19 +64,25 @@ class DemoConfig:
         check_frames(self.frames)
 
     @property
-    def projector_merge(self) -> int | None:
-        return self.merge or (2 if self.task == "video" else None)
+    def encoder_side(self) -> int:
+        """The tiny encoder's image side: the video task's 128-pixel frames as they are (a resize to 256 cost most
+        of its loading time), else the scenes' 256."""
+        from mmv.synth.encoder import IMAGE_SIZE
+        from mmv.synth.video import CLIP_SIZE
+
+        return CLIP_SIZE if self.task == "video" else IMAGE_SIZE
 
     @property
     def seq_len(self) -> int:
         """max_seq_len, with room for every run of a tiled image (five runs of 64 at four tiles) or of a clip's
         frames."""
         extra_runs = (self.tiles if self.tiles > 1 else 0) + (self.frames - 1 if self.task == "video" else 0)
-        return self.max_seq_len + 64 // (self.projector_merge or 1) ** 2 * extra_runs
+        return self.max_seq_len + 64 // (self.merge or 1) ** 2 * extra_runs
 
     @property
     def steps(self) -> tuple[int, int]:
-        total = max(2, round(self.minutes * 60 / SECONDS_PER_STEP))
+        rate = VIDEO_SECONDS_PER_STEP if self.task == "video" else SECONDS_PER_STEP
+        total = max(2, round(self.minutes * 60 / rate))
         pretrain = max(1, round(total * PRETRAIN_SHARE))
         return pretrain, total - pretrain
 
@@ -140,7 +150,7 @@ def train_stage(
         epochs=1000,
         max_seq_len=config.seq_len,
         tiles=config.tiles,
-        merge=config.projector_merge,
+        merge=config.merge,
         seed=config.seed,
         log_every=10,
         save_every=10**9,
@@ -239,7 +249,9 @@ def _run(out: Path, config: DemoConfig, say: Callable[[str], None]) -> DemoResul
     synth = SynthConfig(n=config.n, eval_n=config.eval_n, seed=config.seed, task=config.task)
     data = synthesize(out / "data", synth)
     assert data.tokenizer is not None and data.vocab_size is not None
-    tiny = TinyEncoderConfig(hidden_size=config.encoder_hidden, seed=config.seed, family=config.encoder)
+    tiny = TinyEncoderConfig(
+        hidden_size=config.encoder_hidden, seed=config.seed, family=config.encoder, image_size=config.encoder_side
+    )
     make_encoder(out / "encoder", tiny)
     start = make_start_weights(out, data.vocab_size, config.seed)
     result.seconds["data"], clock = time.perf_counter() - clock, time.perf_counter()

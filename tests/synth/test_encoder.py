@@ -42,3 +42,23 @@ def test_same_seed_same_weights(tmp_path):
     a, b, c = (load_file(str(tmp_path / x / "model.safetensors")) for x in "abc")
     assert all(torch.equal(a[k], b[k]) for k in a)
     assert not all(torch.equal(a[k], c[k]) for k in a)
+
+
+def test_a_128_pixel_encoder_keeps_the_8x8_grid_in_16_pixel_patches_for_every_family(tmp_path):
+    import pytest
+
+    from mmv.errors import MmvError
+    from mmv.synth.encoder import FAMILIES
+
+    frame = draw(random_scene(random.Random(1)), side=128)
+    for family in FAMILIES:
+        make_encoder(tmp_path / family, TinyEncoderConfig(hidden_size=32, seed=2, family=family, image_size=128))
+        info = inspect_encoder(tmp_path / family)
+        assert (info.image_size, info.patch_size, info.num_patches, info.variant) == (128, 16, 64, None)
+        pixels = ImageProcessor(tmp_path / family)([frame])
+        assert pixels["pixel_values"].shape == (1, 3, 128, 128)
+        with torch.no_grad():
+            features = load_encoder(tmp_path / family)(**pixels).last_hidden_state
+        assert features.shape[-1] == 32 and features.shape[1] in (64, 65, 69)  # + CLS (CLIP), + CLS, 4 registers
+    with pytest.raises(MmvError, match="multiple of 8"):
+        TinyEncoderConfig(image_size=100)

@@ -1,9 +1,10 @@
 """A tiny random vision encoder folder (SigLIP, CLIP or DINOv2 with registers), for training from scratch offline.
 
 The folder looks like a downloaded encoder (config.json, model.safetensors, preprocessor_config.json), so the rest
-of mmv loads it through the same code path. Every family sees 256x256 images in 32-pixel patches, the grid the
-synthetic scenes are drawn on (8x8 = 64 patch tokens, mmv.synth.scenes), each with its own processor's
-normalisation. Its weights are random: train it with `--train-vision`.
+of mmv loads it through the same code path. Every family sees its images on the grid the synthetic scenes are drawn
+on (8x8 = 64 patch tokens, mmv.synth.scenes): 256x256 images in 32-pixel patches by default, or 128x128 in
+16-pixel patches for the video task's 128-pixel frames (no resize, and a quarter of the pixels to process), each
+with its own processor's normalisation. Its weights are random: train it with `--train-vision`.
 """
 
 from __future__ import annotations
@@ -17,38 +18,45 @@ from mmv.errors import MmvError
 from mmv.fsio import staged_folder
 
 IMAGE_SIZE = 256
-PATCH_SIZE = 32
+GRID = 8  # patches a side at every image size: the scenes' 8x8 cells
 FAMILIES = ("siglip", "clip", "dinov2")
 _RESCALE = {"do_convert_rgb": True, "resample": 3, "do_rescale": True, "rescale_factor": 1 / 255, "do_normalize": True}
-_CROP = {"do_resize": True, "size": {"shortest_edge": IMAGE_SIZE}, "do_center_crop": True}
-# each family's processor as its public checkpoints ship it, at this size
-PREPROCESSORS = {
-    # SiglipImageProcessor: mean = std = 0.5 (REFERENCE.md section 2), a plain resize
-    "siglip": {
-        "image_processor_type": "SiglipImageProcessor",
-        "do_resize": True,
-        "size": {"height": IMAGE_SIZE, "width": IMAGE_SIZE},
-        **_RESCALE,
-        "image_mean": [0.5, 0.5, 0.5],
-        "image_std": [0.5, 0.5, 0.5],
-    },
-    "clip": {
-        "image_processor_type": "CLIPImageProcessor",
-        **_CROP,
-        "crop_size": {"height": IMAGE_SIZE, "width": IMAGE_SIZE},
-        **_RESCALE,
-        "image_mean": [0.48145466, 0.4578275, 0.40821073],
-        "image_std": [0.26862954, 0.26130258, 0.27577711],
-    },
-    "dinov2": {
-        "image_processor_type": "BitImageProcessor",
-        **_CROP,
-        "crop_size": {"height": IMAGE_SIZE, "width": IMAGE_SIZE},
-        **_RESCALE,
-        "image_mean": [0.485, 0.456, 0.406],
-        "image_std": [0.229, 0.224, 0.225],
-    },
-}
+
+
+def preprocessor_config(family: str, side: int = IMAGE_SIZE) -> dict[str, Any]:
+    """The family's processor as its public checkpoints ship it, for `side`-pixel square images."""
+    square = {"height": side, "width": side}
+    crop = {"do_resize": True, "size": {"shortest_edge": side}, "do_center_crop": True, "crop_size": square}
+    if family == "siglip":
+        # SiglipImageProcessor: mean = std = 0.5 (REFERENCE.md section 2), a plain resize
+        return {
+            "image_processor_type": "SiglipImageProcessor",
+            "do_resize": True,
+            "size": square,
+            **_RESCALE,
+            "image_mean": [0.5, 0.5, 0.5],
+            "image_std": [0.5, 0.5, 0.5],
+        }
+    if family == "clip":
+        return {
+            "image_processor_type": "CLIPImageProcessor",
+            **crop,
+            **_RESCALE,
+            "image_mean": [0.48145466, 0.4578275, 0.40821073],
+            "image_std": [0.26862954, 0.26130258, 0.27577711],
+        }
+    if family == "dinov2":
+        return {
+            "image_processor_type": "BitImageProcessor",
+            **crop,
+            **_RESCALE,
+            "image_mean": [0.485, 0.456, 0.406],
+            "image_std": [0.229, 0.224, 0.225],
+        }
+    raise MmvError(f"unknown tiny encoder family {family!r}; expected one of {', '.join(FAMILIES)}")
+
+
+PREPROCESSORS = {family: preprocessor_config(family) for family in FAMILIES}
 
 
 @dataclass(frozen=True)
@@ -59,6 +67,11 @@ class TinyEncoderConfig:
     num_attention_heads: int = 2
     seed: int = 0  # the random initialisation is deterministic for a seed
     family: str = "siglip"  # siglip | clip | dinov2 (with 4 register tokens)
+    image_size: int = IMAGE_SIZE  # the side of its square images, a multiple of GRID; patches are image_size / GRID
+
+    def __post_init__(self) -> None:
+        if self.image_size < GRID or self.image_size % GRID:
+            raise MmvError(f"the tiny encoder's image size must be a multiple of {GRID}, got {self.image_size}")
 
 
 def encoder_model(config: TinyEncoderConfig) -> Any:
@@ -69,8 +82,8 @@ def encoder_model(config: TinyEncoderConfig) -> Any:
         "hidden_size": config.hidden_size,
         "num_hidden_layers": config.num_hidden_layers,
         "num_attention_heads": config.num_attention_heads,
-        "image_size": IMAGE_SIZE,
-        "patch_size": PATCH_SIZE,
+        "image_size": config.image_size,
+        "patch_size": config.image_size // GRID,
     }
     if config.family == "siglip":
         # the pooling head is never used: no dead weights
@@ -89,7 +102,7 @@ def encoder_model(config: TinyEncoderConfig) -> Any:
 
 
 def make_encoder(out_dir: str | Path, config: TinyEncoderConfig | None = None) -> Path:
-    """Write a randomly initialised encoder (256x256 images, 32-pixel patches -> 64 patch tokens) to `out_dir`."""
+    """Write a randomly initialised encoder (`config.image_size` images in 8x8 = 64 patches) to `out_dir`."""
     import torch
     from transformers.utils import logging as hf_logging
 
@@ -100,6 +113,6 @@ def make_encoder(out_dir: str | Path, config: TinyEncoderConfig | None = None) -
         model = encoder_model(config)
     with staged_folder(out_dir) as staged:
         model.save_pretrained(str(staged), safe_serialization=True)
-        text = json.dumps(PREPROCESSORS[config.family], indent=2) + "\n"
+        text = json.dumps(preprocessor_config(config.family, config.image_size), indent=2) + "\n"
         (staged / "preprocessor_config.json").write_text(text)
     return Path(out_dir)
