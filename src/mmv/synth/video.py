@@ -7,8 +7,9 @@ A clip is 8 frames of 128x128 at 4 fps (2 s), stored as MP4 in the row's `video_
 - last: two of a circle, a square and a triangle are there from frame 0, the third appears at frame 4, and all
   stay ("Which shape appears last?"). Only the order of the frames tells the last from the others; two frames
   sampled uniformly (frames 2 and 6) show it, as do four (1, 3, 5, 7).
-Shapes sit on cell centres, as in the still scenes (mmv.synth.scenes), at half their scale: the encoder sees the
-frames at 256 pixels. Chance on the held-out questions is 1/4 (motion) and 1/3 (last).
+Shapes sit on cell centres, as in the still scenes (mmv.synth.scenes), at half their scale: one cell is one patch
+of an encoder that sees the frames at 128 pixels in 16-pixel patches (the demo's) or at 256 in 32-pixel ones.
+Chance on the held-out questions is 1/4 (motion) and 1/3 (last).
 """
 
 from __future__ import annotations
@@ -22,7 +23,7 @@ from mmv.synth.scenes import BACKGROUNDS, COLOURS, SHAPES, Scene, paint
 
 CLIP_SIZE = 128
 CLIP_FRAMES = 8
-CELL = 16  # the scenes' 32-pixel cell at half scale: the encoder's patch once the frame is resized to 256
+CELL = 16  # the scenes' 32-pixel cell at half scale: one patch of the 8x8 grid the tiny encoders see
 CELLS = CLIP_SIZE // CELL
 RADIUS = 10  # the scenes' large shapes at half scale
 TRAVEL = 3  # cells a moving shape covers over the clip
