@@ -12,15 +12,22 @@ from mmv.cli.common import console, emit_json, handle_errors
 @handle_errors(flags={"out": "--out"})
 def demo(
     out: Path = typer.Option(Path("mmv-demo"), "--out", help="Folder for the data, runs, plots (must be new)."),
-    minutes: float = typer.Option(
-        8.0,
+    minutes: float | None = typer.Option(
+        None,
         "--minutes",
         min=0.05,
         help="Training length, as minutes on a 2-core "
-        "laptop CPU; a faster machine finishes sooner with the same result.",
+        "laptop CPU; a faster machine finishes sooner with the same result.  [default: 8, 7 with --video]",
+        show_default=False,
     ),
     seed: int = typer.Option(0, "--seed", help="Same seed, same data and the same model."),
-    rows: int = typer.Option(4000, "--rows", min=50, help="Synthetic rows per training split."),
+    rows: int | None = typer.Option(
+        None,
+        "--rows",
+        min=50,
+        help="Synthetic rows per training split.  [default: 4000, 8000 with --video]",
+        show_default=False,
+    ),
     threads: int = typer.Option(
         1, "--threads", min=1, help="CPU threads for torch (one is fastest for this tiny model and bit-reproducible)."
     ),
@@ -78,7 +85,8 @@ def demo(
         {
             "out": str(out),
             "seed": seed,
-            "minutes": minutes,
+            "minutes": config.minutes,
+            "rows": config.n,
             "encoder": encoder,
             "task": config.task,
             "tiles": tiles,
