@@ -5,8 +5,8 @@ synthesis, both training stages and the evaluation. Peak RSS is the largest of t
 its DataLoader worker). Every seed runs once per variant: per encoder architecture (`--encoders`, `mmv demo
 --encoder`), and for the other tasks per tile count (`--task hires --tiles 1 4`: the same steps, only what the model
 sees differs) or per frame count (`--task video --frames 4`).
-Usage: python benchmarks/demo.py [--seeds 0 1 2] [--minutes M] [--rows N] [--encoders siglip clip dinov2]
-                                 [--task shapes|hires|video] [--tiles 1 4] [--frames 2]
+Usage: python benchmarks/demo.py [--seeds 0 1 2] [--minutes 8] [--rows 4000] [--encoders siglip clip dinov2]
+                                 [--task shapes|hires|video] [--tiles 1 4] [--frames 4]
 """
 
 from __future__ import annotations
@@ -23,9 +23,8 @@ import time
 from pathlib import Path
 
 
-def run_demo(seed: int, minutes: float | None, rows: int | None, encoder: str, variant: dict[str, object]) -> dict:
-    """One `mmv demo` run; `variant` is {"tiles": N} (--hires), {"frames": N} (--video) or {} (the shapes);
-    `minutes` and `rows` None: the task's defaults."""
+def run_demo(seed: int, minutes: float, rows: int, encoder: str, variant: dict[str, object]) -> dict:
+    """One `mmv demo` run; `variant` is {"tiles": N} (--hires), {"frames": N} (--video) or {} (the shapes)."""
     with tempfile.TemporaryDirectory() as tmp:
         command = [
             sys.executable,
@@ -36,8 +35,10 @@ def run_demo(seed: int, minutes: float | None, rows: int | None, encoder: str, v
             str(Path(tmp) / "demo"),
             "--seed",
             str(seed),
-            *(["--minutes", str(minutes)] if minutes is not None else []),
-            *(["--rows", str(rows)] if rows is not None else []),
+            "--minutes",
+            str(minutes),
+            "--rows",
+            str(rows),
             "--encoder",
             encoder,
             *variant_flags(variant),
@@ -56,8 +57,8 @@ def run_demo(seed: int, minutes: float | None, rows: int | None, encoder: str, v
         "seed": seed,
         "encoder": encoder,
         **variant,
-        "minutes": summary["minutes"],
-        "rows": summary["rows"],
+        "minutes": minutes,
+        "rows": rows,
         "wall_s": round(wall, 1),
         "phase_s": summary["seconds"],
         "steps": summary["steps"],
@@ -82,8 +83,8 @@ def variant_flags(variant: dict[str, object]) -> list[str]:
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("--seeds", type=int, nargs="+", default=[0, 1, 2])
-    parser.add_argument("--minutes", type=float, help="default: the task's (8; 7 for video)")
-    parser.add_argument("--rows", type=int, help="default: the task's (4000; 8000 for video)")
+    parser.add_argument("--minutes", type=float, default=8.0)
+    parser.add_argument("--rows", type=int, default=4000)
     parser.add_argument("--encoders", nargs="+", default=["siglip"], choices=["siglip", "clip", "dinov2"])
     parser.add_argument("--task", default="shapes", choices=["shapes", "hires", "video"])
     parser.add_argument("--tiles", type=int, nargs="+", default=[1, 4], help="with --task hires: one run per count")

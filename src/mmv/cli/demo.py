@@ -12,22 +12,15 @@ from mmv.cli.common import console, emit_json, handle_errors
 @handle_errors(flags={"out": "--out"})
 def demo(
     out: Path = typer.Option(Path("mmv-demo"), "--out", help="Folder for the data, runs, plots (must be new)."),
-    minutes: float | None = typer.Option(
-        None,
+    minutes: float = typer.Option(
+        8.0,
         "--minutes",
         min=0.05,
         help="Training length, as minutes on a 2-core "
-        "laptop CPU; a faster machine finishes sooner with the same result.  [default: 8, 7 with --video]",
-        show_default=False,
+        "laptop CPU; a faster machine finishes sooner with the same result.",
     ),
     seed: int = typer.Option(0, "--seed", help="Same seed, same data and the same model."),
-    rows: int | None = typer.Option(
-        None,
-        "--rows",
-        min=50,
-        help="Synthetic rows per training split.  [default: 4000, 8000 with --video]",
-        show_default=False,
-    ),
+    rows: int = typer.Option(4000, "--rows", min=50, help="Synthetic rows per training split."),
     threads: int = typer.Option(
         1, "--threads", min=1, help="CPU threads for torch (one is fastest for this tiny model and bit-reproducible)."
     ),
@@ -85,8 +78,7 @@ def demo(
         {
             "out": str(out),
             "seed": seed,
-            "minutes": config.minutes,
-            "rows": config.n,
+            "minutes": minutes,
             "encoder": encoder,
             "task": config.task,
             "tiles": tiles,
