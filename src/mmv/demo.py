@@ -45,7 +45,7 @@ class DemoConfig:
     task: str = "shapes"  # the synthetic task (mmv.synth.dataset.TASKS): shapes | hires | video
     tiles: int = 1  # tiles per image the model is trained with (hires needs 4 to see its shapes)
     # frames each clip of the video task is sampled to: 2 of its 8 (frames 2 and 6) show both the move and the last
-    # shape's arrival; at 4 frames and a 2x2 merge "last" reached 71% in 1,500 steps, at 2 unmerged ones 100%
+    # shape's arrival; at 4 frames and a 2x2 merge motion stayed at chance (BENCHMARKS.md)
     frames: int = 2
     # KxK patches per image token of the fresh projector; None: what the encoder's reference variant uses, else 1
     # (64 tokens an image or frame: a moving shape changes token at every cell it crosses)
