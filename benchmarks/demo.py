@@ -88,7 +88,7 @@ def main() -> None:
     parser.add_argument("--encoders", nargs="+", default=["siglip"], choices=["siglip", "clip", "dinov2"])
     parser.add_argument("--task", default="shapes", choices=["shapes", "hires", "video"])
     parser.add_argument("--tiles", type=int, nargs="+", default=[1, 4], help="with --task hires: one run per count")
-    parser.add_argument("--frames", type=int, nargs="+", default=[4], help="with --task video: one run per count")
+    parser.add_argument("--frames", type=int, nargs="+", default=[2], help="with --task video: one run per count")
     args = parser.parse_args()
     variants = {
         "shapes": [{}],

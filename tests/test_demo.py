@@ -89,12 +89,15 @@ def test_demo_refuses_a_folder_that_is_not_empty(tmp_path):
     assert [p.name for p in tmp_path.iterdir()] == ["keep.txt"]
 
 
-def test_the_video_demo_makes_room_for_its_frames_at_16_tokens_each():
+def test_the_video_demo_makes_room_for_its_frames_at_64_tokens_each():
     from mmv.errors import MmvError
 
-    video = DemoConfig(task="video", frames=4)
-    assert video.projector_merge == 2 and video.seq_len == 256 + 3 * 16
-    assert DemoConfig(task="shapes").projector_merge is None  # the shapes and hires demos train as they always did
+    video = DemoConfig(task="video")
+    assert (video.frames, video.merge, video.seq_len) == (2, None, 256 + 64)
+    assert DemoConfig(task="video", frames=4, merge=2).seq_len == 256 + 3 * 16
+    # its 128-pixel frames go to the encoder as they are, and its steps follow its own pace (0.25 s a step)
+    assert (video.encoder_side, DemoConfig(task="shapes").encoder_side) == (128, 256)
+    assert video.steps == (768, 1152) and DemoConfig(task="shapes").steps == (1200, 1800)
     assert DemoConfig(task="hires", tiles=4).seq_len == 256 + 4 * 16  # its 128-pixel encoder: 16 tokens a view
     with pytest.raises(MmvError, match="frames must be between 1 and 64"):
         DemoConfig(task="video", frames=0)
@@ -118,31 +121,33 @@ def test_video_questions_are_scored_by_kind():
 
 
 @pytest.mark.slow
-def test_a_short_video_demo_learns_the_answer_of_each_question_kind(tmp_path):
-    """188 steps (3 to 6 minutes on a busy 2-core machine): the model answers each kind of video question in that
-    kind's form, about one held-out clip too. The answers themselves need far more steps than a test can take (at
-    1,500 steps, benchmarks/demo.py --task video measured "last" at 71% and "motion" still at chance), so accuracy
-    is not asserted here."""
+def test_a_short_video_demo_learns_which_shape_comes_last_and_answers_each_kind_in_its_form(tmp_path):
+    """600 steps on 1,500 rows (3.6 minutes on a 2-core machine at load 1-4): "which shape appears last" well above
+    chance (at least 68 of 150, which a model guessing at 1/3 reaches with probability 0.0015; this run gets 98),
+    and every answer in its kind's form, about one held-out clip too. Motion is not asserted: it is still near
+    chance after 600 steps (46 of 150; 87% at the full length, BENCHMARKS.md)."""
     import re
 
     out = tmp_path / "demo"
-    command = [sys.executable, "-m", "mmv.cli.app", "demo", "--video", "--out", str(out), "--minutes", "0.5"]
+    command = [sys.executable, "-m", "mmv.cli.app", "demo", "--video", "--out", str(out), "--minutes", "2.5"]
     result = subprocess.run(
-        [*command, "--rows", "300", "--seed", "1", "--json"], capture_output=True, text=True, timeout=900
+        [*command, "--rows", "1500", "--seed", "1", "--json"], capture_output=True, text=True, timeout=1200
     )
     assert result.returncode == 0, result.stderr[-2000:]
     summary = json.loads(result.stdout)
-    assert summary["steps"] == {"pretrain": 75, "sft": 113} and summary["frames"] == 4
-    assert {kind: entry["total"] for kind, entry in summary["by_kind"].items()} == {"motion": 150, "last": 150}
+    assert summary["steps"] == {"pretrain": 240, "sft": 360} and summary["frames"] == 2
+    by_kind = summary["by_kind"]
+    assert {kind: entry["total"] for kind, entry in by_kind.items()} == {"motion": 150, "last": 150}
+    assert by_kind["last"]["correct"] >= 68, by_kind
     forms = {"motion": r"It moves (left|right|up|down)\.", "last": r"The last is a (circle|square|triangle)\."}
     for line in (out / "eval.jsonl").read_text().splitlines():
         record = json.loads(line)
         kind = "motion" if "move?" in record["question"] else "last"
         assert re.fullmatch(forms[kind], record["prediction"]), record
-    assert json.loads((out / "sft" / "config.json").read_text())["data"]["frames"] == 4
+    assert json.loads((out / "sft" / "config.json").read_text())["data"]["frames"] == 2
     assert summary["example"]["image"].endswith("example.mp4") and (out / "example.mp4").is_file()
     assert re.fullmatch(forms["motion"] + "|" + forms["last"], summary["example"]["answer"])
-    assert "--frames 4 --prompt " in result.stderr
+    assert "--frames 2 --prompt " in result.stderr
 
 
 @pytest.mark.slow

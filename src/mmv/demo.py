@@ -25,6 +25,8 @@ SECONDS_PER_STEP = 0.16  # one optimizer step of the demo model at batch 16 on a
 # the hires task's step at --tiles 4: five views an image (16 tokens each); --tiles 1 takes the same steps, so the
 # two differ only in what the model sees
 HIRES_SECONDS_PER_STEP = 0.2
+# the video task's step: two 64-token frames a sample, and an MP4 to decode (0.23-0.3 s measured at load 1-4)
+VIDEO_SECONDS_PER_STEP = 0.25
 PRETRAIN_SHARE = 0.4  # of the training steps; the rest is SFT
 
 
@@ -45,10 +47,11 @@ class DemoConfig:
     threads: int = 1  # torch threads: tiny tensors gain nothing from more, and one thread is bit-reproducible
     task: str = "shapes"  # the synthetic task (mmv.synth.dataset.TASKS): shapes | hires | video
     tiles: int = 1  # tiles per image the model is trained with (hires needs 4 to see its shapes)
-    # frames each clip of the video task is sampled to: 4 of its 8 show every move and the last shape's arrival
-    frames: int = 4
-    # KxK patches per image token of the fresh projector; None: 2 for the video task (16 tokens a frame, so its four
-    # frames cost what one 64-token image does), else what the encoder's reference variant uses (64 tokens)
+    # frames each clip of the video task is sampled to: 2 of its 8 (frames 2 and 6) show both the move and the last
+    # shape's arrival; at 4 frames and a 2x2 merge motion stayed at chance (BENCHMARKS.md)
+    frames: int = 2
+    # KxK patches per image token of the fresh projector; None: what the encoder's reference variant uses, else 1
+    # (64 tokens an image or frame: a moving shape changes token at every cell it crosses)
     merge: int | None = None
 
     def __post_init__(self) -> None:
@@ -63,30 +66,35 @@ class DemoConfig:
         check_frames(self.frames)
 
     @property
-    def projector_merge(self) -> int | None:
-        return self.merge or (2 if self.task == "video" else None)
-
-    @property
     def encoder_side(self) -> int:
-        """The tiny encoder's native side: 128 for the hires task, whose images are twice that (mmv.synth.hires)."""
+        """The tiny encoder's image side: 128 for the hires task (its 256-pixel images are tiled), the video task's
+        128-pixel frames as they are (a resize to 256 cost most of its loading time), else the scenes' 256."""
         from mmv.synth.encoder import IMAGE_SIZE
         from mmv.synth.hires import ENCODER_SIDE
+        from mmv.synth.video import CLIP_SIZE
 
-        return ENCODER_SIDE if self.task == "hires" else IMAGE_SIZE
+        return {"hires": ENCODER_SIDE, "video": CLIP_SIZE}.get(self.task, IMAGE_SIZE)
+
+    @property
+    def encoder_patch(self) -> int | None:
+        """The hires task's 32-pixel patches (4x4 = 16 tokens a view); None: the scenes' 8x8 grid at any side."""
+        from mmv.synth.hires import ENCODER_PATCH
+
+        return ENCODER_PATCH if self.task == "hires" else None
 
     @property
     def seq_len(self) -> int:
         """max_seq_len, with room for every run of a tiled image (five runs of 16 at four tiles of the hires task)
         or of a clip's frames."""
-        from mmv.synth.encoder import PATCH_SIZE
+        from mmv.synth.encoder import GRID
 
         extra_runs = (self.tiles if self.tiles > 1 else 0) + (self.frames - 1 if self.task == "video" else 0)
-        view_tokens = (self.encoder_side // PATCH_SIZE) ** 2
-        return self.max_seq_len + view_tokens // (self.projector_merge or 1) ** 2 * extra_runs
+        view_tokens = (self.encoder_side // self.encoder_patch) ** 2 if self.encoder_patch else GRID**2
+        return self.max_seq_len + view_tokens // (self.merge or 1) ** 2 * extra_runs
 
     @property
     def seconds_per_step(self) -> float:
-        return HIRES_SECONDS_PER_STEP if self.task == "hires" else SECONDS_PER_STEP
+        return {"hires": HIRES_SECONDS_PER_STEP, "video": VIDEO_SECONDS_PER_STEP}.get(self.task, SECONDS_PER_STEP)
 
     @property
     def steps(self) -> tuple[int, int]:
@@ -158,7 +166,7 @@ def train_stage(
         epochs=1000,
         max_seq_len=config.seq_len,
         tiles=config.tiles,
-        merge=config.projector_merge,
+        merge=config.merge,
         seed=config.seed,
         log_every=10,
         save_every=10**9,
@@ -258,7 +266,11 @@ def _run(out: Path, config: DemoConfig, say: Callable[[str], None]) -> DemoResul
     data = synthesize(out / "data", synth)
     assert data.tokenizer is not None and data.vocab_size is not None
     tiny = TinyEncoderConfig(
-        hidden_size=config.encoder_hidden, seed=config.seed, family=config.encoder, image_size=config.encoder_side
+        hidden_size=config.encoder_hidden,
+        seed=config.seed,
+        family=config.encoder,
+        image_size=config.encoder_side,
+        patch_size=config.encoder_patch,
     )
     make_encoder(out / "encoder", tiny)
     start = make_start_weights(out, data.vocab_size, config.seed)

@@ -46,10 +46,30 @@ def test_same_seed_same_weights(tmp_path):
 
 def test_a_smaller_native_side_makes_fewer_patches(tmp_path):
     """The high-resolution demo's encoder: 128x128 in 32-pixel patches, its processor squeezes any image to that."""
-    make_encoder(tmp_path / "a", TinyEncoderConfig(hidden_size=32, intermediate_size=64, image_size=128))
+    make_encoder(tmp_path / "a", TinyEncoderConfig(hidden_size=32, intermediate_size=64, image_size=128, patch_size=32))
     info = inspect_encoder(tmp_path / "a")
     assert (info.variant, info.vision().image_size, info.vision().tokens_per_image) == (None, 128, 16)
     pixels = ImageProcessor(tmp_path / "a")([draw(random_scene(random.Random(0)))])
     assert pixels["pixel_values"].shape == (1, 3, 128, 128)
     with torch.no_grad():
         assert load_encoder(tmp_path / "a")(**pixels).last_hidden_state.shape == (1, 16, 32)
+
+
+def test_a_128_pixel_encoder_keeps_the_8x8_grid_in_16_pixel_patches_for_every_family(tmp_path):
+    import pytest
+
+    from mmv.errors import MmvError
+    from mmv.synth.encoder import FAMILIES
+
+    frame = draw(random_scene(random.Random(1)), side=128)
+    for family in FAMILIES:
+        make_encoder(tmp_path / family, TinyEncoderConfig(hidden_size=32, seed=2, family=family, image_size=128))
+        info = inspect_encoder(tmp_path / family)
+        assert (info.image_size, info.patch_size, info.num_patches, info.variant) == (128, 16, 64, None)
+        pixels = ImageProcessor(tmp_path / family)([frame])
+        assert pixels["pixel_values"].shape == (1, 3, 128, 128)
+        with torch.no_grad():
+            features = load_encoder(tmp_path / family)(**pixels).last_hidden_state
+        assert features.shape[-1] == 32 and features.shape[1] in (64, 65, 69)  # + CLS (CLIP), + CLS, 4 registers
+    with pytest.raises(MmvError, match="multiple of 8"):
+        TinyEncoderConfig(image_size=100)

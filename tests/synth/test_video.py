@@ -21,7 +21,7 @@ from mmv.synth.video import (
     question_kind,
 )
 from mmv.tokenizer import load_tokenizer
-from mmv.vision_input.video import sample_frames
+from mmv.vision_input.video import sample_frames, uniform_picks
 
 
 def centre_of(image, colour: str) -> tuple[float, float]:
@@ -80,11 +80,27 @@ def test_a_moving_shape_starts_anywhere_its_travel_fits_and_goes_every_way():
     assert len(seen) == 4 * 5
 
 
-def test_the_three_shapes_appear_one_after_another_and_stay():
+def test_two_shapes_are_there_from_the_start_the_third_appears_later_and_all_stay():
     frames, shapes = last_clip(random.Random(0))
     assert sorted(s.shape for s in shapes) == ["circle", "square", "triangle"]
+    assert [len(visible) for visible in frames] == [2, 2, 2, 2, 3, 3, 3, 3]
     assert [len(visible) for visible in frames] == [sum(at <= k for at in APPEARS_AT) for k in range(CLIP_FRAMES)]
     assert frames[-1] == shapes
+
+
+def test_two_frames_sampled_uniformly_show_the_move_and_the_arrival_and_so_do_four():
+    """The demo samples 2 frames of a clip (the 3rd and the 7th); 4 (every other one) must show the same."""
+    times = [k / 4 for k in range(CLIP_FRAMES)]
+    assert uniform_picks(times, 2) == [2, 6] and uniform_picks(times, 4) == [1, 3, 5, 7]
+    for seed in range(50):
+        scenes, direction = motion_clip(random.Random(seed))
+        dx, dy = DIRECTIONS[direction]
+        (x0, y0), (x1, y1) = scenes[2].centres[0], scenes[6].centres[0]
+        assert (x1 - x0, y1 - y0) == (2 * CELL * dx, 2 * CELL * dy)
+        frames, shapes = last_clip(random.Random(seed))
+        for first, last in ((2, 6), (1, 7), (3, 5)):
+            assert shapes[-1] not in frames[first] and shapes[-1] in frames[last]
+            assert frames[first] == shapes[:2]
 
 
 def test_data_check_with_eight_frames_counts_eight_runs(tmp_path):

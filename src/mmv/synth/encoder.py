@@ -1,10 +1,11 @@
 """A tiny random vision encoder folder (SigLIP, CLIP or DINOv2 with registers), for training from scratch offline.
 
 The folder looks like a downloaded encoder (config.json, model.safetensors, preprocessor_config.json), so the rest
-of mmv loads it through the same code path. Every family sees 256x256 images in 32-pixel patches by default, the
-grid the synthetic scenes are drawn on (8x8 = 64 patch tokens, mmv.synth.scenes), each with its own processor's
-normalisation; the high-resolution demo's encoder sees 128x128 (4x4 = 16 patch tokens a view). Its weights are
-random: train it with `--train-vision`.
+of mmv loads it through the same code path. Every family sees its images on the grid the synthetic scenes are drawn
+on (8x8 = 64 patch tokens, mmv.synth.scenes): 256x256 images in 32-pixel patches by default, or 128x128 in
+16-pixel patches for the video task's 128-pixel frames (no resize, and a quarter of the pixels to process), each
+with its own processor's normalisation. The high-resolution task's encoder keeps 32-pixel patches on 128x128 views
+(4x4 = 16 tokens a view, `patch_size`). Its weights are random: train it with `--train-vision`.
 """
 
 from __future__ import annotations
@@ -18,16 +19,17 @@ from mmv.errors import MmvError
 from mmv.fsio import staged_folder
 
 IMAGE_SIZE = 256
-PATCH_SIZE = 32
+GRID = 8  # patches a side at every image size: the scenes' 8x8 cells
 FAMILIES = ("siglip", "clip", "dinov2")
 _RESCALE = {"do_convert_rgb": True, "resample": 3, "do_rescale": True, "rescale_factor": 1 / 255, "do_normalize": True}
 
 
-def preprocessor(family: str, side: int = IMAGE_SIZE) -> dict[str, Any]:
-    """The family's processor config as its public checkpoints ship it, for `side`-pixel images."""
+def preprocessor_config(family: str, side: int = IMAGE_SIZE) -> dict[str, Any]:
+    """The family's processor as its public checkpoints ship it, for `side`-pixel square images."""
     square = {"height": side, "width": side}
     crop = {"do_resize": True, "size": {"shortest_edge": side}, "do_center_crop": True, "crop_size": square}
-    if family == "siglip":  # SiglipImageProcessor: mean = std = 0.5 (REFERENCE.md section 2), a plain resize
+    if family == "siglip":
+        # SiglipImageProcessor: mean = std = 0.5 (REFERENCE.md section 2), a plain resize
         return {
             "image_processor_type": "SiglipImageProcessor",
             "do_resize": True,
@@ -44,16 +46,18 @@ def preprocessor(family: str, side: int = IMAGE_SIZE) -> dict[str, Any]:
             "image_mean": [0.48145466, 0.4578275, 0.40821073],
             "image_std": [0.26862954, 0.26130258, 0.27577711],
         }
-    return {
-        "image_processor_type": "BitImageProcessor",
-        **crop,
-        **_RESCALE,
-        "image_mean": [0.485, 0.456, 0.406],
-        "image_std": [0.229, 0.224, 0.225],
-    }
+    if family == "dinov2":
+        return {
+            "image_processor_type": "BitImageProcessor",
+            **crop,
+            **_RESCALE,
+            "image_mean": [0.485, 0.456, 0.406],
+            "image_std": [0.229, 0.224, 0.225],
+        }
+    raise MmvError(f"unknown tiny encoder family {family!r}; expected one of {', '.join(FAMILIES)}")
 
 
-PREPROCESSORS = {family: preprocessor(family) for family in FAMILIES}
+PREPROCESSORS = {family: preprocessor_config(family) for family in FAMILIES}
 
 
 @dataclass(frozen=True)
@@ -64,7 +68,18 @@ class TinyEncoderConfig:
     num_attention_heads: int = 2
     seed: int = 0  # the random initialisation is deterministic for a seed
     family: str = "siglip"  # siglip | clip | dinov2 (with 4 register tokens)
-    image_size: int = IMAGE_SIZE  # the native side, a whole number of PATCH_SIZE patches
+    image_size: int = IMAGE_SIZE  # the side of its square images, a multiple of GRID
+    patch_size: int | None = None  # None: image_size / GRID, the scenes' 8x8 grid at any image size
+
+    def __post_init__(self) -> None:
+        if self.image_size < GRID or self.image_size % GRID:
+            raise MmvError(f"the tiny encoder's image size must be a multiple of {GRID}, got {self.image_size}")
+        if self.patch_size is not None and (self.patch_size < 1 or self.image_size % self.patch_size):
+            raise MmvError(f"the tiny encoder's patch size must divide its image size, got {self.patch_size}")
+
+    @property
+    def patch(self) -> int:
+        return self.patch_size or self.image_size // GRID
 
 
 def encoder_model(config: TinyEncoderConfig) -> Any:
@@ -76,7 +91,7 @@ def encoder_model(config: TinyEncoderConfig) -> Any:
         "num_hidden_layers": config.num_hidden_layers,
         "num_attention_heads": config.num_attention_heads,
         "image_size": config.image_size,
-        "patch_size": PATCH_SIZE,
+        "patch_size": config.patch,
     }
     if config.family == "siglip":
         # the pooling head is never used: no dead weights
@@ -95,7 +110,7 @@ def encoder_model(config: TinyEncoderConfig) -> Any:
 
 
 def make_encoder(out_dir: str | Path, config: TinyEncoderConfig | None = None) -> Path:
-    """Write a randomly initialised encoder (by default 256x256 images, 32-pixel patches -> 64 patch tokens)."""
+    """Write a randomly initialised encoder (`config.image_size` images, by default 8x8 = 64 patches) to `out_dir`."""
     import torch
     from transformers.utils import logging as hf_logging
 
@@ -106,6 +121,6 @@ def make_encoder(out_dir: str | Path, config: TinyEncoderConfig | None = None) -
         model = encoder_model(config)
     with staged_folder(out_dir) as staged:
         model.save_pretrained(str(staged), safe_serialization=True)
-        text = json.dumps(preprocessor(config.family, config.image_size), indent=2) + "\n"
+        text = json.dumps(preprocessor_config(config.family, config.image_size), indent=2) + "\n"
         (staged / "preprocessor_config.json").write_text(text)
     return Path(out_dir)

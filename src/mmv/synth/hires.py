@@ -17,6 +17,7 @@ from mmv.synth.scenes import BACKGROUNDS, CELL, COLOURS, SHAPES, Scene, draw, jp
 
 HIRES_SIZE = 256
 ENCODER_SIDE = 128  # the native side of the encoder the task is made for: a 2x2 grid of tiles shows it at full size
+ENCODER_PATCH = CELL  # its patch, the scenes' 32-pixel cell: a shape fills one patch of a tile
 # Each shape's radius, so that all three cover about the same area (441-489 pixels; at one radius a triangle has
 # 60% of a circle's): a squeeze keeps a shape's amount of colour, so unequal areas would tell its shape through the
 # global view alone. All fit inside one 32-pixel patch: at most 31 pixels across in a tile, 16 once squeezed.

@@ -4,10 +4,12 @@ A clip is 8 frames of 128x128 at 4 fps (2 s), stored as MP4 in the row's `video_
 - motion: one shape slides three cells of the 16-pixel grid left, right, up or down ("Which way does the red circle
   move?"). The axis cannot be told from any one frame, and where on the grid the shape starts says little about the
   way it goes, so the frames must be compared.
-- last: a circle, a square and a triangle appear one after another, at frames 0, 3 and 6, and stay ("Which shape
-  appears last?"). Only the order of the frames tells the last from the others.
-Shapes sit on cell centres, as in the still scenes (mmv.synth.scenes), at half their scale: the encoder sees the
-frames at 256 pixels. Chance on the held-out questions is 1/4 (motion) and 1/3 (last).
+- last: two of a circle, a square and a triangle are there from frame 0, the third appears at frame 4, and all
+  stay ("Which shape appears last?"). Only the order of the frames tells the last from the others; two frames
+  sampled uniformly (frames 2 and 6) show it, as do four (1, 3, 5, 7).
+Shapes sit on cell centres, as in the still scenes (mmv.synth.scenes), at half their scale: one cell is one patch
+of an encoder that sees the frames at 128 pixels in 16-pixel patches (the demo's) or at 256 in 32-pixel ones.
+Chance on the held-out questions is 1/4 (motion) and 1/3 (last).
 """
 
 from __future__ import annotations
@@ -21,11 +23,11 @@ from mmv.synth.scenes import BACKGROUNDS, COLOURS, SHAPES, Scene, paint
 
 CLIP_SIZE = 128
 CLIP_FRAMES = 8
-CELL = 16  # the scenes' 32-pixel cell at half scale: the encoder's patch once the frame is resized to 256
+CELL = 16  # the scenes' 32-pixel cell at half scale: one patch of the 8x8 grid the tiny encoders see
 CELLS = CLIP_SIZE // CELL
 RADIUS = 10  # the scenes' large shapes at half scale
 TRAVEL = 3  # cells a moving shape covers over the clip
-APPEARS_AT = (0, 3, 6)  # the frames at which the three shapes of a "last" clip appear
+APPEARS_AT = (0, 0, 4)  # the frames at which the three shapes of a "last" clip appear
 DIRECTIONS = {"left": (-1, 0), "right": (1, 0), "up": (0, -1), "down": (0, 1)}
 KINDS = ("motion", "last")
 
@@ -103,7 +105,7 @@ def video_row(split: str, rng: random.Random, index: int) -> Row:
         frames, shapes = last_clip(rng)
         video = render(frames, background)
         question, reply = rng.choice(LAST_QUESTIONS), f"The last is a {shapes[-1].shape}."
-        story = f"A {shapes[0].shape} appears, then a {shapes[1].shape}, then a {shapes[2].shape}."
+        story = f"A {shapes[0].shape} and a {shapes[1].shape} are there, then a {shapes[2].shape} appears."
     if split == "pretrain":
         return [_user(rng.choice(VIDEO_PROMPTS)), _assistant(story)], [], video
     return [_user(question), _assistant(reply)], [], video
