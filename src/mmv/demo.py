@@ -51,7 +51,8 @@ class DemoConfig:
     # shape's arrival; at 4 frames and a 2x2 merge motion stayed at chance (BENCHMARKS.md)
     frames: int = 2
     # KxK patches per image token of the fresh projector; None: what the encoder's reference variant uses, else 1
-    # (64 tokens an image or frame: a moving shape changes token at every cell it crosses)
+    # (the grid's own tokens: 64 a scene or frame, where a moving shape changes token at every cell it crosses;
+    # 16 a view of the hires task)
     merge: int | None = None
 
     def __post_init__(self) -> None:

@@ -1,10 +1,9 @@
 """The OpenAI chat-completions request: read, checked field by field, refused in the OpenAI error shape.
 
 Accepted: `model`, `messages` (content a string or a list of `text` / `image_url` / `video_url` parts; pictures and
-videos in user messages only), `temperature`, `top_p`,
-`max_tokens` / `max_completion_tokens`, `seed`, `stop`, `stream`, `stream_options.include_usage`, `n` (1 only),
-and four extensions: `thinking` (open MiniMind's `<think>` block), `top_k`, `repetition_penalty` and `ignore_eos`
-(decode the full `max_tokens`: for benchmarks).
+videos in user messages only), `temperature`, `top_p`, `max_tokens` / `max_completion_tokens`, `seed`, `stop`,
+`stream`, `stream_options.include_usage`, `n` (1 only), and four extensions: `thinking` (open MiniMind's `<think>`
+block), `top_k`, `repetition_penalty` and `ignore_eos` (decode the full `max_tokens`: for benchmarks).
 `IGNORED_FIELDS` are accepted and have no effect. Tools, `n > 1`, a structured `response_format` and audio are
 refused with a 400, as is a model name the server does not serve.
 """
