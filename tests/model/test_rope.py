@@ -41,3 +41,39 @@ def test_rotation_equals_the_reference_rotate_half_bit_for_bit():
     reference = x * plain_cos + torch.cat((-second, first), dim=-1) * plain_sin
     assert torch.equal(cos, plain_cos)
     assert torch.equal(apply_rope(x, cos, sin), reference)
+
+
+def test_fewer_rows_equal_the_first_rows_of_the_full_table_bit_for_bit():
+    scaling = {"factor": 16, "original_max_position_embeddings": 2048, "attention_factor": 1.2}
+    full_cos, full_sin = rope_tables(96, 32768, 1e6, scaling)
+    cos, sin = rope_tables(96, 32768, 1e6, scaling, rows=5000)
+    assert cos.shape == (5000, 96)
+    assert torch.equal(cos, full_cos[:5000]) and torch.equal(sin, full_sin[:5000])
+
+
+def test_the_model_builds_its_tables_small_and_grows_them_for_long_sequences():
+    """The tables start at ROPE_ROWS rows and grow when a sequence needs more: the same logits as a model whose
+    tables hold every position from the start."""
+    from mmv.config import preset
+    from mmv.model.llm import ROPE_ROWS
+    from mmv.model.vlm import MiniMindVLM
+
+    torch.manual_seed(0)
+    model = MiniMindVLM(preset("tiny", rope_scaling={"factor": 16, "original_max_position_embeddings": 2048})).eval()
+    assert model.rope_cos.shape[0] == ROPE_ROWS < model.config.max_position_embeddings
+    full = rope_tables(
+        model.config.head_dim, model.config.max_position_embeddings, model.config.rope_theta, model.config.rope_scaling
+    )
+    ids = torch.randint(0, model.config.vocab_size, (1, 8))
+    cache = model.new_cache(1, ROPE_ROWS + 16, torch.float32, torch.device("cpu"))
+    cache.advance(ROPE_ROWS + 4)  # positions 4100-4107: past the first tables
+    with torch.no_grad():
+        logits = model(ids, cache=cache).logits
+    assert model.rope_cos.shape[0] == 2 * ROPE_ROWS
+    assert torch.equal(model.rope_cos, full[0][: 2 * ROPE_ROWS]) and torch.equal(
+        model.rope_sin, full[1][: 2 * ROPE_ROWS]
+    )
+    model.rope_cos, model.rope_sin = full
+    cache.length = ROPE_ROWS + 4
+    with torch.no_grad():
+        assert torch.equal(model(ids, cache=cache).logits, logits)

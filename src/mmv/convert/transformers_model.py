@@ -25,7 +25,6 @@ from mmv.convert.transformers_config import MiniMindVConfig
 from mmv.errors import MmvError
 from mmv.model.encoders import ENCODER_TYPES
 from mmv.model.loss import shifted_cross_entropy
-from mmv.model.rope import rope_tables
 from mmv.model.vlm import MiniMindVLM
 
 PIXEL_KEYS = ("pixel_values", "pixel_attention_mask", "spatial_shapes")
@@ -74,8 +73,7 @@ class MiniMindVForCausalLM(MiniMindVLM, _InitOnce, GenerationMixin):
     @torch.no_grad()
     def _init_weights(self, module: torch.nn.Module) -> None:
         if module is self:  # the RoPE tables are not stored in the weights: rebuild them after a meta-device init
-            c = self.config.vlm_config()
-            cos, sin = rope_tables(c.head_dim, c.max_position_embeddings, c.rope_theta, c.rope_scaling)
+            cos, sin = self.rope_rows(self.rope_cos.shape[0])
             self.rope_cos.copy_(cos)
             self.rope_sin.copy_(sin)
         else:

@@ -106,6 +106,7 @@ class FastDecoder:
             config.num_key_value_heads,
             config.head_dim,
         )
+        model.cover_positions(cache.max_len)
         self.rope_cos, self.rope_sin = model.rope_cos, model.rope_sin
         self.embeddings = model.model.embed_tokens.weight
         self.final_norm = model.model.norm.weight

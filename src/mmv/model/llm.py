@@ -18,6 +18,9 @@ from mmv.model.layers import FeedForward, RMSNorm
 from mmv.model.moe import MoEFeedForward
 from mmv.model.rope import apply_rope, rope_tables
 
+# RoPE table rows built with the model; longer sequences grow them (all 32,768 positions of MiniMind take 24 MB)
+ROPE_ROWS = 4096
+
 
 class Attention(nn.Module):
     def __init__(self, config: VLMConfig) -> None:
@@ -124,13 +127,28 @@ class MiniMindLM(nn.Module):
         self.lm_head = nn.Linear(config.hidden_size, config.vocab_size, bias=False)
         if config.tie_word_embeddings:
             self.lm_head.weight = self.model.embed_tokens.weight
-        cos, sin = rope_tables(config.head_dim, config.max_position_embeddings, config.rope_theta, config.rope_scaling)
+        cos, sin = self.rope_rows(min(config.max_position_embeddings, ROPE_ROWS))
         self.register_buffer("rope_cos", cos, persistent=False)
         self.register_buffer("rope_sin", sin, persistent=False)
+
+    def rope_rows(self, rows: int) -> tuple[torch.Tensor, torch.Tensor]:
+        c = self.config
+        return rope_tables(c.head_dim, c.max_position_embeddings, c.rope_theta, c.rope_scaling, rows=rows)
+
+    def cover_positions(self, end: int) -> None:
+        """Grow the RoPE tables (at least doubling, at most to max_position_embeddings) to hold positions < end."""
+        have, limit = self.rope_cos.shape[0], self.config.max_position_embeddings
+        if end <= have or have >= limit:
+            return
+        cos, sin = self.rope_rows(min(max(end, 2 * have), limit))
+        like = self.rope_cos
+        self.rope_cos, self.rope_sin = cos.to(like.device, like.dtype), sin.to(like.device, like.dtype)
 
     def rope_for(
         self, position_ids: torch.Tensor | None, start: int, length: int, dtype: torch.dtype
     ) -> tuple[torch.Tensor, torch.Tensor]:
+        # position ids never pass the sequence's length (left padding and packing count from 0)
+        self.cover_positions(start + length)
         if position_ids is None:
             cos, sin = (
                 self.rope_cos[start : start + length][None, None],

@@ -30,14 +30,17 @@ def inverse_frequencies(head_dim: int, theta: float, scaling: dict[str, Any] | N
 
 
 def rope_tables(
-    head_dim: int, max_len: int, theta: float, scaling: dict[str, Any] | None = None
+    head_dim: int, max_len: int, theta: float, scaling: dict[str, Any] | None = None, rows: int | None = None
 ) -> tuple[torch.Tensor, torch.Tensor]:
-    """cos and sin tables of shape [max_len, head_dim] for `apply_rope`.
+    """cos and sin tables of shape [rows, head_dim] (rows: max_len by default) for `apply_rope`.
 
+    The frequencies depend on max_len (YaRN applies only past the original context), never on `rows`, and each row
+    is computed on its own: a table of fewer rows equals the first rows of the full one bit for bit.
     The sin table carries the rotation's sign (its first half is negated), so that rotating is two products and a
     sum over x and x with its halves swapped (fewer kernels per decode step than negating and concatenating halves).
     """
-    freqs = torch.outer(torch.arange(max_len).float(), inverse_frequencies(head_dim, theta, scaling, max_len))
+    positions = torch.arange(max_len if rows is None else rows).float()
+    freqs = torch.outer(positions, inverse_frequencies(head_dim, theta, scaling, max_len))
     attention_factor = (scaling or {}).get("attention_factor", 1.0)
     cos = torch.cat([freqs.cos(), freqs.cos()], dim=-1) * attention_factor
     sin = torch.cat([-freqs.sin(), freqs.sin()], dim=-1) * attention_factor
