@@ -62,8 +62,11 @@ def test_the_flags_reach_the_command_as_one_model_choice():
     assert CliRunner().invoke(app, ["command", "--model", "m", "--threads", "0"]).exit_code == 2  # min=1 kept
 
 
-def test_a_command_without_a_choice_parameter_is_refused():
-    def command(model: str = typer.Option(..., "--model")) -> None: ...
+def test_a_command_without_a_keyword_only_choice_parameter_is_refused():
+    def without(model: str = typer.Option(..., "--model")) -> None: ...
 
-    with pytest.raises(TypeError, match="no 'choice' parameter"):
-        takes_model_options(command)
+    def positional(model: str = typer.Option(..., "--model"), choice: ModelChoice | None = None) -> None: ...
+
+    for command in (without, positional):
+        with pytest.raises(TypeError, match=f"{command.__name__} declares no keyword-only 'choice' parameter"):
+            takes_model_options(command)

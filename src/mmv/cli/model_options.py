@@ -9,7 +9,7 @@ import inspect
 import typing
 from collections.abc import Callable
 from contextlib import nullcontext
-from dataclasses import asdict, dataclass, field, fields
+from dataclasses import Field, asdict, dataclass, field, fields
 from pathlib import Path
 from typing import Any
 
@@ -72,10 +72,13 @@ def takes_model_options(command: Callable[..., Any]) -> Callable[..., Any]:
     """`command` with the shared model flags in place of its `choice: ModelChoice` parameter (so --help lists them
     there); each call gathers their values into the one ModelChoice that `command` receives as `choice`."""
     signature = inspect.signature(command)
-    flags = [_parameter(item) for item in fields(ModelChoice)]
+    declared = signature.parameters.get(CHOICE)
+    if declared is None or declared.kind is not inspect.Parameter.KEYWORD_ONLY:
+        # the flags are keyword-only (they have no place in a positional order), so the parameter they replace is too
+        raise TypeError(f"{command.__name__} declares no keyword-only {CHOICE!r} parameter for its model options")
+    hints = typing.get_type_hints(ModelChoice)
+    flags = [_parameter(item, hints[item.name]) for item in fields(ModelChoice)]
     parameters = [flag for p in signature.parameters.values() for flag in (flags if p.name == CHOICE else [p])]
-    if len(parameters) == len(signature.parameters):
-        raise TypeError(f"{command.__name__} declares no {CHOICE!r} parameter to receive its model options")
 
     @functools.wraps(command)
     def with_choice(**values: Any) -> Any:
@@ -89,10 +92,9 @@ def takes_model_options(command: Callable[..., Any]) -> Callable[..., Any]:
     return with_choice
 
 
-def _parameter(item: Any) -> inspect.Parameter:
+def _parameter(item: Field[Any], hint: Any) -> inspect.Parameter:
     """The Typer parameter of one ModelChoice field: its type without None (Typer's own default is None), its
     default and settings."""
-    hint = typing.get_type_hints(ModelChoice)[item.name]
     parsed = next((arg for arg in typing.get_args(hint) if arg is not type(None)), hint)
     option = typer.Option(item.default, **item.metadata)
     return inspect.Parameter(item.name, inspect.Parameter.KEYWORD_ONLY, default=option, annotation=parsed)
