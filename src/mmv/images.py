@@ -16,16 +16,23 @@ if TYPE_CHECKING:
 MAX_PIXELS = 64_000_000
 
 
+def read_media(source: str | Path | bytes, kind: str, name: str | None = None) -> tuple[bytes, str]:
+    """A media file's bytes (or the bytes as given) and the label its errors call it by: "image photo.jpg", "video
+    bytes", or `kind` and `name` where a name is given."""
+    label = f"{kind} {name or (source if not isinstance(source, bytes) else 'bytes')}"
+    if isinstance(source, bytes):
+        return source, label
+    path = Path(source)
+    if not path.is_file():
+        raise MmvError(f"{label} does not exist")
+    return path.read_bytes(), label
+
+
 def open_image(source: str | Path | bytes, name: str | None = None, max_pixels: int = MAX_PIXELS) -> Image.Image:
     """Decode a file path or raw bytes into a fully loaded RGB image."""
     from PIL import Image, UnidentifiedImageError
 
-    label = f"image {name or (source if not isinstance(source, bytes) else 'bytes')}"
-    if not isinstance(source, bytes):
-        path = Path(source)
-        if not path.is_file():
-            raise MmvError(f"{label} does not exist")
-        source = path.read_bytes()
+    source, label = read_media(source, "image", name)
     try:
         with warnings.catch_warnings():
             warnings.simplefilter("ignore", Image.DecompressionBombWarning)  # our own limit is checked below

@@ -22,6 +22,16 @@ def run_cli(args: list[str], input: str | None = None) -> CliResult:
     return CliResult(result.exit_code, result.stdout, result.stderr)
 
 
+def option_names(command: str) -> set[str]:
+    """Every flag the command `mmv <command>` takes."""
+    import typer.main
+
+    from mmv.cli.app import app
+
+    click_command = typer.main.get_command(app).commands[command]
+    return {name for param in click_command.params for name in (*param.opts, *param.secondary_opts)}
+
+
 @pytest.fixture
 def cli():
     return run_cli

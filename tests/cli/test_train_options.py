@@ -7,6 +7,7 @@ import dataclasses
 import pytest
 
 from mmv.train.config import STAGE_DEFAULTS, TrainConfig, stage_config
+from tests.cli.conftest import option_names
 
 # TrainConfig fields with no command-line option: the stage is the command, the rest are the reference's constants
 NOT_OPTIONS = {"stage", "weight_decay", "grad_clip"}
@@ -63,15 +64,6 @@ def test_help_shows_the_stage_defaults(cli, stage):
     defaults = {**{f.name: f.default for f in dataclasses.fields(TrainConfig)}, **STAGE_DEFAULTS[stage]}
     for name in ("epochs", "lr", "batch_size", "max_seq_len", "save_every", "keep", "log_every", "seed", "warmup"):
         assert f"[default: {defaults[name]}]" in text, name
-
-
-def option_names(command: str) -> set[str]:
-    import typer.main
-
-    from mmv.cli.app import app
-
-    click_command = typer.main.get_command(app).commands[command]
-    return {name for param in click_command.params for name in (*param.opts, *param.secondary_opts)}
 
 
 @pytest.mark.parametrize("stage", ["pretrain", "sft"])

@@ -54,7 +54,8 @@ def test_language_model_reads_back_exactly(exports, name):
     assert fields[f"{arch}.block_count"] == 3 and fields[f"{arch}.embedding_length"] == 64
     assert fields[f"{arch}.attention.head_count"] == 4 and fields[f"{arch}.attention.head_count_kv"] == 2
     assert fields[f"{arch}.attention.key_length"] == 16 and fields[f"{arch}.rope.freq_base"] == 1e6
-    assert fields[f"{arch}.feed_forward_length"] == 160
+    assert fields[f"{arch}.feed_forward_length"] == 160 and fields[f"{arch}.attention.value_length"] == 16
+    assert fields[f"{arch}.context_length"] == fixture_base_config(name).max_position_embeddings
     assert abs(fields[f"{arch}.attention.layer_norm_rms_epsilon"] - 1e-6) < 1e-12
     assert f"{arch}.rope.scaling.type" not in fields  # no YaRN unless mmv applies it
     if moe:
@@ -121,6 +122,11 @@ def test_p16_256_gets_an_lfm2_mmproj(exports):
     assert fields["clip.vision.patch_size"] == 16 and fields["clip.vision.block_count"] == 2
     assert fields["clip.vision.image_mean"] == [0.5, 0.5, 0.5] and fields["clip.use_gelu"] is True
     state, encoder = reference_state("p16-merge2x2"), load_encoder(REFERENCE / "p16-merge2x2" / "vision")
+    vision = encoder.config
+    assert fields["clip.vision.embedding_length"] == vision.hidden_size
+    assert fields["clip.vision.feed_forward_length"] == vision.intermediate_size
+    assert fields["clip.vision.attention.head_count"] == vision.num_attention_heads
+    assert abs(fields["clip.vision.attention.layer_norm_epsilon"] - vision.layer_norm_eps) < 1e-9
     pairs = {"mm.input_norm.weight": "mlp.0.weight", "mm.1.weight": "mlp.1.weight", "mm.2.bias": "mlp.3.bias"}
     for gguf_name, key in pairs.items():
         assert torch.equal(values(tensors[gguf_name]), state[f"vision_proj.{key}"]), gguf_name

@@ -8,12 +8,12 @@ from typing import Any
 
 import typer
 
-from mmv.cli import model_options as shared
 from mmv.cli.common import MODEL_FLAGS, emit_json, handle_errors, options
-from mmv.cli.model_options import load_chosen_model
+from mmv.cli.model_options import ModelChoice, load_chosen_model, takes_model_options
 
 
 @handle_errors(flags={**MODEL_FLAGS, "frames": "--frames N"})
+@takes_model_options
 def chat(
     images: list[Path] = typer.Argument(
         None,
@@ -27,8 +27,8 @@ def chat(
         help="A .pth/.safetensors file, a transformers folder, a run "
         "directory or a downloaded name (e.g. minimind-3v).",
     ),
-    vision: Path = shared.VISION,
-    tokenizer: Path = shared.TOKENIZER,
+    *,
+    choice: ModelChoice,  # --vision, --tokenizer, --device ... (takes_model_options)
     prompt: str = typer.Option(
         None, "--prompt", "-p", help="Ask once and exit; without it, start a REPL (or answer stdin one line at a time)."
     ),
@@ -40,14 +40,6 @@ def chat(
     repetition_penalty: float = typer.Option(1.0, min=0.01, help="Sign-aware penalty on tokens already seen."),
     seed: int = typer.Option(None, help="Seed for sampling (reproducible replies)."),
     think: bool = typer.Option(False, "--think", help="Open the <think> block instead of skipping it."),
-    device: str = shared.DEVICE,
-    dtype: str = shared.DTYPE,
-    experts_per_token: int = shared.EXPERTS_PER_TOKEN,
-    quantize: str = shared.QUANTIZE,
-    threads: int = shared.THREADS,
-    adapter: Path = shared.ADAPTER,
-    attention_heads: int = shared.ATTENTION_HEADS,
-    tiles: int = shared.TILES,
     frames: int = typer.Option(
         None, metavar="N", help="Frames sampled evenly in time from each video [default: as the run trained, else 8]."
     ),
@@ -59,28 +51,15 @@ def chat(
     from mmv.sampling import SamplingConfig
     from mmv.vision_input.video import DEFAULT_FRAMES
 
-    check_device(device)
-    check_dtype(dtype)
+    check_device(choice.device)
+    check_dtype(choice.dtype)
     paths = images or []
     opened, lead = open_inputs(paths, frames or DEFAULT_FRAMES)  # fail on bad images and videos before loading
     if lead:
         place_video_prompt(lead, prompt)  # refuse what cannot be asked before loading
     interactive = prompt is None and sys.stdin.isatty()
     loaded, threads = load_chosen_model(
-        model,
-        threads=threads,
-        spinner=interactive,
-        vision=vision,
-        tokenizer=tokenizer,
-        device=device,
-        dtype=dtype,
-        experts_per_token=experts_per_token,
-        adapter=adapter,
-        attention_heads=attention_heads,
-        need_vision=bool(opened) or interactive,
-        quantize=quantize,
-        tiles=tiles,
-        frames=frames,
+        model, choice, frames=frames, need_vision=bool(opened) or interactive, spinner=interactive
     )
     if lead and loaded.frames != (frames or DEFAULT_FRAMES):  # a run that trained on another count of frames
         opened, lead = open_inputs(paths, loaded.frames)

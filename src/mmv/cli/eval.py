@@ -6,12 +6,12 @@ from pathlib import Path
 
 import typer
 
-from mmv.cli import model_options as shared
 from mmv.cli.common import MODEL_FLAGS, console, emit_json, handle_errors
-from mmv.cli.model_options import load_chosen_model
+from mmv.cli.model_options import ModelChoice, load_chosen_model, takes_model_options
 
 
 @handle_errors(flags={**MODEL_FLAGS, "out": "--out", "frames": "--frames N"})
+@takes_model_options
 def eval_command(
     files: list[str] = typer.Argument(None, metavar="[FILE...]", help="More parquet files (after --data)."),
     model: str = typer.Option(
@@ -20,6 +20,8 @@ def eval_command(
         "-m",
         help="A .pth/.safetensors file, a run directory, a transformers folder or a downloaded name.",
     ),
+    *,
+    choice: ModelChoice,  # --vision, --tokenizer, --device ... (takes_model_options)
     data: list[str] = typer.Option(
         None, "--data", metavar="FILE", help="Parquet file(s) of the published schema; --data A B C or repeated."
     ),
@@ -30,17 +32,7 @@ def eval_command(
     max_new_tokens: int = typer.Option(64, min=1, help="Answers are cut at this many tokens."),
     limit: int = typer.Option(None, min=1, help="Evaluate only the first N usable rows."),
     out: Path = typer.Option(None, "--out", help="Per-sample results as JSON lines."),
-    vision: Path = shared.VISION,
-    tokenizer: Path = shared.TOKENIZER,
     think: bool = typer.Option(False, "--think", help="Open the <think> block in the generation prompt."),
-    device: str = shared.DEVICE,
-    dtype: str = shared.DTYPE,
-    experts_per_token: int = shared.EXPERTS_PER_TOKEN,
-    quantize: str = shared.QUANTIZE,
-    threads: int = shared.THREADS,
-    adapter: Path = shared.ADAPTER,
-    attention_heads: int = shared.ATTENTION_HEADS,
-    tiles: int = shared.TILES,
     frames: int = typer.Option(
         None, "--frames", metavar="N", help="Frames sampled from each row's video (default: as the run trained)."
     ),
@@ -61,27 +53,12 @@ def eval_command(
         raise MmvError(f"no such data file: {', '.join(missing)}")
     if metric not in SCORING_METRICS:
         raise MmvError(f"--metric must be one of {', '.join(SCORING_METRICS)}, not {metric!r}")
-    check_device(device)
-    check_dtype(dtype)
+    check_device(choice.device)
+    check_dtype(choice.dtype)
     if out is not None:
         refuse_input_as_output(out, paths)
         check_writable(out)  # before the model loads and the evaluation runs, not after
-    loaded, threads = load_chosen_model(
-        model,
-        threads=threads,
-        spinner=False,
-        vision=vision,
-        tokenizer=tokenizer,
-        device=device,
-        dtype=dtype,
-        experts_per_token=experts_per_token,
-        adapter=adapter,
-        attention_heads=attention_heads,
-        need_vision=False,
-        quantize=quantize,
-        tiles=tiles,
-        frames=frames,
-    )
+    loaded, threads = load_chosen_model(model, choice, frames=frames, need_vision=False, spinner=False)
     config = EvalConfig(
         metric=metric, batch_size=batch_size, max_new_tokens=max_new_tokens, limit=limit, thinking=think
     )

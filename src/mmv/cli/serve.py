@@ -7,21 +7,21 @@ from pathlib import Path
 
 import typer
 
-from mmv.cli import model_options as shared
 from mmv.cli.common import MODEL_FLAGS, console, emit_json, handle_errors
-from mmv.cli.model_options import load_chosen_model
+from mmv.cli.model_options import ModelChoice, load_chosen_model, takes_model_options
 
 EXTRA_HINT = "mmv serve needs the serve extra: pip install 'mmv[serve]'"
 SHUTDOWN_GRACE_S = 3.0  # running requests get this long to finish after SIGTERM / Ctrl-C
 
 
 @handle_errors(flags={**MODEL_FLAGS, "frames": "--frames N"})
+@takes_model_options
 def serve(
     model: str = typer.Option(
         ..., "--model", "-m", help="A .pth/.safetensors file, a transformers folder, a run directory or a cached name."
     ),
-    vision: Path = shared.VISION,
-    tokenizer: Path = shared.TOKENIZER,
+    *,
+    choice: ModelChoice,  # --vision, --tokenizer, --device ... (takes_model_options)
     host: str = typer.Option("127.0.0.1", help="Address to listen on (loopback by default)."),
     port: int = typer.Option(8000, min=0, max=65535, help="Port to listen on (0 = any free port)."),
     api_key: str = typer.Option(None, help="Require `Authorization: Bearer KEY` on /v1/*."),
@@ -38,12 +38,6 @@ def serve(
     frames: int = typer.Option(
         None, metavar="N", help="Frames sampled evenly in time from each video [default: as the run trained, else 8]."
     ),
-    device: str = shared.DEVICE,
-    dtype: str = shared.DTYPE,
-    experts_per_token: int = shared.EXPERTS_PER_TOKEN,
-    quantize: str = shared.QUANTIZE,
-    threads: int = shared.THREADS,
-    tiles: int = shared.TILES,
 ) -> None:
     """Serve a model over the OpenAI chat API (/v1/chat/completions) and a web chat page (/)."""
     from mmv.errors import MmvError
@@ -58,27 +52,14 @@ def serve(
         raise MmvError(EXTRA_HINT) from None
     from mmv.device import check_device, check_dtype
 
-    check_device(device)
-    check_dtype(dtype)
+    check_device(choice.device)
+    check_dtype(choice.dtype)
     if not _is_loopback(host) and not api_key:
         console.print(
             f"[yellow]warning:[/] listening on {host} without --api-key: anyone who can reach this address can use "
             "the model"
         )
-    loaded, threads = load_chosen_model(
-        model,
-        threads=threads,
-        spinner=True,
-        vision=vision,
-        tokenizer=tokenizer,
-        device=device,
-        dtype=dtype,
-        experts_per_token=experts_per_token,
-        need_vision=False,
-        quantize=quantize,
-        tiles=tiles,
-        frames=frames,
-    )
+    loaded, threads = load_chosen_model(model, choice, frames=frames, need_vision=False, spinner=True)
     if loaded.processor is None:
         console.print("[yellow]note:[/] no vision encoder found (pass --vision DIR): requests with images are refused")
     settings = ServeSettings(

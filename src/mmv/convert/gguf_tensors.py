@@ -1,4 +1,5 @@
-"""GGUF tensor encoding shared by the language-model and mmproj files: which type each tensor gets under --outtype.
+"""What the language-model and mmproj GGUF files share: which type each tensor gets under --outtype, the name
+llama.cpp gives each tensor, hyperparameters copied from a config, and the order a file is written in.
 
 The rules are llama.cpp's own converter's (convert_hf_to_gguf.py): vectors, norms, MoE routers and position
 embeddings stay float32 whatever the output type, and a matrix whose rows do not split into Q8_0's 32-value
@@ -7,7 +8,9 @@ blocks falls back to float16.
 
 from __future__ import annotations
 
-from typing import TYPE_CHECKING
+from typing import TYPE_CHECKING, Any
+
+from mmv.errors import MmvError
 
 if TYPE_CHECKING:
     import gguf
@@ -56,3 +59,26 @@ def add_tensor(writer: gguf.GGUFWriter, name: str, tensor: torch.Tensor, outtype
     array: np.ndarray = tensor.detach().float().contiguous().numpy()
     qtype = tensor_type(name, array.shape, outtype)
     writer.add_tensor(name, gguf.quants.quantize(array, qtype), raw_dtype=qtype)
+
+
+def mapped_name(names: gguf.TensorNameMap, key: str, what: str = "tensor") -> str:
+    """llama.cpp's name for the PyTorch tensor `key`; `what` names the kind of tensor when there is none."""
+    name = names.get_name(key, try_suffixes=(".weight", ".bias"))
+    if name is None:
+        raise MmvError(f"no llama.cpp {what} corresponds to {key}")
+    return name
+
+
+def copy_fields(writer: gguf.GGUFWriter, config: Any, keys: dict[str, str]) -> None:
+    """Write each `config` attribute under its GGUF key. `keys` maps the key (its writer method, `add_` left off) to
+    the attribute: `{"block_count": "num_hidden_layers"}` calls `writer.add_block_count(config.num_hidden_layers)`."""
+    for key, attribute in keys.items():
+        getattr(writer, f"add_{key}")(getattr(config, attribute))
+
+
+def write_out(writer: gguf.GGUFWriter) -> None:
+    """Write what `writer` holds in GGUF's order (header, key-values, tensors) and close the file."""
+    writer.write_header_to_file()
+    writer.write_kv_data_to_file()
+    writer.write_tensors_to_file()
+    writer.close()

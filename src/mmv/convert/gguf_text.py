@@ -16,7 +16,7 @@ from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
 from mmv.config import VLMConfig
-from mmv.convert.gguf_tensors import add_tensor, file_type
+from mmv.convert.gguf_tensors import add_tensor, copy_fields, file_type, mapped_name, write_out
 from mmv.convert.to_qwen3 import rope_parameters
 from mmv.convert.weights import LM_HEAD
 from mmv.errors import MmvError
@@ -27,6 +27,24 @@ if TYPE_CHECKING:
     from transformers import PreTrainedTokenizerFast
 
 EXPERT_PARTS = ("gate_proj", "up_proj", "down_proj")
+# llama.cpp's hyperparameter keys (gguf_tensors.copy_fields) -> the VLMConfig fields they copy
+TEXT_KEYS = {
+    "context_length": "max_position_embeddings",
+    "embedding_length": "hidden_size",
+    "feed_forward_length": "intermediate_size",
+    "block_count": "num_hidden_layers",
+    "head_count": "num_attention_heads",
+    "head_count_kv": "num_key_value_heads",
+    "key_length": "head_dim",
+    "value_length": "head_dim",
+    "rope_freq_base": "rope_theta",
+    "layer_norm_rms_eps": "rms_norm_eps",
+}
+EXPERT_KEYS = {
+    "expert_count": "num_experts",
+    "expert_used_count": "num_experts_per_tok",
+    "expert_feed_forward_length": "moe_intermediate_size",
+}
 # what llama.cpp's byte-level BPE ("gpt2" model, "gpt-2" pre-tokenizer) does; anything else would split differently
 GPT2_PRE_TOKENIZER = {"type": "ByteLevel", "add_prefix_space": False, "use_regex": True}
 
@@ -52,10 +70,7 @@ def write_language_model(
     add_tokenizer(writer, tokenizer, config.vocab_size)
     for name, tensor in gguf_tensors(state, config, arch):
         add_tensor(writer, name, tensor, outtype)
-    writer.write_header_to_file()
-    writer.write_kv_data_to_file()
-    writer.write_tensors_to_file()
-    writer.close()
+    write_out(writer)
 
 
 def add_hparams(writer: gguf.GGUFWriter, config: VLMConfig, outtype: str, name: str) -> None:
@@ -65,16 +80,7 @@ def add_hparams(writer: gguf.GGUFWriter, config: VLMConfig, outtype: str, name: 
     writer.add_name(name)
     writer.add_file_type(file_type(outtype))
     writer.add_quantization_version(gguf.GGML_QUANT_VERSION)
-    writer.add_context_length(config.max_position_embeddings)
-    writer.add_embedding_length(config.hidden_size)
-    writer.add_feed_forward_length(config.intermediate_size)
-    writer.add_block_count(config.num_hidden_layers)
-    writer.add_head_count(config.num_attention_heads)
-    writer.add_head_count_kv(config.num_key_value_heads)
-    writer.add_key_length(config.head_dim)
-    writer.add_value_length(config.head_dim)
-    writer.add_rope_freq_base(config.rope_theta)
-    writer.add_layer_norm_rms_eps(config.rms_norm_eps)
+    copy_fields(writer, config, TEXT_KEYS)
     rope = rope_parameters(config)  # YaRN only where mmv applies it
     if rope["rope_type"] == "yarn":
         writer.add_rope_scaling_type(gguf.RopeScalingType.YARN)
@@ -86,9 +92,7 @@ def add_hparams(writer: gguf.GGUFWriter, config: VLMConfig, outtype: str, name: 
         # scales them by attention_factor alone, so the key cancels llama.cpp's term
         writer.add_rope_scaling_attn_factors(rope["attention_factor"] / (1 + 0.1 * math.log(rope["factor"])))
     if config.use_moe:
-        writer.add_expert_count(config.num_experts)
-        writer.add_expert_used_count(config.num_experts_per_tok)
-        writer.add_expert_feed_forward_length(config.moe_intermediate_size)
+        copy_fields(writer, config, EXPERT_KEYS)
 
 
 def gguf_tensors(
@@ -104,21 +108,14 @@ def gguf_tensors(
             continue
         if key == LM_HEAD and config.tie_word_embeddings:
             continue
-        yield gguf_name(names, key), tensor
+        yield mapped_name(names, key), tensor
     if not config.use_moe:
         return
     for layer in range(config.num_hidden_layers):
         prefix = f"model.layers.{layer}.mlp.experts"
         for part in EXPERT_PARTS:
             experts = [state[f"{prefix}.{e}.{part}.weight"] for e in range(config.num_experts)]
-            yield gguf_name(names, f"{prefix}.{part}.weight"), torch.stack(experts)
-
-
-def gguf_name(names: gguf.TensorNameMap, key: str) -> str:
-    name = names.get_name(key, try_suffixes=(".weight", ".bias"))
-    if name is None:
-        raise MmvError(f"no llama.cpp tensor corresponds to {key}")
-    return name
+            yield mapped_name(names, f"{prefix}.{part}.weight"), torch.stack(experts)
 
 
 def add_tokenizer(writer: gguf.GGUFWriter, tokenizer: PreTrainedTokenizerFast, vocab_size: int) -> None:

@@ -14,7 +14,7 @@ import json
 from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
-from mmv.convert.gguf_tensors import add_tensor, file_type
+from mmv.convert.gguf_tensors import add_tensor, copy_fields, file_type, mapped_name, write_out
 from mmv.errors import MmvError
 
 if TYPE_CHECKING:
@@ -26,6 +26,16 @@ PROJECTOR_TYPE = "lfm2"
 MERGE = 2  # p16-256 merges 2x2 encoder tokens into one
 # mmv's projector modules -> the lfm2 projector's tensors (clip.cpp: mm.input_norm, then mm.1 and mm.2)
 PROJECTOR_NAMES = {"vision_proj.mlp.0": "mm.input_norm", "vision_proj.mlp.1": "mm.1", "vision_proj.mlp.3": "mm.2"}
+# llama.cpp's clip keys (gguf_tensors.copy_fields) -> the SiglipVisionConfig fields they copy
+ENCODER_KEYS = {
+    "vision_image_size": "image_size",
+    "vision_patch_size": "patch_size",
+    "vision_embedding_length": "hidden_size",
+    "vision_feed_forward_length": "intermediate_size",
+    "vision_block_count": "num_hidden_layers",
+    "vision_head_count": "num_attention_heads",
+    "vision_attention_layernorm_eps": "layer_norm_eps",
+}
 ENCODER_PREFIX = "vision_tower.vision_model."  # where the gguf package's name map expects the SigLIP tower
 NOT_EXPRESSIBLE = {
     "p32-256": "p32-256's projector (LayerNorm, Linear, GELU, Linear, no token merge) matches no llama.cpp "
@@ -83,15 +93,12 @@ def write_mmproj(path: Path, source: Source, outtype: str) -> None:
     for key, tensor in encoder.state_dict().items():
         if key.startswith("head."):  # the pooling head: MiniMind uses last_hidden_state
             continue
-        add_tensor(writer, mmproj_name(names, ENCODER_PREFIX + key), tensor, outtype)
+        add_tensor(writer, mapped_name(names, ENCODER_PREFIX + key, "mmproj tensor"), tensor, outtype)
     for key, tensor in source.state_dict.items():
         if key.startswith("vision_proj."):
             module, _, leaf = key.rpartition(".")
             add_tensor(writer, f"{PROJECTOR_NAMES[module]}.{leaf}", tensor, outtype)
-    writer.write_header_to_file()
-    writer.write_kv_data_to_file()
-    writer.write_tensors_to_file()
-    writer.close()
+    write_out(writer)
 
 
 def add_vision_hparams(
@@ -103,13 +110,7 @@ def add_vision_hparams(
     writer.add_clip_has_vision_encoder(True)
     writer.add_clip_projector_type(PROJECTOR_TYPE)
     writer.add_vision_projection_dim(projection_dim)
-    writer.add_vision_image_size(config.image_size)
-    writer.add_vision_patch_size(config.patch_size)
-    writer.add_vision_embedding_length(config.hidden_size)
-    writer.add_vision_feed_forward_length(config.intermediate_size)
-    writer.add_vision_block_count(config.num_hidden_layers)
-    writer.add_vision_head_count(config.num_attention_heads)
-    writer.add_vision_attention_layernorm_eps(config.layer_norm_eps)
+    copy_fields(writer, config, ENCODER_KEYS)
     mean, std = normalisation(folder)
     writer.add_vision_image_mean(mean)
     writer.add_vision_image_std(std)
@@ -122,10 +123,3 @@ def normalisation(folder: Path) -> tuple[list[float], list[float]]:
     path = folder / "preprocessor_config.json"
     processor = json.loads(path.read_text()) if path.is_file() else {}
     return processor.get("image_mean", [0.5] * 3), processor.get("image_std", [0.5] * 3)
-
-
-def mmproj_name(names: gguf.TensorNameMap, key: str) -> str:
-    name = names.get_name(key, try_suffixes=(".weight", ".bias"))
-    if name is None:
-        raise MmvError(f"no llama.cpp mmproj tensor corresponds to {key}")
-    return name

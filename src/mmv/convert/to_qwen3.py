@@ -45,41 +45,36 @@ def rope_parameters(config: VLMConfig) -> dict[str, Any]:
     }
 
 
+# VLMConfig fields that Qwen3Config (and Qwen3MoeConfig) take under the same name and with the same meaning
+SAME_FIELDS = (
+    "vocab_size", "hidden_size", "num_hidden_layers", "num_attention_heads", "num_key_value_heads", "head_dim",
+    "intermediate_size", "max_position_embeddings", "rms_norm_eps", "tie_word_embeddings", "bos_token_id",
+    "eos_token_id", "pad_token_id",
+)  # fmt: skip
+SAME_MOE_FIELDS = (
+    "num_experts",
+    "num_experts_per_tok",
+    "moe_intermediate_size",
+    "norm_topk_prob",
+    "router_aux_loss_coef",
+)
+
+
 def qwen3_config(config: VLMConfig, dtype: torch.dtype) -> Any:
     from transformers import Qwen3Config, Qwen3MoeConfig
 
-    common = dict(
-        vocab_size=config.vocab_size,
-        hidden_size=config.hidden_size,
-        num_hidden_layers=config.num_hidden_layers,
-        num_attention_heads=config.num_attention_heads,
-        num_key_value_heads=config.num_key_value_heads,
-        head_dim=config.head_dim,
-        intermediate_size=config.intermediate_size,
+    common = {name: getattr(config, name) for name in SAME_FIELDS}
+    common.update(
         hidden_act="silu",
-        max_position_embeddings=config.max_position_embeddings,
-        rms_norm_eps=config.rms_norm_eps,
         rope_parameters=rope_parameters(config),
         attention_bias=False,
         attention_dropout=0.0,
-        tie_word_embeddings=config.tie_word_embeddings,
         use_sliding_window=False,
-        bos_token_id=config.bos_token_id,
-        eos_token_id=config.eos_token_id,
-        pad_token_id=config.pad_token_id,
         dtype=dtype_name(dtype),
     )
     if config.use_moe:
-        result = Qwen3MoeConfig(
-            **common,
-            num_experts=config.num_experts,
-            num_experts_per_tok=config.num_experts_per_tok,
-            moe_intermediate_size=config.moe_intermediate_size,
-            norm_topk_prob=config.norm_topk_prob,
-            decoder_sparse_step=1,
-            mlp_only_layers=[],
-            router_aux_loss_coef=config.router_aux_loss_coef,
-        )
+        moe = {name: getattr(config, name) for name in SAME_MOE_FIELDS}
+        result = Qwen3MoeConfig(**common, **moe, decoder_sparse_step=1, mlp_only_layers=[])
     else:
         result = Qwen3Config(**common)
     result.architectures = [qwen3_class(config)]

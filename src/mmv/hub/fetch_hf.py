@@ -136,66 +136,72 @@ class HfSource:
 
     @contextlib.contextmanager
     def errors(self, repo_id: str, repo_type: str, revision: str, file: str | None = None) -> Iterator[None]:
-        from huggingface_hub.errors import (
-            GatedRepoError,
-            HfHubHTTPError,
-            OfflineModeIsEnabled,
-            RemoteEntryNotFoundError,
-            RepositoryNotFoundError,
-            RevisionNotFoundError,
-        )
+        from huggingface_hub.errors import HfHubHTTPError, OfflineModeIsEnabled
 
         where = f"{repo_type} repository {repo_id}"
         http = library()
         try:
             yield
-        except GatedRepoError as exc:
-            raise MmvError(
-                f"{where} is gated on {self.endpoint}: accept its terms on the website, then pass "
-                "a token or set HF_TOKEN",
-                option="token",
-            ) from exc
-        except RepositoryNotFoundError as exc:
-            if _status(exc) == 401:
-                raise MmvError(
-                    f"{self.endpoint} refused {where} (401): it does not exist or needs a token; check the "
-                    "name, or pass a token / set HF_TOKEN",
-                    option="token",
-                ) from exc
-            raise MmvError(f"{where} was not found on {self.endpoint} (404)") from exc
-        except RevisionNotFoundError as exc:
-            raise MmvError(f"revision {revision} was not found in {where} on {self.endpoint} (404)") from exc
-        except RemoteEntryNotFoundError as exc:
-            raise MmvError(f"{file} was not found in {where} at revision {revision} (404)") from exc
         except HfHubHTTPError as exc:
-            if _status(exc) == 401:
-                raise MmvError(
-                    f"{self.endpoint} rejected the token (401 Unauthorized) for {where}: check the token "
-                    "or HF_TOKEN, or leave the token out for public repositories",
-                    option="token",
-                ) from exc
-            message = validate.server_text(getattr(exc, "server_message", None))
-            server = f": {message}" if message else ""
-            raise MmvError(f"{self.endpoint} answered HTTP {_status(exc)} for {where}{server}") from exc
+            raise self._refusal(exc, where, revision, file) from exc
         except OfflineModeIsEnabled as exc:
             raise MmvError(f"HF_HUB_OFFLINE is set, so {where} cannot be downloaded; unset it to go online") from exc
-        except http.TimeoutException as exc:
-            raise MmvError(
-                f"{self.endpoint} {silent(exc, self.timeouts)} while listing {where}: check the network, "
-                f"or {MIRROR_HINT}",
-                option=("endpoint", "source"),
-            ) from exc
-        except http.TransportError as exc:
-            raise MmvError(
-                f"cannot reach {self.endpoint} ({type(exc).__name__}): check the network, or {MIRROR_HINT}",
-                option=("endpoint", "source"),
-            ) from exc
         except http.RequestError as exc:
-            raise MmvError(
-                f"{self.endpoint} sent an answer for {where} that cannot be read ({type(exc).__name__}); "
-                f"is the endpoint a Hub server? Or {MIRROR_HINT}",
-                option=("endpoint", "source"),
-            ) from exc
+            raise self._request_failure(exc, where) from exc
+
+    def _refusal(self, exc: Exception, where: str, revision: str, file: str | None) -> MmvError:
+        """The sentence for an HTTP error answer, most specific kind first (huggingface_hub's errors subclass
+        HfHubHTTPError, GatedRepoError subclasses RepositoryNotFoundError); a 401 asks for a token."""
+        from huggingface_hub.errors import (
+            GatedRepoError,
+            RemoteEntryNotFoundError,
+            RepositoryNotFoundError,
+            RevisionNotFoundError,
+        )
+
+        unauthorized = _status(exc) == 401
+        if isinstance(exc, GatedRepoError):
+            return MmvError(
+                f"{where} is gated on {self.endpoint}: accept its terms on the website, then pass a token or set "
+                "HF_TOKEN",
+                option="token",
+            )
+        if isinstance(exc, RepositoryNotFoundError) and unauthorized:
+            return MmvError(
+                f"{self.endpoint} refused {where} (401): it does not exist or needs a token; check the name, or pass "
+                "a token / set HF_TOKEN",
+                option="token",
+            )
+        if isinstance(exc, RepositoryNotFoundError):
+            return MmvError(f"{where} was not found on {self.endpoint} (404)")
+        if isinstance(exc, RevisionNotFoundError):
+            return MmvError(f"revision {revision} was not found in {where} on {self.endpoint} (404)")
+        if isinstance(exc, RemoteEntryNotFoundError):
+            return MmvError(f"{file} was not found in {where} at revision {revision} (404)")
+        if unauthorized:
+            return MmvError(
+                f"{self.endpoint} rejected the token (401 Unauthorized) for {where}: check the token or HF_TOKEN, or "
+                "leave the token out for public repositories",
+                option="token",
+            )
+        message = validate.server_text(getattr(exc, "server_message", None))
+        server = f": {message}" if message else ""
+        return MmvError(f"{self.endpoint} answered HTTP {_status(exc)} for {where}{server}")
+
+    def _request_failure(self, exc: Exception, where: str) -> MmvError:
+        """The sentence for a request that brought no usable answer: it timed out, found no server, or was not
+        understood; each points to the mirrors."""
+        http = library()
+        if isinstance(exc, http.TimeoutException):
+            failure = f"{self.endpoint} {silent(exc, self.timeouts)} while listing {where}: check the network, or"
+        elif isinstance(exc, http.TransportError):
+            failure = f"cannot reach {self.endpoint} ({type(exc).__name__}): check the network, or"
+        else:
+            failure = (
+                f"{self.endpoint} sent an answer for {where} that cannot be read ({type(exc).__name__}); is the "
+                "endpoint a Hub server? Or"
+            )
+        return MmvError(f"{failure} {MIRROR_HINT}", option=("endpoint", "source"))
 
 
 def _json_of(response: Any, describe: str) -> Any:

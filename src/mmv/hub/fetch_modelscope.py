@@ -175,24 +175,27 @@ class ModelScopeSource:
         http = library()
         try:
             yield
-        except http.TimeoutException as exc:
-            raise MmvError(
-                f"{self.endpoint} {silent(exc, self.timeouts)} while listing {repo}: check the network, "
-                "or try the hf source (with a mirror endpoint)",
-                option=("source", "endpoint"),
-            ) from exc
-        except http.TransportError as exc:
-            raise MmvError(
-                f"cannot reach {self.endpoint} ({type(exc).__name__}) to list {repo}: check the network, "
-                "or try the hf source (with a mirror endpoint)",
-                option=("source", "endpoint"),
-            ) from exc
         except http.RequestError as exc:
-            raise MmvError(
+            raise self._request_failure(exc, repo) from exc
+
+    def _request_failure(self, exc: Exception, repo: str) -> MmvError:
+        """The sentence for a request that brought no usable answer: it timed out, found no server, or was not
+        understood."""
+        http = library()
+        if not isinstance(exc, http.TransportError):
+            return MmvError(
                 f"{self.endpoint} sent an answer for {repo} that cannot be read ({type(exc).__name__}); "
                 "is the endpoint a ModelScope server?",
                 option="endpoint",
-            ) from exc
+            )
+        if isinstance(exc, http.TimeoutException):
+            failure = f"{self.endpoint} {silent(exc, self.timeouts)} while listing {repo}"
+        else:
+            failure = f"cannot reach {self.endpoint} ({type(exc).__name__}) to list {repo}"
+        return MmvError(
+            f"{failure}: check the network, or try the hf source (with a mirror endpoint)",
+            option=("source", "endpoint"),
+        )
 
 
 def _server_message(response: Any) -> str:

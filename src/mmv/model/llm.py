@@ -8,6 +8,8 @@ Parameter names equal the reference `.pth` keys (and transformers' Qwen3), so st
 
 from __future__ import annotations
 
+from dataclasses import dataclass
+
 import torch
 import torch.nn.functional as F
 from torch import nn
@@ -20,6 +22,18 @@ from mmv.model.rope import apply_rope, rope_tables
 
 # RoPE table rows built with the model; longer sequences grow them (all 32,768 positions of MiniMind take 24 MB)
 ROPE_ROWS = 4096
+
+
+@dataclass(frozen=True)
+class AttentionContext:
+    """What every block of one forward pass shares: the RoPE tables of its positions, the attention mask (None with
+    `causal`: sdpa's own kernel) and the cache its keys and values are written to."""
+
+    cos: torch.Tensor
+    sin: torch.Tensor
+    mask: torch.Tensor | None
+    causal: bool
+    cache: KVCache | None
 
 
 class Attention(nn.Module):
@@ -36,26 +50,18 @@ class Attention(nn.Module):
         self.q_norm = RMSNorm(self.head_dim, config.rms_norm_eps) if config.qk_norm else nn.Identity()
         self.k_norm = RMSNorm(self.head_dim, config.rms_norm_eps) if config.qk_norm else nn.Identity()
 
-    def forward(
-        self,
-        x: torch.Tensor,
-        cos: torch.Tensor,
-        sin: torch.Tensor,
-        mask: torch.Tensor | None,
-        causal: bool,
-        cache: KVCache | None,
-        layer: int,
-    ) -> torch.Tensor:
+    def forward(self, x: torch.Tensor, context: AttentionContext, layer: int) -> torch.Tensor:
         batch, length, _ = x.shape
         q = self.q_norm(self.q_proj(x).view(batch, length, self.heads, self.head_dim))
         k = self.k_norm(self.k_proj(x).view(batch, length, self.kv_heads, self.head_dim))
         v = self.v_proj(x).view(batch, length, self.kv_heads, self.head_dim).transpose(1, 2)
         # q and k rotate together: one set of RoPE kernels instead of two (decode runs 8 per token)
-        q, k = apply_rope(torch.cat([q, k], dim=2).transpose(1, 2), cos, sin).split([self.heads, self.kv_heads], 1)
-        if cache is not None:
-            k, v = cache.write(layer, k, v)
+        qk = torch.cat([q, k], dim=2).transpose(1, 2)
+        q, k = apply_rope(qk, context.cos, context.sin).split([self.heads, self.kv_heads], 1)
+        if context.cache is not None:
+            k, v = context.cache.write(layer, k, v)
         out = F.scaled_dot_product_attention(
-            q, k, v, attn_mask=mask, is_causal=causal, enable_gqa=self.heads != self.kv_heads
+            q, k, v, attn_mask=context.mask, is_causal=context.causal, enable_gqa=self.heads != self.kv_heads
         )
         return self.o_proj(out.transpose(1, 2).reshape(batch, length, -1))
 
@@ -70,17 +76,8 @@ class Block(nn.Module):
             MoEFeedForward(config) if config.use_moe else FeedForward(config.hidden_size, config.intermediate_size)
         )
 
-    def forward(
-        self,
-        x: torch.Tensor,
-        cos: torch.Tensor,
-        sin: torch.Tensor,
-        mask: torch.Tensor | None,
-        causal: bool,
-        cache: KVCache | None,
-        layer: int,
-    ) -> torch.Tensor:
-        x = x + self.self_attn(self.input_layernorm(x), cos, sin, mask, causal, cache, layer)
+    def forward(self, x: torch.Tensor, context: AttentionContext, layer: int) -> torch.Tensor:
+        x = x + self.self_attn(self.input_layernorm(x), context, layer)
         return x + self.mlp(self.post_attention_layernorm(x))
 
 
@@ -173,8 +170,9 @@ class MiniMindLM(nn.Module):
         length = hidden.shape[1]
         cos, sin = self.rope_for(position_ids, start, length, hidden.dtype)
         mask, causal = attention_mask_for(length, start, key_padding, segment_ids, hidden.device)
+        context = AttentionContext(cos, sin, mask, causal, cache)
         for index, block in enumerate(self.model.layers):
-            hidden = block(hidden, cos, sin, mask, causal, cache, index)
+            hidden = block(hidden, context, index)
         if cache is not None:
             cache.advance(length)
         hidden = self.model.norm(hidden[:, -1:] if last_only else hidden)

@@ -10,6 +10,7 @@ from __future__ import annotations
 import random
 from collections.abc import Callable, Iterator
 from dataclasses import dataclass, field
+from functools import partial
 from pathlib import Path
 from typing import Any
 
@@ -21,7 +22,8 @@ from mmv.synth.hires import hires_row
 from mmv.synth.scenes import Scene, draw, jpeg_bytes, random_scene
 from mmv.synth.video import video_row
 
-Row = tuple[list[dict[str, Any]], list[bytes]]
+Messages = list[dict[str, Any]]
+Row = tuple[Messages, list[bytes]]
 SPLITS = ("pretrain", "sft", "eval")
 # the 256-pixel scenes; one tiny shape in a 512-pixel image (mmv.synth.hires); clips in video_bytes (mmv.synth.video)
 TASKS = ("shapes", "hires", "video")
@@ -72,40 +74,52 @@ def _dialogue(turns: list[Turn], images: int) -> list[dict[str, str]]:
     return messages
 
 
-def _text_only(rng: random.Random) -> Row:
-    question, reply = rng.choice(TEXT_ONLY)
-    return [_user(question), _assistant(reply)], []
-
-
-def _two_scenes(rng: random.Random) -> tuple[Scene, Scene, list[bytes]]:
-    first, second = random_scene(rng), random_scene(rng)
-    return first, second, [jpeg_bytes(draw(first)), jpeg_bytes(draw(second))]
+def _scene_row(
+    rng: random.Random,
+    config: SynthConfig,
+    about_two: Callable[[Scene, Scene, random.Random], Messages],
+    about_one: Callable[[Scene, random.Random], Messages],
+) -> Row:
+    """The mix of rows both training splits share: text-only, two-image and one-image rows in the configured shares;
+    `about_two` and `about_one` write the split's conversation about the drawn scenes."""
+    roll = rng.random()
+    if roll < config.text_only_fraction:
+        question, reply = rng.choice(TEXT_ONLY)
+        return [_user(question), _assistant(reply)], []
+    if roll < config.text_only_fraction + config.two_image_fraction:
+        first, second = random_scene(rng), random_scene(rng)
+        images = [jpeg_bytes(draw(first)), jpeg_bytes(draw(second))]
+        return about_two(first, second, rng), images
+    scene = random_scene(rng)
+    return about_one(scene, rng), [jpeg_bytes(draw(scene))]
 
 
 def pretrain_row(rng: random.Random, config: SynthConfig) -> Row:
-    roll = rng.random()
-    if roll < config.text_only_fraction:
-        return _text_only(rng)
-    if roll < config.text_only_fraction + config.two_image_fraction:
-        first, second, images = _two_scenes(rng)
-        return [_user("Describe both images.", 2), _assistant(captions.describe_two(first, second))], images
-    scene = random_scene(rng)
-    messages = [_user(rng.choice(captions.CAPTION_PROMPTS), 1), _assistant(captions.caption(scene))]
-    return messages, [jpeg_bytes(draw(scene))]
+    return _scene_row(rng, config, _describe_both, _caption)
+
+
+def _describe_both(first: Scene, second: Scene, rng: random.Random) -> Messages:
+    return [_user("Describe both images.", 2), _assistant(captions.describe_two(first, second))]
+
+
+def _caption(scene: Scene, rng: random.Random) -> Messages:
+    return [_user(rng.choice(captions.CAPTION_PROMPTS), 1), _assistant(captions.caption(scene))]
 
 
 def sft_row(rng: random.Random, config: SynthConfig) -> Row:
-    roll = rng.random()
-    if roll < config.text_only_fraction:
-        return _text_only(rng)
-    if roll < config.text_only_fraction + config.two_image_fraction:
-        first, second, images = _two_scenes(rng)
-        return _dialogue([captions.compare_two(first, second, rng)], 2), images
-    scene = random_scene(rng)
+    return _scene_row(rng, config, _compare, partial(_questions, multi_turn=config.multi_turn_fraction))
+
+
+def _compare(first: Scene, second: Scene, rng: random.Random) -> Messages:
+    return _dialogue([captions.compare_two(first, second, rng)], 2)
+
+
+def _questions(scene: Scene, rng: random.Random, multi_turn: float) -> Messages:
+    """One question about the scene, or (with probability `multi_turn`) two or three of different kinds."""
     kinds = list(captions.kinds_for(scene))
     rng.shuffle(kinds)
-    turns = rng.randint(2, 3) if rng.random() < config.multi_turn_fraction else 1
-    return _dialogue([captions.ask(scene, k, rng) for k in kinds[:turns]], 1), [jpeg_bytes(draw(scene))]
+    turns = rng.randint(2, 3) if rng.random() < multi_turn else 1
+    return _dialogue([captions.ask(scene, k, rng) for k in kinds[:turns]], 1)
 
 
 def eval_row(rng: random.Random, config: SynthConfig, index: int) -> Row:

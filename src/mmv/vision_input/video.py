@@ -15,7 +15,7 @@ from typing import TYPE_CHECKING, Any
 
 from mmv.config import IMAGE_MARKER
 from mmv.errors import MmvError
-from mmv.images import MAX_PIXELS
+from mmv.images import MAX_PIXELS, read_media
 
 if TYPE_CHECKING:
     from PIL import Image
@@ -109,12 +109,7 @@ def sample_frames(source: str | Path | bytes, count: int, name: str | None = Non
     """`count` frames of a video file (or its bytes), uniform in time, as RGB images with their timestamps."""
     check_frames(count)
     av = pyav()
-    label = f"video {name or (source if not isinstance(source, bytes) else 'bytes')}"
-    if not isinstance(source, bytes):
-        path = Path(source)
-        if not path.is_file():
-            raise MmvError(f"{label} does not exist")
-        source = path.read_bytes()
+    source, label = read_media(source, "video", name)
     times = [_seconds(frame, position) for position, frame in enumerate(_frames(av, source, label))]
     if not times:
         raise MmvError(f"{label} has no frames")
