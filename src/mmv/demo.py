@@ -22,9 +22,9 @@ from mmv.errors import MmvError
 from mmv.layout import VISION_SUBFOLDER
 
 SECONDS_PER_STEP = 0.16  # one optimizer step of the demo model at batch 16 on a 2-core laptop CPU
-# the hires task's step at --tiles 4: five views an image (16 tokens each); --tiles 1 takes the same steps, so the
-# two differ only in what the model sees
-HIRES_SECONDS_PER_STEP = 0.2
+# the hires task's step at --tiles 4: five views an image (64 patches each, 16 tokens once merged); --tiles 1 takes
+# the same steps, so the two differ only in what the model sees
+HIRES_SECONDS_PER_STEP = 0.25
 # the video task's step: two 64-token frames a sample, and an MP4 to decode (0.23-0.3 s measured at load 1-4)
 VIDEO_SECONDS_PER_STEP = 0.25
 PRETRAIN_SHARE = 0.4  # of the training steps; the rest is SFT
@@ -50,9 +50,9 @@ class DemoConfig:
     # frames each clip of the video task is sampled to: 2 of its 8 (frames 2 and 6) show both the move and the last
     # shape's arrival; at 4 frames and a 2x2 merge motion stayed at chance (BENCHMARKS.md)
     frames: int = 2
-    # KxK patches per image token of the fresh projector; None: what the encoder's reference variant uses, else 1
-    # (the grid's own tokens: 64 a scene or frame, where a moving shape changes token at every cell it crosses;
-    # 16 a view of the hires task)
+    # KxK patches per image token of the fresh projector; None: the task's own (the hires task's 2x2: 16 tokens a
+    # view), else what the encoder's reference variant uses, else 1 (the grid's own tokens: 64 a scene or frame,
+    # where a moving shape changes token at every cell it crosses)
     merge: int | None = None
 
     def __post_init__(self) -> None:
@@ -78,10 +78,17 @@ class DemoConfig:
 
     @property
     def encoder_patch(self) -> int | None:
-        """The hires task's 32-pixel patches (4x4 = 16 tokens a view); None: the scenes' 8x8 grid at any side."""
+        """The hires task's 16-pixel patches (8x8 a view); None: the scenes' 8x8 grid at any side."""
         from mmv.synth.hires import ENCODER_PATCH
 
         return ENCODER_PATCH if self.task == "hires" else None
+
+    @property
+    def projector_merge(self) -> int | None:
+        """`merge`, or the hires task's 2x2 (16 tokens a view) when it is None."""
+        from mmv.synth.hires import MERGE
+
+        return MERGE if self.merge is None and self.task == "hires" else self.merge
 
     @property
     def seq_len(self) -> int:
@@ -91,7 +98,7 @@ class DemoConfig:
 
         extra_runs = (self.tiles if self.tiles > 1 else 0) + (self.frames - 1 if self.task == "video" else 0)
         view_tokens = (self.encoder_side // self.encoder_patch) ** 2 if self.encoder_patch else GRID**2
-        return self.max_seq_len + view_tokens // (self.merge or 1) ** 2 * extra_runs
+        return self.max_seq_len + view_tokens // (self.projector_merge or 1) ** 2 * extra_runs
 
     @property
     def seconds_per_step(self) -> float:
@@ -167,7 +174,7 @@ def train_stage(
         epochs=1000,
         max_seq_len=config.seq_len,
         tiles=config.tiles,
-        merge=config.merge,
+        merge=config.projector_merge,
         seed=config.seed,
         log_every=10,
         save_every=10**9,
