@@ -107,10 +107,12 @@ def test_the_video_demo_makes_room_for_its_frames_at_64_tokens_each():
         DemoConfig(task="video", frames=0)
 
 
-def test_the_hires_demo_counts_its_steps_at_its_own_rate():
-    """Five views an image make its step dearer; --tiles 1 takes the same steps, so only what the model sees differs."""
-    assert DemoConfig(task="hires", tiles=4).steps == DemoConfig(task="hires", tiles=1).steps == (768, 1152)
-    assert DemoConfig().steps == (1200, 1800)  # the shapes demo as before
+def test_the_hires_demo_counts_its_steps_at_its_own_rate_and_length():
+    """Five views an image make its step dearer; --tiles 1 takes the same steps, so only what the model sees differs.
+    Its own 4 minutes by default (960 steps), other lengths when asked."""
+    assert DemoConfig(task="hires", tiles=4).steps == DemoConfig(task="hires", tiles=1).steps == (384, 576)
+    assert DemoConfig(task="hires").training_minutes == 4.0 and DemoConfig(task="hires", minutes=8).steps == (768, 1152)
+    assert DemoConfig().steps == (1200, 1800) and DemoConfig().training_minutes == 8.0  # the shapes demo as before
 
 
 def test_video_questions_are_scored_by_kind():
