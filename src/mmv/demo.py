@@ -29,8 +29,8 @@ HIRES_SECONDS_PER_STEP = 0.25
 VIDEO_SECONDS_PER_STEP = 0.25
 PRETRAIN_SHARE = 0.4  # of the training steps; the rest is SFT
 DEMO_MINUTES = 8.0  # every task's training length but the hires one's
-# the hires task's: --tiles 4 learns the shape between 600 and 900 steps, and 960 (4 minutes) reach 100%; twice
-# as many add time, not accuracy (BENCHMARKS.md)
+# the hires task's: --tiles 4 learns the shape between 600 and 900 steps, and 960 (4 minutes) reach 100% with
+# half the other tasks' wait (BENCHMARKS.md)
 HIRES_MINUTES = 4.0
 
 
