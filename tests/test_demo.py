@@ -157,30 +157,29 @@ def test_a_short_video_demo_learns_which_shape_comes_last_and_answers_each_kind_
 
 
 @pytest.mark.slow
-def test_a_short_hires_demo_learns_the_shape_from_its_tiles(tmp_path):
-    """900 steps at --tiles 4 (about 4 minutes on a quiet 2-core machine; 600 steps were not enough for seed 2): the
-    shape is named for at least 200 of the 300 held-out images (a model guessing at 1/3 reaches that with
-    probability below 1e-25; this run gets all 300, in 6 minutes at load 3-4). The run records the tiling and the
-    encoder's 16 merged tokens a view, and every answer is in the answer's form. --tiles 1 is not asserted: it
-    learns the shape too, in about as many steps (BENCHMARKS.md)."""
+def test_a_short_hires_demo_learns_the_shape(tmp_path):
+    """600 steps at --tiles 1 (95 s at load 3 on 2 cores): the shape is named for at least 150 of the 300 held-out
+    images (measured 196; a model guessing at 1/3 reaches 150 with probability below 1e-9). --tiles 1, not 4: the
+    squeezed view is what the demo reads best in this layout (BENCHMARKS.md). The run records the encoder's 16 merged
+    tokens a view, and every answer is in the answer's form."""
     import re
 
     out = tmp_path / "demo"
-    command = [sys.executable, "-m", "mmv.cli.app", "demo", "--hires", "--tiles", "4", "--out", str(out)]
+    command = [sys.executable, "-m", "mmv.cli.app", "demo", "--hires", "--tiles", "1", "--out", str(out)]
     result = subprocess.run(
-        [*command, "--minutes", "3.75", "--rows", "1000", "--seed", "0", "--json"],
+        [*command, "--minutes", "2.5", "--rows", "2000", "--seed", "0", "--json"],
         capture_output=True,
         text=True,
         timeout=900,
     )
     assert result.returncode == 0, result.stderr[-2000:]
     summary = json.loads(result.stdout)
-    assert summary["steps"] == {"pretrain": 360, "sft": 540} and summary["tiles"] == 4
+    assert summary["steps"] == {"pretrain": 240, "sft": 360} and summary["tiles"] == 1
     shape = summary["by_kind"]["shape"]
-    assert shape["total"] == 300 and shape["correct"] >= 200, summary["by_kind"]
+    assert shape["total"] == 300 and shape["correct"] >= 150, summary["by_kind"]
     recorded = json.loads((out / "sft" / "config.json").read_text())
     data, vision = recorded["data"], recorded["model"]["vision"]
-    assert (data["tiles"], data["tokens_per_image"], data["tile_side"]) == (4, 16, 128)
+    assert (data["tiles"], data["tokens_per_image"]) == (1, 16)
     assert (vision["image_size"], vision["patch_size"], vision["merge"]) == (128, 16, 2)
     for line in (out / "eval.jsonl").read_text().splitlines():
         assert re.fullmatch(r"The shape is a (circle|square|triangle)\.", json.loads(line)["prediction"]), line

@@ -13,7 +13,7 @@ from PIL import Image
 from mmv.errors import MmvError
 from mmv.synth.captions import QUESTIONS
 from mmv.synth.dataset import SynthConfig, synthesize
-from mmv.synth.hires import CELL, ENCODER_PATCH, ENCODER_SIDE, HIRES_SIZE, MERGE, RADII, RADIUS, tiny_scene
+from mmv.synth.hires import CELL, ENCODER_PATCH, ENCODER_SIDE, HIRES_SIZE, JITTER, MERGE, RADII, RADIUS, tiny_scene
 from mmv.synth.scenes import COLOURS, Scene, draw
 from mmv.vision_input.tiles import Tiling
 
@@ -30,7 +30,7 @@ def test_hires_files_ask_the_shape_of_a_tiny_shape_in_a_large_image(tmp_path):
                 assert messages[1]["content"].startswith("The shape is a ")
 
 
-def test_a_tile_spreads_the_shape_over_four_merged_tokens_where_the_squeezed_view_keeps_it_in_one():
+def test_a_tile_spreads_the_shape_over_several_merged_tokens_where_the_squeezed_view_keeps_it_in_one():
     """Measured on the pixels: in its tile (at full size) the shape's colour reaches into 2x2 merged tokens of 32
     pixels, about 4x4 patches; squeezed to the encoder's side it stays inside a single merged token."""
     import random
@@ -54,10 +54,10 @@ def test_a_tile_spreads_the_shape_over_four_merged_tokens_where_the_squeezed_vie
         spans = [token_span(tile, colour) for tile in tiles]
         shown = [i for i, (xs, ys) in enumerate(spans) if xs]
         assert len(shown) == 1, (seed, shown)  # whole inside one tile
-        assert [len(axis) for axis in spans[shown[0]]] == [2, 2], (seed, spans[shown[0]])
+        assert all(len(axis) in (2, 3) for axis in spans[shown[0]]), (seed, spans[shown[0]])  # 3: jittered over a line
         squeezed = image.resize((ENCODER_SIDE, ENCODER_SIDE), Image.Resampling.BICUBIC)
         assert [len(axis) for axis in token_span(squeezed, colour)] == [1, 1], seed
-        assert 2 * RADIUS <= 2 * token and all(c % CELL == CELL // 2 for c in scene.centres[0])
+        assert 2 * RADIUS <= 2 * token and all(abs(c % CELL - CELL // 2) <= JITTER for c in scene.centres[0])
 
 
 def test_the_three_shapes_cover_about_the_same_area():
