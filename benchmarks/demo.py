@@ -5,7 +5,7 @@ synthesis, both training stages and the evaluation. Peak RSS is the largest of t
 its DataLoader worker). Every seed runs once per variant: per encoder architecture (`--encoders`, `mmv demo
 --encoder`), and for the other tasks per tile count (`--task hires --tiles 1 4`: the same steps, only what the model
 sees differs) or per frame count (`--task video --frames 4`).
-Usage: python benchmarks/demo.py [--seeds 0 1 2] [--minutes 8] [--rows 4000] [--encoders siglip clip dinov2]
+Usage: python benchmarks/demo.py [--seeds 0 1 2] [--minutes M] [--rows 4000] [--encoders siglip clip dinov2]
                                  [--task shapes|hires|video] [--tiles 1 4] [--frames 4]
 """
 
@@ -23,7 +23,7 @@ import time
 from pathlib import Path
 
 
-def run_demo(seed: int, minutes: float, rows: int, encoder: str, variant: dict[str, object]) -> dict:
+def run_demo(seed: int, minutes: float | None, rows: int, encoder: str, variant: dict[str, object]) -> dict:
     """One `mmv demo` run; `variant` is {"tiles": N} (--hires), {"frames": N} (--video) or {} (the shapes)."""
     with tempfile.TemporaryDirectory() as tmp:
         command = [
@@ -35,8 +35,7 @@ def run_demo(seed: int, minutes: float, rows: int, encoder: str, variant: dict[s
             str(Path(tmp) / "demo"),
             "--seed",
             str(seed),
-            "--minutes",
-            str(minutes),
+            *(["--minutes", str(minutes)] if minutes is not None else []),
             "--rows",
             str(rows),
             "--encoder",
@@ -57,7 +56,7 @@ def run_demo(seed: int, minutes: float, rows: int, encoder: str, variant: dict[s
         "seed": seed,
         "encoder": encoder,
         **variant,
-        "minutes": minutes,
+        "minutes": summary["minutes"],
         "rows": rows,
         "wall_s": round(wall, 1),
         "phase_s": summary["seconds"],
@@ -83,7 +82,7 @@ def variant_flags(variant: dict[str, object]) -> list[str]:
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("--seeds", type=int, nargs="+", default=[0, 1, 2])
-    parser.add_argument("--minutes", type=float, default=8.0)
+    parser.add_argument("--minutes", type=float, default=None, help="default: mmv demo's for the task")
     parser.add_argument("--rows", type=int, default=4000)
     parser.add_argument("--encoders", nargs="+", default=["siglip"], choices=["siglip", "clip", "dinov2"])
     parser.add_argument("--task", default="shapes", choices=["shapes", "hires", "video"])

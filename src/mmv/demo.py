@@ -22,18 +22,23 @@ from mmv.errors import MmvError
 from mmv.layout import VISION_SUBFOLDER
 
 SECONDS_PER_STEP = 0.16  # one optimizer step of the demo model at batch 16 on a 2-core laptop CPU
-# the hires task's step at --tiles 4: five views an image (16 tokens each); --tiles 1 takes the same steps, so the
-# two differ only in what the model sees
-HIRES_SECONDS_PER_STEP = 0.2
+# the hires task's step at --tiles 4: five views an image (64 patches each, 16 tokens once merged); --tiles 1 takes
+# the same steps, so the two differ only in what the model sees
+HIRES_SECONDS_PER_STEP = 0.25
 # the video task's step: two 64-token frames a sample, and an MP4 to decode (0.23-0.3 s measured at load 1-4)
 VIDEO_SECONDS_PER_STEP = 0.25
 PRETRAIN_SHARE = 0.4  # of the training steps; the rest is SFT
+DEMO_MINUTES = 8.0  # every task's training length but the hires one's
+# the hires task's: --tiles 4 learns the shape between 600 and 900 steps, and 960 (4 minutes) reach 100% with
+# half the other tasks' wait (BENCHMARKS.md)
+HIRES_MINUTES = 4.0
 
 
 @dataclass(frozen=True)
 class DemoConfig:
     seed: int = 0
-    minutes: float = 8.0  # training length at the task's seconds_per_step (synthesis and evaluation come on top)
+    # training length at the task's seconds_per_step (synthesis and evaluation come on top); None: the task's own
+    minutes: float | None = None
     n: int = 4000  # synthetic rows per training split
     eval_n: int = 300  # held-out questions (colour, shape, count in turn)
     batch_size: int = 16
@@ -50,9 +55,9 @@ class DemoConfig:
     # frames each clip of the video task is sampled to: 2 of its 8 (frames 2 and 6) show both the move and the last
     # shape's arrival; at 4 frames and a 2x2 merge motion stayed at chance (BENCHMARKS.md)
     frames: int = 2
-    # KxK patches per image token of the fresh projector; None: what the encoder's reference variant uses, else 1
-    # (the grid's own tokens: 64 a scene or frame, where a moving shape changes token at every cell it crosses;
-    # 16 a view of the hires task)
+    # KxK patches per image token of the fresh projector; None: the task's own (the hires task's 2x2: 16 tokens a
+    # view), else what the encoder's reference variant uses, else 1 (the grid's own tokens: 64 a scene or frame,
+    # where a moving shape changes token at every cell it crosses)
     merge: int | None = None
 
     def __post_init__(self) -> None:
@@ -78,10 +83,17 @@ class DemoConfig:
 
     @property
     def encoder_patch(self) -> int | None:
-        """The hires task's 32-pixel patches (4x4 = 16 tokens a view); None: the scenes' 8x8 grid at any side."""
+        """The hires task's 16-pixel patches (8x8 a view); None: the scenes' 8x8 grid at any side."""
         from mmv.synth.hires import ENCODER_PATCH
 
         return ENCODER_PATCH if self.task == "hires" else None
+
+    @property
+    def projector_merge(self) -> int | None:
+        """`merge`, or the hires task's 2x2 (16 tokens a view) when it is None."""
+        from mmv.synth.hires import MERGE
+
+        return MERGE if self.merge is None and self.task == "hires" else self.merge
 
     @property
     def seq_len(self) -> int:
@@ -91,15 +103,21 @@ class DemoConfig:
 
         extra_runs = (self.tiles if self.tiles > 1 else 0) + (self.frames - 1 if self.task == "video" else 0)
         view_tokens = (self.encoder_side // self.encoder_patch) ** 2 if self.encoder_patch else GRID**2
-        return self.max_seq_len + view_tokens // (self.merge or 1) ** 2 * extra_runs
+        return self.max_seq_len + view_tokens // (self.projector_merge or 1) ** 2 * extra_runs
 
     @property
     def seconds_per_step(self) -> float:
         return {"hires": HIRES_SECONDS_PER_STEP, "video": VIDEO_SECONDS_PER_STEP}.get(self.task, SECONDS_PER_STEP)
 
     @property
+    def training_minutes(self) -> float:
+        if self.minutes is not None:
+            return self.minutes
+        return HIRES_MINUTES if self.task == "hires" else DEMO_MINUTES
+
+    @property
     def steps(self) -> tuple[int, int]:
-        total = max(2, round(self.minutes * 60 / self.seconds_per_step))
+        total = max(2, round(self.training_minutes * 60 / self.seconds_per_step))
         pretrain = max(1, round(total * PRETRAIN_SHARE))
         return pretrain, total - pretrain
 
@@ -167,7 +185,7 @@ def train_stage(
         epochs=1000,
         max_seq_len=config.seq_len,
         tiles=config.tiles,
-        merge=config.merge,
+        merge=config.projector_merge,
         seed=config.seed,
         log_every=10,
         save_every=10**9,

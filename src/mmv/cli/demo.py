@@ -12,12 +12,12 @@ from mmv.cli.common import console, emit_json, handle_errors
 @handle_errors(flags={"out": "--out"})
 def demo(
     out: Path = typer.Option(Path("mmv-demo"), "--out", help="Folder for the data, runs, plots (must be new)."),
-    minutes: float = typer.Option(
-        8.0,
+    minutes: float | None = typer.Option(
+        None,
         "--minutes",
         min=0.05,
-        help="Training length, as minutes on a 2-core "
-        "laptop CPU; a faster machine finishes sooner with the same result.",
+        help="Training length, as minutes on a 2-core laptop CPU (default 8; 4 with --hires); a faster machine "
+        "finishes sooner with the same result.",
     ),
     seed: int = typer.Option(0, "--seed", help="Same seed, same data and the same model."),
     rows: int = typer.Option(4000, "--rows", min=50, help="Synthetic rows per training split."),
@@ -30,8 +30,8 @@ def demo(
     hires: bool = typer.Option(
         False,
         "--hires",
-        help="The high-resolution task (one small shape in a 256x256 image, a 128-pixel encoder) instead of the "
-        "scenes; --minutes counts its steps at 0.2 s each.",
+        help="The high-resolution task (one shape in a 256x256 image, a 128-pixel encoder: 16 tokens a view) "
+        "instead of the scenes; --minutes counts its steps at 0.25 s each.",
     ),
     tiles: int = typer.Option(1, "--tiles", metavar="N", help="Train with up to N tiles per image (hires: 4)."),
     video: bool = typer.Option(
@@ -81,7 +81,7 @@ def demo(
         {
             "out": str(out),
             "seed": seed,
-            "minutes": minutes,
+            "minutes": config.training_minutes,
             "encoder": encoder,
             "task": config.task,
             "tiles": tiles,

@@ -1,10 +1,12 @@
-"""The high-resolution task (`mmv data synth --hires`): one small shape somewhere in an image twice the encoder's side.
+"""The high-resolution task (`mmv data synth --hires`): one shape somewhere in an image twice the encoder's side.
 
-Made for the demo's 128-pixel encoder (`mmv demo --hires`, 32-pixel patches): the image is 256x256 and the shape
-24-30 pixels across, centred on a cell of the 32-pixel grid, so with `--tiles 4` each 128-pixel tile shows it at
-full size, centred on one patch, as the 256-pixel scenes show their small shapes. Squeezed into one 128-pixel view
-it is 12-15 pixels across and off the centre of its patch (at one of four places), its outline blurred; the
-held-out questions ask its shape (a third is chance).
+Made for the demo's 128-pixel encoder (`mmv demo --hires`: 16-pixel patches, 2x2 of them merged into each of a
+view's 16 tokens). The image is 256x256 and the shape 48-60 pixels across, centred where four merged tokens meet on
+a 64-pixel grid (up to JITTER pixels off), so with `--tiles 4` a 128-pixel tile shows it at full size over about
+4x4 patches. Squeezed into one 128-pixel view it is 24-30 pixels across, inside a single merged token (2x2
+patches). The demo learns the shape from the squeezed view (100% at `--tiles 1`) better than from the tiles (66%
+at `--tiles 4`, where it is split over four merged tokens), so this layout does not yet need resolution
+(BENCHMARKS.md). The held-out questions ask its shape (a third is chance).
 """
 
 from __future__ import annotations
@@ -13,17 +15,22 @@ import random
 from typing import Any
 
 from mmv.synth import captions
-from mmv.synth.scenes import BACKGROUNDS, CELL, COLOURS, SHAPES, Scene, draw, jpeg_bytes
+from mmv.synth.scenes import BACKGROUNDS, COLOURS, SHAPES, Scene, draw, jpeg_bytes
 
 HIRES_SIZE = 256
 ENCODER_SIDE = 128  # the native side of the encoder the task is made for: a 2x2 grid of tiles shows it at full size
-ENCODER_PATCH = CELL  # its patch, the scenes' 32-pixel cell: a shape fills one patch of a tile
-# Each shape's radius, so that all three cover about the same area (441-489 pixels; at one radius a triangle has
-# 60% of a circle's): a squeeze keeps a shape's amount of colour, so unequal areas would tell its shape through the
-# global view alone. All fit inside one 32-pixel patch: at most 31 pixels across in a tile, 16 once squeezed.
-RADII = {"circle": 12, "square": 12, "triangle": 15}
+ENCODER_PATCH = 16  # its patch: 8x8 patches a view, a shape spans about 4x4 of them in a tile
+MERGE = 2  # its projector stacks 2x2 patches into one token: 16 tokens a view, the squeezed shape inside one
+CELL = 64  # shapes are centred on the cells of this grid, a corner of four merged tokens in a tile
+# Each shape's radius, so that all three cover about the same area (1,680-1,880 pixels; at one radius a triangle
+# has 60% of a circle's): a squeeze keeps a shape's amount of colour, so unequal areas would tell its shape through
+# the global view alone. The scenes' one-patch radii (12, 15) at twice the size.
+RADII = {"circle": 24, "square": 24, "triangle": 30}
 RADIUS = max(RADII.values())
 CELLS = HIRES_SIZE // CELL
+# a shape's centre moves up to this many pixels off its cell's centre (the triangle still ends inside the cell): 25
+# places a cell make 21,600 distinct images, so held-out questions are mostly about images no training row shows
+JITTER = 2
 
 Row = tuple[list[dict[str, Any]], list[bytes]]
 
@@ -31,11 +38,12 @@ Row = tuple[list[dict[str, Any]], list[bytes]]
 def tiny_scene(rng: random.Random) -> Scene:
     column, row = rng.randrange(CELLS), rng.randrange(CELLS)
     shape = rng.choice(SHAPES)
+    dx, dy = rng.randint(-JITTER, JITTER), rng.randint(-JITTER, JITTER)
     return Scene(
         shape=shape,
         colour=rng.choice(tuple(COLOURS)),
         size="tiny",
-        centres=((column * CELL + CELL // 2, row * CELL + CELL // 2),),
+        centres=((column * CELL + CELL // 2 + dx, row * CELL + CELL // 2 + dy),),
         radius=RADII[shape],
         background=rng.choice(BACKGROUNDS),
     )
