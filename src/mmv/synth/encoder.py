@@ -21,6 +21,13 @@ from mmv.fsio import staged_folder
 IMAGE_SIZE = 256
 GRID = 8  # patches a side at every image size: the scenes' 8x8 cells
 FAMILIES = ("siglip", "clip", "dinov2")
+# CLIP's pre-layernorm pins every embedding to one norm, so a patch's signal cannot grow against what the blocks add
+# to the residual stream. Trained from scratch at the demo's rates, its patch tokens nearly collapsed to one vector
+# while the LLM first learnt the captions (their spread across an image fell to a seventh of SigLIP's, then stayed
+# at a third), and shape and count stayed near chance. The same CLIP without its pre-layernorm does not collapse.
+# An epsilon far above the embeddings' variance (about 3 at initialisation) makes its layer norms scale rather
+# than normalise at first, which keeps the spread at SigLIP's level (BENCHMARKS.md, the demo with other encoders).
+CLIP_LAYER_NORM_EPS = 10.0
 _RESCALE = {"do_convert_rgb": True, "resample": 3, "do_rescale": True, "rescale_factor": 1 / 255, "do_normalize": True}
 
 
@@ -100,7 +107,9 @@ def encoder_model(config: TinyEncoderConfig) -> Any:
         )
         return transformers.SiglipVisionModel(vision)
     if config.family == "clip":
-        vision = transformers.CLIPVisionConfig(**sizes, intermediate_size=config.intermediate_size)
+        vision = transformers.CLIPVisionConfig(
+            **sizes, intermediate_size=config.intermediate_size, layer_norm_eps=CLIP_LAYER_NORM_EPS
+        )
         return transformers.CLIPVisionModel(vision)
     if config.family == "dinov2":
         ratio = config.intermediate_size // config.hidden_size
