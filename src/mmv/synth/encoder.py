@@ -24,9 +24,10 @@ FAMILIES = ("siglip", "clip", "dinov2")
 # CLIP's pre-layernorm pins every embedding to one norm, so a patch's signal cannot grow against what the blocks add
 # to the residual stream. Trained from scratch at the demo's rates, its patch tokens nearly collapsed to one vector
 # while the LLM first learnt the captions (their spread across an image fell to a seventh of SigLIP's, then stayed
-# at a third), and shape and count stayed near chance. The same CLIP without its pre-layernorm does not collapse.
-# An epsilon far above the embeddings' variance (about 3 at initialisation) makes its layer norms scale rather
-# than normalise at first, which keeps the spread at SigLIP's level (BENCHMARKS.md, the demo with other encoders).
+# at a third or less), and shape and count stayed near chance. The same CLIP without its pre-layernorm does not
+# collapse. An epsilon above the embeddings' variance (about 3 at initialisation) makes its layer norms scale rather
+# than normalise at first, which keeps the spread near SigLIP's. At 100 it did not learn shapes in the full run (the
+# blocks' norms shrink the MLPs' inputs towards GELU's linear part, likely why) (BENCHMARKS.md, other encoders).
 CLIP_LAYER_NORM_EPS = 10.0
 _RESCALE = {"do_convert_rgb": True, "resample": 3, "do_rescale": True, "rescale_factor": 1 / 255, "do_normalize": True}
 
