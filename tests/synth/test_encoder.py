@@ -73,3 +73,30 @@ def test_a_128_pixel_encoder_keeps_the_8x8_grid_in_16_pixel_patches_for_every_fa
         assert features.shape[-1] == 32 and features.shape[1] in (64, 65, 69)  # + CLS (CLIP), + CLS, 4 registers
     with pytest.raises(MmvError, match="multiple of 8"):
         TinyEncoderConfig(image_size=100)
+
+
+def test_the_tiny_clip_encoders_pre_layernorm_lets_a_stronger_patch_signal_through(tmp_path):
+    """At CLIP's usual epsilon the pre-layernorm hides the patch embedding's scale (the cause of the demo's collapse);
+    at the tiny CLIP's, a doubled patch embedding comes out half as strong again (1.5x at epsilon 10)."""
+    from transformers import CLIPVisionModel
+
+    from mmv.synth.encoder import CLIP_LAYER_NORM_EPS
+
+    make_encoder(tmp_path / "clip", TinyEncoderConfig(family="clip", seed=3))
+    encoder = CLIPVisionModel.from_pretrained(tmp_path / "clip")
+    assert encoder.config.layer_norm_eps == CLIP_LAYER_NORM_EPS
+    pixels = ImageProcessor(tmp_path / "clip")([draw(random_scene(random.Random(2)))])["pixel_values"]
+
+    def normed_patches(eps: float) -> torch.Tensor:
+        encoder.pre_layrnorm.eps = eps
+        with torch.no_grad():
+            return encoder.pre_layrnorm(encoder.embeddings(pixels))[:, 1:].norm(dim=-1).mean()
+
+    for eps, (low, high) in ((CLIP_LAYER_NORM_EPS, (1.4, 2.0)), (1e-5, (0.99, 1.01))):
+        before = normed_patches(eps)
+        with torch.no_grad():
+            encoder.embeddings.patch_embedding.weight.mul_(2)
+        ratio = (normed_patches(eps) / before).item()
+        with torch.no_grad():
+            encoder.embeddings.patch_embedding.weight.div_(2)
+        assert low < ratio < high, (eps, ratio)

@@ -3,9 +3,9 @@
 The folder looks like a downloaded encoder (config.json, model.safetensors, preprocessor_config.json), so the rest
 of mmv loads it through the same code path. Every family sees its images on the grid the synthetic scenes are drawn
 on (8x8 = 64 patch tokens, mmv.synth.scenes): 256x256 images in 32-pixel patches by default, or 128x128 in
-16-pixel patches for the video task's 128-pixel frames (no resize, and a quarter of the pixels to process), each
-with its own processor's normalisation. The high-resolution task's encoder keeps 32-pixel patches on 128x128 views
-(4x4 = 16 tokens a view, `patch_size`). Its weights are random: train it with `--train-vision`.
+16-pixel patches for the video task's 128-pixel frames and the high-resolution task's 128-pixel views (no resize,
+and a quarter of the pixels to process; that task's projector merges them 2x2 into 16 tokens a view), each with its
+own processor's normalisation. Its weights are random: train it with `--train-vision`.
 """
 
 from __future__ import annotations
@@ -21,6 +21,14 @@ from mmv.fsio import staged_folder
 IMAGE_SIZE = 256
 GRID = 8  # patches a side at every image size: the scenes' 8x8 cells
 FAMILIES = ("siglip", "clip", "dinov2")
+# CLIP's pre-layernorm pins every embedding to one norm, so a patch's signal cannot grow against what the blocks add
+# to the residual stream. Trained from scratch at the demo's rates, its patch tokens nearly collapsed to one vector
+# while the LLM first learnt the captions (their spread across an image fell to a seventh of SigLIP's, then stayed
+# at a third or less), and shape and count stayed near chance. The same CLIP without its pre-layernorm does not
+# collapse. An epsilon above the embeddings' variance (about 3 at initialisation) makes its layer norms scale rather
+# than normalise at first, which keeps the spread near SigLIP's. At 100 it did not learn shapes in the full run (the
+# blocks' norms shrink the MLPs' inputs towards GELU's linear part, likely why) (BENCHMARKS.md, other encoders).
+CLIP_LAYER_NORM_EPS = 10.0
 _RESCALE = {"do_convert_rgb": True, "resample": 3, "do_rescale": True, "rescale_factor": 1 / 255, "do_normalize": True}
 
 
@@ -100,7 +108,9 @@ def encoder_model(config: TinyEncoderConfig) -> Any:
         )
         return transformers.SiglipVisionModel(vision)
     if config.family == "clip":
-        vision = transformers.CLIPVisionConfig(**sizes, intermediate_size=config.intermediate_size)
+        vision = transformers.CLIPVisionConfig(
+            **sizes, intermediate_size=config.intermediate_size, layer_norm_eps=CLIP_LAYER_NORM_EPS
+        )
         return transformers.CLIPVisionModel(vision)
     if config.family == "dinov2":
         ratio = config.intermediate_size // config.hidden_size
