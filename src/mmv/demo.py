@@ -295,35 +295,30 @@ def _run(out: Path, config: DemoConfig, say: Callable[[str], None]) -> DemoResul
     start = make_start_weights(out, data.vocab_size, config.seed)
     result.seconds["data"], clock = time.perf_counter() - clock, time.perf_counter()
 
-    say(f"2/4 pretrain: {pretrain_steps} steps on image captions (LLM, projector and encoder from scratch)")
-    summary = train_stage(
-        "pretrain",
-        out / "pretrain",
-        data.files["pretrain"],
-        start,
-        out / "encoder",
-        data.tokenizer,
-        pretrain_steps,
-        config.pretrain_lr,
-        config,
+    stages = (  # stage, the weights and encoder it starts from, steps, learning rate, what it trains on
+        (
+            "pretrain",
+            start,
+            out / "encoder",
+            pretrain_steps,
+            config.pretrain_lr,
+            "image captions (LLM, projector and encoder from scratch)",
+        ),
+        # SFT starts from the encoder pretrain trained (--train-vision)
+        (
+            "sft",
+            out / "pretrain",
+            out / "pretrain" / VISION_SUBFOLDER,
+            sft_steps,
+            config.sft_lr,
+            "questions and answers",
+        ),
     )
-    result.losses["pretrain"] = summary["loss"]
-    result.seconds["pretrain"], clock = time.perf_counter() - clock, time.perf_counter()
-
-    say(f"3/4 sft: {sft_steps} steps on questions and answers")
-    summary = train_stage(
-        "sft",
-        out / "sft",
-        data.files["sft"],
-        out / "pretrain",
-        out / "pretrain" / VISION_SUBFOLDER,  # the encoder pretrain trained (--train-vision)
-        data.tokenizer,
-        sft_steps,
-        config.sft_lr,
-        config,
-    )
-    result.losses["sft"] = summary["loss"]
-    result.seconds["sft"], clock = time.perf_counter() - clock, time.perf_counter()
+    for number, (stage, init, encoder, steps, lr, what) in enumerate(stages, start=2):
+        say(f"{number}/4 {stage}: {steps} steps on {what}")
+        summary = train_stage(stage, out / stage, data.files[stage], init, encoder, data.tokenizer, steps, lr, config)
+        result.losses[stage] = summary["loss"]
+        result.seconds[stage], clock = time.perf_counter() - clock, time.perf_counter()
 
     say(f"4/4 evaluating on {config.eval_n} held-out questions")
     loaded = load_model(out / "sft", device="cpu", dtype="float32")
