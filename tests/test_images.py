@@ -6,7 +6,7 @@ import pytest
 from PIL import Image
 
 from mmv.errors import MmvError
-from mmv.images import open_image, read_media
+from mmv.images import media_bytes, open_image
 from tests.conftest import IMAGES_DIR
 
 PHOTO = IMAGES_DIR / "image-04-yellow-car.jpg"
@@ -47,8 +47,8 @@ def test_bad_images(tmp_path, kind, message):
 def test_media_is_read_from_a_path_or_taken_as_bytes_under_the_label_its_errors_use(tmp_path):
     clip = tmp_path / "clip.mp4"
     clip.write_bytes(b"frames")
-    assert read_media(clip, "video") == (b"frames", f"video {clip}")
-    assert read_media(b"pixels", "image") == (b"pixels", "image bytes")
-    assert read_media(b"pixels", "image", name="upload 2") == (b"pixels", "image upload 2")
+    assert media_bytes(clip, "video") == (b"frames", f"video {clip}")
+    assert media_bytes(b"pixels", "image") == (b"pixels", "image bytes")
+    assert media_bytes(b"pixels", "image", name="upload 2") == (b"pixels", "image upload 2")
     with pytest.raises(MmvError, match=r"^video gone.mp4 does not exist$"):
-        read_media(tmp_path / "gone.mp4", "video", name="gone.mp4")
+        media_bytes(tmp_path / "gone.mp4", "video", name="gone.mp4")

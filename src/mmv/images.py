@@ -16,7 +16,7 @@ if TYPE_CHECKING:
 MAX_PIXELS = 64_000_000
 
 
-def read_media(source: str | Path | bytes, kind: str, name: str | None = None) -> tuple[bytes, str]:
+def media_bytes(source: str | Path | bytes, kind: str, name: str | None = None) -> tuple[bytes, str]:
     """A media file's bytes (or the bytes as given) and the label its errors call it by: "image photo.jpg", "video
     bytes", or `kind` and `name` where a name is given."""
     label = f"{kind} {name or (source if not isinstance(source, bytes) else 'bytes')}"
@@ -32,7 +32,7 @@ def open_image(source: str | Path | bytes, name: str | None = None, max_pixels: 
     """Decode a file path or raw bytes into a fully loaded RGB image."""
     from PIL import Image, UnidentifiedImageError
 
-    source, label = read_media(source, "image", name)
+    source, label = media_bytes(source, "image", name)
     try:
         with warnings.catch_warnings():
             warnings.simplefilter("ignore", Image.DecompressionBombWarning)  # our own limit is checked below

@@ -15,7 +15,7 @@ from typing import TYPE_CHECKING, Any
 
 from mmv.config import IMAGE_MARKER
 from mmv.errors import MmvError
-from mmv.images import MAX_PIXELS, read_media
+from mmv.images import MAX_PIXELS, media_bytes
 
 if TYPE_CHECKING:
     from PIL import Image
@@ -109,7 +109,7 @@ def sample_frames(source: str | Path | bytes, count: int, name: str | None = Non
     """`count` frames of a video file (or its bytes), uniform in time, as RGB images with their timestamps."""
     check_frames(count)
     av = pyav()
-    source, label = read_media(source, "video", name)
+    source, label = media_bytes(source, "video", name)
     times = [_seconds(frame, position) for position, frame in enumerate(_frames(av, source, label))]
     if not times:
         raise MmvError(f"{label} has no frames")
