@@ -29,7 +29,7 @@ HIRES_SECONDS_PER_STEP = 0.25
 VIDEO_SECONDS_PER_STEP = 0.25
 PRETRAIN_SHARE = 0.4  # of the training steps; the rest is SFT
 DEMO_MINUTES = 8.0  # every task's training length but the hires one's
-# the hires task's: --tiles 4 learns the shape between 600 and 900 steps, and 960 (4 minutes) reach 100% with
+# the hires task's: 960 steps teach the shape from the squeezed view (100% at --tiles 1; 66% at --tiles 4) with
 # half the other tasks' wait (BENCHMARKS.md)
 HIRES_MINUTES = 4.0
 
@@ -51,7 +51,7 @@ class DemoConfig:
     encoder: str = "siglip"  # the tiny encoder's family: siglip | clip | dinov2 (mmv.synth.encoder)
     threads: int = 1  # torch threads: tiny tensors gain nothing from more, and one thread is bit-reproducible
     task: str = "shapes"  # the synthetic task (mmv.synth.dataset.TASKS): shapes | hires | video
-    tiles: int = 1  # tiles per image the model is trained with (hires needs 4 to see its shapes)
+    tiles: int = 1  # tiles per image the model is trained with (the hires task compares 4 with 1)
     # frames each clip of the video task is sampled to: 2 of its 8 (frames 2 and 6) show both the move and the last
     # shape's arrival; at 4 frames and a 2x2 merge motion stayed at chance (BENCHMARKS.md)
     frames: int = 2
