@@ -45,7 +45,7 @@ def test_same_seed_same_weights(tmp_path):
 
 
 def test_a_smaller_native_side_makes_fewer_patches(tmp_path):
-    """The high-resolution demo's encoder: 128x128 in 32-pixel patches, its processor squeezes any image to that."""
+    """A 128-pixel encoder with an explicit 32-pixel patch: 16 tokens, its processor squeezes any image to 128."""
     make_encoder(tmp_path / "a", TinyEncoderConfig(hidden_size=32, intermediate_size=64, image_size=128, patch_size=32))
     info = inspect_encoder(tmp_path / "a")
     assert (info.variant, info.vision().image_size, info.vision().tokens_per_image) == (None, 128, 16)
