@@ -1,10 +1,10 @@
 #!/usr/bin/env bash
-# Issue 17's GPU run, in one go (under 8 minutes on one H200: each step's time limit is below): the gpu-marked tests, the training benchmark
-# (benchmarks/train.py) and the decode benchmark (benchmarks/decode.py), every figure written as JSON lines under
-# $OUT (the device tool's output folder; a temporary folder when unset).
+# Issue 17's GPU run, in one go (about 7 minutes on one H200, 2026-11-29; each step has a time limit, below): the
+# gpu-marked tests, the training benchmark (benchmarks/train.py) and the decode benchmark (benchmarks/decode.py),
+# every figure written as JSON lines under $OUT (the device tool's output folder; a temporary folder when unset).
 #
 # Here, first: bash benchmarks/gpu_wheels.sh        (wheels and fixtures into .gpu-carry, git-ignored)
-# Then, with the device tool: run(command="bash benchmarks/gpu.sh", carry=[".gpu-carry"], timeout_s=560)
+# Then, with the device tool: run(command="bash benchmarks/gpu.sh", carry=[".gpu-carry"], timeout_s=480)
 # Check the whole script on the CPU at toy sizes first: bash benchmarks/gpu.sh --dry-run
 #
 # Files under $OUT: tests.txt (pytest's report), train_stage_batch.jsonl, train_fill.jsonl, train_compile.jsonl,
@@ -74,12 +74,12 @@ train=($python benchmarks/train.py --device "$device" --dtype "$dtype" "${train_
 step 90 train-stage-batch "${train[@]}" --features images cache --modes longest packed "${stage_rows[@]}" \
     > "$OUT/train_stage_batch.jsonl"
 step 130 train-fill "${train[@]}" --features images cache --modes longest "${fill[@]}" > "$OUT/train_fill.jsonl"
-step 100 train-compile "${train[@]}" --stages sft --features cache --modes longest "${fill[@]}" "${compile[@]}" \
+step 160 train-compile "${train[@]}" --stages sft --features cache --modes longest "${fill[@]}" "${compile[@]}" \
     > "$OUT/train_compile.jsonl"
 
 # 3. decoding in bfloat16 through the modules (the fast path is the CPU's): batch 1 and 8
 for batch in 1 8; do
-    step 30 "decode-batch-$batch" $python benchmarks/decode.py --device "$device" --dtype "$dtype" --batch "$batch" \
+    step 90 "decode-batch-$batch" $python benchmarks/decode.py --device "$device" --dtype "$dtype" --batch "$batch" \
         --path modules "${decode_size[@]}" >> "$OUT/decode.jsonl"
 done
 echo "gpu.sh: done ($(date -u +%FT%TZ)); files: $(ls "$OUT" | tr '\n' ' ')"
