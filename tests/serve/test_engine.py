@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import threading
+import time
 
 from mmv.generate import generate
 from mmv.sampling import SamplingConfig
@@ -55,6 +56,31 @@ def test_rows_finishing_at_different_steps_leave_and_the_rest_decode_on():
         )
         assert isinstance(got[-1], Finished) and got[-1].completion_tokens == len(alone)
     assert engine.stats.requests == 3 and engine.busy_rows == 0
+
+
+def test_an_idle_engine_admits_requests_arriving_milliseconds_apart_together():
+    from mmv.tokenizer import load_tokenizer
+
+    model, tokenizer = load_fixture_model("p32"), load_tokenizer(TOKENIZER_DIR)
+    engine = Engine(model, tokenizer, threading.Lock(), EngineSettings(max_batch=8))
+    engine.start()
+    done = threading.Semaphore(0)
+    prompt = PROMPTS[0]
+    for _ in range(4):  # as the server's request threads hand them over: a few milliseconds apart
+        engine.submit(
+            GenerationRequest(
+                Prompt(prompt, [], 2),
+                SamplingConfig(max_new_tokens=2, temperature=0),
+                [],
+                lambda event: None if isinstance(event, TextDelta) else done.release(),
+            )
+        )
+        time.sleep(0.005)
+    for _ in range(4):
+        assert done.acquire(timeout=60)
+    engine.close(0)
+    assert engine.join(10)
+    assert engine.stats.requests == 4 and engine.stats.prefills == 1  # one shared prefill, not the first one alone
 
 
 def test_a_resent_image_is_encoded_once_and_its_history_reused():
