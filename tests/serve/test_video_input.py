@@ -16,7 +16,7 @@ from PIL import Image
 from mmv.serve.image_input import MediaPolicy
 from mmv.serve.prompt import template_messages
 from mmv.serve.protocol import ApiError, Message, VideoPart
-from mmv.serve.video_input import load_video
+from mmv.serve.video_input import RecentVideos, load_video
 from mmv.vision_input.video import Frame
 from tests.conftest import load_p32_for_chat
 from tests.serve.conftest import API_KEY, MODEL_ARGS, data_uri, start_server, stream_text, synth_clip
@@ -185,6 +185,26 @@ def test_each_frame_is_an_image_named_by_the_clip_and_its_place(tmp_path):
     other = load_video(data_uri(clip, "video/mp4"), policy, 2, 1)
     assert not {p.digest for p in other.pictures} & {p.digest for p in video.pictures}  # other frames, other names
     assert [p.image.tobytes() for p in video.pictures] == [f.image.tobytes() for f in video.frames]
+
+
+def test_a_resent_clip_is_not_decoded_again_and_old_ones_make_room(tmp_path):
+    clip, other = synth_clip(), synth_clip(seed=4)
+    policy = MediaPolicy(max_bytes=2**20)
+    recent = RecentVideos()
+    first = load_video(data_uri(clip, "video/mp4"), policy, 4, 1, recent)
+    again = load_video(data_uri(clip, "video/mp4"), policy, 4, 1, recent)
+    assert recent.decoded == 1 and [f.image for f in again.frames] == [f.image for f in first.frames]
+    load_video(data_uri(clip, "video/mp4"), policy, 2, 1, recent)  # other frames of the same clip
+    assert recent.decoded == 2
+    frame = first.frames[0].image
+    small = RecentVideos(max_bytes=4 * frame.width * frame.height * 3)  # room for one clip's four frames
+    load_video(data_uri(clip, "video/mp4"), policy, 4, 1, small)
+    load_video(data_uri(other, "video/mp4"), policy, 4, 1, small)
+    load_video(data_uri(clip, "video/mp4"), policy, 4, 1, small)
+    assert small.decoded == 3  # the first clip made room for the second, so it was decoded again
+    with pytest.raises(ApiError) as caught:  # a bad video is refused, and nothing is kept for it
+        load_video(data_uri(b"not a video", "video/mp4"), policy, 4, 3, recent)
+    assert caught.value.code == "invalid_video" and "3" in caught.value.message and recent.decoded == 2
 
 
 @pytest.mark.parametrize("with_image", [False, True])

@@ -32,7 +32,7 @@ from mmv.serve.prompt import Prompt, PromptBuilder
 from mmv.serve.protocol import ApiError, ChatRequest, VideoPart, parse_chat_request
 from mmv.serve.responses import DONE, Completion, sse
 from mmv.serve.sequence import Event, Failed, GenerationRequest, TextDelta
-from mmv.serve.video_input import CheckedVideo, load_video
+from mmv.serve.video_input import CheckedVideo, RecentVideos, load_video
 
 STATIC = files("mmv.serve") / "static"
 DISCONNECT_POLL_S = 0.5
@@ -77,6 +77,7 @@ class ChatApi:
         self.engine, self.builder, self.settings = engine, builder, settings
         self.images = MediaPolicy(max_bytes=int(settings.max_image_mb * 2**20), allow_urls=settings.allow_image_urls)
         self.videos = MediaPolicy(max_bytes=int(settings.max_video_mb * 2**20), allow_urls=settings.allow_image_urls)
+        self.recent_videos = RecentVideos()
         self.started = time.time()
 
     async def completions(self, request: Request) -> Response:
@@ -135,7 +136,7 @@ class ChatApi:
         for part in parsed.media:
             if isinstance(part, VideoPart):
                 videos += 1
-                media.append(load_video(part.url, self.videos, self.builder.loaded.frames, videos))
+                media.append(load_video(part.url, self.videos, self.builder.loaded.frames, videos, self.recent_videos))
             else:
                 images += 1
                 media.append(load_image(part.url, self.images, f"image {images}"))
