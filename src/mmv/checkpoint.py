@@ -30,12 +30,15 @@ from mmv.generations import (
 from mmv.layout import CONFIG_FILE, WEIGHT_FILES, read_json_object, reading
 
 if TYPE_CHECKING:
+    from collections.abc import Callable
+
     import torch
 
     from mmv.model.vision import EncoderInfo
     from mmv.model.vlm import MiniMindVLM
 
 FOLDER_MODEL_TYPES = ("minimind-v", "minimind", "mmv")
+BLOCK_KEY = re.compile(r"model\.layers\.(\d+)\.")  # the decoder block a checkpoint key belongs to
 
 
 @dataclass
@@ -81,9 +84,12 @@ def read_state_dict(path: str | Path) -> dict[str, torch.Tensor]:
 
 def check_values(state: dict[str, torch.Tensor]) -> None:
     """Weights are non-empty, floating point and finite: an integer tensor in a float file or a NaN would load
-    and run, answering nothing."""
+    and run, answering nothing. A mapped file's pages are handed back as each tensor is checked (`mmv.file_pages`)."""
     import torch
 
+    from mmv import file_pages
+
+    spans = file_pages.file_maps()
     for key, tensor in state.items():
         if not tensor.is_floating_point():
             raise MmvError(f"{key} holds {str(tensor.dtype).removeprefix('torch.')} values; weights are floating point")
@@ -91,6 +97,7 @@ def check_values(state: dict[str, torch.Tensor]) -> None:
             raise MmvError(f"{key} is empty (shape {tuple(tensor.shape)})")
         if not bool(torch.isfinite(tensor).all()):
             raise MmvError(f"{key} holds NaN or infinite values")
+        file_pages.release([tensor], spans)
 
 
 def projector_shape(state: dict[str, torch.Tensor]) -> tuple[str, int] | None:
@@ -321,12 +328,39 @@ def check_keys(expected: set[str], found: set[str], source: Path, tied: bool) ->
         raise MmvError(f"{source} does not match the model it describes: {'; '.join(parts)}")
 
 
-def load_weights(model: MiniMindVLM, checkpoint: Checkpoint) -> None:
-    """Copy checkpoint tensors into `model` after a strict key check (the encoder and a text-only projector aside)."""
+def load_weights(
+    model: MiniMindVLM, checkpoint: Checkpoint, after_block: Callable[[MiniMindVLM, int], None] | None = None
+) -> None:
+    """Copy checkpoint tensors into `model` after a strict key check (the encoder and a text-only projector aside).
+
+    One tensor at a time, each one's pages of a mapped file handed back once copied (`mmv.file_pages`): the file
+    is never resident beside the whole copy. The tensors outside the blocks come first, then block by block, and
+    `after_block(model, i)` runs once block i is filled (int8 loading quantizes it there, so that the float copy
+    of the whole model never exists)."""
+    import torch
+
+    from mmv import file_pages
+
     expected = set(model.checkpoint_state_dict())
     if checkpoint.text_only:
         expected = {k for k in expected if not k.startswith("vision_proj.")}
     check_keys(expected, set(checkpoint.state_dict), checkpoint.source, model.config.tie_word_embeddings)
-    own = {k: tuple(v.shape) for k, v in model.state_dict().items()}
-    check_shapes(checkpoint.state_dict, own, checkpoint.source)
-    model.load_state_dict(checkpoint.state_dict, strict=False)
+    own = model.state_dict()
+    check_shapes(checkpoint.state_dict, {k: tuple(v.shape) for k, v in own.items()}, checkpoint.source)
+    spans = file_pages.file_maps()
+    groups: dict[int, list[str]] = {}
+    for name in checkpoint.state_dict:
+        found = BLOCK_KEY.match(name)
+        groups.setdefault(int(found.group(1)) if found else -1, []).append(name)
+    with torch.no_grad():
+        for block in sorted(groups):
+            for name in groups[block]:
+                tensor = checkpoint.state_dict[name]
+                own.pop(name).copy_(tensor)  # popped: `after_block` may free it
+                file_pages.release([tensor], spans)
+            if block >= 0 and after_block is not None:
+                after_block(model, block)
+    if checkpoint.text_only:  # the projector such a file lacks starts as a newly constructed one does
+        for module in model.vision_proj.modules():
+            if hasattr(module, "reset_parameters"):
+                module.reset_parameters()

@@ -33,7 +33,7 @@ from mmv.model.vlm import MiniMindVLM
 from mmv.quant import check_scheme, is_quantized, quantize_model
 from mmv.quant.int8 import Int8Linear
 from mmv.sampling import SamplingConfig
-from tests.conftest import REFERENCE, fixture_cases, load_fixture_model, pixel_inputs
+from tests.conftest import REFERENCE, TOKENIZER_DIR, fixture_cases, load_fixture_model, pixel_inputs
 
 LLM_INT8 = ("q_proj", "k_proj", "v_proj", "o_proj", "gate_proj", "up_proj", "down_proj")
 ENCODER_INT8 = ("q_proj", "k_proj", "v_proj", "out_proj", "fc1", "fc2")
@@ -87,6 +87,20 @@ def test_the_encoder_file_is_unmapped_once_quantized(tmp_path):
     assert mapped in Path("/proc/self/maps").read_text()
     quantize_model(model)
     assert mapped not in Path("/proc/self/maps").read_text()
+
+
+def test_loading_in_int8_quantizes_each_block_as_it_is_filled_and_equals_quantizing_after():
+    from mmv.loading import load_model
+
+    folder = REFERENCE / "p32"
+    where = {"vision": folder / "vision", "tokenizer": TOKENIZER_DIR, "device": "cpu"}
+    early = load_model(folder / "model.pth", quantize="int8", **where).model
+    late = quantize_model(load_model(folder / "model.pth", **where).model)
+    cases = fixture_cases("p32")
+    with torch.no_grad():
+        pair = [m(cases["input_ids"], image_embeds=m.encode_images(pixel_inputs(cases))).logits for m in (early, late)]
+    assert torch.equal(*pair)
+    assert all(isinstance(m, Int8Linear) for m in (early.model.layers[-1].mlp.down_proj, early.lm_head))
 
 
 def test_vision_false_keeps_the_encoder_float32():

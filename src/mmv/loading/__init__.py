@@ -90,6 +90,7 @@ def load_model(
     from mmv.loading.build import build_model
     from mmv.model.vision import ImageProcessor
     from mmv.quant import check_scheme, quantize_model
+    from mmv.quant.model import quantize_block
     from mmv.tokenizer import load_tokenizer
     from mmv.vision_input.video import DEFAULT_FRAMES, check_frames
 
@@ -128,7 +129,9 @@ def load_model(
                 "images are not understood until it is trained"
             )
         )
-    model = build_model(inputs, target, dtype).eval()
+    # where quantizing can run (CPU, float32), each block is quantized as soon as it is loaded
+    early = quantize is not None and target.type == "cpu" and dtype == "float32"
+    model = build_model(inputs, target, dtype, after_block=quantize_block if early else None).eval()
     if quantize is not None:
         quantize_model(model, quantize)
     return LoadedModel(

@@ -8,16 +8,25 @@ from mmv.checkpoint import load_weights
 from mmv.device import pick_device, pick_dtype
 
 if TYPE_CHECKING:
+    from collections.abc import Callable
+
     import torch
 
     from mmv.loading.inputs import ModelInputs
     from mmv.model.vlm import MiniMindVLM
 
 
-def build_model(inputs: ModelInputs, device: str | torch.device = "cpu", dtype: str = "float32") -> MiniMindVLM:
+def build_model(
+    inputs: ModelInputs,
+    device: str | torch.device = "cpu",
+    dtype: str = "float32",
+    after_block: Callable[[MiniMindVLM, int], None] | None = None,
+) -> MiniMindVLM:
     """The model `inputs` describe with its encoder attached; a fresh model's weights come from torch's seed.
 
-    The mode is left as constructed (training mode); callers that only run the model set `.eval()`.
+    The mode is left as constructed (training mode); callers that only run the model set `.eval()`. A checkpoint
+    is copied in on the CPU in float32 block by block, `after_block(model, i)` running after block i
+    (`mmv.checkpoint.load_weights`), before the move to `device` and `dtype`.
     """
     import torch
 
@@ -25,9 +34,11 @@ def build_model(inputs: ModelInputs, device: str | torch.device = "cpu", dtype: 
     from mmv.model.vlm import MiniMindVLM
 
     target = device if isinstance(device, torch.device) else pick_device(device)
-    model = MiniMindVLM(inputs.config, load_encoder(inputs.vision_dir) if inputs.vision_dir else None)
+    encoder = load_encoder(inputs.vision_dir) if inputs.vision_dir else None
     if inputs.checkpoint is None:
+        model = MiniMindVLM(inputs.config, encoder)
         model.init_fresh_weights()
     else:
-        load_weights(model, inputs.checkpoint)
+        model = MiniMindVLM.unfilled(inputs.config, encoder)
+        load_weights(model, inputs.checkpoint, after_block)
     return model.to(device=target, dtype=pick_dtype(dtype, target))

@@ -35,6 +35,22 @@ class MiniMindVLM(MiniMindLM):
         self.vision_proj = VisionProjector(config)
         self.vision_encoder = vision_encoder
 
+    @classmethod
+    def unfilled(cls, config: VLMConfig, vision_encoder: nn.Module | None = None) -> MiniMindVLM:
+        """The model with memory for its weights but no values in it, for a checkpoint to fill.
+
+        Drawing tens of millions of random numbers only to overwrite them takes seconds, and memory nothing has
+        written yet is not resident: a load then holds each weight once. The RoPE tables are computed as usual.
+        """
+        with torch.device("meta"):
+            model = cls(config)
+        model.to_empty(device="cpu")
+        model.rope_cos, model.rope_sin = model.rope_rows(model.rope_cos.shape[0])
+        if config.tie_word_embeddings:  # to_empty gives each parameter new memory, the tied one twice
+            model.lm_head.weight = model.model.embed_tokens.weight
+        model.vision_encoder = vision_encoder
+        return model
+
     def init_fresh_weights(self, std: float = 0.02) -> None:
         """N(0, std) for every Linear and Embedding outside the encoder, as transformers models initialise.
 

@@ -25,6 +25,7 @@ import ctypes
 import torch
 from torch import nn
 
+from mmv import file_pages
 from mmv.errors import MmvError
 from mmv.model.llm import MiniMindLM
 from mmv.model.moe import MoEFeedForward
@@ -51,11 +52,8 @@ def quantize_model(model: MiniMindLM, scheme: str = "int8", *, vision: bool = Tr
         )
     if is_quantized(model):
         raise MmvError("this model is quantized already")
-    for block in model.model.layers:
-        _swap(block.self_attn, ATTENTION_PROJECTIONS)
-        mlp = block.mlp
-        for ffn in mlp.experts if isinstance(mlp, MoEFeedForward) else [mlp]:
-            _swap(ffn, FEED_FORWARD_PROJECTIONS)
+    for index in range(len(model.model.layers)):
+        quantize_block(model, index)
     _swap(model, ("lm_head",))
     encoder = getattr(model, "vision_encoder", None)
     if vision and encoder is not None:
@@ -64,6 +62,17 @@ def quantize_model(model: MiniMindLM, scheme: str = "int8", *, vision: bool = Tr
         _copy_out_of_file_maps(encoder)
     return_freed_memory()
     return model.eval()
+
+
+def quantize_block(model: MiniMindLM, index: int) -> None:
+    """Quantize decoder block `index`'s matrices (those still float: `load_model` quantizes each block as soon as
+    the checkpoint has filled it, `quantize_model` the rest), and hand the float ones back to the OS."""
+    block = model.model.layers[index]
+    _swap(block.self_attn, ATTENTION_PROJECTIONS)
+    mlp = block.mlp
+    for ffn in mlp.experts if isinstance(mlp, MoEFeedForward) else [mlp]:
+        _swap(ffn, FEED_FORWARD_PROJECTIONS)
+    return_freed_memory()  # block by block: the freed float blocks would otherwise pile up to the load's peak
 
 
 def return_freed_memory() -> None:
@@ -97,9 +106,13 @@ def _swap_encoder_linears(encoder: nn.Module) -> None:
         for path, module in encoder.named_modules()
         if "embeddings" not in path.split(".") and not isinstance(module, nn.MultiheadAttention)
     ]
+    spans = file_pages.file_maps()  # the encoder's weights are views of its mapped safetensors file
     for parent in parents:
         names = tuple(name for name, child in parent.named_children() if type(child) is nn.Linear)
+        replaced = [getattr(parent, name) for name in names]
         _swap(parent, names)
+        # each matrix's pages as soon as it is quantized: the whole file would otherwise stay resident till the end
+        file_pages.release([tensor for layer in replaced for tensor in layer.parameters()], spans)
 
 
 def _copy_out_of_file_maps(module: nn.Module) -> None:
@@ -120,4 +133,6 @@ def is_quantized(model: MiniMindLM) -> bool:
 
 def _swap(parent: nn.Module, names: tuple[str, ...]) -> None:
     for name in names:
-        setattr(parent, name, quantize_linear(getattr(parent, name)))
+        layer = getattr(parent, name)
+        if not isinstance(layer, Int8Linear):
+            setattr(parent, name, quantize_linear(layer))
