@@ -318,9 +318,9 @@ def memory_child(folder: Path, quantize: str | None, tokenizer: Path, new_tokens
     from mmv.chat import ChatSession
     from mmv.loading import load_model
 
-    loaded = load_model(folder / "model.pth", vision=folder / "vision", tokenizer=tokenizer, device="cpu")
-    if quantize:
-        quantize_model(loaded.model, quantize)
+    loaded = load_model(
+        folder / "model.pth", vision=folder / "vision", tokenizer=tokenizer, device="cpu", quantize=quantize
+    )
     after_load, load_peak = proc_status_mb("VmRSS"), proc_status_mb("VmHWM")
     # the peak from here on: writing 5 to clear_refs resets VmHWM to the current RSS (Linux >= 4.0)
     Path("/proc/self/clear_refs").write_text("5")
