@@ -29,8 +29,8 @@ HIRES_SECONDS_PER_STEP = 0.25
 VIDEO_SECONDS_PER_STEP = 0.25
 PRETRAIN_SHARE = 0.4  # of the training steps; the rest is SFT
 DEMO_MINUTES = 8.0  # every task's training length but the hires one's
-# the hires task's: 960 steps teach the shape from the squeezed view (100% at --tiles 1; 66% at --tiles 4) with
-# half the other tasks' wait (BENCHMARKS.md)
+# the hires task's: 960 steps read the pattern through the tiles (100% at --tiles 4, 600 steps did too; --tiles 1
+# stays at chance) with half the other tasks' wait (BENCHMARKS.md)
 HIRES_MINUTES = 4.0
 
 
