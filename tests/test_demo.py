@@ -160,10 +160,10 @@ def test_a_short_video_demo_learns_which_shape_comes_last_and_answers_each_kind_
 
 @pytest.mark.slow
 def test_a_short_hires_demo_reads_the_pattern_through_its_tiles(tmp_path):
-    """600 steps at --tiles 4 (165 s at load 2-3, 248 s at load 3 beside other work): the pattern is named for at least 240 of the 300 held-out
-    images (measured 300; a model guessing at 1/3 reaches 150 with probability below 1e-9, and the squeezed view
-    alone cannot tell the patterns apart: tests/synth/test_hires.py). The run records the four tiles and the
-    encoder's 16 merged tokens a view, and every answer is in the answer's form."""
+    """600 steps at --tiles 4 (165 s at load 2-3, 248 s under pytest at load 3): the pattern is named for at least
+    240 of the 300 held-out images (measured 300; a guess at 1/3 reaches 150 with probability below 1e-9, and the
+    squeezed view alone cannot tell the patterns apart: tests/synth/test_hires.py). The run records the four tiles
+    and the encoder's 16 merged tokens a view, and every answer is in the answer's form."""
     import re
 
     out = tmp_path / "demo"
