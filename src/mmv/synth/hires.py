@@ -40,6 +40,7 @@ PATTERNS = {"horizontal": "horizontal stripes", "vertical": "vertical stripes", 
 # lines wherever it lies (at least 3x3), and it leaves room to move in its quarter
 SIDES = range(72, 97, 2)
 # the lines' two colours, the same in every image, so that a pattern looks the same to a patch whatever the colour
+# (lines in the square's colour left the demo at chance after 600 steps: BENCHMARKS.md)
 LINES = ((235, 235, 235), (20, 20, 20))
 FRAME = 4  # the square's border in its colour, around the lines
 MARGIN = 4  # pixels between the square and its tile's border
