@@ -29,8 +29,8 @@ HIRES_SECONDS_PER_STEP = 0.25
 VIDEO_SECONDS_PER_STEP = 0.25
 PRETRAIN_SHARE = 0.4  # of the training steps; the rest is SFT
 DEMO_MINUTES = 8.0  # every task's training length but the hires one's
-# the hires task's: 960 steps teach the shape from the squeezed view (100% at --tiles 1; 66% at --tiles 4) with
-# half the other tasks' wait (BENCHMARKS.md)
+# the hires task's: 960 steps read the pattern through the tiles (100% at --tiles 4, 600 steps did too; --tiles 1
+# stays at chance) with half the other tasks' wait (BENCHMARKS.md)
 HIRES_MINUTES = 4.0
 
 
@@ -205,10 +205,12 @@ def train_stage(
 
 def question_kind(question: str) -> str:
     from mmv.synth.captions import QUESTIONS
+    from mmv.synth.hires import question_kind as hires_kind
     from mmv.synth.video import question_kind as video_kind
 
     text = question.replace("<image>", "").strip()
-    return next((kind for kind, asked in QUESTIONS.items() if text in asked), None) or video_kind(text) or "other"
+    asked_kind = next((kind for kind, asked in QUESTIONS.items() if text in asked), None)
+    return asked_kind or hires_kind(text) or video_kind(text) or "other"
 
 
 def score_by_kind(records_path: Path) -> dict[str, dict[str, int]]:
@@ -273,6 +275,7 @@ def _run(out: Path, config: DemoConfig, say: Callable[[str], None]) -> DemoResul
     from mmv.loading import load_model
     from mmv.synth.dataset import SynthConfig, synthesize
     from mmv.synth.encoder import TinyEncoderConfig, make_encoder
+    from mmv.synth.hires import QUESTIONS as HIRES_QUESTIONS
 
     if out.exists() and any(out.iterdir()):
         raise MmvError(f"{out} is not empty; choose a new output folder for the demo", option="out")
@@ -329,7 +332,7 @@ def _run(out: Path, config: DemoConfig, say: Callable[[str], None]) -> DemoResul
     if config.task == "video":
         result.example = answer_clip(loaded, data.files["eval"], out / "example.mp4")
     else:
-        question = "What shape are the objects?" if config.task == "hires" else "How many shapes are there?"
+        question = HIRES_QUESTIONS[0] if config.task == "hires" else "How many shapes are there?"
         result.example = answer_one(loaded, data.files["eval"], out / "example.png", question)
     result.seconds["eval"] = time.perf_counter() - clock
 

@@ -1,75 +1,101 @@
-"""`mmv data synth --hires`: one shape in an image twice the encoder's side, whole inside one tile of a 2x2 grid,
-over 2x2 merged tokens of that tile and inside one of the squeezed view."""
+"""`mmv data synth --hires`: a framed square of one-pixel lines whose pattern a full-size tile shows and a squeeze to
+the encoder's side erases."""
 
 from __future__ import annotations
 
+import collections
 import io
 import json
+import random
+from dataclasses import replace
 
+import numpy as np
 import pyarrow.parquet as pq
 import pytest
 from PIL import Image
 
 from mmv.errors import MmvError
-from mmv.synth.captions import QUESTIONS
+from mmv.images import open_image
 from mmv.synth.dataset import SynthConfig, synthesize
-from mmv.synth.hires import CELL, ENCODER_PATCH, ENCODER_SIDE, HIRES_SIZE, JITTER, MERGE, RADII, RADIUS, tiny_scene
-from mmv.synth.scenes import COLOURS, Scene, draw
+from mmv.synth.encoder import preprocessor_config
+from mmv.synth.hires import (
+    ENCODER_PATCH,
+    ENCODER_SIDE,
+    FRAME,
+    HIRES_SIZE,
+    PATTERNS,
+    QUESTIONS,
+    draw_square,
+    image_bytes,
+    striped_square,
+)
 from mmv.vision_input.tiles import Tiling
 
+ANSWERS = {f"The square has {words}." for words in PATTERNS.values()}
 
-def test_hires_files_ask_the_shape_of_a_tiny_shape_in_a_large_image(tmp_path):
+
+def test_hires_files_ask_the_pattern_of_a_square_in_a_large_png(tmp_path):
     synthesize(tmp_path, SynthConfig(n=40, eval_n=12, seed=1, task="hires"), tokenizer=False)
     for split in ("pretrain", "sft", "eval"):
         for row in pq.read_table(tmp_path / f"{split}.parquet").to_pylist():
             data = row["image_bytes"][0] if isinstance(row["image_bytes"], list) else row["image_bytes"]
-            assert Image.open(io.BytesIO(data)).size == (HIRES_SIZE, HIRES_SIZE)
+            image = Image.open(io.BytesIO(data))
+            assert (image.format, image.size) == ("PNG", (HIRES_SIZE, HIRES_SIZE))  # lossless: the lines stay exact
+            messages = json.loads(row["conversations"])
             if split == "eval":
-                messages = json.loads(row["conversations"])
-                assert messages[0]["content"].removeprefix("<image>\n") in QUESTIONS["shape"]
-                assert messages[1]["content"].startswith("The shape is a ")
+                assert messages[0]["content"].removeprefix("<image>\n") in QUESTIONS
+                assert messages[1]["content"] in ANSWERS
+            elif split == "sft":
+                assert any(m["content"] in ANSWERS for m in messages[1::2])
 
 
-def test_a_tile_spreads_the_shape_over_several_merged_tokens_where_the_squeezed_view_keeps_it_in_one():
-    """Measured on the pixels: in its tile (at full size) the shape's colour reaches into 2x2 merged tokens of 32
-    pixels, about 4x4 patches; squeezed to the encoder's side it stays inside a single merged token."""
-    import random
+def test_the_three_patterns_are_asked_about_equally_often():
+    counts = collections.Counter(striped_square(random.Random(seed)).pattern for seed in range(900))
+    assert set(counts) == set(PATTERNS) and min(counts.values()) > 250, counts
 
-    import numpy as np
 
-    token = ENCODER_PATCH * MERGE
+def squeezed_and_tiles(processor, image: Image.Image) -> tuple[np.ndarray, np.ndarray]:
+    """The encoder's input for the global view and for the four tiles, as the loader makes them."""
+    pixels = processor(images=Tiling(4, ENCODER_SIDE).views(image), return_tensors="np")["pixel_values"]
+    return pixels[0], pixels[1:]
+
+
+def test_the_squeezed_view_is_the_same_for_every_pattern_while_the_tiles_show_it(tmp_path):
+    """Through the demo encoder's own processor: the global view of the three patterns differs by at most 3 of 255
+    levels in any pixel (rounding at the lines' fade), while in the tile holding the square the patterns differ by
+    most of the lines' contrast (215 levels). Measured, not assumed: an antialiased 2x squeeze averages each pair of
+    lines to the same grey."""
+    from transformers import AutoImageProcessor
+
+    (tmp_path / "preprocessor_config.json").write_text(json.dumps(preprocessor_config("siglip", ENCODER_SIDE)))
+    processor = AutoImageProcessor.from_pretrained(tmp_path)
+    level = 2 / 255  # one grey level after the processor's rescale to [-1, 1]
+    for seed in range(12):
+        square = striped_square(random.Random(seed))
+        views = [squeezed_and_tiles(processor, open_image(image_bytes(replace(square, pattern=p)))) for p in PATTERNS]
+        for (squeezed, tiles), (other_squeezed, other_tiles) in zip(views, views[1:] + views[:1], strict=True):
+            assert np.abs(squeezed - other_squeezed).max() <= 3 * level + 1e-6, seed
+            assert np.abs(tiles - other_tiles).max() > 150 * level, seed
+
+
+def test_the_square_lies_whole_in_one_tile_over_whole_patches_and_its_patterns_are_half_light():
+    """The square is whole in one tile, its lines span at least three whole patches of that tile each way wherever
+    it lies, and the three patterns have the same amount of light and dark (to rounding in the fade)."""
     tiling = Tiling(4, ENCODER_SIDE)
     assert HIRES_SIZE == 2 * ENCODER_SIDE and tiling.grid((HIRES_SIZE, HIRES_SIZE)).tiles == 4  # 2x2 at full size
-
-    def token_span(view: Image.Image, colour: tuple[int, int, int]) -> tuple[set[int], set[int]]:
-        pixels = np.asarray(view, dtype=np.int32)
-        ys, xs = np.nonzero(np.abs(pixels - np.array(colour)).sum(-1) < 60)
-        return set(xs // token), set(ys // token)
-
-    for seed in range(30):
-        scene = tiny_scene(random.Random(seed))
-        image = draw(scene, HIRES_SIZE)
-        colour = COLOURS[scene.colour]
-        tiles = tiling.views(image)[1:]
-        spans = [token_span(tile, colour) for tile in tiles]
-        shown = [i for i, (xs, ys) in enumerate(spans) if xs]
-        assert len(shown) == 1, (seed, shown)  # whole inside one tile
-        assert all(len(axis) in (2, 3) for axis in spans[shown[0]]), (seed, spans[shown[0]])  # 3: jittered over a line
-        squeezed = image.resize((ENCODER_SIDE, ENCODER_SIDE), Image.Resampling.BICUBIC)
-        assert [len(axis) for axis in token_span(squeezed, colour)] == [1, 1], seed
-        assert 2 * RADIUS <= 2 * token and all(abs(c % CELL - CELL // 2) <= JITTER for c in scene.centres[0])
-
-
-def test_the_three_shapes_cover_about_the_same_area():
-    """A squeeze keeps a shape's amount of colour: at one radius a triangle covers 60% of a circle's area, which the
-    global view alone would show."""
-    import numpy as np
-
-    areas = {}
-    for shape, radius in RADII.items():
-        image = np.asarray(draw(Scene(shape, "red", "tiny", ((96, 96),), radius, (255, 255, 255)), 192))
-        areas[shape] = int((image[..., 1] < 128).sum())
-    assert max(areas.values()) < 1.12 * min(areas.values()), areas
+    for seed in range(20):
+        square = striped_square(random.Random(seed))
+        images = [draw_square(replace(square, pattern=p)) for p in PATTERNS]
+        background = np.array(square.background)
+        marked = [
+            i
+            for i, tile in enumerate(tiling.views(images[0])[1:])
+            if (np.abs(np.asarray(tile, dtype=int) - background).sum(-1) > 0).any()
+        ]
+        assert len(marked) == 1, (seed, marked)
+        assert square.side - 2 * FRAME >= 4 * ENCODER_PATCH
+        sums = [np.asarray(image, dtype=int).sum((0, 1)) for image in images]
+        assert all(np.abs(s - sums[0]).max() <= square.side * square.side // 8 for s in sums), (seed, sums)
 
 
 def test_an_unknown_task_is_refused():

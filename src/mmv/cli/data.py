@@ -46,7 +46,8 @@ def synth(
     hires: bool = typer.Option(
         False,
         "--hires",
-        help="The high-resolution task: one small shape in a 256x256 image, for a 128-pixel encoder with --tiles 4.",
+        help="The high-resolution task: the pattern of one-pixel lines in a square of a 256x256 image (stripes "
+        "across, up and down, or a checkerboard), for a 128-pixel encoder with --tiles 4.",
     ),
     video: bool = typer.Option(
         False, "--video", help="The video task: 8-frame MP4 clips of shapes that move or appear (needs PyAV)."

@@ -30,7 +30,8 @@ def demo(
     hires: bool = typer.Option(
         False,
         "--hires",
-        help="The high-resolution task (one shape in a 256x256 image, a 128-pixel encoder: 16 tokens a view) "
+        help="The high-resolution task (the pattern of one-pixel lines in a square of a 256x256 image: stripes "
+        "across, up and down, or a checkerboard, which only --tiles 4 shows; a 128-pixel encoder: 16 tokens a view) "
         "instead of the scenes; --minutes counts its steps at 0.25 s each.",
     ),
     tiles: int = typer.Option(1, "--tiles", metavar="N", help="Train with up to N tiles per image (hires: 4)."),

@@ -25,7 +25,8 @@ from mmv.synth.video import video_row
 Messages = list[dict[str, Any]]
 Row = tuple[Messages, list[bytes]]
 SPLITS = ("pretrain", "sft", "eval")
-# the 256-pixel scenes; one shape in a 256-pixel image (mmv.synth.hires); clips in video_bytes (mmv.synth.video)
+# the 256-pixel scenes; a square of one-pixel lines in a 256-pixel PNG (mmv.synth.hires); clips in video_bytes
+# (mmv.synth.video)
 TASKS = ("shapes", "hires", "video")
 
 
