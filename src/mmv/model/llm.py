@@ -16,7 +16,7 @@ from torch import nn
 
 from mmv.config import VLMConfig
 from mmv.model.kv_cache import KVCache
-from mmv.model.layers import FeedForward, RMSNorm
+from mmv.model.layers import DecodeLinear, FeedForward, RMSNorm
 from mmv.model.moe import MoEFeedForward
 from mmv.model.rope import apply_rope, rope_tables
 
@@ -42,10 +42,10 @@ class Attention(nn.Module):
         self.heads, self.kv_heads = config.num_attention_heads, config.num_key_value_heads
         self.head_dim = config.head_dim
         hidden = config.hidden_size
-        self.q_proj = nn.Linear(hidden, self.heads * self.head_dim, bias=False)
-        self.k_proj = nn.Linear(hidden, self.kv_heads * self.head_dim, bias=False)
-        self.v_proj = nn.Linear(hidden, self.kv_heads * self.head_dim, bias=False)
-        self.o_proj = nn.Linear(self.heads * self.head_dim, hidden, bias=False)
+        self.q_proj = DecodeLinear(hidden, self.heads * self.head_dim, bias=False)
+        self.k_proj = DecodeLinear(hidden, self.kv_heads * self.head_dim, bias=False)
+        self.v_proj = DecodeLinear(hidden, self.kv_heads * self.head_dim, bias=False)
+        self.o_proj = DecodeLinear(self.heads * self.head_dim, hidden, bias=False)
         # MiniMind2 had no q/k norm: Identity keeps its state dict free of the keys
         self.q_norm = RMSNorm(self.head_dim, config.rms_norm_eps) if config.qk_norm else nn.Identity()
         self.k_norm = RMSNorm(self.head_dim, config.rms_norm_eps) if config.qk_norm else nn.Identity()
@@ -121,7 +121,7 @@ class MiniMindLM(nn.Module):
         super().__init__()
         self.config = config
         self.model = Backbone(config)
-        self.lm_head = nn.Linear(config.hidden_size, config.vocab_size, bias=False)
+        self.lm_head = DecodeLinear(config.hidden_size, config.vocab_size, bias=False)
         if config.tie_word_embeddings:
             self.lm_head.weight = self.model.embed_tokens.weight
         cos, sin = self.rope_rows(min(config.max_position_embeddings, ROPE_ROWS))
