@@ -360,7 +360,3 @@ def load_weights(
                 file_pages.release([tensor], spans)
             if block >= 0 and after_block is not None:
                 after_block(model, block)
-    if checkpoint.text_only:  # the projector such a file lacks starts as a newly constructed one does
-        for module in model.vision_proj.modules():
-            if hasattr(module, "reset_parameters"):
-                module.reset_parameters()

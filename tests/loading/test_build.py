@@ -34,3 +34,31 @@ def test_weights_land_on_the_dtype_asked_for():
     with torch.no_grad():
         logits = exact(cases["text_input_ids"]).logits
     torch.testing.assert_close(logits, cases["text_logits"], atol=1e-4, rtol=0)
+
+
+def test_a_text_only_files_projector_is_drawn_from_the_seed_as_a_constructed_model_draws_it():
+    """The demo and `pretrain --init llm.pth` start from such a file: its projector, and so the whole run, must be
+    what the seed gave before weights were loaded into an unfilled model (the CLIP demo test caught the change)."""
+    from mmv.model.vlm import MiniMindVLM
+
+    inputs = gather(REFERENCE / "p32" / "llm.pth", tokenizer=TOKENIZER_DIR, need_vision=False)
+    assert inputs.checkpoint is not None and inputs.checkpoint.text_only
+    torch.manual_seed(5)
+    built = build_model(inputs).vision_proj.state_dict()
+    torch.manual_seed(5)
+    constructed = MiniMindVLM(inputs.config).vision_proj.state_dict()
+    assert built.keys() == constructed.keys()
+    assert all(torch.equal(built[k], constructed[k]) for k in built)
+
+
+def test_a_full_checkpoint_loads_into_an_unfilled_model_without_drawing():
+    inputs = gather(REFERENCE / "p32" / "model.pth", tokenizer=TOKENIZER_DIR)
+    torch.manual_seed(7)
+    state = torch.get_rng_state()
+    model = build_model(inputs)
+    assert torch.equal(torch.get_rng_state(), state)  # no random draws for weights a file overwrites
+    assert model.lm_head.weight is model.model.embed_tokens.weight  # still tied
+    cases = fixture_cases("p32")
+    with torch.no_grad():
+        logits = model.eval()(cases["text_input_ids"]).logits
+    torch.testing.assert_close(logits, cases["text_logits"], atol=1e-4, rtol=0)

@@ -35,10 +35,15 @@ def build_model(
 
     target = device if isinstance(device, torch.device) else pick_device(device)
     encoder = load_encoder(inputs.vision_dir) if inputs.vision_dir else None
-    if inputs.checkpoint is None:
+    checkpoint = inputs.checkpoint
+    if checkpoint is None or checkpoint.text_only:
+        # drawn as constructed from torch's seed: a text-only file leaves the projector to these draws, and the same
+        # seed must keep giving the same projector (and every run from it the same numbers)
         model = MiniMindVLM(inputs.config, encoder)
-        model.init_fresh_weights()
     else:
         model = MiniMindVLM.unfilled(inputs.config, encoder)
-        load_weights(model, inputs.checkpoint, after_block)
+    if checkpoint is None:
+        model.init_fresh_weights()
+    else:
+        load_weights(model, checkpoint, after_block)
     return model.to(device=target, dtype=pick_dtype(dtype, target))
