@@ -22,13 +22,12 @@ class DecodeLinear(nn.Linear):
 
     def forward(self, x: torch.Tensor) -> torch.Tensor:
         rows = x.numel() // self.in_features
-        if 1 < rows <= _few_rows() and x.dtype == torch.float32 and x.device.type == "cpu":
-            if not torch.is_grad_enabled():
-                out = (self.weight @ x.reshape(rows, self.in_features).T).T
-                if self.bias is not None:
-                    out = out + self.bias
-                return out.reshape(*x.shape[:-1], self.out_features)
-        return F.linear(x, self.weight, self.bias)
+        if x.device.type != "cpu" or x.dtype != torch.float32 or torch.is_grad_enabled() or not 1 < rows <= _few_rows():
+            return F.linear(x, self.weight, self.bias)
+        out = (self.weight @ x.reshape(rows, self.in_features).T).T
+        if self.bias is not None:
+            out = out + self.bias
+        return out.reshape(*x.shape[:-1], self.out_features)
 
 
 def _few_rows() -> int:
