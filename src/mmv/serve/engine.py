@@ -25,6 +25,7 @@ import torch
 from mmv.console import say
 from mmv.decoding import Decoding, regroup
 from mmv.model.kv_cache import KVCache
+from mmv.model.packed import pack_linears
 from mmv.prefix_cache import PrefixCache
 from mmv.sampling import TokenSampler
 from mmv.serve.admission import Joining, batches, prefill_batch
@@ -50,6 +51,9 @@ class EngineSettings:
     # an idle engine admits a request once no other has arrived for this long (at most GATHER_ROUNDS times it): calls
     # sent together reach the engine milliseconds apart, and the first alone would make the rest wait for its prefill
     gather_s: float = 0.02
+    # float32 projections also held in oneDNN's layout (mmv.model.packed): one more copy of the language model's
+    # weights in memory, batched decode steps and prefills faster
+    pack_weights: bool = True
 
 
 @dataclass
@@ -72,6 +76,8 @@ class Engine:
         self, model: MiniMindVLM, tokenizer: Any, tokenizer_lock: threading.Lock, settings: EngineSettings
     ) -> None:
         self.model, self.tokenizer, self.tokenizer_lock, self.settings = model, tokenizer, tokenizer_lock, settings
+        if settings.pack_weights:
+            pack_linears(model)
         config = model.config
         self.images = ImageFeatures(model, settings.image_cache)
         self.prefixes = PrefixPool(settings.prefix_pool, config.image_token_id, config.image_token_len)
