@@ -2,10 +2,11 @@
 
 The minimind-3v preset with random weights and a full-size random p32-256 SigLIP encoder (saved with
 save_pretrained), float32 on CPU (or int8 weights with `--quantize int8`), served by the real `mmv serve` in a
-subprocess on a loopback port. Each client sends one image (a different photo each, so no client reuses another's
-features) and a question, greedy, and streams `--new-tokens` tokens (`ignore_eos`). Per concurrency level:
-aggregate completion tokens/s over the wall time of the round, time to first token p50/p95, and the server's peak
-RSS so far.
+subprocess on a loopback port. Each client sends one image (a different photo each, then seeded noise, so no client
+reuses another's features) and a question, greedy, and streams `--new-tokens` tokens (`ignore_eos`). Per
+concurrency level: aggregate completion tokens/s over the wall time of the round, time to first token p50/p95 (to
+the reply's first chunk, which the server sends with the first token: a random model's first tokens are often
+byte pieces or special tokens that show no text yet), and the server's peak RSS so far.
 
 Usage: python benchmarks/serve.py [--clients 1 4 8 16] [--new-tokens 128] [--max-batch 8] [--quantize int8]
                                   [--tokenizer DIR]
@@ -18,6 +19,7 @@ import base64
 import io
 import json
 import os
+import random
 import re
 import statistics
 import subprocess
@@ -67,12 +69,13 @@ def photo_uris(count: int) -> list[str]:
 
     uris = []
     photos = sorted((SHARED / "images").glob("*.jpg"))
+    noise = random.Random(0)  # the same images every run
     for index in range(count):
         if index < len(photos):
             data = photos[index].read_bytes()
         else:
             buffer = io.BytesIO()
-            Image.frombytes("RGB", (256, 256), os.urandom(256 * 256 * 3)).save(buffer, format="JPEG")
+            Image.frombytes("RGB", (256, 256), noise.randbytes(256 * 256 * 3)).save(buffer, format="JPEG")
             data = buffer.getvalue()
         uris.append(f"data:image/jpeg;base64,{base64.b64encode(data).decode()}")
     return uris
@@ -126,7 +129,7 @@ def one_client(client, uri: str, new_tokens: int, results: list, barrier: thread
         extra_body={"ignore_eos": True},
     )
     for chunk in stream:
-        if chunk.choices and chunk.choices[0].delta.content and first is None:
+        if chunk.choices and first is None:
             first = time.perf_counter()
         if chunk.usage:
             tokens = chunk.usage.completion_tokens

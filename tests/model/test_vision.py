@@ -171,3 +171,22 @@ def test_an_encoder_missing_weights_is_refused(tmp_path):
     save_file(state, str(folder / "model.safetensors"), metadata={"format": "pt"})
     with pytest.raises(MmvError, match=r"lacks 1 weight\(s\) such as \S*encoder.layers.0.mlp.fc1.weight"):
         load_encoder(folder)
+
+
+@pytest.mark.parametrize("fixture", ["p32", "naflex-merge4"])
+def test_the_pooling_head_is_skipped_and_the_patch_tokens_are_unchanged(fixture):
+    from mmv.model.encoders import patch_features
+
+    encoder = load_encoder(REFERENCE / fixture / "vision")
+    heads = [m for m in encoder.modules() if hasattr(m, "use_head")]
+    assert heads and not any(m.use_head for m in heads)  # SigLIP's and SigLIP2's towers both have one
+    assert all(isinstance(m.head, torch.nn.Module) for m in heads)  # its weights stay: state dicts are unchanged
+    processor = ImageProcessor(REFERENCE / fixture / "vision")
+    from PIL import Image
+
+    inputs = processor([Image.open(sorted((SHARED / "images").glob("*.jpg"))[0]).convert("RGB")])
+    with torch.inference_mode():
+        skipped = patch_features(encoder, inputs)
+        for module in heads:
+            module.use_head = True
+        torch.testing.assert_close(patch_features(encoder, inputs), skipped, rtol=0, atol=0)

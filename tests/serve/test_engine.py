@@ -83,6 +83,33 @@ def test_an_idle_engine_admits_requests_arriving_milliseconds_apart_together():
     assert engine.stats.requests == 4 and engine.stats.prefills == 1  # one shared prefill, not the first one alone
 
 
+def test_an_idle_engine_waits_for_a_request_still_being_prepared():
+    from mmv.tokenizer import load_tokenizer
+
+    model, tokenizer = load_fixture_model("p32"), load_tokenizer(TOKENIZER_DIR)
+    engine = Engine(model, tokenizer, threading.Lock(), EngineSettings(max_batch=8, gather_s=0.02))
+    engine.start()
+    done = threading.Semaphore(0)
+
+    def request():
+        return GenerationRequest(
+            Prompt(PROMPTS[0], [], 2),
+            SamplingConfig(max_new_tokens=2, temperature=0),
+            [],
+            lambda event: None if isinstance(event, TextDelta) else done.release(),
+        )
+
+    with engine.announced():  # the second request's images take 100 ms to decode, five times gather_s
+        engine.submit(request())
+        time.sleep(0.1)
+        engine.submit(request())
+    for _ in range(2):
+        assert done.acquire(timeout=60)
+    engine.close(0)
+    assert engine.join(10)
+    assert engine.stats.requests == 2 and engine.stats.prefills == 1 and engine.preparing == 0
+
+
 def test_a_resent_image_is_encoded_once_and_its_history_reused():
     from mmv.images import open_image
     from mmv.serve.image_input import CheckedImage

@@ -165,6 +165,11 @@ def load_encoder(folder: str | Path) -> nn.Module:
     missing = sorted(k for k in loading["missing_keys"] if not any(part in k for part in UNUSED_WEIGHTS))
     if missing:
         raise MmvError(f"the vision encoder in {folder} lacks {len(missing)} weight(s) such as {missing[0]}")
+    for module in encoder.modules():
+        # SigLIP's towers run their attention-pooling head on every call, and mmv reads the patch tokens before it:
+        # 4% of a p32-256 encoder call over 8 images, for a vector nobody reads (its weights stay loaded)
+        if getattr(module, "use_head", False):
+            module.use_head = False
     encoder.requires_grad_(False)
     return encoder.eval()
 

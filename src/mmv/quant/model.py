@@ -91,9 +91,10 @@ def return_freed_memory() -> None:
 
 
 def _drop_pooling_head(encoder: nn.Module) -> None:
-    """SigLIP's and SigLIP2's vision towers run their `head` only when `use_head` is set (transformers 5.x)."""
+    """SigLIP's and SigLIP2's vision towers run their `head` only when `use_head` is set (transformers 5.x);
+    `load_encoder` has turned it off already."""
     for module in list(encoder.modules()):
-        if getattr(module, "use_head", False) and isinstance(getattr(module, "head", None), nn.Module):
+        if hasattr(module, "use_head") and isinstance(getattr(module, "head", None), nn.Module):
             module.use_head = False
             del module.head
 

@@ -83,11 +83,13 @@ class ChatApi:
     async def completions(self, request: Request) -> Response:
         try:
             self._authorize(request)
-            body = await self._read_json(request)
-            names = (self.settings.model_name, *self.settings.model_aliases)
-            parsed = parse_chat_request(body, model_names=names, max_tokens_limit=self.settings.max_new_tokens_limit)
-            prompt = await run_in_threadpool(self._prepare, parsed)
-            generation, events = self._submit(parsed, prompt)
+            with self.engine.announced():  # from the body's first byte: an idle engine waits for it (up to a cap)
+                body = await self._read_json(request)
+                names = (self.settings.model_name, *self.settings.model_aliases)
+                limit = self.settings.max_new_tokens_limit
+                parsed = parse_chat_request(body, model_names=names, max_tokens_limit=limit)
+                prompt = await run_in_threadpool(self._prepare, parsed)
+                generation, events = self._submit(parsed, prompt)
             first = await self._next(events, request, generation)
             if isinstance(first, Failed):
                 raise first.error
@@ -202,7 +204,8 @@ class ChatApi:
     ) -> AsyncIterator[str]:
         yield completion.chunk({"role": "assistant", "content": ""}, with_usage=include_usage)
         while isinstance(event, TextDelta):
-            yield completion.chunk({"content": event.text}, with_usage=include_usage)
+            if event.text:
+                yield completion.chunk({"content": event.text}, with_usage=include_usage)
             event = await events.get()
         if isinstance(event, Failed):
             yield sse(event.error.body())

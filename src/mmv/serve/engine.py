@@ -6,16 +6,18 @@ conversation from the `PrefixPool` is prefilled alone from where its history end
 one's first token at once, lays the rows out as one left-padded batch again when they changed (`regroup`), and runs
 one decode step for all. A row's tokens are what its request would get alone: padding is masked and positions count
 real tokens only. A finished request leaves its keys/values in the pool for the conversation's next turn. An idle
-engine waits a few milliseconds after an arrival for the requests sent with it (`EngineSettings.gather_s`).
+engine waits for the requests sent with an arrival: those the HTTP layer is still preparing (`Engine.announced`),
+and those a few milliseconds behind it (`EngineSettings.gather_s`).
 """
 
 from __future__ import annotations
 
+import contextlib
 import threading
 import time
 import traceback
 from collections import deque
-from collections.abc import Callable
+from collections.abc import Callable, Iterator
 from dataclasses import dataclass
 from functools import partial
 from typing import TYPE_CHECKING, Any, TypeVar
@@ -39,8 +41,6 @@ if TYPE_CHECKING:
 
 T = TypeVar("T")
 
-GATHER_ROUNDS = 5
-
 
 @dataclass
 class EngineSettings:
@@ -48,9 +48,11 @@ class EngineSettings:
     prefix_pool: int = 16  # finished conversations whose keys/values are kept for their next turn
     image_cache: int = 64  # distinct images whose projected features are kept
     grow: int = 128  # tokens of room added per row when the batch's cache fills up
-    # an idle engine admits a request once no other has arrived for this long (at most GATHER_ROUNDS times it): calls
-    # sent together reach the engine milliseconds apart, and the first alone would make the rest wait for its prefill
+    # an idle engine admits a request once no other has arrived for this long and none is being prepared, waiting
+    # gather_cap_s at most: calls sent together reach the engine milliseconds apart (each decodes its images on
+    # the way), and the first alone would make the rest wait for its prefill
     gather_s: float = 0.02
+    gather_cap_s: float = 0.25
     # float32 projections also held in oneDNN's layout (mmv.model.packed): one more copy of the language model's
     # weights in memory, batched decode steps and prefills faster
     pack_weights: bool = True
@@ -82,6 +84,7 @@ class Engine:
         self.images = ImageFeatures(model, settings.image_cache)
         self.prefixes = PrefixPool(settings.prefix_pool, config.image_token_id, config.image_token_len)
         self.waiting: deque[GenerationRequest] = deque()
+        self.preparing = 0  # requests announced and not yet submitted
         self.wakeup = threading.Condition()
         self.rows: list[Sequence] = []
         self.batch: Decoding | None = None
@@ -98,6 +101,19 @@ class Engine:
                 raise shutting_down()
             self.waiting.append(request)
             self.wakeup.notify()
+
+    @contextlib.contextmanager
+    def announced(self) -> Iterator[None]:
+        """Around a request's preparation (its images decoded, its prompt rendered) and its `submit`: an idle engine
+        gathering the requests sent together waits for it."""
+        with self.wakeup:
+            self.preparing += 1
+        try:
+            yield
+        finally:
+            with self.wakeup:
+                self.preparing -= 1
+                self.wakeup.notify()
 
     def close(self, grace_s: float) -> None:
         """Take no more requests; let running ones finish for up to `grace_s`, then cancel them."""
@@ -147,15 +163,20 @@ class Engine:
             return [self.waiting.popleft() for _ in range(min(free, len(self.waiting)))]
 
     def _gather(self) -> None:
-        """Hold `wakeup` (waiting releases it) while requests keep arriving `gather_s` apart, until the batch is full.
+        """Hold `wakeup` (waiting releases it) while requests are being prepared or keep arriving `gather_s` apart,
+        until the batch is full or `gather_cap_s` has passed.
 
         Measured with 8 clients sending at once (benchmarks/serve.py): without it the engine admitted the first one
-        or two, and the others, ready a few milliseconds later, waited for that prefill before their own."""
-        deadline = time.monotonic() + GATHER_ROUNDS * self.settings.gather_s
+        or two, and the others, ready a few milliseconds later, waited for that prefill before their own; with
+        arrivals alone, decoding eight images on two cores spread the last ones 40 ms apart."""
+        deadline = time.monotonic() + self.settings.gather_cap_s
         while len(self.waiting) < self.settings.max_batch and self.closing_at is None:
-            seen = len(self.waiting)
-            timeout = min(self.settings.gather_s, deadline - time.monotonic())
-            if timeout <= 0 or not self.wakeup.wait(timeout) or len(self.waiting) == seen:
+            seen, left = len(self.waiting), deadline - time.monotonic()
+            if left <= 0:
+                return
+            if self.preparing:
+                self.wakeup.wait(left)
+            elif not self.wakeup.wait(min(self.settings.gather_s, left)) or len(self.waiting) == seen:
                 return
 
     def _drop_cancelled(self) -> None:

@@ -110,7 +110,9 @@ class Sequence:
         with self.lock:
             piece = self.stream.push(token)
         text, stopped = self.stops.push(piece)
-        if text:
+        if text or self.generated == 1:
+            # the first token always: a streamed reply starts (its role chunk goes out) with its first token, not
+            # with its first whole character, which a byte-level token or a held-back stop string can delay
             self.request.emit(TextDelta(text))
         if stopped:
             self._finish("stop")
