@@ -30,6 +30,7 @@ from mmv.errors import MmvError
 from mmv.model.llm import MiniMindLM
 from mmv.model.moe import MoEFeedForward
 from mmv.quant.int8 import Int8Linear, quantize_linear
+from mmv.quant.patches import swap_patch_convolutions
 from mmv.quant.schemes import check_scheme
 
 ATTENTION_PROJECTIONS = ("q_proj", "k_proj", "v_proj", "o_proj")
@@ -59,6 +60,7 @@ def quantize_model(model: MiniMindLM, scheme: str = "int8", *, vision: bool = Tr
     if vision and encoder is not None:
         _drop_pooling_head(encoder)
         _swap_encoder_linears(encoder)
+        swap_patch_convolutions(encoder)  # float32 still, without oneDNN's first-call memory (`mmv.quant.patches`)
         _copy_out_of_file_maps(encoder)
     return_freed_memory()
     return model.eval()
