@@ -6,6 +6,7 @@ import threading
 import time
 
 from mmv.generate import generate
+from mmv.model.packed import PackedLinear
 from mmv.sampling import SamplingConfig
 from mmv.serve.engine import Engine, EngineSettings
 from mmv.serve.prompt import Prompt
@@ -44,6 +45,7 @@ def test_rows_finishing_at_different_steps_leave_and_the_rest_decode_on():
 
     model, tokenizer = load_fixture_model("p32"), load_tokenizer(TOKENIZER_DIR)
     engine = Engine(model, tokenizer, threading.Lock(), EngineSettings(max_batch=8, grow=4))
+    assert isinstance(model.lm_head, PackedLinear)  # the engine decodes on oneDNN-packed weights
     engine.start()
     budgets = [3, 9, 14]  # the batch shrinks twice and grows its cache (grow=4) along the way
     events = run_together(engine, budgets)
@@ -87,7 +89,8 @@ def test_an_idle_engine_waits_for_a_request_still_being_prepared():
     from mmv.tokenizer import load_tokenizer
 
     model, tokenizer = load_fixture_model("p32"), load_tokenizer(TOKENIZER_DIR)
-    engine = Engine(model, tokenizer, threading.Lock(), EngineSettings(max_batch=8, gather_s=0.02))
+    engine = Engine(model, tokenizer, threading.Lock(), EngineSettings(max_batch=8, gather_s=0.02, pack_weights=False))
+    assert not any(isinstance(m, PackedLinear) for m in model.modules())
     engine.start()
     done = threading.Semaphore(0)
 
