@@ -61,8 +61,9 @@ class _Float32Product:
 
 
 def product_of(layer: nn.Module) -> Product:
-    """A float32 `nn.Linear` reads its weight in place; any other layer here is a quantized `Product`."""
-    return _Float32Product(layer.weight) if isinstance(layer, nn.Linear) else layer
+    """A quantized layer (`mmv.quant`) is a `Product` itself; any other (`nn.Linear`, or the server's
+    `PackedLinear`, whose single rows stay on the float weight) has its float32 weight read in place."""
+    return layer if hasattr(layer, "write") else _Float32Product(layer.weight)
 
 
 @dataclass

@@ -49,14 +49,6 @@ class PackedLinear(nn.Module):
     def stale(self) -> bool:
         return self.weight._version != self.packed_version
 
-    # FastDecoder's products (mmv.model.fast_decode.Product): a single row's step keeps its matrix-vector products
-    # on the float weight, unchanged
-    def write(self, out: torch.Tensor, vector: torch.Tensor, alpha: float) -> None:
-        torch.addmv(out, self.weight, vector, beta=0, alpha=alpha, out=out)
-
-    def add_to(self, out: torch.Tensor, vector: torch.Tensor, alpha: float) -> None:
-        out.addmv_(self.weight, vector, alpha=alpha)
-
     def extra_repr(self) -> str:
         return f"in_features={self.in_features}, out_features={self.out_features}, bias={self.bias is not None}, packed"
 
